@@ -1,0 +1,44 @@
+"""The MQTT message envelope: [message CBOR as bstr, Ed25519 signature], as CBOR.
+
+The message travels as a byte string inside the envelope so that the signature is
+checked over exactly the bytes the device produced, before anything is decoded.
+"""
+
+from __future__ import annotations
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from gridtokenx.wire import cbor
+from gridtokenx.wire.errors import WireError
+
+SIGNATURE_BYTES = 64
+
+
+def seal(message: bytes, domain: bytes, key: SigningKey) -> bytes:
+    """Sign domain + message and wrap both into an envelope (what a device publishes)."""
+    signature = key.sign(domain + message).signature
+    return cbor.dumps([message, bytes(signature)])
+
+
+def unwrap(payload: bytes) -> tuple[bytes, bytes]:
+    """Split an envelope into (message bytes, signature), strictly."""
+    item = cbor.loads(payload)
+    if (
+        not isinstance(item, list)
+        or len(item) != 2
+        or not all(isinstance(part, bytes) for part in item)
+    ):
+        raise WireError("malformed_envelope", "an envelope is a CBOR array [bstr, bstr]")
+    message, signature = item
+    if len(signature) != SIGNATURE_BYTES:
+        raise WireError("malformed_envelope", "an Ed25519 signature has 64 bytes")
+    return message, signature
+
+
+def verify(message: bytes, signature: bytes, domain: bytes, public_key: bytes) -> None:
+    """Raise WireError('bad_signature') unless `signature` is the key's over domain+message."""
+    try:
+        VerifyKey(public_key).verify(domain + message, signature)
+    except (BadSignatureError, ValueError):
+        raise WireError("bad_signature", "signature does not verify with the meter key") from None

@@ -1,0 +1,159 @@
+"""The `gridtokenx` command. Thin: parse, call a service, format; errors as messages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
+from gridtokenx.market.errors import MarketError
+
+app = typer.Typer(
+    help="GridTokenX: a peer-to-peer energy market from the meter to Solana.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(
+    help="Benchmarks that print measured figures as JSON.", no_args_is_help=True
+)
+wire_app = typer.Typer(
+    help="The wire format: readings, envelopes, batch proofs.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+app.add_typer(wire_app, name="wire")
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a user-facing error (no traceback) and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def emit(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload))
+    else:
+        for key, value in payload.items():
+            typer.echo(f"{key}: {value}")
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"{what} {path} is not UTF-8 text")
+    raise AssertionError("unreachable")
+
+
+@app.command("clear")
+def clear_command(
+    orders: Annotated[
+        Path, typer.Argument(help="CSV: id,owner,side,quantity_kwh,price_thb_per_kwh,zone")
+    ],
+    mechanism: Annotated[Mechanism, typer.Option(help="Clearing mechanism.")] = Mechanism.UNIFORM,
+    fee_bps: Annotated[
+        int, typer.Option(help="Platform fee in basis points.", min=0, max=10_000)
+    ] = 100,
+    wheeling: Annotated[
+        Path | None, typer.Option(help="CSV: from_zone,to_zone,thb_per_kwh (seller -> buyer zone).")
+    ] = None,
+    no_breaker: Annotated[
+        bool, typer.Option("--no-breaker", help="Switch off the price circuit breaker.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Clear the orders of a CSV file as one epoch and print the result."""
+    from gridtokenx.market.orderfile import clear_file, report
+
+    try:
+        matrix = Wheeling.from_csv(read_text(wheeling, "wheeling file")) if wheeling else Wheeling()
+        config = MarketConfig(
+            mechanism=mechanism,
+            fee_bps=fee_bps,
+            wheeling=matrix,
+            breaker_bps=NO_BREAKER if no_breaker else MarketConfig.breaker_bps,
+        )
+    except MarketError as exc:
+        fail(str(exc))
+    outcome, errors = clear_file(read_text(orders, "order file"), config)
+    if errors or outcome is None:
+        for error in errors:
+            typer.echo(f"{orders}:{error}", err=True)
+        fail(f"{len(errors)} invalid row(s); nothing was cleared")
+        return
+    result = report(outcome, fee_bps)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    price = result["clearing_price_thb_per_kwh"]
+    typer.echo(
+        f"{len(result['trades'])} trades, {result['volume_kwh']} kWh, "
+        f"clearing price {'-' if price is None else price} THB/kWh, "
+        f"welfare {result['welfare_thb']} THB"
+    )
+    if result["halted"]:
+        typer.echo(f"market halted: {result['halted']}")
+    for t in result["trades"]:
+        typer.echo(
+            f"  {t['buy_id']} <- {t['sell_id']}: {t['quantity_kwh']} kWh at "
+            f"{t['price_thb_per_kwh']} THB/kWh, fee {t['fee_thb']}, wheeling {t['wheeling_thb']}"
+        )
+
+
+@bench_app.command("clearing")
+def bench_clearing(
+    orders: Annotated[int, typer.Option(min=2, help="Orders in the epoch.")] = 1_000_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Uniform-price clearing of one epoch of random orders."""
+    from gridtokenx import bench
+
+    emit(bench.clearing(orders), as_json)
+
+
+@bench_app.command("cda")
+def bench_cda(
+    orders: Annotated[int, typer.Option(min=2, help="Orders placed one by one.")] = 1_000_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Continuous double auction throughput, in process."""
+    from gridtokenx import bench
+
+    emit(bench.cda(orders), as_json)
+
+
+@wire_app.command("vectors")
+def wire_vectors(
+    write: Annotated[bool, typer.Option(help=f"Rewrite {VECTORS.relative_to(REPO)}.")] = False,
+) -> None:
+    """Print (or rewrite) the wire-format test vectors."""
+    from gridtokenx.wire.vectors import generate
+
+    text = json.dumps(generate(), indent=2) + "\n"
+    if write:
+        VECTORS.write_text(text)
+        typer.echo(f"wrote {VECTORS}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("up")
+def up() -> None:
+    """Start the system with embedded defaults (today: the market demo)."""
+    from gridtokenx.demo import run_demo
+
+    run_demo()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,78 @@
+"""Circuit breakers: stop a market whose price jumps, before the jump trades."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class PriceBand:
+    """CDA breaker: a trade may not deviate more than `bps` from any trade price of the
+    last `window_ms`. Min and max over the window are kept in monotonic deques, so a
+    check costs O(1) amortised."""
+
+    def __init__(self, bps: int, window_ms: int) -> None:
+        self.bps = bps
+        self.window_ms = window_ms
+        self._lows: deque[tuple[int, int]] = deque()
+        self._highs: deque[tuple[int, int]] = deque()
+
+    def _expire(self, now_ms: int) -> None:
+        horizon = now_ms - self.window_ms
+        for window in (self._lows, self._highs):
+            while window and window[0][0] < horizon:
+                window.popleft()
+
+    def allows(self, price: int, now_ms: int) -> bool:
+        """Would a trade at `price` now stay within the band?"""
+        self._expire(now_ms)
+        if self._lows and (price - self._lows[0][1]) * 10_000 > self.bps * self._lows[0][1]:
+            return False
+        return not (
+            self._highs and (self._highs[0][1] - price) * 10_000 > self.bps * self._highs[0][1]
+        )
+
+    def admit(self, price: int, now_ms: int) -> bool:
+        """Record a trade at `price` if the band allows it; say whether it did."""
+        if self.allows(price, now_ms):
+            self.record(price, now_ms)
+            return True
+        return False
+
+    def record(self, price: int, now_ms: int) -> None:
+        lows, highs = self._lows, self._highs
+        while lows and lows[-1][1] >= price:
+            lows.pop()
+        lows.append((now_ms, price))
+        while highs and highs[-1][1] <= price:
+            highs.pop()
+        highs.append((now_ms, price))
+
+    def reset(self) -> None:
+        self._lows.clear()
+        self._highs.clear()
+
+
+class ReferenceBand:
+    """Call-auction breaker: an epoch's clearing price may not deviate more than `bps`
+    from the volume-weighted average price of the last `epochs` cleared epochs."""
+
+    def __init__(self, bps: int, epochs: int) -> None:
+        self.bps = bps
+        self._history: deque[tuple[int, int]] = deque(maxlen=epochs)
+
+    @property
+    def reference(self) -> int | None:
+        volume = sum(v for _, v in self._history)
+        if volume == 0:
+            return None
+        return sum(p * v for p, v in self._history) // volume
+
+    def allows(self, price: int) -> bool:
+        ref = self.reference
+        return ref is None or abs(price - ref) * 10_000 <= self.bps * ref
+
+    def record(self, price: int, volume_wh: int) -> None:
+        self._history.append((price, volume_wh))
+
+    def reset(self) -> None:
+        self._history.clear()

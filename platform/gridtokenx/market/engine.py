@@ -1,0 +1,301 @@
+"""The market: order validation, the epoch's book, clearing and circuit breakers.
+
+One `Market` is one market (one mechanism) moving through epochs. It is pure: callers
+pass time in, and persist what it returns. Every refusal is an `OrderRejected` with a
+stable code, raised before anything changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from gridtokenx.market.auction import OrderTable, Pricing, clear, wheeling_matrix
+from gridtokenx.market.book import ContinuousBook, Fill
+from gridtokenx.market.breaker import PriceBand, ReferenceBand
+from gridtokenx.market.config import MarketConfig, Mechanism
+from gridtokenx.market.errors import OrderRejected
+from gridtokenx.market.orders import Order, OrderStatus, TimeInForce
+from gridtokenx.units import Receipt, receipt
+
+
+class Trade(NamedTuple):
+    """One executed trade; `receipt` itemises its money (see gridtokenx.units)."""
+
+    buy_id: str
+    sell_id: str
+    buyer: str
+    seller: str
+    buyer_zone: str
+    seller_zone: str
+    quantity_wh: int
+    price: int
+    wheeling_rate: int
+    fee_bps: int
+
+    @property
+    def receipt(self) -> Receipt:
+        return receipt(self.quantity_wh, self.price, self.wheeling_rate, self.fee_bps)
+
+
+@dataclass(frozen=True)
+class EpochOutcome:
+    """What an epoch's clearing did. `clearing_price` is the uniform price (of the zone
+    that sold most) under pay-as-clear, the volume-weighted average energy price under
+    CDA and pay-as-bid, None without trades."""
+
+    epoch: int
+    mechanism: Mechanism
+    trades: list[Trade]
+    clearing_price: int | None
+    zone_prices: dict[str, int]
+    welfare_milli: int
+    halted: str | None = None
+    closed_orders: dict[str, OrderStatus] = field(default_factory=dict)
+
+    @property
+    def volume_wh(self) -> int:
+        return sum(t.quantity_wh for t in self.trades)
+
+    @property
+    def welfare_uthb(self) -> int:
+        return self.welfare_milli // 1000
+
+
+def _vwap(trades: list[Trade]) -> int | None:
+    volume = sum(t.quantity_wh for t in trades)
+    if volume == 0:
+        return None
+    return sum(t.quantity_wh * t.price for t in trades) // volume
+
+
+class Market:
+    """A market moving through epochs under one clearing mechanism."""
+
+    def __init__(self, config: MarketConfig, epoch: int = 0) -> None:
+        self.config = config
+        self.epoch = epoch
+        self.halted: str | None = None
+        self._orders: dict[str, Order] = {}
+        self._live: dict[str, list[Order]] = {}
+        self._seq = 0
+        self._cda = config.mechanism is Mechanism.CDA
+        self._book = ContinuousBook(config.wheeling)
+        self._trades: list[Trade] = []
+        self._band = PriceBand(config.breaker_bps, config.breaker_window_ms)
+        self._reference = ReferenceBand(config.breaker_bps, config.reference_epochs)
+
+    # -- orders -------------------------------------------------------------------------
+
+    def live_orders(self, owner: str) -> list[Order]:
+        orders = self._live.get(owner)
+        if not orders:
+            return []
+        alive = [o for o in orders if o.is_live]
+        self._live[owner] = alive
+        return alive
+
+    def validate(self, order: Order) -> None:
+        """Raise OrderRejected if `order` may not enter the market now."""
+        cfg = self.config
+        if self.halted is not None:
+            raise OrderRejected("market_halted", f"market is halted: {self.halted}")
+        if order.id in self._orders:
+            raise OrderRejected("duplicate_order_id", f"order id {order.id!r} already used")
+        if order.quantity_wh <= 0:
+            raise OrderRejected("quantity_not_positive", "quantity must be more than 0 Wh")
+        if order.quantity_wh > cfg.max_quantity_wh:
+            raise OrderRejected(
+                "quantity_too_large",
+                f"quantity {order.quantity_wh} Wh exceeds the maximum {cfg.max_quantity_wh} Wh",
+            )
+        if not cfg.min_price <= order.price <= cfg.max_price:
+            raise OrderRejected(
+                "price_out_of_bounds",
+                f"price {order.price} uTHB/kWh outside {cfg.min_price}..{cfg.max_price}",
+            )
+        if not cfg.wheeling.knows(order.zone):
+            raise OrderRejected("unknown_zone", f"zone {order.zone!r} is not in this market")
+        live = self.live_orders(order.owner)
+        if not live:
+            return
+        if len(live) >= cfg.max_open_orders_per_user:
+            raise OrderRejected(
+                "too_many_open_orders",
+                f"{order.owner} already has {len(live)} open orders this epoch",
+            )
+        for other in live:
+            if other.side is not order.side and self._crosses(order, other):
+                raise OrderRejected(
+                    "self_trade", f"order would trade with the owner's own order {other.id}"
+                )
+
+    def _crosses(self, a: Order, b: Order) -> bool:
+        buy, sell = (a, b) if a.is_buy else (b, a)
+        rate = self.config.wheeling.rate(sell.zone, buy.zone)
+        return rate is not None and buy.price >= sell.price + rate
+
+    def place(self, order: Order, now_ms: int = 0) -> list[Trade]:
+        """Accept `order` (its seq is assigned here); in a CDA it trades at once."""
+        self.validate(order)
+        self._seq += 1
+        order.seq = self._seq
+        self._orders[order.id] = order
+        self._live.setdefault(order.owner, []).append(order)
+        if not self._cda:
+            return []
+        return self._continuous(order, now_ms)
+
+    def _continuous(self, order: Order, now_ms: int) -> list[Trade]:
+        if order.tif is TimeInForce.FOK and self._book.fillable(order) < order.quantity_wh:
+            order.status = OrderStatus.CANCELLED
+            return []
+        band = self._band
+        fills, stopped = self._book.match(order, lambda price: band.admit(price, now_ms))
+        trades = [self._trade(f) for f in fills]
+        self._trades.extend(trades)
+        if stopped:
+            self.halted = (
+                f"price moved more than {self.config.breaker_bps / 100:g}% "
+                f"within {self.config.breaker_window_ms // 1000} s"
+            )
+        if order.remaining_wh > 0:
+            if stopped or order.tif is not TimeInForce.GFE:
+                order.status = OrderStatus.CANCELLED
+            else:
+                self._book.rest(order)
+        return trades
+
+    def _trade(self, fill: Fill) -> Trade:
+        buy, sell = fill.buy, fill.sell
+        return Trade(
+            buy.id,
+            sell.id,
+            buy.owner,
+            sell.owner,
+            buy.zone,
+            sell.zone,
+            fill.quantity_wh,
+            fill.price,
+            fill.wheeling,
+            self.config.fee_bps,
+        )
+
+    def cancel(self, order_id: str, owner: str) -> Order:
+        """Cancel a live order of `owner`; its filled part stays filled."""
+        order = self._orders.get(order_id)
+        if order is None:
+            raise OrderRejected("order_not_found", f"no order {order_id!r} in this epoch")
+        if order.owner != owner:
+            raise OrderRejected("not_owner", f"order {order_id!r} belongs to someone else")
+        if not order.is_live:
+            raise OrderRejected("order_not_open", f"order {order_id!r} is {order.status.value}")
+        order.status = OrderStatus.CANCELLED
+        return order
+
+    def order(self, order_id: str) -> Order | None:
+        return self._orders.get(order_id)
+
+    def depth(self) -> dict[str, dict[str, list[tuple[int, int]]]]:
+        return self._book.depth()
+
+    # -- halts ------------------------------------------------------------------------
+
+    def halt(self, reason: str) -> None:
+        self.halted = reason
+
+    def resume(self) -> None:
+        """Resume trading; the breakers forget their history, so the operator's decision
+        to accept the new price level is not undone by the next check."""
+        self.halted = None
+        self._band.reset()
+        self._reference.reset()
+
+    # -- epochs -----------------------------------------------------------------------
+
+    def clear_epoch(self) -> EpochOutcome:
+        """Clear (call auctions) or close (CDA) this epoch and move to the next one.
+
+        A call auction whose price breaks the reference band halts the market instead:
+        nothing is filled, the orders stay open, and the epoch can be cleared again after
+        `resume()`.
+        """
+        if self._cda:
+            trades, self._trades = self._trades, []
+            welfare = sum(
+                t.quantity_wh * (self._orders[t.buy_id].price - self._orders[t.sell_id].price)
+                - t.quantity_wh * t.wheeling_rate
+                for t in trades
+            )
+            outcome = EpochOutcome(
+                self.epoch, self.config.mechanism, trades, _vwap(trades), {}, welfare, self.halted
+            )
+            self._book = ContinuousBook(self.config.wheeling)
+            return self._next_epoch(outcome)
+        if self.halted is not None:
+            raise OrderRejected("market_halted", f"market is halted: {self.halted}")
+        live = [o for o in self._orders.values() if o.is_live]
+        pricing = (
+            Pricing.PAY_AS_BID
+            if self.config.mechanism is Mechanism.PAY_AS_BID
+            else (Pricing.UNIFORM)
+        )
+        while True:
+            table = OrderTable.from_orders(live)
+            result = clear(table, wheeling_matrix(self.config.wheeling, table.zones), pricing)
+            partial_fok = [
+                k for k in np.flatnonzero(table.fok) if 0 < result.filled[k] < table.qty[k]
+            ]
+            if not partial_fok:
+                break
+            # Withdraw the latest partly filled FOK order and clear again (deterministic).
+            withdrawn = live.pop(max(partial_fok, key=lambda k: live[k].seq))
+            withdrawn.status = OrderStatus.CANCELLED
+        price = result.clearing_price
+        if price is not None and not self._reference.allows(price):
+            self.halted = (
+                f"clearing price {price} uTHB/kWh deviates more than "
+                f"{self.config.breaker_bps / 100:g}% from the reference "
+                f"{self._reference.reference} uTHB/kWh"
+            )
+            return EpochOutcome(
+                self.epoch, self.config.mechanism, [], None, {}, 0, halted=self.halted
+            )
+        trades = []
+        for b, s, q, p, w in zip(
+            result.trade_buy.tolist(),
+            result.trade_sell.tolist(),
+            result.trade_qty.tolist(),
+            result.trade_price.tolist(),
+            result.trade_wheeling.tolist(),
+            strict=True,
+        ):
+            buy, sell = live[b], live[s]
+            buy.fill(q)
+            sell.fill(q)
+            trades.append(self._trade(Fill(buy, sell, q, p, w)))
+        if price is not None:
+            self._reference.record(price, result.volume_wh)
+        outcome = EpochOutcome(
+            self.epoch,
+            self.config.mechanism,
+            trades,
+            price if pricing is Pricing.UNIFORM else _vwap(trades),
+            result.zone_prices,
+            result.welfare_milli,
+        )
+        return self._next_epoch(outcome)
+
+    def _next_epoch(self, outcome: EpochOutcome) -> EpochOutcome:
+        for order in self._orders.values():
+            if order.is_live:
+                order.status = (
+                    OrderStatus.EXPIRED if order.tif is TimeInForce.GFE else OrderStatus.CANCELLED
+                )
+        outcome.closed_orders.update({o.id: o.status for o in self._orders.values()})
+        self._orders = {}
+        self._live = {}
+        self.epoch += 1
+        return outcome
