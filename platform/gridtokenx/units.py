@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 WH_PER_KWH = 1_000
 UTHB_PER_THB = 1_000_000
 BPS_DENOMINATOR = 10_000
+MAX_DECIMAL = Decimal(10**12)
 
 
 class UnitError(ValueError):
@@ -39,8 +40,8 @@ def _scaled(text: str, scale: int, what: str) -> int:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):
         raise UnitError(f"invalid_{what}", f"{what} {text!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise UnitError(f"invalid_{what}", f"{what} {text!r} is not a finite number")
+    if not value.is_finite() or abs(value) > MAX_DECIMAL:
+        raise UnitError(f"invalid_{what}", f"{what} {text!r} is not a number within ±10^12")
     scaled = value * scale
     if scaled != scaled.to_integral_value():
         raise UnitError(

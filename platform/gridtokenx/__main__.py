@@ -1,0 +1,5 @@
+"""`python -m gridtokenx` is the `gridtokenx` command."""
+
+from gridtokenx.cli import main
+
+main()

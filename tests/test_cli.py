@@ -1,0 +1,130 @@
+"""The `gridtokenx` command as a researcher uses it: real process, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ORDERS = """id,owner,side,quantity_kwh,price_thb_per_kwh,zone
+b1,alice,buy,1.5,5.00,north
+b2,bob,buy,2,4.00,south
+s1,carol,sell,1,3.00,north
+s2,dave,sell,3,3.80,south
+"""
+WHEELING = """from_zone,to_zone,thb_per_kwh
+north,south,0.30
+south,north,0.30
+"""
+
+
+def gridtokenx(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gridtokenx", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "orders.csv").write_text(ORDERS)
+    (tmp_path / "wheeling.csv").write_text(WHEELING)
+    return tmp_path
+
+
+@pytest.mark.parametrize("mechanism", ["uniform", "cda", "pay-as-bid"])
+def test_clear_json_has_the_documented_fields(files: Path, mechanism: str) -> None:
+    done = gridtokenx(
+        "clear",
+        str(files / "orders.csv"),
+        "--mechanism",
+        mechanism,
+        "--wheeling",
+        str(files / "wheeling.csv"),
+        "--fee-bps",
+        "100",
+        "--no-breaker",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for key in ("clearing_price_thb_per_kwh", "volume_kwh", "welfare_thb", "trades"):
+        assert key in result
+    assert result["trades"]
+    for trade in result["trades"]:
+        for key in ("buy_id", "sell_id", "quantity_kwh", "price_thb_per_kwh", "fee_thb"):
+            assert key in trade
+        assert "wheeling_thb" in trade
+        assert trade["buyer_paid_uthb"] == (
+            trade["net_to_seller_uthb"] + trade["fee_uthb"] + trade["wheeling_uthb"]
+        )
+    assert result["volume_wh"] == sum(t["quantity_wh"] for t in result["trades"])
+
+
+def test_uniform_zonal_example(files: Path) -> None:
+    done = gridtokenx(
+        "clear", str(files / "orders.csv"), "--wheeling", str(files / "wheeling.csv"), "--json"
+    )
+    result = json.loads(done.stdout)
+    # Every buyer trades: north's 1.5 kWh at 5.00 and south's 2 kWh at 4.00 (3.5 of 4 kWh).
+    assert result["volume_kwh"] == 3.5
+    assert result["clearing_price_thb_per_kwh"] is not None
+
+
+def test_malformed_rows_are_reported_with_line_numbers_and_nothing_cleared(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "id,owner,side,quantity_kwh,price_thb_per_kwh,zone\n"
+        "ok,a,buy,1,5,z\n"
+        "x,b,hold,1,5,z\n"
+        "y,c,sell,one,5,z\n"
+        "z,d,sell,1,12,z\n"
+    )
+    done = gridtokenx("clear", str(bad), "--json")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "line 3: invalid_side" in done.stderr
+    assert "line 4: invalid_quantity" in done.stderr
+    assert "line 5: price_out_of_bounds" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_file_and_missing_columns_are_messages(tmp_path: Path) -> None:
+    done = gridtokenx("clear", str(tmp_path / "nope.csv"))
+    assert done.returncode == 2 and "cannot read order file" in done.stderr
+    (tmp_path / "cols.csv").write_text("id,side\n1,buy\n")
+    done = gridtokenx("clear", str(tmp_path / "cols.csv"))
+    assert done.returncode == 2 and "missing_columns" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("which", ["clearing", "cda"])
+def test_bench_prints_json(which: str) -> None:
+    done = gridtokenx("bench", which, "--orders", "2000", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {"orders", "seconds", "orders_per_s", "peak_rss_mb"} <= set(result)
+    assert result["orders"] == 2000
+
+
+def test_wire_vectors_command_prints_the_checked_in_file() -> None:
+    done = gridtokenx("wire", "vectors")
+    checked_in = Path(__file__).resolve().parents[1] / "docs" / "vectors" / "wire-v1.json"
+    assert json.loads(done.stdout) == json.loads(checked_in.read_text())
+
+
+def test_up_demo_runs_bounded_epochs() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gridtokenx.demo import run_demo; run_demo(epochs=2, epoch_seconds=0.01)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stopped cleanly" in done.stdout
