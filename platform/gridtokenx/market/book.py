@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 
+from gridtokenx.market.breaker import PriceBand
 from gridtokenx.market.config import Wheeling
-from gridtokenx.market.orders import Order, OrderStatus
+from gridtokenx.market.orders import LIVE_STATUSES, Order, OrderStatus
+from gridtokenx.market.trades import Trade
 
 OPEN_POOL = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class Fill:
-    """One execution: energy price for the seller, the buyer pays price + wheeling."""
-
-    buy: Order
-    sell: Order
-    quantity_wh: int
-    price: int
-    wheeling: int
 
 
 class _Levels:
@@ -54,10 +43,7 @@ class _Levels:
         heap, levels = self.heap, self.levels
         while heap:
             level = levels[heap[0]]
-            while level and level[0].status not in (
-                OrderStatus.OPEN,
-                OrderStatus.PARTIALLY_FILLED,
-            ):
+            while level and level[0].status not in LIVE_STATUSES:
                 level.popleft()
             if level:
                 return level[0]
@@ -91,13 +77,13 @@ class ContinuousBook:
         return self.wheeling.rate(seller_pool, buyer_pool)
 
     def match(
-        self, order: Order, admit: Callable[[int], bool] = lambda price: True
-    ) -> tuple[list[Fill], bool]:
-        """Execute `order` against the book; returns the fills and whether `admit`
-        (the breaker) refused a price and so stopped the matching."""
+        self, order: Order, band: PriceBand, now_ms: int, fee_bps: int
+    ) -> tuple[list[Trade], bool]:
+        """Execute `order` against the book; returns the trades and whether the breaker
+        (`band`) refused a price and so stopped the matching before it."""
         if self.wheeling.open:
-            return self._match_pool(order, admit)
-        fills: list[Fill] = []
+            return self._match_pool(order, band, now_ms, fee_bps)
+        trades: list[Trade] = []
         pool = self._pool(order.zone)
         buying = order.is_buy
         books = self._asks if buying else self._bids
@@ -120,35 +106,57 @@ class ContinuousBook:
             if (buying and effective > order.price) or (not buying and -effective < order.price):
                 break
             price = resting.price if buying else resting.price - rate
-            if not admit(price):
-                return fills, True
-            fills.append(self._execute(order, resting, price, rate))
-        return fills, False
+            if not band.admit(price, now_ms):
+                return trades, True
+            quantity = min(order.remaining_wh, resting.remaining_wh)
+            order.fill(quantity)
+            resting.fill(quantity)
+            trades.append(_trade(order, resting, quantity, price, rate, fee_bps))
+        return trades, False
 
-    @staticmethod
-    def _execute(order: Order, resting: Order, price: int, rate: int) -> Fill:
-        quantity = min(order.remaining_wh, resting.remaining_wh)
-        order.fill(quantity)
-        resting.fill(quantity)
-        if order.is_buy:
-            return Fill(order, resting, quantity, price, rate)
-        return Fill(resting, order, quantity, price, rate)
-
-    def _match_pool(self, order: Order, admit: Callable[[int], bool]) -> tuple[list[Fill], bool]:
-        """The same matching for a market without zones: one book a side, no wheeling."""
-        fills: list[Fill] = []
+    def _match_pool(
+        self, order: Order, band: PriceBand, now_ms: int, fee_bps: int
+    ) -> tuple[list[Trade], bool]:
+        """The same matching for a market without zones (one book a side, no wheeling),
+        written out flat because it is the hot path of every CDA."""
+        trades: list[Trade] = []
         levels = (self._asks if order.is_buy else self._bids).get(OPEN_POOL)
         if levels is None:
-            return fills, False
+            return trades, False
+        heap, by_key = levels.heap, levels.levels
         limit = order.price if order.is_buy else -order.price
-        while order.filled_wh < order.quantity_wh:
-            resting = levels.head()
-            if resting is None or levels.sign * resting.price > limit:
+        remaining = order.quantity_wh - order.filled_wh
+        stopped = False
+        while remaining:
+            level = None
+            while heap:
+                level = by_key[heap[0]]
+                while level and level[0].status not in LIVE_STATUSES:
+                    level.popleft()
+                if level:
+                    break
+                del by_key[heapq.heappop(heap)]
+            if not heap or heap[0] > limit or level is None:
                 break
-            if not admit(resting.price):
-                return fills, True
-            fills.append(self._execute(order, resting, resting.price, 0))
-        return fills, False
+            resting = level[0]
+            price = resting.price
+            if not band.admit(price, now_ms):
+                stopped = True
+                break
+            quantity = resting.quantity_wh - resting.filled_wh
+            if quantity > remaining:
+                quantity = remaining
+                resting.filled_wh += quantity
+                resting.status = OrderStatus.PARTIALLY_FILLED
+            else:
+                resting.filled_wh = resting.quantity_wh
+                resting.status = OrderStatus.FILLED
+                level.popleft()
+            remaining -= quantity
+            trades.append(_trade(order, resting, quantity, price, 0, fee_bps))
+        if trades:
+            order.fill(order.quantity_wh - remaining - order.filled_wh)
+        return trades, stopped
 
     def fillable(self, order: Order) -> int:
         """How much of `order` would execute now (for FOK), without changing anything."""
@@ -184,3 +192,10 @@ class ContinuousBook:
             }
             for p in pools
         }
+
+
+def _trade(order: Order, resting: Order, quantity: int, price: int, rate: int, fee: int) -> Trade:
+    buy, sell = (order, resting) if order.is_buy else (resting, order)
+    return Trade(
+        buy.id, sell.id, buy.owner, sell.owner, buy.zone, sell.zone, quantity, price, rate, fee
+    )

@@ -8,36 +8,16 @@ stable code, raised before anything changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
 from gridtokenx.market.auction import OrderTable, Pricing, clear, wheeling_matrix
-from gridtokenx.market.book import ContinuousBook, Fill
+from gridtokenx.market.book import ContinuousBook
 from gridtokenx.market.breaker import PriceBand, ReferenceBand
 from gridtokenx.market.config import MarketConfig, Mechanism
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order, OrderStatus, TimeInForce
-from gridtokenx.units import Receipt, receipt
-
-
-class Trade(NamedTuple):
-    """One executed trade; `receipt` itemises its money (see gridtokenx.units)."""
-
-    buy_id: str
-    sell_id: str
-    buyer: str
-    seller: str
-    buyer_zone: str
-    seller_zone: str
-    quantity_wh: int
-    price: int
-    wheeling_rate: int
-    fee_bps: int
-
-    @property
-    def receipt(self) -> Receipt:
-        return receipt(self.quantity_wh, self.price, self.wheeling_rate, self.fee_bps)
+from gridtokenx.market.trades import Trade
 
 
 @dataclass(frozen=True)
@@ -152,9 +132,7 @@ class Market:
         if order.tif is TimeInForce.FOK and self._book.fillable(order) < order.quantity_wh:
             order.status = OrderStatus.CANCELLED
             return []
-        band = self._band
-        fills, stopped = self._book.match(order, lambda price: band.admit(price, now_ms))
-        trades = [self._trade(f) for f in fills]
+        trades, stopped = self._book.match(order, self._band, now_ms, self.config.fee_bps)
         self._trades.extend(trades)
         if stopped:
             self.halted = (
@@ -167,21 +145,6 @@ class Market:
             else:
                 self._book.rest(order)
         return trades
-
-    def _trade(self, fill: Fill) -> Trade:
-        buy, sell = fill.buy, fill.sell
-        return Trade(
-            buy.id,
-            sell.id,
-            buy.owner,
-            sell.owner,
-            buy.zone,
-            sell.zone,
-            fill.quantity_wh,
-            fill.price,
-            fill.wheeling,
-            self.config.fee_bps,
-        )
 
     def cancel(self, order_id: str, owner: str) -> Order:
         """Cancel a live order of `owner`; its filled part stays filled."""
@@ -264,6 +227,7 @@ class Market:
                 self.epoch, self.config.mechanism, [], None, {}, 0, halted=self.halted
             )
         trades = []
+        fee = self.config.fee_bps
         for b, s, q, p, w in zip(
             result.trade_buy.tolist(),
             result.trade_sell.tolist(),
@@ -275,7 +239,9 @@ class Market:
             buy, sell = live[b], live[s]
             buy.fill(q)
             sell.fill(q)
-            trades.append(self._trade(Fill(buy, sell, q, p, w)))
+            trades.append(
+                Trade(buy.id, sell.id, buy.owner, sell.owner, buy.zone, sell.zone, q, p, w, fee)
+            )
         if price is not None:
             self._reference.record(price, result.volume_wh)
         outcome = EpochOutcome(
