@@ -25,7 +25,9 @@ wire_app = typer.Typer(
     help="The wire format: readings, envelopes, batch proofs.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+firmware_app = typer.Typer(help="Build, flash and register meter firmware.", no_args_is_help=True)
 app.add_typer(wire_app, name="wire")
+app.add_typer(firmware_app, name="firmware")
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"
@@ -145,6 +147,49 @@ def wire_vectors(
         typer.echo(f"wrote {VECTORS}")
     else:
         sys.stdout.write(text)
+
+
+@firmware_app.command("build")
+def firmware_build(
+    config: Annotated[Path, typer.Option(help="The meter's config.json.")],
+    out: Annotated[Path, typer.Option(help="Image directory to write.")] = Path("build/firmware"),
+) -> None:
+    """Compile the firmware with mpy-cross into an image with the meter's config."""
+    from gridtokenx.provision import ProvisionError, build
+
+    try:
+        image = build(config, out)
+    except ProvisionError as exc:
+        fail(str(exc))
+    typer.echo(f"built {image}")
+
+
+@firmware_app.command("flash")
+def firmware_flash(
+    port: Annotated[str, typer.Option(help="Serial port of the board, e.g. /dev/ttyUSB0.")],
+    image: Annotated[Path, typer.Option(help="A built image.")] = Path("build/firmware"),
+) -> None:
+    """Copy a built image onto a board with mpremote and reset it."""
+    from gridtokenx.provision import ProvisionError, flash
+
+    try:
+        flash(image, port)
+    except ProvisionError as exc:
+        fail(str(exc))
+    typer.echo(f"flashed {image} to {port}")
+
+
+@firmware_app.command("pubkey")
+def firmware_pubkey(
+    port: Annotated[str, typer.Option(help="Serial port of the board.")],
+) -> None:
+    """Print the meter's public key, for registering it at the hub."""
+    from gridtokenx.provision import ProvisionError, pubkey
+
+    try:
+        typer.echo(pubkey(port))
+    except ProvisionError as exc:
+        fail(str(exc))
 
 
 @app.command("up")

@@ -1,0 +1,141 @@
+# The meter's main loop: read the chip, sign a reading, keep it in the ring, publish.
+import json
+import time
+
+from gtx import chips, clock, keys, port, reading, store
+from gtx.modbus import ChipError, RtuMaster
+from gtx.ring import Ring
+from gtx.uplink import Uplink
+
+DEFAULTS = {
+    "chip": "pzem004t",
+    "unit": 1,
+    "interval_s": 60,
+    "heartbeat_s": 300,
+    "ring_capacity": 1440,
+    "data_dir": "data",
+    "watchdog_ms": 30000,
+}
+
+
+def load_config(path):
+    with open(path) as f:
+        cfg = json.load(f)
+    for key in DEFAULTS:
+        cfg.setdefault(key, DEFAULTS[key])
+    for key in ("meter_id", "broker", "uart"):
+        if key not in cfg:
+            raise ValueError("config lacks " + key)
+    return cfg
+
+
+class Meter:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.meter_id = cfg["meter_id"]
+        data = cfg["data_dir"]
+        store.makedirs(data)
+        self.seed, self.public = keys.load_or_create(data)
+        self.state = store.MeterState(data + "/state.json")
+        self.ring = Ring(data, cfg["ring_capacity"])
+        master = RtuMaster(
+            port.uart(cfg["uart"]), cfg.get("modbus_timeout_ms", 300), cfg.get("modbus_retries", 2)
+        )
+        self.chip = chips.make(cfg, master)
+        self.reading_topic = reading.reading_topic(self.meter_id)
+        self.status_topic = reading.status_topic(self.meter_id)
+        self.uplink = Uplink(
+            cfg, "gtx-" + self.meter_id, self.status_topic, self._status("offline")
+        )
+        self.fault = ""
+        self.last_read_ms = None
+        self.readings = 0
+
+    def _status(self, fault):
+        ts, _ = clock.now()
+        message = reading.encode_status(
+            self.meter_id,
+            ts,
+            clock.uptime_s(),
+            self.state.seq,
+            len(self.ring),
+            self.ring.dropped,
+            fault,
+        )
+        return reading.seal(message, reading.STATUS_DOMAIN, self.seed, self.public)
+
+    def measure(self):
+        """One reading into the ring; a chip fault is remembered for the next status."""
+        now_ms = time.ticks_ms()
+        if self.last_read_ms is None:
+            interval = int(self.cfg["interval_s"])
+        else:
+            interval = time.ticks_diff(now_ms, self.last_read_ms) // 1000
+        try:
+            chip_import, chip_export, v, i, pf, f = self.chip.read()
+        except ChipError as exc:
+            self.fault = exc.code
+            print("chip fault:", exc)
+            return False
+        self.fault = self.state.absorb(chip_import, chip_export)
+        ts, flags = clock.now()
+        seq = self.state.next_seq()
+        imp, exp = self.state.registers
+        message = reading.encode_reading(
+            self.meter_id, seq, ts, imp, exp, interval, v, i, pf, f, flags
+        )
+        self.ring.append(reading.seal(message, reading.READING_DOMAIN, self.seed, self.public))
+        self.last_read_ms = now_ms
+        self.readings += 1
+        return True
+
+    def flush(self):
+        """Send buffered readings oldest first; stop at the first failure."""
+        while len(self.ring):
+            envelope = self.ring.peek()
+            if envelope is None:
+                break
+            if not self.uplink.send(self.reading_topic, envelope):
+                return False
+            self.ring.pop()
+        return True
+
+    def heartbeat(self):
+        return self.uplink.send(self.status_topic, self._status(self.fault), True)
+
+
+def run(config_path, max_readings=0):
+    """Run the meter. max_readings > 0 (tests, simulator) stops after that many readings
+    once everything is flushed; 0 runs forever."""
+    cfg = load_config(config_path)
+    wdt = port.watchdog(cfg["watchdog_ms"])
+    port.network_up(cfg)
+    clock.sync(cfg.get("ntp_host"))
+    meter = Meter(cfg)
+    print("meter", meter.meter_id, "public key", meter.public.hex())
+    interval_ms = int(cfg["interval_s"] * 1000)
+    heartbeat_ms = int(cfg["heartbeat_s"] * 1000)
+    next_read = time.ticks_ms()
+    next_beat = time.ticks_ms()
+    reported_fault = ""
+    while True:
+        wdt.feed()
+        now = time.ticks_ms()
+        if time.ticks_diff(now, next_read) >= 0:
+            next_read = time.ticks_add(next_read, interval_ms)
+            if time.ticks_diff(now, next_read) > 0:  # we fell behind: do not burst
+                next_read = time.ticks_add(now, interval_ms)
+            meter.measure()
+        flushed = meter.flush()
+        if (meter.fault != reported_fault or time.ticks_diff(now, next_beat) >= 0) and (
+            meter.heartbeat()
+        ):
+            reported_fault = meter.fault
+            next_beat = time.ticks_add(now, heartbeat_ms)
+        if max_readings and meter.readings >= max_readings and flushed and not len(meter.ring):
+            meter.heartbeat()
+            meter.uplink.close()
+            return meter
+        wait = min(time.ticks_diff(next_read, time.ticks_ms()), 200)
+        if wait > 0:
+            time.sleep_ms(wait)

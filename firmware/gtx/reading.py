@@ -1,0 +1,67 @@
+# The signed reading and status messages of docs/wire-format.md.
+from gtx import cbor, ed25519
+
+READING_DOMAIN = b"gridtokenx/reading/v1\x00"
+STATUS_DOMAIN = b"gridtokenx/status/v1\x00"
+FLAG_TIME_NOT_SET = 1
+TOPIC_PREFIX = "gtx/v1/meters/"
+
+
+def encode_reading(
+    meter_id,
+    seq,
+    ts,
+    import_wh,
+    export_wh,
+    interval_s,
+    voltage_dv,
+    current_ma,
+    pf_milli,
+    freq_chz,
+    flags,
+):
+    """The reading's CBOR map: key 0 the version, keys 1..11 the fields in spec order."""
+    return cbor.encode(
+        {
+            0: 1,
+            1: meter_id,
+            2: seq,
+            3: ts,
+            4: import_wh,
+            5: export_wh,
+            6: interval_s,
+            7: voltage_dv,
+            8: current_ma,
+            9: pf_milli,
+            10: freq_chz,
+            11: flags,
+        }
+    )
+
+
+def encode_status(meter_id, ts, uptime_s, last_seq, buffered, dropped, fault):
+    return cbor.encode(
+        {
+            0: 1,
+            1: meter_id,
+            2: ts,
+            3: uptime_s,
+            4: last_seq,
+            5: buffered,
+            6: dropped,
+            7: fault,
+        }
+    )
+
+
+def seal(message, domain, seed, public):
+    """The envelope [message, Ed25519 signature over domain + message], as CBOR."""
+    return cbor.encode([message, ed25519.sign(seed, domain + message, public)])
+
+
+def reading_topic(meter_id):
+    return TOPIC_PREFIX + meter_id + "/reading"
+
+
+def status_topic(meter_id):
+    return TOPIC_PREFIX + meter_id + "/status"

@@ -1,0 +1,1 @@
+"""The simulator: grid physics and the emulated meters that stand in for hardware."""
