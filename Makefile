@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# MicroPython stubs for type-checking the firmware, kept out of the venv (they
+	# replace the standard library's stubs)
+	rm -rf .mpy-stubs
+	$(BIN)/python -m pip install --quiet --target .mpy-stubs 'micropython-esp32-stubs==1.29.*'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +27,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy -p gridtokenx
+	$(BIN)/mypy --config-file firmware/mypy.ini firmware/gtx firmware/main.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

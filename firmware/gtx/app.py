@@ -7,6 +7,10 @@ from gtx.modbus import ChipError, RtuMaster
 from gtx.ring import Ring
 from gtx.uplink import Uplink
 
+TYPE_CHECKING = False  # mypy reads the block below; MicroPython skips it
+if TYPE_CHECKING:
+    from _mpy_shed.time_mp import _TicksMs
+
 DEFAULTS = {
     "chip": "pzem004t",
     "unit": 1,
@@ -18,7 +22,7 @@ DEFAULTS = {
 }
 
 
-def load_config(path):
+def load_config(path: str) -> dict:
     with open(path) as f:
         cfg = json.load(f)
     for key in DEFAULTS:
@@ -30,7 +34,7 @@ def load_config(path):
 
 
 class Meter:
-    def __init__(self, cfg):
+    def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         self.meter_id = cfg["meter_id"]
         data = cfg["data_dir"]
@@ -48,10 +52,10 @@ class Meter:
             cfg, "gtx-" + self.meter_id, self.status_topic, self._status("offline")
         )
         self.fault = ""
-        self.last_read_ms = None
+        self.last_read_ms: _TicksMs | None = None
         self.readings = 0
 
-    def _status(self, fault):
+    def _status(self, fault: str) -> bytes:
         ts, _ = clock.now()
         message = reading.encode_status(
             self.meter_id,
@@ -64,7 +68,7 @@ class Meter:
         )
         return reading.seal(message, reading.STATUS_DOMAIN, self.seed, self.public)
 
-    def measure(self):
+    def measure(self) -> bool:
         """One reading into the ring; a chip fault is remembered for the next status."""
         now_ms = time.ticks_ms()
         if self.last_read_ms is None:
@@ -80,7 +84,9 @@ class Meter:
         self.fault = self.state.absorb(chip_import, chip_export)
         ts, flags = clock.now()
         seq = self.state.next_seq()
-        imp, exp = self.state.registers
+        registers = self.state.registers
+        assert registers is not None  # absorb() set them
+        imp, exp = registers
         message = reading.encode_reading(
             self.meter_id, seq, ts, imp, exp, interval, v, i, pf, f, flags
         )
@@ -89,7 +95,7 @@ class Meter:
         self.readings += 1
         return True
 
-    def flush(self):
+    def flush(self) -> bool:
         """Send buffered readings oldest first; stop at the first failure."""
         while len(self.ring):
             envelope = self.ring.peek()
@@ -100,11 +106,11 @@ class Meter:
             self.ring.pop()
         return True
 
-    def heartbeat(self):
+    def heartbeat(self) -> bool:
         return self.uplink.send(self.status_topic, self._status(self.fault), True)
 
 
-def run(config_path, max_readings=0):
+def run(config_path: str, max_readings: int = 0) -> Meter:
     """Run the meter. max_readings > 0 (tests, simulator) stops after that many readings
     once everything is flushed; 0 runs forever."""
     cfg = load_config(config_path)

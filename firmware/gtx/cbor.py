@@ -3,7 +3,7 @@
 # Spec: docs/wire-format.md; checked against cbor2 and the vectors in the tests.
 
 
-def _head(out, major, n):
+def _head(out: bytearray, major: int, n: int) -> None:
     if n < 24:
         out.append(major << 5 | n)
     elif n < 0x100:
@@ -22,7 +22,7 @@ def _head(out, major, n):
         raise ValueError("integer too large for CBOR")
 
 
-def _encode(out, value):
+def _encode(out: bytearray, value: object) -> None:
     if isinstance(value, bool) or value is None:
         raise TypeError("the wire format has no booleans or null")
     if isinstance(value, int):
@@ -49,14 +49,14 @@ def _encode(out, value):
             items.append((bytes(k), value[key]))
         items.sort(key=lambda kv: kv[0])
         _head(out, 5, len(items))
-        for k, v in items:
-            out.extend(k)
-            _encode(out, v)
+        for encoded_key, item in items:
+            out.extend(encoded_key)
+            _encode(out, item)
     else:
         raise TypeError("cannot encode " + str(type(value)))
 
 
-def encode(value):
+def encode(value: object) -> bytes:
     """The deterministic CBOR encoding of `value`, as bytes."""
     out = bytearray()
     _encode(out, value)

@@ -4,12 +4,15 @@
 # Implausible values raise ChipError("chip_garbage"): never a bogus reading.
 import struct
 
-from gtx.modbus import ChipError
+from gtx.modbus import ChipError, RtuMaster
+
+# (import_wh, export_wh, voltage_dv, current_ma, pf_milli, freq_chz)
+Measurement = tuple  # a 6-tuple of int; a plain alias, MicroPython has no typing
 
 INPUT = 4
 
 
-def _check(voltage_dv, current_ma, pf_milli, freq_chz):
+def _check(voltage_dv: int, current_ma: int, pf_milli: int, freq_chz: int) -> None:
     if not (0 <= voltage_dv <= 5000 and 0 <= current_ma <= 200000):
         raise ChipError("chip_garbage", "voltage/current out of range")
     if not (-1000 <= pf_milli <= 1000 and 0 <= freq_chz <= 7000):
@@ -22,14 +25,14 @@ class Pzem004t:
     The PZEM counts active energy in one direction only: `direction` says whether this
     meter measures import (a consumer) or export (a PV inverter's output)."""
 
-    def __init__(self, master, unit=1, direction="import"):
+    def __init__(self, master: RtuMaster, unit: int = 1, direction: str = "import") -> None:
         if direction not in ("import", "export"):
             raise ValueError("direction must be import or export")
         self.master = master
         self.unit = unit
         self.direction = direction
 
-    def read(self):
+    def read(self) -> Measurement:
         r = self.master.read(self.unit, INPUT, 0x0000, 10)
         voltage_dv = r[0]  # 0.1 V
         current_ma = r[1] | r[2] << 16  # 0.001 A
@@ -44,7 +47,7 @@ class Pzem004t:
         return 0, energy_wh, voltage_dv, current_ma, pf_milli, freq_chz
 
 
-def _float(regs, address):
+def _float(regs: list[int], address: int) -> float:
     raw = bytes(
         (regs[address] >> 8, regs[address] & 0xFF, regs[address + 1] >> 8, regs[address + 1] & 0xFF)
     )
@@ -65,12 +68,12 @@ class Eastron:
     """Eastron SDM120 (single phase) / SDM630 (three phase) over RS485: IEEE 754
     big-endian floats in input registers 0x0000-0x004B, read in one request."""
 
-    def __init__(self, master, unit=1, model="sdm120"):
+    def __init__(self, master: RtuMaster, unit: int = 1, model: str = "sdm120") -> None:
         self.master = master
         self.unit = unit
         self.map = EASTRON_MAPS[model]
 
-    def read(self):
+    def read(self) -> Measurement:
         r = self.master.read(self.unit, INPUT, 0x0000, 0x004C)
         v, i, pf, f, imp, exp = (_float(r, a) for a in self.map)
         if imp < 0 or exp < 0 or imp > 9.2e12 or exp > 9.2e12:
@@ -85,7 +88,7 @@ class Eastron:
         return (round(imp * 1000), round(exp * 1000)) + values
 
 
-def make(config, master):
+def make(config: dict, master: RtuMaster) -> "Pzem004t | Eastron":
     chip = config.get("chip", "pzem004t")
     unit = config.get("unit", 1)
     if chip == "pzem004t":

@@ -9,22 +9,22 @@ VALID_AFTER = 1704067200  # 2024-01-01T00:00:00Z: before that, the clock was nev
 _BOOT = time.ticks_ms()
 
 
-def uptime_s():
+def uptime_s() -> int:
     return time.ticks_diff(time.ticks_ms(), _BOOT) // 1000
 
 
-def stamp(unix_now, uptime):
+def stamp(unix_now: int, uptime: int) -> tuple[int, int]:
     """(ts, flags): Unix time when the clock is plausible, else seconds since boot."""
     if unix_now < VALID_AFTER:
         return uptime, FLAG_TIME_NOT_SET
     return unix_now, 0
 
 
-def now():
+def now() -> tuple[int, int]:
     return stamp(int(time.time()) + EPOCH_OFFSET, uptime_s())
 
 
-def sync(host=None):
+def sync(host: str | None = None) -> bool:
     """Set the RTC from NTP where the port has ntptime; a failure leaves it unset."""
     try:
         import ntptime

@@ -7,6 +7,8 @@
 # signatures at the chip is out of scope (documented in hardware/README.md).
 from gtx.sha512 import sha512
 
+Point = tuple  # extended coordinates (X, Y, Z, T); a plain alias, no typing on devices
+
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
 _D2 = 2 * 37095705934669439343138083508754565189542113879843219016388785533085940283555 % P
@@ -14,7 +16,7 @@ _BX = 15112221349535400772501151409588531511454012693041857206046113283949847762
 _BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
 
 
-def _add(p, q):
+def _add(p: Point, q: Point) -> Point:
     a = (p[1] - p[0]) * (q[1] - q[0]) % P
     b = (p[1] + p[0]) * (q[1] + q[0]) % P
     c = p[3] * _D2 * q[3] % P
@@ -23,7 +25,7 @@ def _add(p, q):
     return (e * f % P, g * h % P, f * g % P, e * h % P)
 
 
-def _double(p):
+def _double(p: Point) -> Point:
     a = p[0] * p[0] % P
     b = p[1] * p[1] % P
     c = 2 * p[2] * p[2] % P
@@ -42,7 +44,7 @@ for _ in range(15):
     _TABLE.append(_add(_TABLE[-1], _B))
 
 
-def _base_mul(s):
+def _base_mul(s: int) -> Point:
     """s * B: 64 windows of 4 doublings and one (always performed) table addition."""
     q = _ZERO
     for shift in range(252, -4, -4):
@@ -51,14 +53,14 @@ def _base_mul(s):
     return q
 
 
-def _encode(p):
+def _encode(p: Point) -> bytes:
     zi = pow(p[2], P - 2, P)
     x = p[0] * zi % P
     y = p[1] * zi % P
     return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
-def _expand(seed):
+def _expand(seed: bytes) -> tuple[int, bytes]:
     if len(seed) != 32:
         raise ValueError("an Ed25519 seed has 32 bytes")
     h = sha512(seed)
@@ -68,13 +70,13 @@ def _expand(seed):
     return a, h[32:]
 
 
-def public_key(seed):
+def public_key(seed: bytes) -> bytes:
     """The 32-byte public key of a 32-byte secret seed."""
     a, _ = _expand(seed)
     return _encode(_base_mul(a))
 
 
-def sign(seed, message, public=None):
+def sign(seed: bytes, message: bytes, public: bytes | None = None) -> bytes:
     """The 64-byte signature of `message`; pass `public` to skip recomputing it."""
     a, prefix = _expand(seed)
     if public is None:

@@ -5,7 +5,7 @@ import os
 from gtx import ed25519, store
 
 
-def load_or_create(directory):
+def load_or_create(directory: str) -> tuple[bytes, bytes]:
     """(seed, public key); creates both on first boot."""
     key_path = directory + "/meter.key"
     pub_path = directory + "/meter.pub"
@@ -23,7 +23,7 @@ def load_or_create(directory):
     return seed, public
 
 
-def public_hex(directory="data"):
+def public_hex(directory: str = "data") -> str:
     """The registration string: the public key in hex (what `firmware pubkey` reads)."""
     with open(directory + "/meter.pub") as f:
         return f.read().strip()

@@ -3,16 +3,20 @@
 # nothing here ever returns registers from a frame that failed a check.
 import time
 
+TYPE_CHECKING = False  # mypy reads the block below; MicroPython skips it
+if TYPE_CHECKING:
+    from _mpy_shed.time_mp import _TicksMs
+
 
 class ChipError(Exception):
     """The energy chip did not give a usable answer. `code` is what status reports."""
 
-    def __init__(self, code, detail=""):
+    def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(code + (": " + detail if detail else ""))
         self.code = code
 
 
-def crc16(data):
+def crc16(data: bytes) -> int:
     crc = 0xFFFF
     for byte in data:
         crc ^= byte
@@ -24,19 +28,27 @@ def crc16(data):
     return crc
 
 
-def frame(unit, function, start, count):
+def frame(unit: int, function: int, start: int, count: int) -> bytes:
     """A read request: unit, function, start and count big-endian, CRC little-endian."""
     body = bytes((unit, function, start >> 8, start & 0xFF, count >> 8, count & 0xFF))
     return body + crc16(body).to_bytes(2, "little")
 
 
+class Uart:
+    """What the master needs of a UART (machine.UART, or port.TcpUart on the unix port)."""
+
+    def write(self, data: bytes) -> None: ...
+    def read(self, n: int) -> bytes | None: ...
+    def drain(self) -> None: ...
+
+
 class RtuMaster:
-    def __init__(self, uart, timeout_ms=300, retries=2):
+    def __init__(self, uart: "Uart", timeout_ms: int = 300, retries: int = 2) -> None:
         self.uart = uart
         self.timeout_ms = timeout_ms
         self.retries = retries
 
-    def _read_exact(self, n, deadline):
+    def _read_exact(self, n: int, deadline: "_TicksMs") -> bytes:
         got = b""
         while len(got) < n:
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
@@ -46,7 +58,7 @@ class RtuMaster:
                 got += chunk
         return got
 
-    def _transact(self, unit, function, start, count):
+    def _transact(self, unit: int, function: int, start: int, count: int) -> list[int]:
         self.uart.drain()
         self.uart.write(frame(unit, function, start, count))
         deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
@@ -77,9 +89,9 @@ class RtuMaster:
         data = body[3:]
         return [(data[i] << 8) | data[i + 1] for i in range(0, len(data), 2)]
 
-    def read(self, unit, function, start, count):
+    def read(self, unit: int, function: int, start: int, count: int) -> list[int]:
         """Read `count` registers with function 03 (holding) or 04 (input)."""
-        last = None
+        last = ChipError("chip_timeout")
         for attempt in range(self.retries + 1):
             try:
                 return self._transact(unit, function, start, count)

@@ -4,17 +4,23 @@
 import socket
 import time
 
+from gtx.modbus import Uart
 
-class TcpUart:
+TYPE_CHECKING = False  # mypy reads the block below; MicroPython skips it
+if TYPE_CHECKING:
+    from machine import WDT
+
+
+class TcpUart(Uart):
     """machine.UART's read/write over TCP, for the emulated meters of the simulator."""
 
-    def __init__(self, address, timeout_ms=100):
+    def __init__(self, address: str, timeout_ms: int = 100) -> None:
         host, port = address.rsplit(":", 1)
         self.addr = socket.getaddrinfo(host, int(port))[0][-1]
         self.timeout = timeout_ms / 1000
-        self.sock = None
+        self.sock: socket.socket | None = None
 
-    def _connect(self):
+    def _connect(self) -> socket.socket:
         if self.sock is None:
             s = socket.socket()
             s.settimeout(self.timeout)
@@ -26,18 +32,18 @@ class TcpUart:
             self.sock = s
         return self.sock
 
-    def _drop(self):
+    def _drop(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         try:
             self._connect().send(data)
         except OSError:
             self._drop()
 
-    def read(self, n):
+    def read(self, n: int) -> bytes | None:
         if self.sock is None:
             time.sleep(self.timeout)
             return None
@@ -50,7 +56,7 @@ class TcpUart:
             return None
         return data
 
-    def drain(self):
+    def drain(self) -> None:
         """Discard bytes left from an earlier (late or corrupt) answer."""
         if self.sock is None:
             return
@@ -65,10 +71,10 @@ class TcpUart:
                 self.sock.settimeout(self.timeout)
 
 
-class Rs485Uart:
+class Rs485Uart(Uart):
     """machine.UART for an RS485 transceiver, driving its DE/RE pin when it has one."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: dict) -> None:
         from machine import UART, Pin
 
         kwargs = {"baudrate": cfg.get("baudrate", 9600), "timeout": cfg.get("timeout_ms", 100)}
@@ -78,7 +84,7 @@ class Rs485Uart:
         self.uart = UART(cfg.get("id", 1), **kwargs)
         self.de = Pin(cfg["de_pin"], Pin.OUT, value=0) if "de_pin" in cfg else None
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         if self.de is not None:
             self.de.value(1)
         self.uart.write(data)
@@ -86,26 +92,26 @@ class Rs485Uart:
         if self.de is not None:
             self.de.value(0)
 
-    def read(self, n):
+    def read(self, n: int) -> bytes | None:
         return self.uart.read(n)
 
-    def drain(self):
+    def drain(self) -> None:
         while self.uart.any():
             self.uart.read()
 
 
-def uart(cfg):
+def uart(cfg: dict) -> "TcpUart | Rs485Uart":
     if "tcp" in cfg:
         return TcpUart(cfg["tcp"], cfg.get("timeout_ms", 100))
     return Rs485Uart(cfg)
 
 
 class _NoWatchdog:
-    def feed(self):
+    def feed(self) -> None:
         pass
 
 
-def watchdog(timeout_ms):
+def watchdog(timeout_ms: int) -> "WDT | _NoWatchdog":
     """machine.WDT where the board has one: a hung loop reboots the meter."""
     try:
         from machine import WDT
@@ -115,7 +121,7 @@ def watchdog(timeout_ms):
         return _NoWatchdog()
 
 
-def network_up(cfg, wait_ms=15000):
+def network_up(cfg: dict, wait_ms: int = 15000) -> bool:
     """Join WiFi if the board has it (and a config for it); True when usable."""
     try:
         import network

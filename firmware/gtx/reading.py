@@ -8,18 +8,18 @@ TOPIC_PREFIX = "gtx/v1/meters/"
 
 
 def encode_reading(
-    meter_id,
-    seq,
-    ts,
-    import_wh,
-    export_wh,
-    interval_s,
-    voltage_dv,
-    current_ma,
-    pf_milli,
-    freq_chz,
-    flags,
-):
+    meter_id: str,
+    seq: int,
+    ts: int,
+    import_wh: int,
+    export_wh: int,
+    interval_s: int,
+    voltage_dv: int,
+    current_ma: int,
+    pf_milli: int,
+    freq_chz: int,
+    flags: int,
+) -> bytes:
     """The reading's CBOR map: key 0 the version, keys 1..11 the fields in spec order."""
     return cbor.encode(
         {
@@ -39,7 +39,9 @@ def encode_reading(
     )
 
 
-def encode_status(meter_id, ts, uptime_s, last_seq, buffered, dropped, fault):
+def encode_status(
+    meter_id: str, ts: int, uptime_s: int, last_seq: int, buffered: int, dropped: int, fault: str
+) -> bytes:
     return cbor.encode(
         {
             0: 1,
@@ -54,14 +56,14 @@ def encode_status(meter_id, ts, uptime_s, last_seq, buffered, dropped, fault):
     )
 
 
-def seal(message, domain, seed, public):
+def seal(message: bytes, domain: bytes, seed: bytes, public: bytes) -> bytes:
     """The envelope [message, Ed25519 signature over domain + message], as CBOR."""
     return cbor.encode([message, ed25519.sign(seed, domain + message, public)])
 
 
-def reading_topic(meter_id):
+def reading_topic(meter_id: str) -> str:
     return TOPIC_PREFIX + meter_id + "/reading"
 
 
-def status_topic(meter_id):
+def status_topic(meter_id: str) -> str:
     return TOPIC_PREFIX + meter_id + "/status"

@@ -17,7 +17,7 @@ HEADER = 6
 
 
 class Ring:
-    def __init__(self, directory, capacity):
+    def __init__(self, directory: str, capacity: int) -> None:
         self.path = directory + "/ring.bin"
         self.meta_path = directory + "/ring.json"
         self.capacity = capacity
@@ -29,15 +29,15 @@ class Ring:
             with open(self.path, "wb"):
                 pass
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.tail - self.head
 
-    def _save(self):
+    def _save(self) -> None:
         store.save_json(
             self.meta_path, {"head": self.head, "tail": self.tail, "dropped": self.dropped}
         )
 
-    def append(self, envelope):
+    def append(self, envelope: bytes) -> None:
         if len(envelope) > SLOT - HEADER:
             raise ValueError("envelope larger than a ring slot")
         if self.tail - self.head >= self.capacity:
@@ -53,7 +53,7 @@ class Ring:
         self.tail += 1
         self._save()
 
-    def peek(self):
+    def peek(self) -> bytes | None:
         """The oldest unsent envelope, or None. A torn slot is skipped and counted."""
         while self.head < self.tail:
             with open(self.path, "rb") as f:
@@ -70,7 +70,7 @@ class Ring:
             self._save()
         return None
 
-    def pop(self):
+    def pop(self) -> None:
         """Forget the oldest envelope: the broker acknowledged it."""
         if self.head < self.tail:
             self.head += 1

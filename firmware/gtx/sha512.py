@@ -102,7 +102,7 @@ _H0 = (
 )
 
 
-def _compress(h, block):
+def _compress(h: list[int], block: bytes) -> list[int]:
     w = [int.from_bytes(block[i : i + 8], "big") for i in range(0, 128, 8)]
     for t in range(16, 80):
         x, y = w[t - 15], w[t - 2]
@@ -120,7 +120,7 @@ def _compress(h, block):
     return [(x + y) & _M for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
 
 
-def sha512(data):
+def sha512(data: bytes) -> bytes:
     """SHA-512 digest (64 bytes) of `data` (bytes-like)."""
     if _native is not None:
         return _native(data).digest()

@@ -5,7 +5,7 @@ import json
 import os
 
 
-def exists(path):
+def exists(path: str) -> bool:
     try:
         os.stat(path)
         return True
@@ -13,7 +13,7 @@ def exists(path):
         return False
 
 
-def makedirs(path):
+def makedirs(path: str) -> None:
     here = ""
     for part in path.split("/"):
         here = here + "/" + part if here or path.startswith("/") else part
@@ -21,14 +21,14 @@ def makedirs(path):
             os.mkdir(here)
 
 
-def write_atomic(path, data):
+def write_atomic(path: str, data: bytes) -> None:
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
     os.rename(tmp, path)
 
 
-def load_json(path, default):
+def load_json(path: str, default: dict) -> dict:
     try:
         with open(path) as f:
             return json.load(f)
@@ -36,7 +36,7 @@ def load_json(path, default):
         return default
 
 
-def save_json(path, value):
+def save_json(path: str, value: dict) -> None:
     write_atomic(path, json.dumps(value).encode())
 
 
@@ -47,17 +47,17 @@ class MeterState:
     only ever add the chip's non-negative deltas, so a chip that resets or wraps its
     counter is reported (counter_reset) and never makes a register go backwards."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
         s = load_json(path, {})
         self.seq = s.get("seq", 0)
-        self.registers = s.get("registers")  # [import_wh, export_wh] or None
-        self.chip = s.get("chip")  # last raw chip counters
+        self.registers: list[int] | None = s.get("registers")  # [import_wh, export_wh]
+        self.chip: list[int] = s.get("chip") or [0, 0]  # last raw chip counters
 
-    def save(self):
+    def save(self) -> None:
         save_json(self.path, {"seq": self.seq, "registers": self.registers, "chip": self.chip})
 
-    def absorb(self, chip_import, chip_export):
+    def absorb(self, chip_import: int, chip_export: int) -> str:
         """Fold raw chip counters in; returns a fault code or ''."""
         if self.registers is None:
             self.registers = [chip_import, chip_export]
@@ -74,7 +74,7 @@ class MeterState:
         self.chip = [chip_import, chip_export]
         return fault
 
-    def next_seq(self):
+    def next_seq(self) -> int:
         """Reserve the next sequence number durably before it is used (a crash may
         skip one, visible as a gap at the hub; it can never be used twice)."""
         self.seq += 1

@@ -7,7 +7,13 @@ from umqtt.simple import MQTTClient
 
 
 class Uplink:
-    def __init__(self, cfg, client_id, status_topic=None, offline_status=None):
+    def __init__(
+        self,
+        cfg: dict,
+        client_id: str,
+        status_topic: str | None = None,
+        offline_status: bytes | None = None,
+    ) -> None:
         broker = cfg["broker"]
         self.client = MQTTClient(
             client_id,
@@ -26,7 +32,7 @@ class Uplink:
         self.next_try = time.ticks_ms()
         self.connected = False
 
-    def ensure(self):
+    def ensure(self) -> bool:
         """Connect if needed and if the backoff allows; True when connected."""
         if self.connected:
             return True
@@ -40,7 +46,7 @@ class Uplink:
             self._lost()
         return self.connected
 
-    def _lost(self):
+    def _lost(self) -> None:
         try:
             if self.client.sock is not None:
                 self.client.sock.close()
@@ -50,7 +56,7 @@ class Uplink:
         self.next_try = time.ticks_add(time.ticks_ms(), self.backoff_ms)
         self.backoff_ms = min(self.backoff_ms * 2, self.max_backoff_ms)
 
-    def send(self, topic, payload, retain=False):
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> bool:
         """Publish at QoS 1 and wait for the PUBACK; False (and disconnected) on failure."""
         if not self.ensure():
             return False
@@ -62,7 +68,7 @@ class Uplink:
             self._lost()
             return False
 
-    def close(self):
+    def close(self) -> None:
         """Disconnect cleanly (the broker then drops the last-will 'offline' status)."""
         if self.connected:
             try:
