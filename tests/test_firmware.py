@@ -282,3 +282,60 @@ def test_mpy_image_runs_on_the_unix_port(
     assert not list(image.rglob("gtx/*.py"))  # compiled, not source
     meter.start(readings=2, image=image).wait()
     assert [r.seq for r in readings(collector, meter)] == [1, 2]
+
+
+def test_bench_firmware_prints_its_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gridtokenx", "bench", "firmware", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {"sign_ms", "encode_us", "peak_heap_kb"} <= set(result)
+    assert result["sign_ms"] > 0 and result["peak_heap_kb"] > 0
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ("{", "is not JSON"),
+        ('{"meter_id": "x"}', "config lacks"),
+        ('{"meter_id": "a/b", "uart": {}, "broker": {"host": "h"}}', "meter_id must be"),
+        ('{"meter_id": "a", "uart": {}, "broker": {"host": "h"}, "chip": "x"}', "chip must be"),
+    ],
+)
+def test_build_refuses_bad_configs_with_a_message(
+    tmp_path: Path, config: str, message: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(config)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx",
+            "firmware",
+            "build",
+            "--config",
+            str(path),
+            "--out",
+            str(tmp_path / "img"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_flash_and_pubkey_without_a_board_say_so() -> None:
+    # No board is attached to CI: the commands must fail with a message, not a traceback.
+    for args in (
+        ["flash", "--port", "/dev/ttyNOPE", "--image", "/nonexistent"],
+        ["pubkey", "--port", "/dev/ttyNOPE"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "gridtokenx", "firmware", *args], capture_output=True, text=True
+        )
+        assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr

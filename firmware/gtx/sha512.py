@@ -103,17 +103,19 @@ _H0 = (
 
 
 def _compress(h: list[int], block: bytes) -> list[int]:
+    # The message schedule lives in a rolling window of 16 words instead of 80, to keep
+    # the heap small on a meter (64-bit words are big integers there).
     w = [int.from_bytes(block[i : i + 8], "big") for i in range(0, 128, 8)]
-    for t in range(16, 80):
-        x, y = w[t - 15], w[t - 2]
-        s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
-        s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
-        w.append((w[t - 16] + s0 + w[t - 7] + s1) & _M)
     a, b, c, d, e, f, g, hh = h
     for t in range(80):
+        if t >= 16:
+            x, y = w[(t - 15) & 15], w[(t - 2) & 15]
+            s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
+            s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
+            w[t & 15] = (w[t & 15] + s0 + w[(t - 7) & 15] + s1) & _M
         s1 = ((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))
         ch = (e & f) ^ (~e & g)
-        t1 = (hh + (s1 & _M) + ch + _K[t] + w[t]) & _M
+        t1 = (hh + (s1 & _M) + ch + _K[t] + w[t & 15]) & _M
         s0 = ((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))
         t2 = ((s0 & _M) + ((a & b) ^ (a & c) ^ (b & c))) & _M
         hh, g, f, e, d, c, b, a = g, f, e, (d + t1) & _M, c, b, a, (t1 + t2) & _M
@@ -125,8 +127,12 @@ def sha512(data: bytes) -> bytes:
     if _native is not None:
         return _native(data).digest()
     n = len(data)
-    padded = bytes(data) + b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
     h = list(_H0)
-    for i in range(0, len(padded), 128):
-        h = _compress(h, padded[i : i + 128])
+    full = n - n % 128
+    view = memoryview(data)
+    for i in range(0, full, 128):
+        h = _compress(h, bytes(view[i : i + 128]))
+    tail = bytes(view[full:]) + b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
+    for i in range(0, len(tail), 128):
+        h = _compress(h, tail[i : i + 128])
     return b"".join(x.to_bytes(8, "big") for x in h)

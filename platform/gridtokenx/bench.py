@@ -93,3 +93,123 @@ def cda(orders: int, seed: int = 1) -> dict[str, Any]:
         "orders_per_s": round(orders / seconds),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+# -- firmware on the MicroPython unix port ---------------------------------------------
+
+FIRMWARE_CYCLE = """
+import gc, sys, time, json
+from gtx import app, modbus
+cfg = json.loads(sys.argv[1])
+mode = sys.argv[2]
+meter = app.Meter(cfg)
+gc.collect()
+baseline = gc.mem_alloc()
+if mode == "time":
+    from gtx import ed25519, reading
+    n = 20
+    t = time.ticks_us()
+    for i in range(n):
+        ed25519.sign(meter.seed, b"x" * 80 + bytes([i]), meter.public)
+    sign_us = time.ticks_diff(time.ticks_us(), t) / n
+    t = time.ticks_us()
+    for i in range(1000):
+        reading.encode_reading("mtr-0001", i, 1767225600 + i, 1234567 + i, 89012, 60,
+                               2301, 5120, 985, 5000, 0)
+    encode_us = time.ticks_diff(time.ticks_us(), t) / 1000
+    print(json.dumps({"sign_us": sign_us, "encode_us": encode_us, "baseline": baseline}))
+else:
+    for _ in range(3):  # read, encode, sign, store, publish: the whole cycle
+        assert meter.measure(), "chip read failed"
+        assert meter.flush(), "publish failed"
+    print(json.dumps({"baseline": baseline}))
+"""
+
+
+def firmware() -> dict[str, Any]:
+    """Sign and encode timings, and the smallest heap a full meter cycle runs in.
+
+    The firmware runs as the .mpy image `gridtokenx firmware build` makes. The cycle
+    (chip read over Modbus from an emulated PZEM-004T, CBOR, Ed25519, ring
+    write, QoS 1 publish to a private Mosquitto) runs under `micropython -X heapsize=N`
+    for shrinking N: the smallest N that works is `peak_heap_kb`. On the unix port the
+    firmware's own bytecode lives in that heap too (`baseline_heap_kb`)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from gridtokenx.provision import _tool, build
+    from gridtokenx.sim.devices import ChipServer, EmulatedChip, free_port
+
+    micropython = _tool("micropython")
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with tempfile.TemporaryDirectory() as tmp, ChipServer([EmulatedChip()]) as chips:
+        port = free_port()
+        broker = subprocess.Popen(
+            [mosquitto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            time.sleep(0.5)
+            cfg = {
+                "meter_id": "bench",
+                "uart": {"tcp": chips.address, "timeout_ms": 100},
+                "broker": {"host": "127.0.0.1", "port": port},
+                "data_dir": str(Path(tmp) / "flash"),
+                "interval_s": 60,
+                "heartbeat_s": 300,
+                "ring_capacity": 16,
+                "watchdog_ms": 30000,
+            }
+            config = Path(tmp) / "config.json"
+            config.write_text(json.dumps(cfg))
+            image = build(config, Path(tmp) / "image")  # .mpy, as flashed onto a meter
+            env = {"MICROPYPATH": f"{image}:{image / 'lib'}", "PATH": "/usr/bin:/bin"}
+
+            def run(mode: str, heap_kb: int) -> dict[str, Any] | None:
+                done = subprocess.run(
+                    [
+                        micropython,
+                        "-X",
+                        f"heapsize={heap_kb}k",
+                        "-c",
+                        FIRMWARE_CYCLE,
+                        json.dumps(cfg),
+                        mode,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=120,
+                )
+                if done.returncode != 0:
+                    return None
+                result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+                return result
+
+            timing = run("time", 2048)
+            if timing is None:
+                raise RuntimeError("the firmware benchmark failed to run on micropython")
+            low, high = 8, 512
+            if run("cycle", high) is None:
+                raise RuntimeError("a meter cycle failed even with 512 KB of heap")
+            while high - low > 2:
+                mid = (low + high) // 2
+                if run("cycle", mid) is None:
+                    low = mid
+                else:
+                    high = mid
+        finally:
+            broker.terminate()
+            broker.wait()
+    return {
+        "benchmark": "firmware",
+        "micropython": "unix port",
+        "python": sys.version.split()[0],
+        "sign_ms": round(timing["sign_us"] / 1000, 2),
+        "encode_us": round(timing["encode_us"], 1),
+        "peak_heap_kb": high,
+        "baseline_heap_kb": round(timing["baseline"] / 1024, 1),
+    }

@@ -134,6 +134,17 @@ def bench_cda(
     emit(bench.cda(orders), as_json)
 
 
+@bench_app.command("firmware")
+def bench_firmware(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Sign and encode timings and the heap a meter cycle needs, on the MicroPython port."""
+    from gridtokenx import bench
+
+    try:
+        emit(bench.firmware(), as_json)
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
 @wire_app.command("vectors")
 def wire_vectors(
     write: Annotated[bool, typer.Option(help=f"Rewrite {VECTORS.relative_to(REPO)}.")] = False,

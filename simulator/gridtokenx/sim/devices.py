@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -113,7 +112,7 @@ class ChipServer:
     def stop(self) -> None:
         async def shutdown() -> None:
             if self._server is not None:
-                await self._server.shutdown()
+                await self._server.shutdown()  # type: ignore[no-untyped-call]
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -124,6 +123,3 @@ class ChipServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-Callback = Callable[[], None]
