@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy -p gridtokenx
+	$(BIN)/mypy platform/gridtokenx gateway-hub/gridtokenx simulator/gridtokenx
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/gtx firmware/main.py
 
 pytest: $(STAMP)

@@ -1,0 +1,105 @@
+"""The hub's tables (SQLAlchemy Core). Migrations in migrations/ create exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+meters = Table(
+    "meters",
+    metadata,
+    Column("meter_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rated_power_w", Integer, nullable=False),
+    Column("household", String(128)),
+    Column("registered_at", BigInteger, nullable=False),
+)
+
+# Accepted readings, never altered. The primary key makes a redelivery idempotent.
+readings = Table(
+    "readings",
+    metadata,
+    Column("meter_id", String(64), ForeignKey("meters.meter_id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("import_wh", BigInteger, nullable=False),
+    Column("export_wh", BigInteger, nullable=False),
+    Column("interval_s", BigInteger, nullable=False),
+    Column("voltage_dv", Integer, nullable=False),
+    Column("current_ma", BigInteger, nullable=False),
+    Column("pf_milli", Integer, nullable=False),
+    Column("freq_chz", Integer, nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("raw", LargeBinary, nullable=False),  # the signed CBOR, byte for byte
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("batch_id", BigInteger),
+)
+Index("readings_ts", readings.c.ts)
+Index("readings_batch", readings.c.batch_id)
+
+# The newest accepted reading per meter: what the next one is checked against.
+heads = Table(
+    "heads",
+    metadata,
+    Column("meter_id", String(64), ForeignKey("meters.meter_id"), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("import_wh", BigInteger, nullable=False),
+    Column("export_wh", BigInteger, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("meter_id", String(64), nullable=False),
+    Column("seq", BigInteger),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+)
+Index("rejections_meter", rejections.c.meter_id)
+
+gaps = Table(
+    "gaps",
+    metadata,
+    Column("meter_id", String(64), ForeignKey("meters.meter_id"), primary_key=True),
+    Column("first_seq", BigInteger, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("found_at", BigInteger, nullable=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("epoch", BigInteger, nullable=False, unique=True),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("header", LargeBinary, nullable=False),  # the CBOR batch header
+    Column("created_at", BigInteger, nullable=False),
+    # outbox: pending -> submitted (with the ledger's reference) ; attempts survive restarts
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("submitted_ref", String(128)),
+)

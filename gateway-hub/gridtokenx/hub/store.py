@@ -1,0 +1,280 @@
+"""The hub's database adapter: SQLite by default, PostgreSQL with DATABASE_URL.
+
+Everything the ingest decides is written in one transaction per batch of messages, and
+only after that commit are the messages acknowledged to the broker (see mqtt.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from gridtokenx.hub import schema
+from gridtokenx.hub.rules import Decision, Meter, MeterStatus, Previous
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DEFAULT_URL = "sqlite:///var/hub.db"
+
+
+class RegistrationError(Exception):
+    """A meter registration request that cannot be done (with a stable code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def connect(url: str = DEFAULT_URL) -> Engine:
+    """An engine with the schema migrated to the newest revision."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def durable(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    return engine
+
+
+def _meter(row: object) -> Meter:
+    return Meter(
+        meter_id=row.meter_id,  # type: ignore[attr-defined]
+        public_key=bytes(row.public_key),  # type: ignore[attr-defined]
+        status=MeterStatus(row.status),  # type: ignore[attr-defined]
+        rated_power_w=row.rated_power_w,  # type: ignore[attr-defined]
+        household=row.household,  # type: ignore[attr-defined]
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message and what the rules decided about it."""
+
+    topic_meter: str
+    payload: bytes
+    decision: Decision
+    received_at: int
+
+
+class HubStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- meters -------------------------------------------------------------------------
+
+    def add_meter(
+        self,
+        meter_id: str,
+        public_key: bytes,
+        rated_power_w: int = 23_000,
+        household: str | None = None,
+        status: MeterStatus = MeterStatus.PENDING,
+    ) -> Meter:
+        from gridtokenx.wire.reading import METER_ID
+
+        if not METER_ID.fullmatch(meter_id):
+            raise RegistrationError("invalid_meter_id", "meter id: 1-64 of A-Z a-z 0-9 . _ -")
+        if len(public_key) != 32:
+            raise RegistrationError("invalid_public_key", "an Ed25519 public key has 32 bytes")
+        if not 0 < rated_power_w <= 1_000_000:
+            raise RegistrationError("invalid_rating", "rated power must be 1 W..1 MW")
+        with self.engine.begin() as c:
+            if c.execute(
+                select(schema.meters.c.meter_id).where(schema.meters.c.meter_id == meter_id)
+            ).first():
+                raise RegistrationError("meter_exists", f"meter {meter_id!r} is registered")
+            c.execute(
+                insert(schema.meters).values(
+                    meter_id=meter_id,
+                    public_key=public_key,
+                    status=status.value,
+                    rated_power_w=rated_power_w,
+                    household=household,
+                    registered_at=int(time.time()),
+                )
+            )
+        return Meter(meter_id, public_key, status, rated_power_w, household)
+
+    def set_status(self, meter_id: str, status: MeterStatus) -> None:
+        with self.engine.begin() as c:
+            done = c.execute(
+                update(schema.meters)
+                .where(schema.meters.c.meter_id == meter_id)
+                .values(status=status.value)
+            )
+            if done.rowcount == 0:
+                raise RegistrationError("unknown_meter", f"no meter {meter_id!r}")
+
+    def link_household(self, meter_id: str, household: str) -> None:
+        with self.engine.begin() as c:
+            done = c.execute(
+                update(schema.meters)
+                .where(schema.meters.c.meter_id == meter_id)
+                .values(household=household)
+            )
+            if done.rowcount == 0:
+                raise RegistrationError("unknown_meter", f"no meter {meter_id!r}")
+
+    def meters(self) -> list[Meter]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(schema.meters).order_by(schema.meters.c.meter_id))
+            return [_meter(r) for r in rows]
+
+    def meter(self, meter_id: str) -> Meter | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(schema.meters).where(schema.meters.c.meter_id == meter_id)
+            ).first()
+            return None if row is None else _meter(row)
+
+    # -- readings -----------------------------------------------------------------------
+
+    def heads(self, meter_ids: Iterable[str]) -> dict[str, Previous]:
+        ids = list(meter_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as c:
+            rows = c.execute(select(schema.heads).where(schema.heads.c.meter_id.in_(ids)))
+            return {
+                r.meter_id: Previous(r.seq, r.ts, r.import_wh, r.export_wh, bytes(r.raw))
+                for r in rows
+            }
+
+    def record(self, received: Sequence[Received]) -> None:
+        """Write a batch of decisions in one transaction (readings, heads, gaps, rejections)."""
+        rows, rejected, gaps = [], [], []
+        newest: dict[str, Decision] = {}
+        for item in received:
+            d = item.decision
+            if d.accepted and d.reading is not None:
+                r = d.reading
+                rows.append(
+                    {
+                        "meter_id": r.meter_id,
+                        "seq": r.seq,
+                        "ts": r.ts,
+                        "import_wh": r.import_wh,
+                        "export_wh": r.export_wh,
+                        "interval_s": r.interval_s,
+                        "voltage_dv": r.voltage_dv,
+                        "current_ma": r.current_ma,
+                        "pf_milli": r.pf_milli,
+                        "freq_chz": r.freq_chz,
+                        "flags": r.flags,
+                        "raw": d.raw,
+                        "signature": d.signature,
+                        "received_at": item.received_at,
+                    }
+                )
+                newest[r.meter_id] = d
+                if d.gap is not None:
+                    gaps.append(
+                        {
+                            "meter_id": r.meter_id,
+                            "first_seq": d.gap[0],
+                            "last_seq": d.gap[1],
+                            "found_at": item.received_at,
+                        }
+                    )
+            elif not d.accepted and d.verdict.value == "rejected":
+                rejected.append(
+                    {
+                        "meter_id": item.topic_meter,
+                        "seq": d.reading.seq if d.reading is not None else None,
+                        "reason": d.reason,
+                        "detail": d.detail[:500],
+                        "payload": item.payload,
+                        "received_at": item.received_at,
+                    }
+                )
+        with self.engine.begin() as c:
+            if rows:
+                c.execute(insert(schema.readings), rows)
+            if gaps:
+                c.execute(insert(schema.gaps), gaps)
+            if rejected:
+                c.execute(insert(schema.rejections), rejected)
+            for meter_id, d in newest.items():
+                self._set_head(c, meter_id, d)
+
+    @staticmethod
+    def _set_head(c: Connection, meter_id: str, d: Decision) -> None:
+        assert d.reading is not None
+        values = {
+            "seq": d.reading.seq,
+            "ts": d.reading.ts,
+            "import_wh": d.reading.import_wh,
+            "export_wh": d.reading.export_wh,
+            "raw": d.raw,
+        }
+        done = c.execute(
+            update(schema.heads).where(schema.heads.c.meter_id == meter_id).values(**values)
+        )
+        if done.rowcount == 0:
+            c.execute(insert(schema.heads).values(meter_id=meter_id, **values))
+
+    def counts(self) -> dict[str, int]:
+        """Accepted readings and rejections by reason."""
+        with self.engine.connect() as c:
+            out = {
+                "accepted": c.execute(
+                    select(func.count()).select_from(schema.readings)
+                ).scalar_one()
+            }
+            for reason, n in c.execute(
+                select(schema.rejections.c.reason, func.count()).group_by(
+                    schema.rejections.c.reason
+                )
+            ):
+                out[reason] = n
+            return out
+
+    def readings_of(self, meter_id: str, limit: int = 100) -> list[dict[str, int]]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(schema.readings)
+                .where(schema.readings.c.meter_id == meter_id)
+                .order_by(schema.readings.c.seq.desc())
+                .limit(limit)
+            )
+            return [
+                {k: v for k, v in r._mapping.items() if k not in ("raw", "signature")} for r in rows
+            ]
+
+    def gaps_of(self, meter_id: str) -> list[tuple[int, int]]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(schema.gaps.c.first_seq, schema.gaps.c.last_seq)
+                .where(schema.gaps.c.meter_id == meter_id)
+                .order_by(schema.gaps.c.first_seq)
+            )
+            return [(r.first_seq, r.last_seq) for r in rows]
+
+    def rejections_of(self, meter_id: str) -> list[tuple[int | None, str]]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(schema.rejections.c.seq, schema.rejections.c.reason)
+                .where(schema.rejections.c.meter_id == meter_id)
+                .order_by(schema.rejections.c.id)
+            )
+            return [(r.seq, r.reason) for r in rows]
