@@ -6,6 +6,7 @@ a silent pass.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -68,6 +69,9 @@ class Mosquitto:
         self.conf = directory / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # run as us (mosquitto started as root drops to its own user, which could not
+            # write the persistence file in our temporary directory)
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {directory}/\n"

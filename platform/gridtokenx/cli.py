@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gridtokenx.hub.cli import app as hub_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
 from gridtokenx.market.errors import MarketError
 
@@ -27,6 +28,7 @@ wire_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 firmware_app = typer.Typer(help="Build, flash and register meter firmware.", no_args_is_help=True)
 app.add_typer(wire_app, name="wire")
+app.add_typer(hub_app, name="hub")
 app.add_typer(firmware_app, name="firmware")
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,146 @@
+"""`gridtokenx hub ...` (also `python -m gridtokenx.hub`): run a hub, register meters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from gridtokenx.hub.rules import MeterStatus, RuleConfig
+from gridtokenx.hub.store import DEFAULT_URL, HubStore, RegistrationError, connect
+
+app = typer.Typer(
+    help="The gateway hub: verify, store and batch meter readings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+meter_app = typer.Typer(help="Register, approve and suspend meters.", no_args_is_help=True)
+app.add_typer(meter_app, name="meter")
+
+DatabaseOption = Annotated[
+    str,
+    typer.Option(
+        "--database",
+        envvar="HUB_DATABASE_URL",
+        help="SQLAlchemy URL (SQLite file by default; postgresql+psycopg://...).",
+    ),
+]
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def open_store(url: str) -> HubStore:
+    try:
+        return HubStore(connect(url))
+    except Exception as exc:  # unreachable server, bad URL: a message, not a traceback
+        fail(f"cannot open the hub database {url}: {exc.__class__.__name__}: {exc}")
+        raise
+
+
+@meter_app.command("add")
+def meter_add(
+    meter_id: Annotated[str, typer.Argument(help="The meter id from its config.")],
+    pubkey: Annotated[str, typer.Option(help="Its public key, 64 hex characters.")],
+    rated_w: Annotated[
+        int, typer.Option(help="Rated power in W (limits energy per interval).")
+    ] = 23_000,
+    household: Annotated[str | None, typer.Option(help="The household it belongs to.")] = None,
+    approve: Annotated[bool, typer.Option(help="Approve it at once.")] = False,
+    database: DatabaseOption = DEFAULT_URL,
+) -> None:
+    """Register a meter by its public key (it stays pending until approved)."""
+    try:
+        key = bytes.fromhex(pubkey)
+    except ValueError:
+        fail("pubkey must be hex (what `gridtokenx firmware pubkey` prints)")
+        return
+    store = open_store(database)
+    status = MeterStatus.APPROVED if approve else MeterStatus.PENDING
+    try:
+        store.add_meter(meter_id, key, rated_w, household, status)
+    except RegistrationError as exc:
+        fail(f"{exc.code}: {exc.message}")
+    typer.echo(f"registered {meter_id} ({status.value})")
+
+
+def _set(meter_id: str, status: MeterStatus, database: str) -> None:
+    try:
+        open_store(database).set_status(meter_id, status)
+    except RegistrationError as exc:
+        fail(f"{exc.code}: {exc.message}")
+    typer.echo(f"{meter_id}: {status.value}")
+
+
+@meter_app.command("approve")
+def meter_approve(meter_id: str, database: DatabaseOption = DEFAULT_URL) -> None:
+    """Approve a registered meter: its readings are accepted from now on."""
+    _set(meter_id, MeterStatus.APPROVED, database)
+
+
+@meter_app.command("suspend")
+def meter_suspend(meter_id: str, database: DatabaseOption = DEFAULT_URL) -> None:
+    """Suspend a meter: its readings are rejected (suspended_meter) until approved again."""
+    _set(meter_id, MeterStatus.SUSPENDED, database)
+
+
+@meter_app.command("link")
+def meter_link(meter_id: str, household: str, database: DatabaseOption = DEFAULT_URL) -> None:
+    """Link a meter to a household."""
+    try:
+        open_store(database).link_household(meter_id, household)
+    except RegistrationError as exc:
+        fail(f"{exc.code}: {exc.message}")
+    typer.echo(f"{meter_id} -> {household}")
+
+
+@meter_app.command("list")
+def meter_list(database: DatabaseOption = DEFAULT_URL) -> None:
+    """List registered meters."""
+    for m in open_store(database).meters():
+        typer.echo(
+            f"{m.meter_id}\t{m.status.value}\t{m.rated_power_w} W\t"
+            f"{m.household or '-'}\t{m.public_key.hex()}"
+        )
+
+
+@app.command("run")
+def run(
+    database: DatabaseOption = DEFAULT_URL,
+    mqtt_host: Annotated[str, typer.Option(envvar="HUB_MQTT_HOST")] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option(envvar="HUB_MQTT_PORT")] = 1883,
+    hub_id: Annotated[str, typer.Option(envvar="HUB_ID")] = "hub-001",
+    min_interval_s: Annotated[int, typer.Option(help="Shortest accepted reading interval.")] = 10,
+) -> None:
+    """Run the hub: ingest readings from the broker until SIGTERM/SIGINT."""
+    from gridtokenx.hub.ingest import Ingestor
+    from gridtokenx.hub.mqtt import MqttIngest
+
+    store = open_store(database)
+    ingest = MqttIngest(
+        Ingestor(store, RuleConfig(min_interval_s=min_interval_s)),
+        mqtt_host,
+        mqtt_port,
+        client_id=f"gtx-{hub_id}",
+    ).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    typer.echo(
+        f"hub {hub_id}: ingesting from mqtt://{mqtt_host}:{mqtt_port} into {database}"
+        f" (pid {os.getpid()})"
+    )
+    while not ingest.connected.wait(1.0):
+        if stop.is_set():
+            break
+        typer.echo(f"hub {hub_id}: waiting for the broker at {mqtt_host}:{mqtt_port}")
+    typer.echo(f"hub {hub_id}: ready", color=False)
+    stop.wait()
+    ingest.stop()
+    typer.echo("hub stopped cleanly")

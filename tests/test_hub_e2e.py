@@ -1,0 +1,229 @@
+"""The hub as operators run it: a process reading a real Mosquitto, storing into SQLite or
+PostgreSQL, fed by the real firmware (MicroPython unix port) or by in-process meters that
+sign with the same wire format. Crashes are real kill -9s."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from databases import database
+from nacl.signing import SigningKey
+from services import FIRMWARE, Mosquitto, micropython, mpy_env, run_micropython
+
+from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.sim.devices import ChipServer, EmulatedChip
+from gridtokenx.wire import envelope
+from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
+from gridtokenx.wire.topics import reading_topic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker")
+    b.conf.write_text(b.conf.read_text() + "max_inflight_messages 1000\n")
+    b.start()
+    yield b
+    b.stop()
+
+
+def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gridtokenx.hub", *args, "--database", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class Hub:
+    def __init__(self, db: str, broker: Mosquitto) -> None:
+        self.db, self.broker = db, broker
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Hub:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtokenx.hub",
+                "run",
+                "--database",
+                self.db,
+                "--mqtt-port",
+                str(self.broker.port),
+                "--min-interval-s",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # wait until it is subscribed
+            if "ready" in line:
+                break
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> str:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+def wait_until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError("condition not reached")
+
+
+def test_firmware_readings_flow_into_the_hub(
+    tmp_path: Path, broker: Mosquitto, db_url: str
+) -> None:
+    flash = tmp_path / "flash"
+    # first boot makes the key; the installer reads the public key and registers the meter
+    run_micropython(
+        f"from gtx import store, keys; store.makedirs({str(flash)!r}); "
+        f"keys.load_or_create({str(flash)!r})"
+    )
+    pubkey = (flash / "meter.pub").read_text().strip()
+    done = hub_cli("meter", "add", "mtr-e2e", "--pubkey", pubkey, "--approve", db=db_url)
+    assert done.returncode == 0, done.stderr
+    hub = Hub(db_url, broker).start()
+    chip = EmulatedChip("pzem004t", 1)
+    chip.update(import_wh=5_000)
+    with ChipServer([chip]) as server:
+        config = tmp_path / "meter.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "meter_id": "mtr-e2e",
+                    "uart": {"tcp": server.address, "timeout_ms": 50},
+                    "broker": {"host": "127.0.0.1", "port": broker.port},
+                    "interval_s": 1.1,
+                    "data_dir": str(flash),
+                }
+            )
+        )
+        meter = subprocess.run(
+            [micropython(), str(FIRMWARE / "main.py"), str(config), "3"],
+            env=mpy_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert meter.returncode == 0, meter.stdout + meter.stderr
+    store = HubStore(connect(db_url))
+    wait_until(lambda: store.counts()["accepted"] == 3)
+    rows = store.readings_of("mtr-e2e")
+    assert [r["seq"] for r in rows] == [3, 2, 1] and rows[-1]["import_wh"] == 5_000
+    assert store.counts() == {"accepted": 3}
+    assert "stopped cleanly" in hub.stop()
+    store.engine.dispose()
+
+
+def publish(port: int, keys: dict[str, SigningKey], per_meter: int, start: int = 1) -> None:
+    """In-process meters: the same wire format and signatures, much faster than firmware."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="meters")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    base = int(time.time()) - 10 * per_meter * 60
+    infos = []
+    for seq in range(start, start + per_meter):
+        for meter_id, key in keys.items():
+            r = Reading(
+                meter_id, seq, base + seq * 60, 1000 + seq * 5, 0, 60, 2300, 1000, 1000, 5000
+            )
+            payload = envelope.seal(encode(r), READING_DOMAIN, key)
+            infos.append(client.publish(reading_topic(meter_id), payload, qos=1))
+    for info in infos:
+        info.wait_for_publish(timeout=30)
+    client.loop_stop()
+    client.disconnect()
+
+
+def register(db: str, count: int) -> dict[str, SigningKey]:
+    keys = {f"m{k:03d}": SigningKey.generate() for k in range(count)}
+    store = HubStore(connect(db))
+    from gridtokenx.hub.rules import MeterStatus
+
+    for meter_id, key in keys.items():
+        store.add_meter(meter_id, bytes(key.verify_key), status=MeterStatus.APPROVED)
+    store.engine.dispose()
+    return keys
+
+
+def test_kill_9_of_the_hub_loses_nothing_and_stores_nothing_twice(
+    broker: Mosquitto, db_url: str
+) -> None:
+    keys = register(db_url, 20)
+    hub = Hub(db_url, broker).start()
+    store = HubStore(connect(db_url))
+    publish(broker.port, keys, 50)  # 1,000 readings
+    wait_until(lambda: store.counts()["accepted"] > 100)
+    hub.kill()  # mid-stream: some batches committed, some not, some not acknowledged
+    killed_at = store.counts()["accepted"]
+    publish(broker.port, keys, 50, start=51)  # the meters go on while the hub is dead
+    hub = Hub(db_url, broker).start()
+    wait_until(lambda: store.counts()["accepted"] == 2000, timeout=120)
+    time.sleep(0.5)
+    counts = store.counts()
+    assert counts == {"accepted": 2000}, counts  # no rejection: redeliveries were duplicates
+    assert killed_at < 2000
+    for meter_id in keys:
+        assert [r["seq"] for r in store.readings_of(meter_id, 1000)] == list(range(100, 0, -1))
+        assert store.gaps_of(meter_id) == []
+    hub.stop()
+    store.engine.dispose()
+
+
+def test_broker_outage_with_the_hub_running_loses_nothing(broker: Mosquitto, db_url: str) -> None:
+    keys = register(db_url, 5)
+    hub = Hub(db_url, broker).start()
+    store = HubStore(connect(db_url))
+    publish(broker.port, keys, 20)
+    wait_until(lambda: store.counts()["accepted"] == 100)
+    broker.stop()
+    time.sleep(1.0)
+    broker.start()
+    publish(broker.port, keys, 20, start=21)  # after the outage, the hub reconnects by itself
+    wait_until(lambda: store.counts()["accepted"] == 200, timeout=60)
+    assert store.counts() == {"accepted": 200}
+    hub.stop()
+    store.engine.dispose()
+
+
+def test_hub_cli_errors_are_messages(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    for args in (["meter", "add", "x", "--pubkey", "zz"], ["meter", "approve", "nobody"]):
+        done = hub_cli(*args, db=db)
+        assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
+    done = hub_cli("meter", "list", db="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert done.returncode == 2 and "cannot open the hub database" in done.stderr
+    assert os.environ.get("HUB_DATABASE_URL") is None
