@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# MicroPython stubs for type-checking the firmware, kept out of the venv (they
 	# replace the standard library's stubs)
+	# Debian's Chromium for the page tests (root with apt-get only; otherwise they skip)
+	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	rm -rf .mpy-stubs
 	$(BIN)/python -m pip install --quiet --target .mpy-stubs 'micropython-esp32-stubs==1.29.*'
 	touch $(STAMP)

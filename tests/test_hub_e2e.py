@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from databases import database
 from nacl.signing import SigningKey
-from services import FIRMWARE, Mosquitto, micropython, mpy_env, run_micropython
+from services import FIRMWARE, Mosquitto, free_port, micropython, mpy_env, run_micropython
 
 from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.sim.devices import ChipServer, EmulatedChip
@@ -53,8 +53,10 @@ def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
 
 
 class Hub:
-    def __init__(self, db: str, broker: Mosquitto) -> None:
-        self.db, self.broker = db, broker
+    def __init__(self, db: str, broker: Mosquitto, epoch_s: int = 900) -> None:
+        self.db, self.broker, self.epoch_s = db, broker, epoch_s
+        self.http_port = free_port()
+        self.key_file = broker.directory.parent / "hub.key"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Hub:
@@ -90,8 +92,9 @@ class Hub:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        self.proc.wait(timeout=30)
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
 
 
 def wait_until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -116,13 +118,28 @@ def run(
     mqtt_host: Annotated[str, typer.Option(envvar="HUB_MQTT_HOST")] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option(envvar="HUB_MQTT_PORT")] = 1883,
     hub_id: Annotated[str, typer.Option(envvar="HUB_ID")] = "hub-001",
+    http_host: Annotated[
+        str, typer.Option(envvar="HUB_HTTP_HOST", help="0.0.0.0 serves the page to the LAN.")
+    ] = "0.0.0.0",
+    http_port: Annotated[int, typer.Option(envvar="HUB_HTTP_PORT")] = 8080,
+    epoch_s: Annotated[int, typer.Option(help="Batch every epoch of this length.")] = 900,
+    key_file: Annotated[Path, typer.Option(envvar="HUB_KEY_FILE")] = Path("var/hub.key"),
+    platform_url: Annotated[str | None, typer.Option(envvar="HUB_PLATFORM_URL")] = None,
     min_interval_s: Annotated[int, typer.Option(help="Shortest accepted reading interval.")] = 10,
 ) -> None:
-    """Run the hub: ingest readings from the broker until SIGTERM/SIGINT."""
+    """Run the hub: ingest, batch every epoch, serve the page, until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from gridtokenx.hub import batches
     from gridtokenx.hub.ingest import Ingestor
     from gridtokenx.hub.mqtt import MqttIngest
+    from gridtokenx.hub.web import HubContext, create_app
 
     store = open_store(database)
+    try:
+        key = batches.hub_key(key_file)
+    except (OSError, ValueError) as exc:
+        fail(f"hub key {key_file}: {exc}")
     ingest = MqttIngest(
         Ingestor(store, RuleConfig(min_interval_s=min_interval_s)),
         mqtt_host,
@@ -130,17 +147,49 @@ def run(
         client_id=f"gtx-{hub_id}",
     ).start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
+
+    def batch_every_epoch() -> None:
+        handled = int(time.time()) // epoch_s
+        while not stop.wait(1.0):
+            current = int(time.time()) // epoch_s
+            if current > handled:
+                try:
+                    built = batches.build(store, hub_id, current - 1, current * epoch_s, key)
+                    if built is not None:
+                        typer.echo(
+                            f"hub {hub_id}: batch of epoch {current - 1}: "
+                            f"{built.header.count} readings, root {built.header.root.hex()}"
+                        )
+                    handled = current
+                except Exception as exc:  # database away: try again next second
+                    typer.echo(f"hub {hub_id}: batch failed ({exc.__class__.__name__}), retrying")
+
+    batcher = threading.Thread(target=batch_every_epoch, name="hub-batches", daemon=True)
+    batcher.start()
     typer.echo(
         f"hub {hub_id}: ingesting from mqtt://{mqtt_host}:{mqtt_port} into {database}"
         f" (pid {os.getpid()})"
     )
     while not ingest.connected.wait(1.0):
-        if stop.is_set():
-            break
         typer.echo(f"hub {hub_id}: waiting for the broker at {mqtt_host}:{mqtt_port}")
-    typer.echo(f"hub {hub_id}: ready", color=False)
-    stop.wait()
+    app_ = create_app(
+        HubContext(store, hub_id, ingest, platform_url, os.environ.get("HUB_INSTALLER_TOKEN"))
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app_, host=http_host, port=http_port, log_level="warning")
+    )
+    web = threading.Thread(target=server.run, name="hub-web", daemon=True)
+    web.start()  # off the main thread, uvicorn leaves the signals to us
+    while not server.started and web.is_alive():
+        time.sleep(0.05)
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    typer.echo(f"hub {hub_id}: ready, page at http://{http_host}:{http_port}/", color=False)
+    while not stop.wait(0.5):
+        if not web.is_alive():
+            fail(f"the web server stopped (is port {http_port} free?)")
+    server.should_exit = True
+    web.join(timeout=10)
+    batcher.join(timeout=5)
     ingest.stop()
     typer.echo("hub stopped cleanly")

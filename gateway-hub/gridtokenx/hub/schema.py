@@ -97,6 +97,7 @@ batches = Table(
     Column("root", LargeBinary(32), nullable=False),
     Column("count", Integer, nullable=False),
     Column("header", LargeBinary, nullable=False),  # the CBOR batch header
+    Column("signature", LargeBinary(64)),  # the hub key's, over BATCH_DOMAIN + header
     Column("created_at", BigInteger, nullable=False),
     # outbox: pending -> submitted (with the ledger's reference) ; attempts survive restarts
     Column("state", String(16), nullable=False),

@@ -1,0 +1,225 @@
+"""The hub's HTTP side: the household page, the installer API, metrics and health.
+
+Server-rendered (Jinja2), no CDN and no build step: the page works on a phone on the local
+network with no internet.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.templating import Jinja2Templates
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from pydantic import BaseModel, Field
+
+from gridtokenx.hub import batches, views
+from gridtokenx.hub.mqtt import MqttIngest
+from gridtokenx.hub.rules import MeterStatus
+from gridtokenx.hub.store import HubStore, RegistrationError
+from gridtokenx.wire.status import Status
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+@dataclass
+class HubContext:
+    store: HubStore
+    hub_id: str = "hub-001"
+    ingest: MqttIngest | None = None
+    platform_url: str | None = None
+    installer_token: str | None = None
+    utc_offset_s: int = 7 * 3600  # Bangkok: "today" on the page is the household's day
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+class MeterIn(BaseModel):
+    meter_id: str = Field(min_length=1, max_length=64)
+    public_key: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    rated_power_w: int = Field(default=23_000, gt=0, le=1_000_000)
+    household: str | None = Field(default=None, max_length=128)
+
+
+def _error(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status, {"code": code, "message": message})
+
+
+def create_app(ctx: HubContext) -> FastAPI:
+    app = FastAPI(title="GridTokenX hub", version="1", docs_url="/docs")
+    accepted = Gauge("gtx_hub_readings_accepted", "Accepted readings stored", registry=ctx.registry)
+    rejected = Gauge(
+        "gtx_hub_readings_rejected",
+        "Rejected readings by reason",
+        ["reason"],
+        registry=ctx.registry,
+    )
+    lag = Gauge(
+        "gtx_hub_ingest_lag_seconds", "Seconds since the last commit", registry=ctx.registry
+    )
+    backlog = Gauge(
+        "gtx_hub_ingest_backlog", "Messages received, not yet stored", registry=ctx.registry
+    )
+    outbox = Gauge("gtx_hub_outbox_depth", "Batches not yet on the ledger", registry=ctx.registry)
+    requests = Counter("gtx_hub_http_requests", "HTTP requests", ["path"], registry=ctx.registry)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, dict)
+            else {"code": "error", "message": str(exc.detail)}
+        )
+        return JSONResponse(detail, status_code=exc.status_code)
+
+    def installer(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not ctx.installer_token:
+            raise _error(503, "installer_api_disabled", "set HUB_INSTALLER_TOKEN to enable it")
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, ctx.installer_token.encode()):
+            raise _error(401, "unauthorized", "a valid installer token is required")
+
+    def meter_rows() -> list[dict[str, Any]]:
+        out = []
+        for m in ctx.store.meters():
+            recent = ctx.store.readings_of(m.meter_id, 2)
+            out.append(
+                {
+                    "meter_id": m.meter_id,
+                    "household": m.household,
+                    "status": m.status.value,
+                    "last": _when(recent[0]["ts"]) if recent else None,
+                    "power": views.live_power_w(recent),
+                }
+            )
+        return out
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request) -> HTMLResponse:
+        requests.labels("/").inc()
+        return TEMPLATES.TemplateResponse(
+            request,
+            "index.html",
+            {"meters": meter_rows(), "hub_id": ctx.hub_id, "platform_url": ctx.platform_url},
+        )
+
+    @app.get("/meters/{meter_id}", response_class=HTMLResponse)
+    def meter_page(request: Request, meter_id: str) -> HTMLResponse:
+        requests.labels("/meters").inc()
+        meter = ctx.store.meter(meter_id)
+        if meter is None:
+            raise _error(404, "unknown_meter", f"no meter {meter_id!r}")
+        now = int(time.time())
+        local_midnight = now - (now + ctx.utc_offset_s) % 86_400
+        recent = ctx.store.readings_of(meter_id, 2000)  # newest first
+        today = [r for r in reversed(recent) if r["ts"] >= local_midnight - 900]
+        qs = views.quarters(today, local_midnight)
+        device: Status | None = ctx.ingest.statuses.get(meter_id) if ctx.ingest else None
+        return TEMPLATES.TemplateResponse(
+            request,
+            "meter.html",
+            {
+                "hub_id": ctx.hub_id,
+                "platform_url": ctx.platform_url,
+                "meter": meter,
+                "power": views.live_power_w(recent[:2]),
+                "chart": views.bars_svg(qs, local_midnight),
+                "today_import": sum(q.import_wh for q in qs),
+                "today_export": sum(q.export_wh for q in qs),
+                "latest": recent[0] if recent else None,
+                "readings": [dict(r, time=_when(r["ts"])) for r in recent[:10]],
+                "device": device,
+                "gaps": ctx.store.gaps_of(meter_id),
+                "rejected": len(ctx.store.rejections_of(meter_id)),
+            },
+        )
+
+    @app.get("/api/meters")
+    def list_meters() -> list[dict[str, Any]]:
+        return meter_rows()
+
+    @app.get("/api/meters/{meter_id}/readings")
+    def readings(meter_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        if ctx.store.meter(meter_id) is None:
+            raise _error(404, "unknown_meter", f"no meter {meter_id!r}")
+        if not 1 <= limit <= 5000:
+            raise _error(422, "invalid_limit", "limit must be 1..5000")
+        return ctx.store.readings_of(meter_id, limit)
+
+    @app.get("/api/proof/{meter_id}/{seq}")
+    def proof(meter_id: str, seq: int) -> dict[str, object]:
+        found = batches.proof(ctx.store, meter_id, seq)
+        if found is None:
+            raise _error(404, "not_batched", "no such reading, or not in a batch yet")
+        return found
+
+    @app.post("/api/meters", status_code=201, dependencies=[Depends(installer)])
+    def register(body: MeterIn) -> dict[str, str]:
+        try:
+            m = ctx.store.add_meter(
+                body.meter_id, bytes.fromhex(body.public_key), body.rated_power_w, body.household
+            )
+        except RegistrationError as exc:
+            raise _error(
+                409 if exc.code == "meter_exists" else 422, exc.code, exc.message
+            ) from None
+        return {"meter_id": m.meter_id, "status": m.status.value}
+
+    def _status_route(status: MeterStatus) -> Any:
+        def change(meter_id: str) -> dict[str, str]:
+            try:
+                ctx.store.set_status(meter_id, status)
+            except RegistrationError as exc:
+                raise _error(404, exc.code, exc.message) from None
+            return {"meter_id": meter_id, "status": status.value}
+
+        return change
+
+    app.post("/api/meters/{meter_id}/approve", dependencies=[Depends(installer)])(
+        _status_route(MeterStatus.APPROVED)
+    )
+    app.post("/api/meters/{meter_id}/suspend", dependencies=[Depends(installer)])(
+        _status_route(MeterStatus.SUSPENDED)
+    )
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        problems = []
+        try:
+            ctx.store.counts()
+        except Exception as exc:  # the database is the hub's one hard dependency
+            problems.append(f"database: {exc.__class__.__name__}")
+        if ctx.ingest is not None and not ctx.ingest.connected.is_set():
+            problems.append("broker: not connected")
+        return JSONResponse(
+            {"ready": not problems, "problems": problems}, status_code=503 if problems else 200
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        counts = ctx.store.counts()
+        accepted.set(counts.pop("accepted"))
+        for reason, n in counts.items():
+            rejected.labels(reason).set(n)
+        if ctx.ingest is not None:
+            lag.set(time.time() - ctx.ingest.last_commit if ctx.ingest.last_commit else 0)
+            backlog.set(ctx.ingest.backlog)
+        outbox.set(batches.pending(ctx.store))
+        return PlainTextResponse(
+            generate_latest(ctx.registry).decode(), media_type="text/plain; version=0.0.4"
+        )
+
+    return app
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,169 @@
+"""The hub's page and HTTP API, in-process (TestClient) and in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from nacl.signing import SigningKey
+from services import unavailable
+
+from gridtokenx.hub import batches
+from gridtokenx.hub.ingest import Ingestor
+from gridtokenx.hub.rules import MeterStatus, RuleConfig
+from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.hub.web import HubContext, create_app
+from gridtokenx.wire import envelope
+from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
+from gridtokenx.wire.topics import reading_topic
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = SigningKey(bytes([9]) * 32)
+TOKEN = "s3cret-installer-token"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[HubContext]:
+    store = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+    store.add_meter(
+        "house-7", bytes(KEY.verify_key), household="Somchai", status=MeterStatus.APPROVED
+    )
+    now = int(time.time())
+    start = now - now % 900 - 4 * 3600
+    messages = []
+    for k in range(0, 16):  # four hours of readings every 15 minutes, solar at midday
+        r = Reading(
+            "house-7",
+            k + 1,
+            start + k * 900,
+            10_000 + 120 * k,
+            500 + 300 * (k // 2),
+            900,
+            2301,
+            4_000,
+            990,
+            5000,
+        )
+        messages.append((reading_topic("house-7"), envelope.seal(encode(r), READING_DOMAIN, KEY)))
+    Ingestor(store, RuleConfig(), clock=lambda: now).ingest(messages)
+    Ingestor(store, RuleConfig(), clock=lambda: now).ingest(
+        [(reading_topic("house-7"), b"garbage")]
+    )
+    batches.build(store, "hub-test", 1, now + 1, SigningKey.generate())
+    yield HubContext(
+        store, "hub-test", platform_url="http://platform.local/", installer_token=TOKEN
+    )
+    store.engine.dispose()
+
+
+def test_household_page_shows_power_chart_registers_health(ctx: HubContext) -> None:
+    client = TestClient(create_app(ctx))
+    page = client.get("/meters/house-7")
+    assert page.status_code == 200
+    html = page.text
+    assert "Somchai" in html and "<svg" in html and "http://platform.local/" in html
+    assert "OBIS 1.8.0" in html and "11800 Wh" in html  # the newest import register
+    assert "W</span> to the grid" in html or "from the grid" in html
+    assert "rejected readings</td><td>1" in html
+    assert "/api/proof/house-7/16" in html
+    assert "<script" not in html and "https://" not in html  # no CDN, nothing remote
+    assert client.get("/").status_code == 200
+    missing = client.get("/meters/nobody")
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_meter"
+
+
+def test_proof_endpoint(ctx: HubContext) -> None:
+    client = TestClient(create_app(ctx))
+    proof = client.get("/api/proof/house-7/3").json()
+    assert proof["size"] == 16 and len(proof["root"]) == 64
+    assert client.get("/api/proof/house-7/99").status_code == 404
+
+
+def test_installer_api_needs_the_token(ctx: HubContext) -> None:
+    client = TestClient(create_app(ctx))
+    body = {"meter_id": "house-8", "public_key": "ab" * 32}
+    assert client.post("/api/meters", json=body).status_code == 401
+    bad = {"Authorization": "Bearer wrong"}
+    assert client.post("/api/meters", json=body, headers=bad).status_code == 401
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    made = client.post("/api/meters", json=body, headers=good)
+    assert made.status_code == 201 and made.json()["status"] == "pending"
+    assert client.post("/api/meters", json=body, headers=good).json()["code"] == "meter_exists"
+    assert (
+        client.post(
+            "/api/meters", json={"meter_id": "x", "public_key": "zz"}, headers=good
+        ).status_code
+        == 422
+    )
+    assert client.post("/api/meters/house-8/approve", headers=good).json()["status"] == "approved"
+    assert client.post("/api/meters/nobody/suspend", headers=good).status_code == 404
+    ctx.installer_token = None
+    disabled = client.post("/api/meters/house-8/suspend", headers=good)
+    assert disabled.status_code == 503
+
+
+def test_metrics_and_health(ctx: HubContext) -> None:
+    client = TestClient(create_app(ctx))
+    text = client.get("/metrics").text
+    assert "gtx_hub_readings_accepted 16.0" in text
+    assert 'gtx_hub_readings_rejected{reason="malformed_cbor"} 1.0' in text
+    assert "gtx_hub_outbox_depth 1.0" in text
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["ready"] is True
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        unavailable("Debian chromium is not installed (make install installs it as root)")
+    return str(found)
+
+
+def test_page_in_headless_chromium_with_a_screenshot(ctx: HubContext) -> None:
+    browser = chromium()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = artifacts / "hub-household-page.png"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=412,1400",
+    ]
+    url = f"http://127.0.0.1:{port}/meters/house-7"
+    try:
+        dom = subprocess.run(
+            [browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60
+        )
+        assert "house-7" in dom.stdout and "<svg" in dom.stdout, dom.stderr[-500:]
+        subprocess.run(
+            [browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=60
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert shot.exists() and shot.stat().st_size > 5_000
