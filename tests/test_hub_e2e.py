@@ -230,3 +230,27 @@ def test_hub_cli_errors_are_messages(tmp_path: Path) -> None:
     done = hub_cli("meter", "list", db="postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert done.returncode == 2 and "cannot open the hub database" in done.stderr
     assert os.environ.get("HUB_DATABASE_URL") is None
+
+
+def test_bench_hub_prints_its_figures() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx",
+            "bench",
+            "hub",
+            "--readings",
+            "300",
+            "--meters",
+            "30",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["lost"] == 0 and result["stored"] == 300
+    assert {"readings_per_s", "p99_ms"} <= set(result)

@@ -147,6 +147,24 @@ def bench_firmware(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         fail(str(exc))
 
 
+@bench_app.command("hub")
+def bench_hub(
+    readings: Annotated[int, typer.Option(min=1, help="Signed readings to publish.")] = 10_000,
+    meters: Annotated[int, typer.Option(min=1, help="Distinct meters.")] = 1_000,
+    database: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: a temporary SQLite file).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """End-to-end hub ingest: Mosquitto -> verify -> rules -> database."""
+    from gridtokenx.hub import bench as hub_bench
+
+    try:
+        emit(hub_bench.run(readings, meters, database), as_json)
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
 @wire_app.command("vectors")
 def wire_vectors(
     write: Annotated[bool, typer.Option(help=f"Rewrite {VECTORS.relative_to(REPO)}.")] = False,

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridtokenx.hub.ingest import Ingestor
+from gridtokenx.hub.rules import Decision
 from gridtokenx.wire import envelope, topics
 from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.status import STATUS_DOMAIN, Status, decode_status
@@ -44,7 +45,7 @@ class MqttIngest:
         self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="hub-ingest", daemon=True)
-        self.on_batch: Callable[[int], None] | None = None
+        self.on_batch: Callable[[list[Decision]], None] | None = None
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -113,7 +114,9 @@ class MqttIngest:
             readings = [m for m in batch if m.topic.endswith("/reading")]
             while True:
                 try:
-                    self.ingestor.ingest([(m.topic, bytes(m.payload)) for m in readings])
+                    decisions = self.ingestor.ingest(
+                        [(m.topic, bytes(m.payload)) for m in readings]
+                    )
                     break
                 except Exception:  # database down: keep the batch, unacknowledged, and retry
                     log.exception("could not store %d readings; retrying", len(readings))
@@ -126,4 +129,4 @@ class MqttIngest:
             for m in batch:
                 self.client.ack(m.mid, m.qos)
             if self.on_batch is not None:
-                self.on_batch(len(readings))
+                self.on_batch(decisions)

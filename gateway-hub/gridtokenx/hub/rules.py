@@ -77,15 +77,10 @@ def reject(reason: str, detail: str, reading: Reading | None = None) -> Decision
     return Decision(Verdict.REJECTED, reason, detail, reading)
 
 
-def check(
-    topic_meter: str,
-    payload: bytes,
-    meter: Meter | None,
-    previous: Previous | None,
-    now: int,
-    config: RuleConfig,
-) -> Decision:
-    """Decide about one reading. Pure: no clock, no database."""
+def parse(topic_meter: str, payload: bytes, meter: Meter | None) -> Decision:
+    """The checks that need only the message and the meter's registration: status,
+    envelope, signature, canonical CBOR, topic. Pure and independent per message, so a
+    hub may run it for many messages in parallel."""
     if meter is None:
         return reject("unknown_meter", f"meter {topic_meter!r} is not registered")
     if meter.status is MeterStatus.SUSPENDED:
@@ -100,6 +95,16 @@ def check(
         return reject(exc.reason, exc.message)
     if reading.meter_id != topic_meter:
         return reject("topic_mismatch", f"reading of {reading.meter_id!r} on its topic", reading)
+    return Decision(Verdict.ACCEPTED, "", "", reading, raw, signature)
+
+
+def follow(
+    parsed: Decision, meter: Meter, previous: Previous | None, now: int, config: RuleConfig
+) -> Decision:
+    """The checks against the clock and the meter's history, for a parsed reading."""
+    reading, raw = parsed.reading, parsed.raw
+    if not parsed.accepted or reading is None:
+        return parsed
     if not reading.time_set:
         return reject("time_not_set", "the meter's clock was not set", reading)
     if reading.ts > now + config.future_skew_s:
@@ -107,32 +112,44 @@ def check(
     for name in ("import_wh", "export_wh"):
         if getattr(reading, name) > config.max_register_wh:
             return reject("out_of_bounds", f"{name} above {config.max_register_wh} Wh", reading)
-    gap = None
-    if previous is not None:
-        if reading.seq == previous.seq and raw == previous.raw:
-            return Decision(Verdict.DUPLICATE, "duplicate", "", reading, raw, signature)
-        if reading.seq <= previous.seq:
-            return reject("replayed", f"seq {reading.seq} <= last {previous.seq}", reading)
-        if reading.ts <= previous.ts:
-            return reject("backdated", f"ts {reading.ts} <= last {previous.ts}", reading)
-        if reading.import_wh < previous.import_wh or reading.export_wh < previous.export_wh:
-            return reject("register_decreased", "a cumulative register went backwards", reading)
-        elapsed = reading.ts - previous.ts
-        if elapsed < config.min_interval_s:
-            return reject("interval_too_short", f"{elapsed} s since the last reading", reading)
-        energy = (reading.import_wh - previous.import_wh) + (reading.export_wh - previous.export_wh)
-        # energy <= rated W x elapsed s / 3600 x (1 + tolerance), in integers
-        if energy * 3600 * 100 > meter.rated_power_w * elapsed * (
-            100 + config.rating_tolerance_pct
-        ):
-            return reject(
-                "energy_exceeds_rating",
-                f"{energy} Wh in {elapsed} s exceeds {meter.rated_power_w} W",
-                reading,
-            )
-        if reading.seq > previous.seq + 1:
-            gap = (previous.seq + 1, reading.seq - 1)
-    return Decision(Verdict.ACCEPTED, "", "", reading, raw, signature, gap)
+    if previous is None:
+        return parsed
+    if reading.seq == previous.seq and raw == previous.raw:
+        return Decision(Verdict.DUPLICATE, "duplicate", "", reading, raw, parsed.signature)
+    if reading.seq <= previous.seq:
+        return reject("replayed", f"seq {reading.seq} <= last {previous.seq}", reading)
+    if reading.ts <= previous.ts:
+        return reject("backdated", f"ts {reading.ts} <= last {previous.ts}", reading)
+    if reading.import_wh < previous.import_wh or reading.export_wh < previous.export_wh:
+        return reject("register_decreased", "a cumulative register went backwards", reading)
+    elapsed = reading.ts - previous.ts
+    if elapsed < config.min_interval_s:
+        return reject("interval_too_short", f"{elapsed} s since the last reading", reading)
+    energy = (reading.import_wh - previous.import_wh) + (reading.export_wh - previous.export_wh)
+    # energy <= rated W x elapsed s / 3600 x (1 + tolerance), in integers
+    if energy * 3600 * 100 > meter.rated_power_w * elapsed * (100 + config.rating_tolerance_pct):
+        return reject(
+            "energy_exceeds_rating",
+            f"{energy} Wh in {elapsed} s exceeds {meter.rated_power_w} W",
+            reading,
+        )
+    gap = (previous.seq + 1, reading.seq - 1) if reading.seq > previous.seq + 1 else None
+    return Decision(Verdict.ACCEPTED, "", "", reading, raw, parsed.signature, gap)
+
+
+def check(
+    topic_meter: str,
+    payload: bytes,
+    meter: Meter | None,
+    previous: Previous | None,
+    now: int,
+    config: RuleConfig,
+) -> Decision:
+    """Decide about one reading. Pure: no clock, no database."""
+    parsed = parse(topic_meter, payload, meter)
+    if meter is None or not parsed.accepted:
+        return parsed
+    return follow(parsed, meter, previous, now, config)
 
 
 REASONS = (

@@ -14,6 +14,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from gridtokenx.hub import schema
@@ -214,24 +216,40 @@ class HubStore:
                 c.execute(insert(schema.gaps), gaps)
             if rejected:
                 c.execute(insert(schema.rejections), rejected)
-            for meter_id, d in newest.items():
-                self._set_head(c, meter_id, d)
+            if newest:
+                self._set_heads(c, newest)
 
-    @staticmethod
-    def _set_head(c: Connection, meter_id: str, d: Decision) -> None:
-        assert d.reading is not None
-        values = {
-            "seq": d.reading.seq,
-            "ts": d.reading.ts,
-            "import_wh": d.reading.import_wh,
-            "export_wh": d.reading.export_wh,
-            "raw": d.raw,
-        }
-        done = c.execute(
-            update(schema.heads).where(schema.heads.c.meter_id == meter_id).values(**values)
+    def _set_heads(self, c: Connection, newest: dict[str, Decision]) -> None:
+        """Upsert each meter's newest reading in one statement (SQLite and PostgreSQL)."""
+        rows = []
+        for meter_id, d in newest.items():
+            assert d.reading is not None
+            rows.append(
+                {
+                    "meter_id": meter_id,
+                    "seq": d.reading.seq,
+                    "ts": d.reading.ts,
+                    "import_wh": d.reading.import_wh,
+                    "export_wh": d.reading.export_wh,
+                    "raw": d.raw,
+                }
+            )
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = dialect_insert(schema.heads)
+        excluded = statement.excluded
+        c.execute(
+            statement.on_conflict_do_update(
+                index_elements=[schema.heads.c.meter_id],
+                set_={
+                    "seq": excluded.seq,
+                    "ts": excluded.ts,
+                    "import_wh": excluded.import_wh,
+                    "export_wh": excluded.export_wh,
+                    "raw": excluded.raw,
+                },
+            ),
+            rows,
         )
-        if done.rowcount == 0:
-            c.execute(insert(schema.heads).values(meter_id=meter_id, **values))
 
     def counts(self) -> dict[str, int]:
         """Accepted readings and rejections by reason."""

@@ -7,7 +7,7 @@ Spec: docs/wire-format.md. The firmware implements the same encoding in MicroPyt
 from __future__ import annotations
 
 import re
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 from gridtokenx.wire import cbor
 from gridtokenx.wire.errors import WireError
@@ -43,14 +43,14 @@ class Reading:
 
 # CBOR map keys: field order above, after key 0 (the format version).
 KEYS = {f.name: k + 1 for k, f in enumerate(fields(Reading))}
+NUMBERS = tuple(name for name in KEYS if name != "meter_id")
 
 
 def _check(reading: Reading) -> None:
     if not isinstance(reading.meter_id, str) or not METER_ID.fullmatch(reading.meter_id):
         raise WireError("invalid_field", "meter_id must be 1-64 of [A-Za-z0-9._-]")
-    for name, value in zip(KEYS, astuple(reading), strict=True):
-        if name == "meter_id":
-            continue
+    for name in NUMBERS:
+        value = getattr(reading, name)
         if type(value) is not int:
             raise WireError("invalid_field", f"{name} must be an integer")
         low = -1000 if name == "pf_milli" else 0
@@ -63,7 +63,7 @@ def encode(reading: Reading) -> bytes:
     """The reading's deterministic CBOR map {0: version, 1: meter_id, 2: seq, ...}."""
     _check(reading)
     item: dict[int, object] = {0: VERSION}
-    item.update({KEYS[name]: value for name, value in zip(KEYS, astuple(reading), strict=True)})
+    item.update({key: getattr(reading, name) for name, key in KEYS.items()})
     return cbor.dumps(item)
 
 
