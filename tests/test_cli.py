@@ -128,3 +128,42 @@ def test_up_demo_runs_bounded_epochs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "stopped cleanly" in done.stdout
+
+
+def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
+    """`make run`'s command, bounded: embedded broker, firmware meters, hub, market demo."""
+    from services import free_port
+
+    from gridtokenx.hub.store import HubStore, connect
+
+    http_port = free_port()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx",
+            "up",
+            "--meters",
+            "2",
+            "--data",
+            str(tmp_path),
+            "--duration",
+            "25",
+            "--http-port",
+            str(http_port),
+            "--mqtt-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"http://127.0.0.1:{http_port}/" in done.stdout
+    assert "everything stopped" in done.stdout
+    store = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+    for meter in store.meters():
+        seqs = [r["seq"] for r in store.readings_of(meter.meter_id)]
+        assert seqs and seqs[-1] == 1, (meter.meter_id, seqs)  # from the very first reading
+    assert store.counts()["accepted"] >= 4 and len(store.counts()) == 1
+    store.engine.dispose()

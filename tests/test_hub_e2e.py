@@ -52,6 +52,19 @@ def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+RUNNING: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_orphan_hubs() -> Iterator[None]:
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Hub:
     def __init__(self, db: str, broker: Mosquitto, epoch_s: int = 900) -> None:
         self.db, self.broker, self.epoch_s = db, broker, epoch_s
@@ -77,6 +90,7 @@ class Hub:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        RUNNING.append(self.proc)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # wait until it is subscribed
             if "ready" in line:

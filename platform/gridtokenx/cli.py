@@ -224,11 +224,17 @@ def firmware_pubkey(
 
 
 @app.command("up")
-def up() -> None:
-    """Start the system with embedded defaults (today: the market demo)."""
-    from gridtokenx.demo import run_demo
+def up(
+    meters: Annotated[int, typer.Option(min=1, max=50, help="Households with a meter.")] = 3,
+    data: Annotated[Path, typer.Option(help="Where data and logs are kept.")] = Path("var/up"),
+    mqtt_port: Annotated[int, typer.Option(help="Embedded broker port.")] = 1884,
+    http_port: Annotated[int, typer.Option(help="Hub page port.")] = 8080,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
+) -> None:
+    """Start the system with embedded defaults (what `make run` runs)."""
+    from gridtokenx.up import up as start
 
-    run_demo()
+    start(meters=meters, data=data, mqtt_port=mqtt_port, http_port=http_port, duration=duration)
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
-from types import FrameType
 
 from rich.console import Console
 from rich.table import Table
@@ -43,30 +43,43 @@ def _orders(epoch: int, rng: random.Random) -> list[Order]:
     return orders
 
 
-def run_demo(epochs: int = 0, epoch_seconds: float = 2.0, seed: int = 7) -> None:
-    """Clear `epochs` epochs (0 = until SIGINT/SIGTERM), one every `epoch_seconds`."""
+def run_demo(
+    epochs: int = 0,
+    epoch_seconds: float = 2.0,
+    seed: int = 7,
+    stop: threading.Event | None = None,
+    deadline: float | None = None,
+) -> None:
+    """Clear `epochs` epochs (0 = until stopped), one every `epoch_seconds`. Stops on
+    `stop` (or SIGINT/SIGTERM when no event is given) or at the monotonic `deadline`."""
     console = Console()
-    stop = False
+    if stop is None:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
+    def stopping() -> bool:
+        return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     rng = random.Random(seed)
     epoch = Epoch.at(int(time.time()))
     market = Market(MarketConfig(mechanism=Mechanism.UNIFORM), epoch=epoch.number)
     console.print(
         "[bold]GridTokenX market demo[/bold]: 20 households, uniform-price epochs every "
-        f"{epoch_seconds:g} s (stands for 15 min). Ctrl-C stops.\n"
-        "The hub, simulator, ledger and web pages join as their issues land."
+        f"{epoch_seconds:g} s (stands for 15 min)."
     )
     done = 0
-    while not stop and (epochs == 0 or done < epochs):
+    while not stopping() and (epochs == 0 or done < epochs):
         for order in _orders(market.epoch, rng):
             market.place(order)
         outcome = market.clear_epoch()
+        if outcome.halted:
+            console.print(
+                f"[yellow]circuit breaker:[/yellow] {outcome.halted}; "
+                "the demo's operator reviews it and resumes the market"
+            )
+            market.resume()
+            outcome = market.clear_epoch()
         table = Table(title=f"epoch {outcome.epoch}")
         for column in ("trades", "volume kWh", "price THB/kWh", "welfare THB", "fees THB"):
             table.add_column(column)
@@ -79,7 +92,7 @@ def run_demo(epochs: int = 0, epoch_seconds: float = 2.0, seed: int = 7) -> None
         )
         console.print(table)
         done += 1
-        deadline = time.monotonic() + epoch_seconds
-        while not stop and time.monotonic() < deadline and (epochs == 0 or done < epochs):
+        until = time.monotonic() + epoch_seconds
+        while not stopping() and time.monotonic() < until and (epochs == 0 or done < epochs):
             time.sleep(0.05)
     console.print("stopped cleanly.")
