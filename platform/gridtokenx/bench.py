@@ -213,3 +213,29 @@ def firmware() -> dict[str, Any]:
         "peak_heap_kb": high,
         "baseline_heap_kb": round(timing["baseline"] / 1024, 1),
     }
+
+
+def powerflow(grid: str, steps: int) -> dict[str, Any]:
+    """AC power flow of `steps` quarter hours of a SimBench grid as one batch."""
+    from gridtokenx.sim.grid import load_simbench
+    from gridtokenx.sim.powerflow import BatchSolver
+
+    g = load_simbench(grid)
+    steps = min(steps, g.steps)
+    solver = BatchSolver(g)
+    start = time.perf_counter()
+    result = solver.solve_profile(0, steps)
+    seconds = time.perf_counter() - start
+    return {
+        "benchmark": "powerflow",
+        "grid": grid,
+        "solver": "power-grid-model newton-raphson, batch",
+        "buses": int(result.v_pu.shape[1]),
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "ms_per_step": round(seconds * 1000 / steps, 4),
+        "v_min_pu": round(float(result.v_pu.min()), 4),
+        "v_max_pu": round(float(result.v_pu.max()), 4),
+        "max_line_loading_pct": round(float(result.line_loading.max()), 2),
+        "peak_rss_mb": peak_rss_mb(),
+    }

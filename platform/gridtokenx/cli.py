@@ -165,6 +165,22 @@ def bench_hub(
         fail(str(exc))
 
 
+@bench_app.command("powerflow")
+def bench_powerflow(
+    grid: Annotated[str, typer.Option(help="SimBench grid code.")] = "1-LV-semiurb4--0-sw",
+    steps: Annotated[int, typer.Option(min=1, help="Quarter hours (35,136 = a year).")] = 35_136,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """AC power flow over many steps with the batch solver."""
+    from gridtokenx import bench
+    from gridtokenx.sim.grid import GridError
+
+    try:
+        emit(bench.powerflow(grid, steps), as_json)
+    except GridError as exc:
+        fail(str(exc))
+
+
 @wire_app.command("vectors")
 def wire_vectors(
     write: Annotated[bool, typer.Option(help=f"Rewrite {VECTORS.relative_to(REPO)}.")] = False,
