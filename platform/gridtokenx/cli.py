@@ -29,6 +29,10 @@ app.add_typer(bench_app, name="bench")
 firmware_app = typer.Typer(help="Build, flash and register meter firmware.", no_args_is_help=True)
 app.add_typer(wire_app, name="wire")
 app.add_typer(hub_app, name="hub")
+sim_app = typer.Typer(
+    help="The simulator: grids, physics and emulated meters.", no_args_is_help=True
+)
+app.add_typer(sim_app, name="sim")
 app.add_typer(firmware_app, name="firmware")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,6 +241,50 @@ def firmware_pubkey(
         typer.echo(pubkey(port))
     except ProvisionError as exc:
         fail(str(exc))
+
+
+@sim_app.command("run")
+def sim_run(
+    grid: Annotated[str, typer.Option(help="SimBench grid code.")] = "1-LV-semiurb4--0-sw",
+    households: Annotated[int, typer.Option(min=1, max=247, help="Meters to run.")] = 5,
+    speed: Annotated[float, typer.Option(min=0.1, help="Simulated seconds per second.")] = 60,
+    mqtt: Annotated[
+        str, typer.Option(help="Broker host:port; 'embedded' starts amqtt.")
+    ] = "embedded",
+    data: Annotated[Path, typer.Option(help="Meters' flash and logs.")] = Path("var/sim"),
+    interval_s: Annotated[float, typer.Option(help="Firmware reading interval.")] = 10,
+    start_step: Annotated[int, typer.Option(help="Quarter hour of the year to start at.")] = 15_404,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
+) -> None:
+    """Run the unchanged firmware for a grid's households against emulated chips."""
+    import signal
+    import threading
+
+    from gridtokenx.sim.grid import GridError
+    from gridtokenx.sim.run import run as run_sim
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    broker = None
+    if mqtt == "embedded":
+        from gridtokenx.hub.broker import EmbeddedBroker
+
+        host, port = "127.0.0.1", 1884
+        broker = EmbeddedBroker(port).start()
+    else:
+        host, _, port_text = mqtt.rpartition(":")
+        if not host or not port_text.isdigit():
+            fail("--mqtt must be host:port or 'embedded'")
+        port = int(port_text)
+    try:
+        run_sim(grid, households, speed, host, port, data, interval_s, start_step, stop, duration)
+    except GridError as exc:
+        fail(str(exc))
+    finally:
+        if broker is not None:
+            broker.stop()
+    typer.echo("simulation stopped")
 
 
 @app.command("up")

