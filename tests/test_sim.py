@@ -45,7 +45,7 @@ def test_chip_registers_integrate_the_profile_exactly(grid) -> None:  # type: ig
     assert any(m.exported_wh > 0 for m in meters.homes if m.home.sgen is not None)
 
 
-def test_firmware_fleet_publishes_the_physics(tmp_path: Path) -> None:
+def test_a_day_of_physics_through_the_firmware_fleet(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     collector = Collector(broker.port).start()
     stop = threading.Event()
@@ -90,4 +90,4 @@ def test_firmware_fleet_publishes_the_physics(tmp_path: Path) -> None:
         assert all(p in states for p in published)
         # ... and they only grow, as energy accumulates
         assert published == sorted(published)
-    assert np.isfinite(physics.sim_seconds) and physics.sim_seconds > 3 * STEP_S
+    assert np.isfinite(physics.sim_seconds) and physics.sim_seconds >= 0.9 * 86_400
