@@ -50,17 +50,18 @@ def test_a_day_of_physics_through_the_firmware_fleet(tmp_path: Path) -> None:
     collector = Collector(broker.port).start()
     stop = threading.Event()
     try:
+        # 20 s of wall clock at x4,320 is a whole day, from midnight
         physics = run(
             "1-LV-semiurb4--0-sw",
             3,
-            900.0,
+            4_320.0,
             "127.0.0.1",
             broker.port,
             tmp_path / "sim",
             1.0,
-            NOON,
+            96 * 160,
             stop,
-            duration=12,
+            duration=20,
             record=True,
         )
     finally:
