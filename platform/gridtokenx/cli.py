@@ -245,7 +245,17 @@ def firmware_pubkey(
 
 @sim_app.command("run")
 def sim_run(
-    grid: Annotated[str, typer.Option(help="SimBench grid code.")] = "1-LV-semiurb4--0-sw",
+    grid: Annotated[
+        str, typer.Option(help="SimBench grid code, or a pandapower JSON file with --profiles.")
+    ] = "1-LV-semiurb4--0-sw",
+    profiles: Annotated[
+        str | None, typer.Option(help="CSV profiles for a JSON grid (load_<i>, sgen_<i> in W).")
+    ] = None,
+    pv_share: Annotated[float, typer.Option(min=0, max=1, help="Households given pvlib PV.")] = 0.3,
+    battery_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Of those with PV, the share with a battery.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed for PV sizes, clouds and batteries.")] = 1,
     households: Annotated[int, typer.Option(min=1, max=247, help="Meters to run.")] = 5,
     speed: Annotated[float, typer.Option(min=0.1, help="Simulated seconds per second.")] = 60,
     mqtt: Annotated[
@@ -261,6 +271,7 @@ def sim_run(
     import threading
 
     from gridtokenx.sim.grid import GridError
+    from gridtokenx.sim.run import build_grid
     from gridtokenx.sim.run import run as run_sim
 
     stop = threading.Event()
@@ -278,7 +289,8 @@ def sim_run(
             fail("--mqtt must be host:port or 'embedded'")
         port = int(port_text)
     try:
-        run_sim(grid, households, speed, host, port, data, interval_s, start_step, stop, duration)
+        built = build_grid(grid, profiles, pv_share, battery_share, seed)
+        run_sim(built, households, speed, host, port, data, interval_s, start_step, stop, duration)
     except GridError as exc:
         fail(str(exc))
     finally:

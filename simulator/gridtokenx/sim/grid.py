@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,16 +38,55 @@ class Household:
 
 @dataclass
 class Grid:
+    """A grid, its element profiles, and each household's net power (W, positive = drawing
+    from the grid) after its PV and battery: what its meter counts."""
+
     code: str
     net: Any  # pandapowerNet
     households: list[Household]
     load_p_w: F64  # [steps, loads]
     load_q_var: F64
     sgen_p_w: F64  # [steps, sgens]
+    net_w: F64 = field(default_factory=lambda: np.zeros((0, 0)))  # [steps, households]
+
+    def __post_init__(self) -> None:
+        if self.net_w.size == 0:
+            self.net_w = self.household_net(np.zeros((self.steps, len(self.households))))
 
     @property
     def steps(self) -> int:
         return int(self.load_p_w.shape[0])
+
+    def household_net(self, extra_pv_w: F64) -> F64:
+        """Load minus the grid's own PV minus `extra_pv_w`, per household and step."""
+        net = -extra_pv_w.copy()
+        for k, h in enumerate(self.households):
+            if h.load is not None:
+                net[:, k] += self.load_p_w[:, self._load_pos[h.load]]
+            if h.sgen is not None:
+                net[:, k] -= self.sgen_p_w[:, self._sgen_pos[h.sgen]]
+        return net
+
+    @property
+    def _load_pos(self) -> dict[int, int]:
+        return {int(i): k for k, i in enumerate(self.net.load.index)}
+
+    @property
+    def _sgen_pos(self) -> dict[int, int]:
+        return {int(i): k for k, i in enumerate(self.net.sgen.index)}
+
+    def injections(self, start: int, steps: int) -> tuple[F64, F64, F64]:
+        """(load P, load Q, sgen P) for the power flow, from the households' net power: a
+        household's PV and battery act on its load element; PV with no load stays a sgen."""
+        end = start + steps
+        load_p = self.load_p_w[start:end].copy()
+        sgen_p = self.sgen_p_w[start:end].copy()
+        for k, h in enumerate(self.households):
+            if h.load is not None:
+                load_p[:, self._load_pos[h.load]] = self.net_w[start:end, k]
+                if h.sgen is not None:
+                    sgen_p[:, self._sgen_pos[h.sgen]] = 0.0
+        return load_p, self.load_q_var[start:end], sgen_p
 
 
 def _coordinates(net: Any, bus: int) -> tuple[float, float]:
@@ -73,15 +112,86 @@ def load_simbench(code: str = DEFAULT_GRID) -> Grid:
     sgen_p = profiles[("sgen", "p_mw")].to_numpy(dtype=np.float64) * 1e6
     net.trafo["vector_group"] = net.trafo["vector_group"].fillna("Dyn5")
     households = []
+    zone_of = _feeders(net)
     pv_at = {int(net.sgen.at[i, "bus"]): int(i) for i in net.sgen.index}
     for n, i in enumerate(net.load.index):
         bus = int(net.load.at[i, "bus"])
         x, y = _coordinates(net, bus)
         households.append(
-            Household(f"hh-{n + 1:03d}", bus, int(i), pv_at.pop(bus, None), "feeder", x, y)
+            Household(f"hh-{n + 1:03d}", bus, int(i), pv_at.pop(bus, None), zone_of[bus], x, y)
         )
     for i in pv_at.values():  # PV without a load at its bus: a generating-only meter
         bus = int(net.sgen.at[i, "bus"])
         x, y = _coordinates(net, bus)
         households.append(Household(f"pv-{len(households) + 1:03d}", bus, None, i, "feeder", x, y))
     return Grid(code, net, households, load_p, load_q, sgen_p)
+
+
+def _feeders(net: Any) -> dict[int, str]:
+    """Zone of each bus: the feeder (line leaving a transformer's LV bus) it hangs on."""
+    import pandapower.topology as topology
+
+    graph = topology.create_nxgraph(net, include_trafos=False)
+    zone: dict[int, str] = {}
+    for lv in net.trafo["lv_bus"]:
+        zone[int(lv)] = "station"
+        for k, first in enumerate(sorted(graph.neighbors(int(lv)))):
+            for bus in _reachable(graph, first, int(lv)):
+                zone.setdefault(bus, f"feeder-{k + 1}")
+    for bus in net.bus.index:
+        zone.setdefault(int(bus), "station")
+    return zone
+
+
+def _reachable(graph: Any, start: int, blocked: int) -> list[int]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in graph.neighbors(todo.pop()):
+            if nxt != blocked and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return [int(b) for b in seen]
+
+
+def load_pandapower(path: str, profiles_csv: str) -> Grid:
+    """A user's grid (pandapower JSON) with profiles in CSV: one row per quarter hour,
+    columns `load_<index>` (W), optional `load_q_<index>` (var) and `sgen_<index>` (W)."""
+    import pandapower as pp
+    import pandas as pd
+
+    try:
+        net = pp.from_json(path)
+    except Exception as exc:
+        raise GridError(f"{path} is not a pandapower JSON network: {exc}") from None
+    try:
+        table = pd.read_csv(profiles_csv)
+    except Exception as exc:
+        raise GridError(f"cannot read profiles {profiles_csv}: {exc}") from None
+    steps = len(table)
+
+    def column(name: str, required: bool) -> F64:
+        if name in table:
+            return np.asarray(table[name].to_numpy(), dtype=np.float64)
+        if required:
+            raise GridError(f"{profiles_csv} lacks column {name}")
+        return np.zeros(steps)
+
+    load_p = np.stack([column(f"load_{i}", True) for i in net.load.index], axis=1)
+    load_q = np.stack([column(f"load_q_{i}", False) for i in net.load.index], axis=1)
+    sgen_p = (
+        np.stack([column(f"sgen_{i}", False) for i in net.sgen.index], axis=1)
+        if len(net.sgen)
+        else np.zeros((steps, 0))
+    )
+    if "vector_group" in net.trafo:
+        net.trafo["vector_group"] = net.trafo["vector_group"].fillna("Dyn5")
+    zone_of = _feeders(net)
+    pv_at = {int(net.sgen.at[i, "bus"]): int(i) for i in net.sgen.index}
+    households = []
+    for n, i in enumerate(net.load.index):
+        bus = int(net.load.at[i, "bus"])
+        x, y = _coordinates(net, bus)
+        households.append(
+            Household(f"hh-{n + 1:03d}", bus, int(i), pv_at.pop(bus, None), zone_of[bus], x, y)
+        )
+    return Grid(path, net, households, load_p, load_q, sgen_p)

@@ -92,9 +92,9 @@ class GridChecker:
 
     def _scenarios(self, step: int, trades: list[TradeFlow], scales: F64) -> FlowResult:
         """Solve one scenario per row of `scales` (trade quantities as fractions)."""
-        g = self.grid
         n = scales.shape[0]
-        load_p = np.repeat(g.load_p_w[step : step + 1], n, axis=0)
+        base_p, base_q, base_sgen = self.grid.injections(step, 1)
+        load_p = np.repeat(base_p, n, axis=0)
         for k, t in enumerate(trades):
             watts = t.quantity_wh * 3600 / STEP_S * scales[:, k]
             seller, buyer = self.load_of.get(t.seller), self.load_of.get(t.buyer)
@@ -102,8 +102,8 @@ class GridChecker:
                 raise KeyError(f"trade {t.trade_id}: a household without a load element")
             load_p[:, seller] -= watts  # injection: a negative load
             load_p[:, buyer] += watts
-        load_q = np.repeat(g.load_q_var[step : step + 1], n, axis=0)
-        sgen_p = np.repeat(g.sgen_p_w[step : step + 1], n, axis=0)
+        load_q = np.repeat(base_q, n, axis=0)
+        sgen_p = np.repeat(base_sgen, n, axis=0)
         return self.solver.solve(load_p, load_q, sgen_p, threads=1)
 
     def check(self, step: int, trades: list[TradeFlow], max_rounds: int = 50) -> GridCheck:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -55,10 +56,11 @@ class GridMeters:
 
     def power_w(self, home: Household, step: int) -> float:
         """Net power of a household at a step: positive imports, negative exports."""
-        step %= self.grid.steps
-        load = self.grid.load_p_w[step, home.load] if home.load is not None else 0.0
-        pv = self.grid.sgen_p_w[step, home.sgen] if home.sgen is not None else 0.0
-        return float(load - pv)
+        return float(self.grid.net_w[step % self.grid.steps, self._index[home.meter_id]])
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {h.meter_id: k for k, h in enumerate(self.grid.households)}
 
     def _voltages(self, solver: BatchSolver, step: int) -> np.ndarray:
         s = step % self.grid.steps

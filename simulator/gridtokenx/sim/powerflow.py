@@ -121,9 +121,8 @@ class BatchSolver:
 
     def solve_profile(self, start: int = 0, steps: int | None = None) -> FlowResult:
         """The grid's own profiles from `start` for `steps` quarter hours."""
-        end = self.grid.steps if steps is None else start + steps
-        g = self.grid
-        return self.solve(g.load_p_w[start:end], g.load_q_var[start:end], g.sgen_p_w[start:end])
+        count = self.grid.steps - start if steps is None else steps
+        return self.solve(*self.grid.injections(start, count))
 
 
 def runpp_step(grid: Grid, step: int) -> FlowResult:
@@ -131,10 +130,11 @@ def runpp_step(grid: Grid, step: int) -> FlowResult:
     import pandapower as pp
 
     net = copy.deepcopy(grid.net)
-    net.load["p_mw"] = grid.load_p_w[step] / 1e6
-    net.load["q_mvar"] = grid.load_q_var[step] / 1e6
+    load_p, load_q, sgen_p = grid.injections(step, 1)
+    net.load["p_mw"] = load_p[0] / 1e6
+    net.load["q_mvar"] = load_q[0] / 1e6
     if len(net.sgen):
-        net.sgen["p_mw"] = grid.sgen_p_w[step] / 1e6
+        net.sgen["p_mw"] = sgen_p[0] / 1e6
         net.sgen["q_mvar"] = 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

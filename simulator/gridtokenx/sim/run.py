@@ -12,12 +12,30 @@ from pathlib import Path
 
 from gridtokenx.sim.devices import ChipServer
 from gridtokenx.sim.fleet import Fleet
-from gridtokenx.sim.grid import load_simbench
+from gridtokenx.sim.grid import Grid, load_pandapower, load_simbench
 from gridtokenx.sim.meters import GridMeters
 
 
-def run(
+def build_grid(
     grid_code: str,
+    profiles: str | None = None,
+    pv_share: float = 0.3,
+    battery_share: float = 0.1,
+    seed: int = 1,
+) -> Grid:
+    """A SimBench code (or a pandapower JSON path with a CSV of profiles), with pvlib PV
+    and batteries added to a share of the households."""
+    from gridtokenx.sim.households import BatteryConfig, PVConfig, equip
+
+    grid = load_pandapower(grid_code, profiles) if profiles else load_simbench(grid_code)
+    pv = PVConfig(share=pv_share) if pv_share > 0 else None
+    battery = BatteryConfig(share=battery_share) if battery_share > 0 else None
+    equipped, _ = equip(grid, pv, battery, seed=seed)
+    return equipped
+
+
+def run(
+    grid_code: str | Grid,
     households: int,
     speed: float,
     mqtt_host: str,
@@ -29,7 +47,7 @@ def run(
     duration: float = 0,
     record: bool = False,
 ) -> GridMeters:
-    grid = load_simbench(grid_code)
+    grid = load_simbench(grid_code) if isinstance(grid_code, str) else grid_code
     physics = GridMeters.create(grid, households, speed, start_step)
     physics.record = record
     chips = ChipServer([m.chip for m in physics.homes]).start()
