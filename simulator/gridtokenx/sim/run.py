@@ -62,7 +62,7 @@ def run(
         clock.start()
         fleet.start()
         print(
-            f"{len(physics.homes)} meters of {grid_code} publish to "
+            f"{len(physics.homes)} meters of {grid.code} publish to "
             f"mqtt://{mqtt_host}:{mqtt_port} (time x{speed:g}); ids and public keys: {keys}",
             flush=True,
         )
