@@ -92,3 +92,41 @@ def test_a_day_of_physics_through_the_firmware_fleet(tmp_path: Path) -> None:
         # ... and they only grow, as energy accumulates
         assert published == sorted(published)
     assert np.isfinite(physics.sim_seconds) and physics.sim_seconds >= 0.9 * 86_400
+
+
+def test_in_process_meters_for_large_n(tmp_path: Path) -> None:
+    from gridtokenx.sim.run import build_grid
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port).start()
+    grid = build_grid("1-LV-semiurb5--0-sw", pv_share=0.5, seed=2)
+    try:
+        physics = run(
+            grid,
+            100,
+            60.0,
+            "127.0.0.1",
+            broker.port,
+            tmp_path / "sim",
+            1.0,
+            NOON,
+            threading.Event(),
+            duration=3.5,
+            in_process=True,
+        )
+        collector.wait_for("reading", 300)
+    finally:
+        collector.stop()
+        broker.stop()
+    keys = {}
+    for line in (tmp_path / "sim" / "meters.tsv").read_text().splitlines():
+        meter_id, public, _bus = line.split("\t")
+        keys[meter_id] = bytes.fromhex(public)
+    assert len(keys) == 100 and len(set(keys.values())) == 100  # a key each
+    states = {h.home.meter_id: h for h in physics.homes}
+    for payload in collector.of("reading"):
+        raw, signature = envelope.unwrap(payload)
+        r = decode(raw)
+        envelope.verify(raw, signature, READING_DOMAIN, keys[r.meter_id])
+        home = states[r.meter_id]
+        assert r.import_wh >= home.base_import and r.import_wh <= home.chip.values.import_wh

@@ -256,7 +256,10 @@ def sim_run(
         float, typer.Option(min=0, max=1, help="Of those with PV, the share with a battery.")
     ] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed for PV sizes, clouds and batteries.")] = 1,
-    households: Annotated[int, typer.Option(min=1, max=247, help="Meters to run.")] = 5,
+    households: Annotated[int, typer.Option(min=1, help="Meters to run (247 with firmware).")] = 5,
+    in_process: Annotated[
+        bool, typer.Option(help="Lighter meters in this process (same wire format), for large N.")
+    ] = False,
     speed: Annotated[float, typer.Option(min=0.1, help="Simulated seconds per second.")] = 60,
     mqtt: Annotated[
         str, typer.Option(help="Broker host:port; 'embedded' starts amqtt.")
@@ -290,7 +293,21 @@ def sim_run(
         port = int(port_text)
     try:
         built = build_grid(grid, profiles, pv_share, battery_share, seed)
-        run_sim(built, households, speed, host, port, data, interval_s, start_step, stop, duration)
+        if not in_process and households > 247:
+            fail("firmware meters share one Modbus line: at most 247 (use --in-process)")
+        run_sim(
+            built,
+            households,
+            speed,
+            host,
+            port,
+            data,
+            interval_s,
+            start_step,
+            stop,
+            duration,
+            in_process=in_process,
+        )
     except GridError as exc:
         fail(str(exc))
     finally:

@@ -46,10 +46,13 @@ def run(
     stop: threading.Event,
     duration: float = 0,
     record: bool = False,
+    in_process: bool = False,
 ) -> GridMeters:
     grid = load_simbench(grid_code) if isinstance(grid_code, str) else grid_code
     physics = GridMeters.create(grid, households, speed, start_step)
     physics.record = record
+    if in_process:
+        return _run_in_process(physics, mqtt_host, mqtt_port, data, interval_s, stop, duration)
     chips = ChipServer([m.chip for m in physics.homes]).start()
     clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
     fleet = Fleet(data, chips.address, mqtt_host, mqtt_port, interval_s)
@@ -74,4 +77,37 @@ def run(
         stop.set()
         fleet.stop()
         chips.stop()
+    return physics
+
+
+def _run_in_process(
+    physics: GridMeters,
+    mqtt_host: str,
+    mqtt_port: int,
+    data: Path,
+    interval_s: float,
+    stop: threading.Event,
+    duration: float,
+) -> GridMeters:
+    from gridtokenx.sim.inprocess import InProcessFleet
+
+    data.mkdir(parents=True, exist_ok=True)
+    fleet = InProcessFleet(physics, mqtt_host, mqtt_port, interval_s)
+    fleet.write_keys(data / "meters.tsv")
+    clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
+    meters = threading.Thread(target=fleet.run, args=(stop,), daemon=True)
+    clock.start()
+    meters.start()
+    print(
+        f"{len(physics.homes)} in-process meters of {physics.grid.code} publish to "
+        f"mqtt://{mqtt_host}:{mqtt_port}; ids and public keys: {data / 'meters.tsv'}",
+        flush=True,
+    )
+    deadline = time.monotonic() + duration if duration else None
+    while not stop.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    stop.set()
+    meters.join(timeout=10)
+    clock.join(timeout=10)
     return physics
