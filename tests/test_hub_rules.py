@@ -109,6 +109,19 @@ def test_redelivery_is_a_duplicate_not_a_rejection(store: HubStore) -> None:
     assert store.counts() == {"accepted": 1}
 
 
+def test_redelivery_of_an_older_reading_is_a_duplicate_but_a_forgery_is_a_replay(
+    store: HubStore,
+) -> None:
+    one, two, three = (sealed(reading(k, NOW - 600 + 60 * k, 1_000 + k)) for k in (1, 2, 3))
+    assert ingest(store, one, two, three) == ["accepted"] * 3
+    # the hub died after its commit, before its acknowledgements: all three come again
+    assert ingest(store, one, two, three) == ["duplicate"] * 3
+    other = sealed(reading(2, NOW - 480, 1_002, 5))  # seq 2 again, different content
+    assert ingest(store, other) == ["replayed"]
+    assert ingest(store, one, one) == ["duplicate", "duplicate"]
+    assert store.counts() == {"accepted": 3, "replayed": 1}
+
+
 def test_gaps_are_visible(store: HubStore) -> None:
     assert ingest(store, sealed(reading(1)), sealed(reading(5, NOW - 300, 1_100))) == [
         "accepted",

@@ -20,6 +20,12 @@ pytestmark = pytest.mark.slow
 NOON = 96 * 160 + 44
 
 
+def registered(path: Path) -> dict[str, bytes]:
+    """meters.tsv: meter id -> public key, as an installer would register them."""
+    rows = (line.split("\t") for line in path.read_text().splitlines())
+    return {meter_id: bytes.fromhex(public) for meter_id, public, _bus in rows}
+
+
 @pytest.fixture(scope="module")
 def grid():  # type: ignore[no-untyped-def]
     return load_simbench()
@@ -67,10 +73,7 @@ def test_a_day_of_physics_through_the_firmware_fleet(tmp_path: Path) -> None:
     finally:
         collector.stop()
         broker.stop()
-    keys = {}
-    for line in (tmp_path / "sim" / "meters.tsv").read_text().splitlines():
-        meter_id, public, _bus = line.split("\t")
-        keys[meter_id] = bytes.fromhex(public)
+    keys = registered(tmp_path / "sim" / "meters.tsv")
     seen: dict[str, list[tuple[int, int]]] = {}
     for topic, payload in collector.messages:
         if not topic.endswith("/reading"):
@@ -118,10 +121,7 @@ def test_in_process_meters_for_large_n(tmp_path: Path) -> None:
     finally:
         collector.stop()
         broker.stop()
-    keys = {}
-    for line in (tmp_path / "sim" / "meters.tsv").read_text().splitlines():
-        meter_id, public, _bus = line.split("\t")
-        keys[meter_id] = bytes.fromhex(public)
+    keys = registered(tmp_path / "sim" / "meters.tsv")
     assert len(keys) == 100 and len(set(keys.values())) == 100  # a key each
     states = {h.home.meter_id: h for h in physics.homes}
     for payload in collector.of("reading"):

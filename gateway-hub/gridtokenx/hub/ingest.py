@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gridtokenx.hub.rules import Decision, Meter, Previous, RuleConfig, Verdict, follow, parse
 from gridtokenx.hub.store import HubStore, Received
@@ -54,6 +54,12 @@ class Ingestor:
             self._meters_at = time.monotonic()
         return self._meters.get(meter_id)
 
+    def _stored(self, parsed: Decision, batch: dict[tuple[str, int], bytes]) -> bool:
+        assert parsed.reading is not None
+        key = (parsed.reading.meter_id, parsed.reading.seq)
+        raw = batch.get(key) or self.store.stored_raw(*key)
+        return raw == parsed.raw
+
     def ingest(self, messages: Sequence[tuple[str, bytes]]) -> list[Decision]:
         """Decide and durably record a batch of (topic, payload) messages, in order."""
         now = int(self.clock())
@@ -64,6 +70,7 @@ class Ingestor:
                 self._heads[meter_id] = found.get(meter_id)
         received = []
         decisions = []
+        batch: dict[tuple[str, int], bytes] = {}  # accepted in this batch, not yet stored
         owners = [meter_of(topic) or "" for topic, _ in messages]
         meters = [self._meter(m) for m in owners]
         # Signatures and CBOR first, in parallel (libsodium releases the GIL) ...
@@ -77,8 +84,13 @@ class Ingestor:
             decision = first
             if meter is not None and first.accepted:
                 decision = follow(first, meter, self._heads.get(topic_meter), now, self.config)
+                if decision.reason == "replayed" and self._stored(first, batch):
+                    # a redelivery of a reading already stored (e.g. the hub died between
+                    # commit and acknowledgement), not a replay attack
+                    decision = replace(first, verdict=Verdict.DUPLICATE, reason="duplicate")
             if decision.accepted and decision.reading is not None:
                 r = decision.reading
+                batch[(r.meter_id, r.seq)] = decision.raw
                 self._heads[topic_meter] = Previous(
                     r.seq, r.ts, r.import_wh, r.export_wh, decision.raw
                 )

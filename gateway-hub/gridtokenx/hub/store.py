@@ -162,6 +162,16 @@ class HubStore:
                 for r in rows
             }
 
+    def stored_raw(self, meter_id: str, seq: int) -> bytes | None:
+        """The signed CBOR of an accepted reading, if stored (to tell redeliveries apart)."""
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(schema.readings.c.raw).where(
+                    schema.readings.c.meter_id == meter_id, schema.readings.c.seq == seq
+                )
+            ).first()
+            return None if row is None else bytes(row.raw)
+
     def record(self, received: Sequence[Received]) -> None:
         """Write a batch of decisions in one transaction (readings, heads, gaps, rejections)."""
         rows, rejected, gaps = [], [], []

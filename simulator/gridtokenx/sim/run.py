@@ -69,10 +69,7 @@ def run(
             f"mqtt://{mqtt_host}:{mqtt_port} (time x{speed:g}); ids and public keys: {keys}",
             flush=True,
         )
-        deadline = time.monotonic() + duration if duration else None
-        while not stop.wait(0.2):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+        wait(stop, duration)
     finally:
         stop.set()
         fleet.stop()
@@ -103,11 +100,17 @@ def _run_in_process(
         f"mqtt://{mqtt_host}:{mqtt_port}; ids and public keys: {data / 'meters.tsv'}",
         flush=True,
     )
-    deadline = time.monotonic() + duration if duration else None
-    while not stop.wait(0.2):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
+    wait(stop, duration)
     stop.set()
     meters.join(timeout=10)
     clock.join(timeout=10)
     return physics
+
+
+def wait(stop: threading.Event, duration: float) -> None:
+    """Until `stop` is set, or `duration` seconds have passed (0: no limit). Short waits,
+    so that signal handlers run promptly."""
+    deadline = time.monotonic() + duration if duration else None
+    while not stop.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            return
