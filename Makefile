@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy platform/gridtokenx gateway-hub/gridtokenx simulator/gridtokenx
+	$(BIN)/mypy platform/gridtokenx gateway-hub/gridtokenx simulator/gridtokenx programs/gridtokenx
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/gtx firmware/main.py
 
 pytest: $(STAMP)
