@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.transaction_metadata import FailedTransactionMetadata
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction
+from solders.transaction_metadata import FailedTransactionMetadata
 
 # Token-2022 custom error codes we name (spl-token-2022 TokenError).
 TOKEN_ERRORS = {
