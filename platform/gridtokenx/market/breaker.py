@@ -32,11 +32,25 @@ class PriceBand:
         )
 
     def admit(self, price: int, now_ms: int) -> bool:
-        """Record a trade at `price` if the band allows it; say whether it did."""
-        if self.allows(price, now_ms):
-            self.record(price, now_ms)
-            return True
-        return False
+        """Record a trade at `price` if the band allows it; say whether it did. (allows()
+        and record() in one call: this runs once per CDA execution.)"""
+        lows, highs = self._lows, self._highs
+        horizon = now_ms - self.window_ms
+        while lows and lows[0][0] < horizon:
+            lows.popleft()
+        while highs and highs[0][0] < horizon:
+            highs.popleft()
+        if lows and (price - lows[0][1]) * 10_000 > self.bps * lows[0][1]:
+            return False
+        if highs and (highs[0][1] - price) * 10_000 > self.bps * highs[0][1]:
+            return False
+        while lows and lows[-1][1] >= price:
+            lows.pop()
+        lows.append((now_ms, price))
+        while highs and highs[-1][1] <= price:
+            highs.pop()
+        highs.append((now_ms, price))
+        return True
 
     def record(self, price: int, now_ms: int) -> None:
         lows, highs = self._lows, self._highs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -53,14 +53,15 @@ class Order:
     seq: int = 0
     filled_wh: int = 0
     status: OrderStatus = OrderStatus.OPEN
+    # derived once: the matching loop asks it hundreds of thousands of times a second
+    is_buy: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.is_buy = self.side is Side.BUY
 
     @property
     def remaining_wh(self) -> int:
         return self.quantity_wh - self.filled_wh
-
-    @property
-    def is_buy(self) -> bool:
-        return self.side is Side.BUY
 
     @property
     def is_live(self) -> bool:
