@@ -16,24 +16,9 @@ class PriceBand:
         self._lows: deque[tuple[int, int]] = deque()
         self._highs: deque[tuple[int, int]] = deque()
 
-    def _expire(self, now_ms: int) -> None:
-        horizon = now_ms - self.window_ms
-        for window in (self._lows, self._highs):
-            while window and window[0][0] < horizon:
-                window.popleft()
-
-    def allows(self, price: int, now_ms: int) -> bool:
-        """Would a trade at `price` now stay within the band?"""
-        self._expire(now_ms)
-        if self._lows and (price - self._lows[0][1]) * 10_000 > self.bps * self._lows[0][1]:
-            return False
-        return not (
-            self._highs and (self._highs[0][1] - price) * 10_000 > self.bps * self._highs[0][1]
-        )
-
     def admit(self, price: int, now_ms: int) -> bool:
-        """Record a trade at `price` if the band allows it; say whether it did. (allows()
-        and record() in one call: this runs once per CDA execution.)"""
+        """Record a trade at `price` if the band allows it; say whether it did. One call
+        per CDA execution: expire the window, check it, then keep the monotonic deques."""
         lows, highs = self._lows, self._highs
         horizon = now_ms - self.window_ms
         while lows and lows[0][0] < horizon:
@@ -51,15 +36,6 @@ class PriceBand:
             highs.pop()
         highs.append((now_ms, price))
         return True
-
-    def record(self, price: int, now_ms: int) -> None:
-        lows, highs = self._lows, self._highs
-        while lows and lows[-1][1] >= price:
-            lows.pop()
-        lows.append((now_ms, price))
-        while highs and highs[-1][1] <= price:
-            highs.pop()
-        highs.append((now_ms, price))
 
     def reset(self) -> None:
         self._lows.clear()
