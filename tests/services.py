@@ -150,6 +150,16 @@ class Collector:
         raise TimeoutError(f"{len(self.of(kind))} of {count} {kind} messages arrived")
 
 
+def gridtokenx(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The `gridtokenx` command as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "gridtokenx", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def micropython() -> str:
     return tool("micropython")
 

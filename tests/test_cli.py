@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from services import gridtokenx
 
 ORDERS = """id,owner,side,quantity_kwh,price_thb_per_kwh,zone
 b1,alice,buy,1.5,5.00,north
@@ -19,12 +20,6 @@ WHEELING = """from_zone,to_zone,thb_per_kwh
 north,south,0.30
 south,north,0.30
 """
-
-
-def gridtokenx(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gridtokenx", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture
@@ -137,25 +132,18 @@ def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
     from gridtokenx.hub.store import HubStore, connect
 
     http_port = free_port()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridtokenx",
-            "up",
-            "--meters",
-            "2",
-            "--data",
-            str(tmp_path),
-            "--duration",
-            "25",
-            "--http-port",
-            str(http_port),
-            "--mqtt-port",
-            str(free_port()),
-        ],
-        capture_output=True,
-        text=True,
+    done = gridtokenx(
+        "up",
+        "--meters",
+        "2",
+        "--data",
+        str(tmp_path),
+        "--duration",
+        "25",
+        "--http-port",
+        str(http_port),
+        "--mqtt-port",
+        str(free_port()),
         timeout=180,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

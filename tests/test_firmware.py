@@ -6,13 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import FIRMWARE, Collector, Mosquitto, micropython, mpy_env
+from services import FIRMWARE, Collector, Mosquitto, gridtokenx, micropython, mpy_env
 
 from gridtokenx.sim.devices import ChipServer, EmulatedChip, Fault
 from gridtokenx.wire import envelope
@@ -259,21 +258,7 @@ def test_mpy_image_runs_on_the_unix_port(
     _, server = chip
     meter = Meter(tmp_path, broker.port, server.address)
     image = tmp_path / "image"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridtokenx",
-            "firmware",
-            "build",
-            "--config",
-            str(meter.config),
-            "--out",
-            str(image),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = gridtokenx("firmware", "build", "--config", str(meter.config), "--out", str(image))
     assert done.returncode == 0, done.stderr
     assert not list(image.rglob("gtx/*.py"))  # compiled, not source
     meter.start(readings=2, image=image).wait()
@@ -281,12 +266,7 @@ def test_mpy_image_runs_on_the_unix_port(
 
 
 def test_bench_firmware_prints_its_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gridtokenx", "bench", "firmware", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = gridtokenx("bench", "firmware", "--json", timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert {"sign_ms", "encode_us", "peak_heap_kb"} <= set(result)
@@ -307,21 +287,7 @@ def test_build_refuses_bad_configs_with_a_message(
 ) -> None:
     path = tmp_path / "config.json"
     path.write_text(config)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridtokenx",
-            "firmware",
-            "build",
-            "--config",
-            str(path),
-            "--out",
-            str(tmp_path / "img"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = gridtokenx("firmware", "build", "--config", str(path), "--out", str(tmp_path / "img"))
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
@@ -331,7 +297,5 @@ def test_flash_and_pubkey_without_a_board_say_so() -> None:
         ["flash", "--port", "/dev/ttyNOPE", "--image", "/nonexistent"],
         ["pubkey", "--port", "/dev/ttyNOPE"],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "gridtokenx", "firmware", *args], capture_output=True, text=True
-        )
+        done = gridtokenx("firmware", *args)
         assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr

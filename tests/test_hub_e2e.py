@@ -17,7 +17,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from databases import database
 from nacl.signing import SigningKey
-from services import FIRMWARE, Mosquitto, free_port, micropython, mpy_env, run_micropython
+from services import (
+    FIRMWARE,
+    Mosquitto,
+    free_port,
+    gridtokenx,
+    micropython,
+    mpy_env,
+    run_micropython,
+)
 
 from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.sim.devices import ChipServer, EmulatedChip
@@ -247,23 +255,7 @@ def test_hub_cli_errors_are_messages(tmp_path: Path) -> None:
 
 
 def test_bench_hub_prints_its_figures() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridtokenx",
-            "bench",
-            "hub",
-            "--readings",
-            "300",
-            "--meters",
-            "30",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = gridtokenx("bench", "hub", "--readings", "300", "--meters", "30", "--json", timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["lost"] == 0 and result["stored"] == 300

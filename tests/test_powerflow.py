@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from services import gridtokenx
 
 from gridtokenx.sim.grid import DEFAULT_GRID, Grid, GridError, load_simbench
 from gridtokenx.sim.powerflow import BatchSolver, runpp_step
@@ -54,22 +53,12 @@ def test_limits_are_detected(grid: Grid) -> None:
 def test_unknown_grid_code_is_a_clear_error() -> None:
     with pytest.raises(GridError):
         load_simbench("not-a-grid")
-    done = subprocess.run(
-        [sys.executable, "-m", "gridtokenx", "bench", "powerflow", "--grid", "nope", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = gridtokenx("bench", "powerflow", "--grid", "nope", "--json")
     assert done.returncode == 2 and "not a SimBench grid code" in done.stderr
 
 
 def test_bench_powerflow_prints_its_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gridtokenx", "bench", "powerflow", "--steps", "96", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = gridtokenx("bench", "powerflow", "--steps", "96", "--json", timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["steps"] == 96 and {"seconds", "ms_per_step"} <= set(result)
