@@ -1,69 +1,136 @@
 """The embedded ledger: a real SVM in-process (solders' LiteSVM) with Token-2022, ATA and
-Memo loaded, signature verification on. Not persisted yet (issue 6)."""
+Memo loaded and signature verification on.
+
+Persistence is an append-only log of the transactions that landed (`chain.log`): each record
+is length, CRC-32 and the signed transaction bytes, fsynced before `send` returns. At start
+the log is replayed into a fresh LiteSVM (blockhash check off for the replay only, signatures
+still verified), which rebuilds every account exactly. A torn last record (a crash while
+appending) is cut off: its transaction was never reported as landed to anyone.
+"""
 
 from __future__ import annotations
 
+import os
+import struct
+import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
+from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
-# Token-2022 custom error codes we name (spl-token-2022 TokenError).
-TOKEN_ERRORS = {
-    1: "insufficient_funds",
-    4: "owner_mismatch",
-    17: "account_frozen",
-    18: "mint_decimals_mismatch",
-}
+from gridtokenx.ledger.backend import Landed, LedgerError, error_code, memos_of, transaction
 
-
-class LedgerError(Exception):
-    """A transaction the chain refused, with a stable code and the program logs."""
-
-    def __init__(self, code: str, logs: Sequence[str]) -> None:
-        super().__init__(code)
-        self.code = code
-        self.logs = list(logs)
+FAUCET_LAMPORTS = 100_000 * 10**9  # the payer's local airdrop; the same at every replay
+_RECORD = struct.Struct("<II")
 
 
 class EmbeddedLedger:
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None, payer: Keypair | None = None) -> None:
+        self._payer = payer or Keypair()
         self.svm = LiteSVM()
-        self.payer = Keypair()
-        self.svm.airdrop(self.payer.pubkey(), 1_000 * 10**9)
+        self.svm.airdrop(self._payer.pubkey(), FAUCET_LAMPORTS)
+        self._landed: list[Landed] = []
+        self._memos: dict[str, str] = {}
+        self._log = None
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            log_path = path / "chain.log"
+            self._replay(log_path)
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._log = os.fdopen(fd, "ab")
+
+    @property
+    def payer(self) -> Keypair:
+        return self._payer
+
+    def _replay(self, log_path: Path) -> None:
+        if not log_path.exists():
+            return
+        data = log_path.read_bytes()
+        offset = 0
+        self.svm = self.svm.with_blockhash_check(False)
+        while offset + _RECORD.size <= len(data):
+            size, crc = _RECORD.unpack_from(data, offset)
+            body = data[offset + _RECORD.size : offset + _RECORD.size + size]
+            if len(body) < size or zlib.crc32(body) != crc:
+                break  # torn tail
+            tx = Transaction.from_bytes(body)
+            result = self.svm.send_transaction(tx)
+            if isinstance(result, FailedTransactionMetadata):
+                raise LedgerError("replay_diverged", result.meta().logs())
+            self._remember(tx)
+            offset += _RECORD.size + size
+        if offset < len(data):
+            with open(log_path, "r+b") as f:
+                f.truncate(offset)
+                os.fsync(f.fileno())
+        self.svm = self.svm.with_blockhash_check(True)
+        self.svm.expire_blockhash()
+
+    def _remember(self, tx: Transaction) -> Landed:
+        landed = Landed(str(tx.signatures[0]), tx, memos_of(tx))
+        self._landed.append(landed)
+        for text in landed.memos:
+            self._memos.setdefault(text, landed.signature)
+        return landed
 
     def rent(self, size: int) -> int:
         return int(self.svm.minimum_balance_for_rent_exemption(size))
 
+    def fund(self, address: Pubkey, lamports: int) -> None:
+        from solders.system_program import TransferParams
+        from solders.system_program import transfer as sol_transfer
+
+        self.send(
+            [
+                sol_transfer(
+                    TransferParams(
+                        from_pubkey=self._payer.pubkey(), to_pubkey=address, lamports=lamports
+                    )
+                )
+            ],
+            [],
+        )
+
     def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
-        """Submit one transaction paid by the ledger's payer; its signature, or LedgerError."""
-        message = Message(list(instructions), self.payer.pubkey())
-        unique = {k.pubkey(): k for k in (self.payer, *signers)}
-        tx = Transaction(list(unique.values()), message, self.svm.latest_blockhash())
+        tx = transaction(instructions, self._payer, signers, self.svm.latest_blockhash())
+        return self.send_transaction(tx)
+
+    def send_transaction(self, tx: Transaction) -> str:
+        """Submit a transaction signed elsewhere (e.g. by oracles one by one)."""
         result = self.svm.send_transaction(tx)
         # a fresh blockhash for the next transaction, so that a retry of the same
         # instructions is a new transaction rather than an "already processed" duplicate
         self.svm.expire_blockhash()
         if isinstance(result, FailedTransactionMetadata):
-            raise LedgerError(_code(str(result.err())), result.meta().logs())
-        return str(tx.signatures[0])
+            raise LedgerError(error_code(str(result.err())), result.meta().logs())
+        if self._log is not None:
+            body = bytes(tx)
+            self._log.write(_RECORD.pack(len(body), zlib.crc32(body)) + body)
+            self._log.flush()
+            os.fsync(self._log.fileno())
+        return self._remember(tx).signature
+
+    def latest_blockhash(self) -> Hash:
+        return self.svm.latest_blockhash()
 
     def account_data(self, address: Pubkey) -> bytes | None:
         account = self.svm.get_account(address)
         return None if account is None else bytes(account.data)
 
+    def history(self, start: int = 0) -> list[Landed]:
+        return self._landed[start:]
 
-def _code(err: str) -> str:
-    if "Custom(" in err:
-        number = int(err.split("Custom(")[1].split(")")[0])
-        return TOKEN_ERRORS.get(number, f"token_error_{number}")
-    if "MissingRequiredSignature" in err:
-        return "missing_required_signature"
-    if "AlreadyProcessed" in err:
-        return "already_processed"
-    return "transaction_failed"
+    def memo_index(self) -> dict[str, str]:
+        return self._memos
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None

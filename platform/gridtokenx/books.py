@@ -1,0 +1,117 @@
+"""The platform's books of what the chain must agree with: batches and their readings,
+meters and owners, orders with their escrow, cleared trades and refunds.
+
+SQLAlchemy Core; SQLite by default, PostgreSQL when the URL says so. `gridtokenx audit`
+reconciles these rows with the chain, so a row changed behind the platform's back shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+    select,
+)
+
+metadata = MetaData()
+
+meters = Table(
+    "ledger_meters",
+    metadata,
+    Column("meter_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("owner", String(44), nullable=False),  # the owner's wallet (base58)
+)
+batches = Table(
+    "ledger_batches",
+    metadata,
+    Column("hub_id", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("header", LargeBinary, nullable=False),
+    Column("hub_signature", LargeBinary(64), nullable=False),
+    Column("hub_key", LargeBinary(32), nullable=False),
+)
+batch_readings = Table(
+    "ledger_batch_readings",
+    metadata,
+    Column("hub_id", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("raw", LargeBinary, nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+)
+orders = Table(
+    "ledger_orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("owner", String(44), nullable=False),
+    Column("asset", String(3), nullable=False),  # what is escrowed: grx (sell), thb (buy)
+    Column("escrowed", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open | closed
+)
+trades = Table(
+    "ledger_trades",
+    metadata,
+    Column("epoch", BigInteger, primary_key=True),
+    Column("trade_id", String(64), primary_key=True),
+    Column("buy_id", String(64), nullable=False),
+    Column("sell_id", String(64), nullable=False),
+    Column("buyer", String(44), nullable=False),
+    Column("seller", String(44), nullable=False),
+    Column("wh", BigInteger, nullable=False),
+    Column("buyer_paid", BigInteger, nullable=False),
+    Column("seller_net", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("wheeling", BigInteger, nullable=False),
+)
+refunds = Table(
+    "ledger_refunds",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("kind", String(8), nullable=False),  # epoch (paid in the settlement) | cancel
+    Column("owner", String(44), nullable=False),
+    Column("asset", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+)
+
+
+def connect(url: str) -> Engine:
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    return engine
+
+
+def add_rows(engine: Engine, table: Table, rows: Sequence[dict[str, object]]) -> None:
+    if rows:
+        with engine.begin() as c:
+            c.execute(insert(table), list(rows))
+
+
+def rows(engine: Engine, table: Table, order: Iterable[str] = ()) -> list[dict[str, Any]]:
+    with engine.connect() as c:
+        query = select(table).order_by(*(table.c[name] for name in order))
+        return [dict(row._mapping) for row in c.execute(query)]
+
+
+def released(engine: Engine) -> dict[str, int]:
+    """What each order's escrow has paid out: its trades and its refund."""
+    out: dict[str, int] = {}
+    for t in rows(engine, trades):
+        out[str(t["buy_id"])] = out.get(str(t["buy_id"]), 0) + int(t["buyer_paid"])
+        out[str(t["sell_id"])] = out.get(str(t["sell_id"]), 0) + int(t["wh"])
+    for r in rows(engine, refunds):
+        out[str(r["order_id"])] = out.get(str(r["order_id"]), 0) + int(r["amount"])
+    return out

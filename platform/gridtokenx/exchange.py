@@ -1,0 +1,169 @@
+"""The market with money behind it: escrow on placing, settlement on the chain at clearing.
+
+Order of writes, so that a crash anywhere loses nothing and pays nothing twice:
+- place: lock the escrow on the chain (idempotent by its memo), then the order row, then the
+  book. A retry finds the lock on the chain and the row in place.
+- clear: the epoch's trades and refunds go to the books in one transaction (their keys make
+  a retry a no-op), then `settle_epoch`, which skips every part already on the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from sqlalchemy import Engine, select
+
+from gridtokenx import books
+from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.market.engine import EpochOutcome, Market
+from gridtokenx.market.errors import OrderRejected
+from gridtokenx.market.orders import Order
+from gridtokenx.market.trades import Trade
+from gridtokenx.units import WH_PER_KWH
+
+
+def max_cost(order: Order) -> int:
+    """A buy order's escrow: the most it can pay, wheeling included (floors never exceed it)."""
+    return order.quantity_wh * order.price // WH_PER_KWH
+
+
+class Exchange:
+    def __init__(
+        self, dep: Deployment, engine: Engine, market: Market, wallets: Mapping[str, Keypair]
+    ) -> None:
+        self.dep, self.engine, self.market, self.wallets = dep, engine, market, wallets
+        self._trades: list[Trade] = []  # CDA executions waiting for the epoch's settlement
+
+    def wallet(self, owner: str) -> Keypair:
+        key = self.wallets.get(owner)
+        if key is None:
+            raise OrderRejected("no_wallet", f"{owner} has no wallet")
+        return key
+
+    def place(self, order: Order) -> list[Trade]:
+        self.market.validate(order)
+        key = self.wallet(order.owner)
+        asset, amount = ("thb", max_cost(order)) if order.is_buy else ("grx", order.quantity_wh)
+        have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(key.pubkey())
+        with self.engine.connect() as c:
+            known = c.execute(
+                select(books.orders.c.order_id).where(books.orders.c.order_id == order.id)
+            ).first()
+        if known is None:
+            if have < amount:
+                raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
+            st.lock(self.dep, key, order.id, asset, amount)
+            books.add_rows(
+                self.engine,
+                books.orders,
+                [
+                    {
+                        "order_id": order.id,
+                        "owner": str(key.pubkey()),
+                        "asset": asset,
+                        "escrowed": amount,
+                        "status": "open",
+                    }
+                ],
+            )
+        trades = self.market.place(order)
+        self._trades.extend(trades)
+        return trades
+
+    def cancel(self, order_id: str, owner: str) -> Order:
+        order = self.market.cancel(order_id, owner)
+        self._refund_all(self.market.epoch, {order_id}, kind="cancel", trades=self._trades)
+        return order
+
+    def clear(self) -> tuple[EpochOutcome, list[str]]:
+        epoch = self.market.epoch
+        outcome = self.market.clear_epoch()
+        trades = outcome.trades  # under CDA: the executions placed during the epoch
+        self._trades = []
+        rows = []
+        for k, t in enumerate(trades):
+            r = t.receipt
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "trade_id": f"{epoch}-{k}",
+                    "buy_id": t.buy_id,
+                    "sell_id": t.sell_id,
+                    "buyer": str(self.wallet(t.buyer).pubkey()),
+                    "seller": str(self.wallet(t.seller).pubkey()),
+                    "wh": t.quantity_wh,
+                    "buyer_paid": r.buyer_paid,
+                    "seller_net": r.net_to_seller,
+                    "fee": r.fee,
+                    "wheeling": r.wheeling,
+                }
+            )
+        with self.engine.connect() as c:
+            done = c.execute(
+                select(books.trades.c.trade_id).where(books.trades.c.epoch == epoch)
+            ).first()
+        if done is None:
+            books.add_rows(self.engine, books.trades, rows)
+        self._refund_all(epoch, set(outcome.closed_orders), kind="epoch", trades=[])
+        settle_trades = [
+            st.Trade(
+                str(r["trade_id"]),
+                _pk(r["buyer"]),
+                _pk(r["seller"]),
+                int(r["wh"]),
+                int(r["buyer_paid"]),
+                int(r["seller_net"]),
+                int(r["fee"]),
+                int(r["wheeling"]),
+            )
+            for r in books.rows(self.engine, books.trades, ("trade_id",))
+            if r["epoch"] == epoch
+        ]
+        refunds = [
+            st.Refund(str(r["order_id"]), _pk(r["owner"]), str(r["asset"]), int(r["amount"]))
+            for r in books.rows(self.engine, books.refunds, ("order_id",))
+            if r["epoch"] == epoch and r["kind"] == "epoch"
+        ]
+        signatures = st.settle_epoch(self.dep, epoch, settle_trades, refunds)
+        return outcome, signatures
+
+    def _refund_all(self, epoch: int, order_ids: set[str], kind: str, trades: list[Trade]) -> None:
+        """Close these orders in the books with a refund row for what escrow still holds."""
+        paid = books.released(self.engine)
+        for t in trades:  # executions not yet in the books (CDA, before the epoch settles)
+            paid[t.buy_id] = paid.get(t.buy_id, 0) + t.receipt.buyer_paid
+            paid[t.sell_id] = paid.get(t.sell_id, 0) + t.quantity_wh
+        refunds = []
+        with self.engine.begin() as c:
+            for row in c.execute(select(books.orders).where(books.orders.c.status == "open")).all():
+                if row.order_id not in order_ids:
+                    continue
+                left = row.escrowed - paid.get(row.order_id, 0)
+                refunds.append((row, left))
+                if left > 0:
+                    c.execute(
+                        books.refunds.insert().values(
+                            order_id=row.order_id,
+                            epoch=epoch,
+                            kind=kind,
+                            owner=row.owner,
+                            asset=row.asset,
+                            amount=left,
+                        )
+                    )
+                c.execute(
+                    books.orders.update()
+                    .where(books.orders.c.order_id == row.order_id)
+                    .values(status="closed")
+                )
+        if kind == "cancel":
+            for row, left in refunds:
+                if left > 0:
+                    st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, left)
+
+
+def _pk(text: object) -> Pubkey:
+    return Pubkey.from_string(str(text))

@@ -1,0 +1,143 @@
+"""One interface to Solana, two backends: the embedded LiteSVM and a JSON-RPC cluster.
+
+Everything above this module (tokens, minting, settlement, audit) speaks `Ledger` only, so
+the same code runs in-process and against solana-test-validator, devnet or mainnet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.transaction import Transaction
+
+MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+# A legacy transaction's serialized size limit (bytes): the packing bound.
+PACKET_DATA_SIZE = 1232
+
+# Token-2022 custom error codes we name (spl-token-2022 TokenError).
+TOKEN_ERRORS = {
+    1: "insufficient_funds",
+    3: "mint_mismatch",
+    4: "owner_mismatch",
+    5: "fixed_supply",
+    17: "account_frozen",
+    18: "mint_decimals_mismatch",
+    0x43: "mint_paused",
+}
+
+
+class LedgerError(Exception):
+    """A transaction the chain refused, with a stable code and the program logs."""
+
+    def __init__(self, code: str, logs: Sequence[str] = ()) -> None:
+        super().__init__(code)
+        self.code = code
+        self.logs = list(logs)
+
+
+def error_code(err: str) -> str:
+    """A stable code for a transaction error as solders or the RPC prints it."""
+    if "Custom(" in err:
+        number = int(err.split("Custom(")[1].split(")")[0])
+        return TOKEN_ERRORS.get(number, f"token_error_{number}")
+    for needle, code in (
+        ("MissingRequiredSignature", "missing_required_signature"),
+        ("AlreadyProcessed", "already_processed"),
+        ("BlockhashNotFound", "blockhash_not_found"),
+        ("InvalidRealloc", "invalid_realloc"),
+        ("InsufficientFunds", "insufficient_funds"),
+        ("SignatureFailure", "signature_failure"),
+    ):
+        if needle in err:
+            return code
+    return "transaction_failed"
+
+
+@dataclass(frozen=True)
+class Landed:
+    """A transaction that landed: its signature, the transaction, and its memos."""
+
+    signature: str
+    tx: Transaction
+    memos: tuple[str, ...]
+
+
+def memos_of(tx: Transaction) -> tuple[str, ...]:
+    """The Memo program texts a transaction carries, in order."""
+    keys = tx.message.account_keys
+    return tuple(
+        bytes(ix.data).decode("utf-8", "replace")
+        for ix in tx.message.instructions
+        if keys[ix.program_id_index] == MEMO_PROGRAM_ID
+    )
+
+
+def memo(text: str, signers: Sequence[Pubkey] = ()) -> Instruction:
+    """A Memo program instruction; the listed signers must sign (the program checks)."""
+    from solders.instruction import AccountMeta
+
+    data = text.encode()
+    if len(data) > 566:
+        raise ValueError("a memo is at most 566 bytes")
+    return Instruction(
+        MEMO_PROGRAM_ID, data, [AccountMeta(s, is_signer=True, is_writable=False) for s in signers]
+    )
+
+
+class Ledger(Protocol):
+    """What the ledger code needs of a Solana runtime."""
+
+    @property
+    def payer(self) -> Keypair: ...
+
+    def rent(self, size: int) -> int: ...
+
+    def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
+        """Submit one transaction paid by the payer; its signature, or LedgerError."""
+        ...
+
+    def account_data(self, address: Pubkey) -> bytes | None: ...
+
+    def fund(self, address: Pubkey, lamports: int) -> None:
+        """Give an account SOL for fees or rent (airdrop locally, a transfer elsewhere)."""
+        ...
+
+    def send_transaction(self, tx: Transaction) -> str:
+        """Submit a transaction whose signatures were gathered elsewhere."""
+        ...
+
+    def latest_blockhash(self) -> Hash: ...
+
+    def history(self, start: int = 0) -> list[Landed]:
+        """The transactions this ledger's payer landed, oldest first, from index `start`."""
+        ...
+
+    def memo_index(self) -> dict[str, str]:
+        """memo text -> signature of every landed transaction: what makes retries safe."""
+        ...
+
+
+def transaction(
+    instructions: Sequence[Instruction], payer: Keypair, signers: Sequence[Keypair], blockhash: Hash
+) -> Transaction:
+    from solders.message import Message
+
+    unique = {k.pubkey(): k for k in (payer, *signers)}
+    return Transaction(
+        list(unique.values()), Message(list(instructions), payer.pubkey()), blockhash
+    )
+
+
+def fits(instructions: Sequence[Instruction], payer: Keypair) -> bool:
+    """Whether these instructions fit one legacy transaction (1232 bytes with signatures)."""
+    from solders.message import Message
+
+    message = Message(list(instructions), payer.pubkey())
+    size = 1 + 64 * message.header.num_required_signatures + len(bytes(message))
+    return size <= PACKET_DATA_SIZE

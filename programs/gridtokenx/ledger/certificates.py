@@ -1,0 +1,229 @@
+"""Renewable energy certificates (ERC): one Token-2022 mint per certificate.
+
+A certificate covers one meter's verified export over a period, in Wh (3 decimals, like
+GRX), bounded by a second per-meter high-water mark (memo `gtx1 cert-issue ... <meter>:<a>-<b>`),
+so the same Wh is never certified twice. Its mint is frozen by default and its supply is
+fixed at issue: one transaction mints it frozen, hands the freeze authority to the
+validator and drops the mint authority.
+
+    pending  --validate (governance)-->  active  --transfer-->  active
+    pending  --revoke-->  revoked          active  --retire (burn, beneficiary)-->  retired
+                                           active  --revoke (freeze)-->  revoked
+
+The status is read back from the chain's memos; illegal transitions raise CertificateError
+before anything is sent, and the chain refuses moves of frozen (pending, revoked) tokens.
+The validator (freeze authority) is a governance key, never the issuing oracle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from spl.token.models import AuthorityType
+
+from gridtokenx.ledger.backend import memo
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.oracle import Marks
+from gridtokenx.ledger.tokens import Mint
+
+ISSUE = "gtx1 cert-issue"
+DECIMALS = 3
+TRANSITIONS = {
+    "validate": ({"pending"}, "active"),
+    "transfer": ({"active"}, "active"),
+    "retire": ({"active"}, "retired"),
+    "revoke": ({"pending", "active"}, "revoked"),
+}
+
+
+class CertificateError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Certificate:
+    mint: Pubkey
+    meter_id: str
+    period: str
+    from_wh: int
+    to_wh: int
+    source: str
+    status: str
+    holder: Pubkey | None
+
+    @property
+    def wh(self) -> int:
+        return self.to_wh - self.from_wh
+
+
+class Registry:
+    """Certificates of one deployment; the issuer is an oracle key, the validator governance."""
+
+    def __init__(self, dep: Deployment, issuer: Keypair, validator: Keypair) -> None:
+        if issuer.pubkey() == validator.pubkey():
+            raise CertificateError("same_signer", "the validator must not be the issuing oracle")
+        self.dep, self.issuer, self.validator = dep, issuer, validator
+        self.marks = Marks(ISSUE)
+
+    def _mint(self, address: Pubkey) -> Mint:
+        return Mint(self.dep.ledger, address, DECIMALS)
+
+    def issue(
+        self,
+        meter_id: str,
+        owner: Pubkey,
+        period: str,
+        from_wh: int,
+        to_wh: int,
+        source: str = "solar",
+    ) -> Certificate:
+        """Certify verified export [from_wh, to_wh) of a meter; refused if any of it was."""
+        if " " in period or " " in source or "," in meter_id:
+            raise CertificateError("bad_field", "period and source are single words")
+        mark = self.marks.update(self.dep.ledger).get(meter_id)
+        if mark is not None and from_wh < mark:
+            raise CertificateError("already_certified", f"{meter_id} is certified up to {mark} Wh")
+        if to_wh <= from_wh:
+            raise CertificateError("empty", "a certificate covers at least 1 Wh")
+        keypair = Keypair()
+        cert, _ = Mint.create(
+            self.dep.ledger,
+            decimals=DECIMALS,
+            mint_authority=self.issuer,
+            freeze_authority=self.issuer.pubkey(),
+            default_frozen=True,
+            keypair=keypair,
+        )
+        text = f"{ISSUE} {keypair.pubkey()} {period}/{source} {meter_id}:{from_wh}-{to_wh}"
+        self.dep.ledger.send(
+            [
+                cert.open_ix(owner),
+                # the issuer holds the freeze authority only for this transaction: the
+                # tokens land frozen (pending), and the validator takes the authority over
+                cert.thaw_ix(owner, self.issuer.pubkey()),
+                cert.mint_ix(owner, to_wh - from_wh, self.issuer.pubkey()),
+                cert.freeze_ix(owner, self.issuer.pubkey()),
+                cert.set_authority_ix(
+                    AuthorityType.FREEZE_ACCOUNT, self.issuer.pubkey(), self.validator.pubkey()
+                ),
+                cert.set_authority_ix(AuthorityType.MINT_TOKENS, self.issuer.pubkey(), None),
+                memo(text),
+            ],
+            [self.issuer],
+        )
+        self.marks.update(self.dep.ledger)
+        return self.get(keypair.pubkey())
+
+    def get(self, address: Pubkey) -> Certificate:
+        """The certificate as the chain has it: issue memo, then its status memos."""
+        issued = None
+        status, holder = "pending", None
+        key = str(address)
+        for entry in self.dep.ledger.history():
+            for text in entry.memos:
+                words = text.split(" ")
+                if text.startswith(ISSUE + " ") and words[2] == key:
+                    period, source = words[3].split("/")
+                    meter, span = words[4].rsplit(":", 1)
+                    low, high = (int(x) for x in span.split("-"))
+                    issued = (meter, period, source, low, high)
+                elif len(words) >= 4 and words[:2] == ["gtx1", "cert"] and words[3] == key:
+                    status = TRANSITIONS[words[2]][1]
+                    if words[2] == "transfer":
+                        holder = Pubkey.from_string(words[4])
+        if issued is None:
+            raise CertificateError("unknown_certificate", key)
+        meter, period, source, low, high = issued
+        if holder is None:
+            holder = self._holder_at_issue(address)
+        return Certificate(address, meter, period, low, high, source, status, holder)
+
+    def _holder_at_issue(self, address: Pubkey) -> Pubkey | None:
+        for entry in self.dep.ledger.history():
+            if any(t.startswith(f"{ISSUE} {address} ") for t in entry.memos):
+                keys = entry.tx.message.account_keys
+                mint = self._mint(address)
+                for key in keys:
+                    if mint.account_of(key) in keys:
+                        return key
+        return None
+
+    def _move(self, cert: Certificate, action: str) -> None:
+        allowed, _ = TRANSITIONS[action]
+        if cert.status not in allowed:
+            raise CertificateError(
+                "illegal_transition", f"cannot {action} a {cert.status} certificate"
+            )
+
+    def validate(self, address: Pubkey) -> Certificate:
+        cert = self.get(address)
+        self._move(cert, "validate")
+        assert cert.holder is not None
+        mint = self._mint(address)
+        self.dep.ledger.send(
+            [
+                mint.thaw_ix(cert.holder, self.validator.pubkey()),
+                memo(f"gtx1 cert validate {address}", [self.validator.pubkey()]),
+            ],
+            [self.validator],
+        )
+        return self.get(address)
+
+    def transfer(self, address: Pubkey, holder: Keypair, to: Pubkey) -> Certificate:
+        cert = self.get(address)
+        self._move(cert, "transfer")
+        if cert.holder != holder.pubkey():
+            raise CertificateError("not_holder", "only the holder can transfer a certificate")
+        mint = self._mint(address)
+        self.dep.ledger.send(
+            [
+                mint.open_ix(to),
+                mint.thaw_ix(to, self.validator.pubkey()),
+                mint.transfer_ix(holder.pubkey(), to, cert.wh),
+                memo(f"gtx1 cert transfer {address} {to}"),
+            ],
+            [holder, self.validator],
+        )
+        return self.get(address)
+
+    def retire(self, address: Pubkey, holder: Keypair, beneficiary: str) -> Certificate:
+        """Burn the certificate for good, naming who claims the renewable energy."""
+        cert = self.get(address)
+        self._move(cert, "retire")
+        if cert.holder != holder.pubkey():
+            raise CertificateError("not_holder", "only the holder can retire a certificate")
+        safe = beneficiary.replace("\n", " ")[:200]
+        mint = self._mint(address)
+        self.dep.ledger.send(
+            [
+                mint.burn_ix(holder.pubkey(), cert.wh),
+                memo(f"gtx1 cert retire {address} for={safe}", [holder.pubkey()]),
+            ],
+            [holder],
+        )
+        return self.get(address)
+
+    def revoke(self, address: Pubkey, reason: str) -> Certificate:
+        """Freeze the certificate's tokens where they are and mark it revoked."""
+        cert = self.get(address)
+        self._move(cert, "revoke")
+        assert cert.holder is not None
+        mint = self._mint(address)
+        ixs = (
+            []
+            if cert.status == "pending"
+            else [mint.freeze_ix(cert.holder, self.validator.pubkey())]
+        )
+        safe = reason.replace("\n", " ")[:200]
+        self.dep.ledger.send(
+            [*ixs, memo(f"gtx1 cert revoke {address} {safe}", [self.validator.pubkey()])],
+            [self.validator],
+        )
+        return self.get(address)
+
+    def balance(self, address: Pubkey, owner: Pubkey) -> int:
+        return self._mint(address).balance(owner)

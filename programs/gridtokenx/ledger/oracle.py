@@ -1,0 +1,292 @@
+"""Minting GRX from verified production: hub batches -> high-water marks -> multisig mints.
+
+The chain is the record. Each mint transaction carries a Memo
+
+    gtx1 mint <hub>/<epoch> <batch root hex> <meter>:<from_wh>-<to_wh>,...
+
+and mints exactly to - from Wh of export to each meter's owner. A meter's high-water mark
+is the largest `to` in those memos, read back from the chain (not from a database), so a
+crash between sending and recording, or any retry, finds the mark already moved and mints
+nothing twice. The batch itself is recorded first, by a Memo the hub's oracle key signs:
+
+    gtx1 batch <hub>/<epoch> <root hex> <count> <sha256 of the encoded header>
+
+Each oracle (the hub, the platform's co-signer, the grid operator) runs `review` on the
+evidence (every reading and signature, against its own meter registry and the chain's
+marks) before it signs: the multisig's m signatures are m independent checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import Transaction
+
+from gridtokenx.ledger.backend import Landed, Ledger, LedgerError, fits, memo
+from gridtokenx.ledger.tokens import Mint
+from gridtokenx.wire import batch as wire_batch
+from gridtokenx.wire.envelope import verify
+from gridtokenx.wire.errors import WireError
+from gridtokenx.wire.reading import READING_DOMAIN, decode
+
+MINT, BATCH = "gtx1 mint", "gtx1 batch"
+
+
+class Refused(Exception):
+    """An oracle will not sign: the evidence does not hold (a stable code says why)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class MeterMint:
+    meter_id: str
+    owner: Pubkey
+    from_wh: int
+    to_wh: int
+
+    @property
+    def wh(self) -> int:
+        return self.to_wh - self.from_wh
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a hub submits for an epoch: its header, signature and every reading."""
+
+    header: wire_batch.BatchHeader
+    hub_signature: bytes
+    readings: tuple[tuple[bytes, bytes], ...]  # (reading CBOR, meter signature)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.header.hub_id}/{self.header.epoch}"
+
+
+def parse_ranges(text: str, prefix: str) -> tuple[str, str, list[tuple[str, int, int]]] | None:
+    """(tag, root hex, [(meter, from, to)]) of a `prefix` memo, or None if it is not one."""
+    if not text.startswith(prefix + " "):
+        return None
+    try:
+        _, _, tag, root, entries = text.split(" ", 4)
+        ranges = []
+        for entry in entries.split(","):
+            meter, span = entry.rsplit(":", 1)
+            low, high = span.split("-")
+            ranges.append((meter, int(low), int(high)))
+    except ValueError:
+        return None
+    return tag, root, ranges
+
+
+@dataclass
+class Marks:
+    """Per-meter high-water marks read from the chain's memos, kept up to date by scanning
+    only what landed since the last look."""
+
+    prefix: str
+    marks: dict[str, int] = field(default_factory=dict)
+    seen: int = 0
+
+    def update(self, ledger: Ledger) -> dict[str, int]:
+        landed = ledger.history(self.seen)
+        for entry in landed:
+            self.absorb(entry)
+        self.seen += len(landed)
+        return self.marks
+
+    def absorb(self, entry: Landed) -> None:
+        for text in entry.memos:
+            parsed = parse_ranges(text, self.prefix)
+            if parsed is not None:
+                for meter, _, high in parsed[2]:
+                    if high > self.marks.get(meter, -1):
+                        self.marks[meter] = high
+
+
+def plan(
+    header: wire_batch.BatchHeader, owners: Mapping[str, Pubkey], marks: Mapping[str, int]
+) -> list[MeterMint]:
+    """What to mint for a batch: each linked meter's export since its high-water mark.
+
+    A meter's first mint starts at the first export register the hub verified for it;
+    energy before registration is not minted. Meters with no owner are skipped and their
+    mark does not move, so their energy is minted once they are linked."""
+    mints = []
+    for r in header.ranges:
+        owner = owners.get(r.meter_id)
+        if owner is None:
+            continue
+        start = marks.get(r.meter_id, r.export_first_wh)
+        if r.export_last_wh > start:
+            mints.append(MeterMint(r.meter_id, owner, start, r.export_last_wh))
+    return mints
+
+
+def review(
+    evidence: Evidence,
+    meter_keys: Mapping[str, bytes],
+    hub_key: bytes,
+    owners: Mapping[str, Pubkey],
+    marks: Mapping[str, int],
+    proposed: Sequence[MeterMint],
+) -> None:
+    """An oracle's own check of a batch before it signs a mint; raises Refused."""
+    header = evidence.header
+    try:
+        verify(
+            wire_batch.encode_header(header),
+            evidence.hub_signature,
+            wire_batch.BATCH_DOMAIN,
+            hub_key,
+        )
+    except WireError:
+        raise Refused("bad_hub_signature", f"batch {evidence.tag}") from None
+    for raw, signature in evidence.readings:
+        try:
+            reading = decode(raw)
+        except WireError as err:
+            raise Refused("malformed_reading", str(err)) from None
+        key = meter_keys.get(reading.meter_id)
+        if key is None:
+            raise Refused("unknown_meter", reading.meter_id)
+        try:
+            verify(raw, signature, READING_DOMAIN, key)
+        except WireError:
+            raise Refused("bad_signature", f"{reading.meter_id}/{reading.seq}") from None
+    rebuilt = wire_batch.build(header.hub_id, header.epoch, [raw for raw, _ in evidence.readings])
+    if rebuilt != header:
+        raise Refused("header_mismatch", f"batch {evidence.tag}: root or ranges differ")
+    for r in header.ranges:
+        if r.export_last_wh < r.export_first_wh or r.import_last_wh < r.import_first_wh:
+            raise Refused("register_decreased", r.meter_id)
+    if list(proposed) != plan(header, owners, marks):
+        raise Refused("plan_mismatch", f"batch {evidence.tag}: the mints are not the export")
+
+
+def batch_memo(evidence: Evidence) -> str:
+    digest = hashlib.sha256(wire_batch.encode_header(evidence.header)).hexdigest()
+    return f"{BATCH} {evidence.tag} {evidence.header.root.hex()} {evidence.header.count} {digest}"
+
+
+def mint_memo(tag: str, root: bytes, mints: Sequence[MeterMint]) -> str:
+    entries = ",".join(f"{m.meter_id}:{m.from_wh}-{m.to_wh}" for m in mints)
+    return f"{MINT} {tag} {root.hex()} {entries}"
+
+
+# A signer is an oracle's key behind its own review: given the message bytes of a mint
+# transaction it returns its signature, or raises Refused. Remote oracles (a hub over
+# HTTP) fit the same shape.
+Signer = Callable[[bytes], Signature]
+
+
+def pack(
+    grx: Mint,
+    multisig: Pubkey,
+    signers: Sequence[Pubkey],
+    payer: Keypair,
+    tag: str,
+    root: bytes,
+    mints: Sequence[MeterMint],
+) -> list[tuple[list[Instruction], list[MeterMint]]]:
+    """Pack mints densely into legacy transactions: each holds its own Memo."""
+    packed: list[tuple[list[Instruction], list[MeterMint]]] = []
+    group: list[MeterMint] = []
+
+    def instructions(ms: Sequence[MeterMint]) -> list[Instruction]:
+        return [grx.mint_ix(m.owner, m.wh, multisig, signers) for m in ms] + [
+            memo(mint_memo(tag, root, ms))
+        ]
+
+    for m in mints:
+        trial = [*group, m]
+        if group and not fits(instructions(trial), payer):
+            packed.append((instructions(group), group))
+            group = [m]
+        else:
+            group = trial
+    if group:
+        packed.append((instructions(group), group))
+    return packed
+
+
+def already(ledger: Ledger, text: str) -> str | None:
+    return ledger.memo_index().get(text)
+
+
+def record_batch(ledger: Ledger, evidence: Evidence, hub: Signer, hub_pubkey: Pubkey) -> str:
+    """The batch on-chain (Memo signed by the hub's oracle key), once."""
+    text = batch_memo(evidence)
+    done = already(ledger, text)
+    if done:
+        return done
+    return send_signed(ledger, [memo(text, [hub_pubkey])], {hub_pubkey: hub})
+
+
+def send_signed(
+    ledger: Ledger, instructions: Sequence[Instruction], signers: Mapping[Pubkey, Signer]
+) -> str:
+    """Build one transaction, have every signer sign its message, send it."""
+    blockhash = ledger.latest_blockhash()
+    message = Message.new_with_blockhash(list(instructions), ledger.payer.pubkey(), blockhash)
+    count = message.header.num_required_signatures
+    keys = message.account_keys[:count]
+    payload = bytes(message)
+    sigs = []
+    for key in keys:
+        if key == ledger.payer.pubkey():
+            sigs.append(ledger.payer.sign_message(payload))
+        elif key in signers:
+            sigs.append(signers[key](payload))
+        else:
+            raise LedgerError("missing_signer", [str(key)])
+    return ledger.send_transaction(Transaction.populate(message, sigs))
+
+
+def mint_batch(
+    ledger: Ledger,
+    grx: Mint,
+    multisig: Pubkey,
+    evidence: Evidence,
+    owners: Mapping[str, Pubkey],
+    marks: Marks,
+    oracles: Mapping[Pubkey, Signer],
+) -> list[str]:
+    """Mint a batch's export to the meters' owners; safe to call again after any crash.
+
+    Each packed transaction is skipped when the chain already has its memo, and the plan is
+    drawn against the marks read from the chain just now."""
+    current = marks.update(ledger)
+    mints = plan(evidence.header, owners, current)
+    signer_keys = list(oracles)
+    signatures = []
+    for instructions, group in pack(
+        grx, multisig, signer_keys, ledger.payer, evidence.tag, evidence.header.root, mints
+    ):
+        text = mint_memo(evidence.tag, evidence.header.root, group)
+        done = already(ledger, text)
+        if done:
+            signatures.append(done)
+            continue
+        signatures.append(send_signed(ledger, instructions, oracles))
+    marks.update(ledger)
+    return signatures
+
+
+def reviewing_signer(key: Keypair, check: Callable[[], None]) -> Signer:
+    """An oracle that runs its own check before every signature it gives."""
+
+    def sign(message: bytes) -> Signature:
+        check()
+        return key.sign_message(message)
+
+    return sign

@@ -1,0 +1,192 @@
+"""Escrow, atomic netted settlement and consumption burns, on the standard token program.
+
+- Placing a sell order moves its GRX into escrow, a buy order its maximum cost in THB
+  (`lock`); cancel or expiry gives back what is left (`refund`). Memos name the order.
+- At clearing, an epoch's trades and refunds are netted per participant into one GRX and
+  one THB transfer each from escrow, plus the fees to the treasury and the wheeling to the
+  grid operator, packed densely into legacy transactions. Every part carries the Memo
+
+      gtx1 settle <epoch> <settlement root hex> <k>/<n>
+
+  whose root is the RFC 9162 Merkle root of the epoch's trade and refund records, so each
+  transfer is traced to the cleared trades. A part already on the chain is skipped, so a
+  restart mid-epoch finishes the epoch without paying twice.
+- Consumption burns: `burn_consumption` burns a holder's GRX against its import register
+  (memo `gtx1 burn <epoch> - <meter>:<from>-<to>`): the burn is min(balance, imported Wh
+  since the last burn), and the burn mark moves to the newest import register either way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from gridtokenx.ledger.backend import fits, memo
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.tokens import Mint
+from gridtokenx.wire import merkle
+
+SETTLE, ESCROW, REFUND, BURN = "gtx1 settle", "gtx1 escrow", "gtx1 refund", "gtx1 burn"
+ASSETS = ("grx", "thb")
+
+
+class SettlementError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Trade:
+    """A cleared trade as settlement sees it (integer Wh and micro-THB, see units.py)."""
+
+    trade_id: str
+    buyer: Pubkey
+    seller: Pubkey
+    wh: int
+    buyer_paid: int
+    seller_net: int
+    fee: int
+    wheeling: int
+
+    def leaf(self) -> bytes:
+        return (
+            f"trade|{self.trade_id}|{self.buyer}|{self.seller}|{self.wh}|{self.buyer_paid}|"
+            f"{self.seller_net}|{self.fee}|{self.wheeling}"
+        ).encode()
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What an order that ended this epoch gets back from escrow."""
+
+    order_id: str
+    owner: Pubkey
+    asset: str
+    amount: int
+
+    def leaf(self) -> bytes:
+        return f"refund|{self.order_id}|{self.owner}|{self.asset}|{self.amount}".encode()
+
+
+@dataclass(frozen=True)
+class Transfer:
+    asset: str
+    owner: Pubkey
+    amount: int
+
+
+def settlement_root(trades: Sequence[Trade], refunds: Sequence[Refund]) -> bytes:
+    return merkle.root([t.leaf() for t in trades] + [r.leaf() for r in refunds])
+
+
+def net(dep: Deployment, trades: Iterable[Trade], refunds: Iterable[Refund]) -> list[Transfer]:
+    """Each participant's receipts for the epoch, netted: one transfer per asset and owner.
+
+    Payments were made when the orders were placed (into escrow), so the epoch only pays
+    out: GRX to buyers, THB to sellers, fees and wheeling, and refunds."""
+    owed: dict[tuple[str, Pubkey], int] = defaultdict(int)
+    treasury, grid = dep.treasury.pubkey(), dep.grid_operator.pubkey()
+    for t in trades:
+        if t.buyer_paid != t.seller_net + t.fee + t.wheeling:
+            raise SettlementError("unbalanced_trade", t.trade_id)
+        owed["grx", t.buyer] += t.wh
+        owed["thb", t.seller] += t.seller_net
+        owed["thb", treasury] += t.fee
+        owed["thb", grid] += t.wheeling
+    for r in refunds:
+        if r.asset not in ASSETS:
+            raise SettlementError("bad_asset", r.asset)
+        owed[r.asset, r.owner] += r.amount
+    return [
+        Transfer(asset, owner, amount)
+        for (asset, owner), amount in sorted(owed.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
+        if amount > 0
+    ]
+
+
+def _mint(dep: Deployment, asset: str) -> Mint:
+    return dep.grx if asset == "grx" else dep.thb
+
+
+def pack(
+    dep: Deployment, transfers: Sequence[Transfer], epoch: int, root: bytes
+) -> list[list[Transfer]]:
+    """Transfers in as few legacy transactions as fit (about 18-20 each)."""
+    escrow = dep.escrow.pubkey()
+    widest = memo(f"{SETTLE} {epoch} {root.hex()} 99999/99999")
+    parts: list[list[Transfer]] = []
+    group: list[Transfer] = []
+    for t in transfers:
+        trial = [*group, t]
+        ixs = [_mint(dep, x.asset).transfer_ix(escrow, x.owner, x.amount) for x in trial]
+        if group and not fits([*ixs, widest], dep.ledger.payer):
+            parts.append(group)
+            group = [t]
+        else:
+            group = trial
+    if group:
+        parts.append(group)
+    return parts
+
+
+def settle_epoch(
+    dep: Deployment, epoch: int, trades: Sequence[Trade], refunds: Sequence[Refund] = ()
+) -> list[str]:
+    """Pay out one epoch from escrow; idempotent and resumable (memos on the chain)."""
+    root = settlement_root(trades, refunds)
+    parts = pack(dep, net(dep, trades, refunds), epoch, root)
+    escrow = dep.escrow
+    index = dep.ledger.memo_index()
+    signatures = []
+    for k, part in enumerate(parts, 1):
+        text = f"{SETTLE} {epoch} {root.hex()} {k}/{len(parts)}"
+        done = index.get(text)
+        if done:
+            signatures.append(done)
+            continue
+        ixs: list[Instruction] = [
+            _mint(dep, t.asset).transfer_ix(escrow.pubkey(), t.owner, t.amount) for t in part
+        ]
+        signatures.append(dep.ledger.send([*ixs, memo(text)], [escrow]))
+    return signatures
+
+
+def lock(dep: Deployment, owner: Keypair, order_id: str, asset: str, amount: int) -> str:
+    """Move an order's GRX (sell) or maximum cost in THB (buy) into escrow, once."""
+    if asset not in ASSETS or amount <= 0:
+        raise SettlementError("bad_escrow", f"{asset} {amount}")
+    text = f"{ESCROW} {order_id} {asset} {amount}"
+    done = dep.ledger.memo_index().get(text)
+    if done:
+        return done
+    ix = _mint(dep, asset).transfer_ix(owner.pubkey(), dep.escrow.pubkey(), amount)
+    return dep.ledger.send([ix, memo(text)], [owner])
+
+
+def refund(dep: Deployment, order_id: str, owner: Pubkey, asset: str, amount: int) -> str:
+    """Give an order's unused escrow back (cancel or expiry), once."""
+    text = f"{REFUND} {order_id} {asset} {amount}"
+    done = dep.ledger.memo_index().get(text)
+    if done:
+        return done
+    ix = _mint(dep, asset).transfer_ix(dep.escrow.pubkey(), owner, amount)
+    return dep.ledger.send([ix, memo(text)], [dep.escrow])
+
+
+def burn_consumption(
+    dep: Deployment, owner: Keypair, epoch: int, meter_id: str, import_from: int, import_to: int
+) -> tuple[int, str | None]:
+    """Burn GRX as the owner consumes: min(balance, import_to - import_from). Returns the
+    Wh burned and the transaction (None when nothing was burned or it already was)."""
+    text = f"{BURN} {epoch} - {meter_id}:{import_from}-{import_to}"
+    if text in dep.ledger.memo_index() or import_to <= import_from:
+        return 0, None
+    amount = min(dep.grx.balance(owner.pubkey()), import_to - import_from)
+    ixs = [dep.grx.burn_ix(owner.pubkey(), amount)] if amount > 0 else []
+    return amount, dep.ledger.send([*ixs, memo(text)], [owner] if ixs else [])

@@ -1,0 +1,373 @@
+"""The ledger on a real SVM (LiteSVM in-process, signature verification on): every guarantee
+below is enforced by the standard Token-2022 program or read back from the chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_fixtures import Chain, evidence, make_chain, reading, signed
+from nacl.signing import SigningKey
+from solders.keypair import Keypair
+from solders.transaction import Transaction
+
+from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger import tokens
+from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.ledger.certificates import CertificateError, Registry
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.embedded import EmbeddedLedger
+from gridtokenx.ledger.keystore import Keystore, KeystoreError
+from gridtokenx.ledger.oracle import Marks, Refused, mint_batch, plan, review, reviewing_signer
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Chain:
+    return make_chain(tmp_path)
+
+
+def oracles(chain: Chain, signers: int = 3) -> dict[Any, Any]:
+    keys = [
+        chain.hub,
+        chain.dep.oracle("oracle/platform"),
+        chain.dep.oracle("oracle/grid-operator"),
+    ]
+    return {k.pubkey(): reviewing_signer(k, lambda: None) for k in keys[:signers]}
+
+
+def test_under_signed_mint_fails_on_chain_and_frozen_accounts_cannot_trade(chain: Chain) -> None:
+    dep = chain.dep
+    alice, bob = Keypair(), Keypair()
+    dep.open_wallet(alice.pubkey())
+    dep.open_wallet(bob.pubkey(), approve=False)
+    two = [chain.hub, dep.oracle("oracle/platform")]
+    with pytest.raises(LedgerError):  # 2 of the 3 signatures the multisig needs
+        dep.ledger.send(
+            [
+                dep.grx.mint_ix(
+                    alice.pubkey(), 1_500, dep.oracle_multisig, [k.pubkey() for k in two]
+                )
+            ],
+            two,
+        )
+    three = [*two, dep.oracle("oracle/standby")]
+    dep.ledger.send(
+        [dep.grx.mint_ix(alice.pubkey(), 1_500, dep.oracle_multisig, [k.pubkey() for k in three])],
+        three,
+    )
+    assert dep.grx.balance(alice.pubkey()) == 1_500 == dep.grx.supply()
+    with pytest.raises(LedgerError) as err:  # bob is not approved: frozen by default
+        dep.ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 100)], [alice])
+    assert err.value.code == "account_frozen"
+    dep.approve(bob.pubkey())
+    dep.ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 100)], [alice])
+    dep.suspend(alice.pubkey())  # suspending a user freezes its account
+    with pytest.raises(LedgerError) as err:
+        dep.ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 1)], [alice])
+    assert err.value.code == "account_frozen"
+    assert (dep.grx.balance(alice.pubkey()), dep.grx.balance(bob.pubkey())) == (1_400, 100)
+
+
+def test_extension_instructions_are_the_documented_bytes() -> None:
+    mint, auth = Keypair().pubkey(), Keypair().pubkey()
+    assert bytes(tokens.default_account_state_frozen(mint).data) == bytes([28, 0, 2])
+    assert bytes(tokens.metadata_pointer(mint, auth, mint).data) == bytes([39, 0]) + bytes(
+        auth
+    ) + bytes(mint)
+    assert bytes(tokens.pausable(mint, auth).data) == bytes([44, 0]) + bytes(auth)
+    assert bytes(tokens.pause(mint, auth).data) == bytes([44, 1])
+    assert bytes(tokens.resume(mint, auth).data) == bytes([44, 2])
+    meta = tokens.token_metadata_initialize(mint, auth, auth, "GridTokenX Energy", "GRX", "u")
+    # sha256("spl_token_metadata_interface:initialize_account")[:8], then borsh strings
+    assert bytes(meta.data)[:8].hex() == "d2e11ea258b84d8d"
+    assert (
+        bytes(meta.data)[8:]
+        == b"\x11\x00\x00\x00GridTokenX Energy\x03\x00\x00\x00GRX\x01\x00\x00\x00u"
+    )
+    assert [a.is_signer for a in meta.accounts] == [False, False, False, True]
+
+
+def meter_fleet(
+    chain: Chain, n: int
+) -> tuple[dict[str, bytes], dict[str, Any], dict[str, SigningKey]]:
+    keys, owners, signing = {}, {}, {}
+    for k in range(n):
+        meter = f"m-{k:04d}"
+        signing[meter] = SigningKey.generate()
+        keys[meter] = bytes(signing[meter].verify_key)
+        owner = Keypair()
+        chain.dep.open_wallet(owner.pubkey())
+        owners[meter] = owner.pubkey()
+    return keys, owners, signing
+
+
+def test_batches_mint_verified_export_once_whatever_crashes(chain: Chain) -> None:
+    dep = chain.dep
+    keys, owners, signing = meter_fleet(chain, 30)
+    ev1 = evidence(
+        chain,
+        1,
+        [signed(signing[m], reading(m, s, 100 * s, 250 * s)) for m in keys for s in (1, 2, 3)],
+    )
+    marks = Marks("gtx1 mint")
+    review(ev1, keys, bytes(chain.hub_signing.verify_key), owners, {}, plan(ev1.header, owners, {}))
+    mint_batch(dep.ledger, dep.grx, dep.oracle_multisig, ev1, owners, marks, oracles(chain))
+    assert dep.grx.supply() == 30 * 500  # export 250 -> 750 per meter
+    # the next epoch, with a crash right after the chain accepted the first transaction
+    ev2 = evidence(
+        chain,
+        2,
+        [signed(signing[m], reading(m, s, 100 * s, 250 * s)) for m in keys for s in (4, 5)],
+    )
+    real = dep.ledger.send_transaction
+    calls = []
+
+    def crash_after_landing(tx: Transaction) -> str:
+        signature = real(tx)
+        calls.append(signature)
+        raise RuntimeError("power cut between sending and recording")
+
+    dep.ledger.send_transaction = crash_after_landing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        mint_batch(dep.ledger, dep.grx, dep.oracle_multisig, ev2, owners, marks, oracles(chain))
+    dep.ledger.send_transaction = real  # type: ignore[method-assign]
+    assert len(calls) == 1
+    # a restart: fresh marks read from the chain; and a second retry for good measure
+    for _ in range(2):
+        mint_batch(
+            dep.ledger,
+            dep.grx,
+            dep.oracle_multisig,
+            ev2,
+            owners,
+            Marks("gtx1 mint"),
+            oracles(chain),
+        )
+        mint_batch(
+            dep.ledger,
+            dep.grx,
+            dep.oracle_multisig,
+            ev1,
+            owners,
+            Marks("gtx1 mint"),
+            oracles(chain),
+        )
+    assert dep.grx.supply() == 30 * 1_000  # 250 -> 1250: each Wh exactly once
+    assert all(dep.grx.balance(o) == 1_000 for o in owners.values())
+
+
+def test_oracles_refuse_what_does_not_verify(chain: Chain) -> None:
+    keys, owners, signing = meter_fleet(chain, 2)
+    good = [signed(signing[m], reading(m, s, 0, 500 * s)) for m in keys for s in (1, 2)]
+    ev = evidence(chain, 1, good)
+    hub_key = bytes(chain.hub_signing.verify_key)
+    forged = signed(SigningKey.generate(), reading("m-0000", 3, 0, 90_000))
+    tampered = evidence(chain, 1, [*good, forged])
+    with pytest.raises(Refused) as err:
+        review(tampered, keys, hub_key, owners, {}, plan(tampered.header, owners, {}))
+    assert err.value.code == "bad_signature"
+    inflated = [(m.meter_id, m.owner, m.from_wh, m.to_wh + 1) for m in plan(ev.header, owners, {})]
+    from gridtokenx.ledger.oracle import MeterMint
+
+    with pytest.raises(Refused) as err:
+        review(ev, keys, hub_key, owners, {}, [MeterMint(*m) for m in inflated])
+    assert err.value.code == "plan_mismatch"
+    with pytest.raises(Refused) as err:
+        review(
+            ev,
+            keys,
+            bytes(SigningKey.generate().verify_key),
+            owners,
+            {},
+            plan(ev.header, owners, {}),
+        )
+    assert err.value.code == "bad_hub_signature"
+    # an oracle that refuses stops the mint: nothing lands
+    dep = chain.dep
+    signers = oracles(chain)
+    platform = dep.oracle("oracle/platform")
+
+    def refuse() -> None:
+        raise Refused("bad_signature", "m-0000/3")
+
+    signers[platform.pubkey()] = reviewing_signer(platform, refuse)
+    with pytest.raises(Refused):
+        mint_batch(
+            dep.ledger, dep.grx, dep.oracle_multisig, ev, owners, Marks("gtx1 mint"), signers
+        )
+    assert dep.grx.supply() == 0
+
+
+def test_chain_state_survives_a_restart_and_a_torn_log(chain: Chain) -> None:
+    dep = chain.dep
+    alice = Keypair()
+    dep.open_wallet(alice.pubkey())
+    dep.top_up(alice.pubkey(), 5_000_000, "deposit-1")
+    assert dep.top_up(alice.pubkey(), 5_000_000, "deposit-1")  # same reference: once
+    chain.ledger.close()
+    log = chain.path / "chain" / "chain.log"
+    with open(log, "ab") as f:
+        f.write(b"\x40\x00\x00\x00torn")  # a crash in the middle of an append
+    ledger = EmbeddedLedger(chain.path / "chain", chain.keys.get("payer"))
+    again = Deployment.load(ledger, chain.keys, chain.path / "deployment.json")
+    assert again.thb.balance(alice.pubkey()) == 5_000_000
+    assert not again.grx.is_frozen(alice.pubkey())
+    assert log.stat().st_size < os.path.getsize(log) + 1 and not log.read_bytes().endswith(b"torn")
+    again.top_up(alice.pubkey(), 1, "deposit-2")  # and it keeps going
+    assert again.thb.balance(alice.pubkey()) == 5_000_001
+
+
+def test_settlement_nets_conserves_and_resumes_without_paying_twice(chain: Chain) -> None:
+    dep = chain.dep
+    users = [Keypair() for _ in range(40)]
+    for u in users:
+        dep.open_wallet(u.pubkey())
+    dep.top_up(dep.escrow.pubkey(), 10**12, "escrow-float")
+    import random
+
+    rnd = random.Random(7)
+    trades = []
+    for k in range(400):
+        b, s = rnd.sample(users, 2)
+        value = rnd.randint(1, 10**6)
+        fee, wheel = value // 100, rnd.randint(0, 1000)
+        trades.append(
+            st.Trade(str(k), b.pubkey(), s.pubkey(), 0, value + wheel, value - fee, fee, wheel)
+        )
+    parts = st.pack(dep, st.net(dep, trades, []), 9, st.settlement_root(trades, []))
+    assert len(parts) > 2 and all(len(p) >= 15 for p in parts[:-1])  # dense packing
+    real, sent = dep.ledger.send, []
+
+    def crash_on_third(ixs: Any, signers: Any) -> str:
+        if len(sent) == 2:
+            raise RuntimeError("crash mid-epoch")
+        sent.append(real(ixs, signers))
+        return sent[-1]
+
+    dep.ledger.send = crash_on_third  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        st.settle_epoch(dep, 9, trades)
+    dep.ledger.send = real  # type: ignore[method-assign]
+    signatures = st.settle_epoch(dep, 9, trades)
+    assert signatures[:2] == sent and len(signatures) == len(parts)
+    assert st.settle_epoch(dep, 9, trades) == signatures  # and again: nothing more
+    received = {u.pubkey(): 0 for u in users}
+    for t in trades:
+        received[t.seller] += t.seller_net
+    assert all(dep.thb.balance(u) == received[u] for u in received)
+    assert dep.thb.balance(dep.treasury.pubkey()) == sum(t.fee for t in trades)
+    assert dep.thb.balance(dep.grid_operator.pubkey()) == sum(t.wheeling for t in trades)
+    assert dep.thb.balance(dep.escrow.pubkey()) == 10**12 - sum(t.buyer_paid for t in trades)
+
+
+def test_certificates_lifecycle_and_no_double_certificate(chain: Chain) -> None:
+    dep = chain.dep
+    registry = Registry(dep, dep.oracle("oracle/platform"), dep.governance()[0])
+    with pytest.raises(CertificateError):
+        Registry(dep, dep.oracle("oracle/platform"), dep.oracle("oracle/platform"))
+    alice, bob = Keypair(), Keypair()
+    cert = registry.issue("m-1", alice.pubkey(), "2026-11-21", 0, 12_000)
+    assert cert.status == "pending" and registry.balance(cert.mint, alice.pubkey()) == 12_000
+    with pytest.raises(CertificateError) as err:
+        registry.issue("m-1", alice.pubkey(), "2026-11-21", 11_000, 20_000)
+    assert err.value.code == "already_certified"
+    with pytest.raises(CertificateError) as err:
+        registry.retire(cert.mint, alice, "Alice")
+    assert err.value.code == "illegal_transition"
+    with pytest.raises(LedgerError):  # pending tokens are frozen on-chain too
+        dep.ledger.send([tokens.Mint(dep.ledger, cert.mint, 3).open_ix(bob.pubkey())], [])
+        dep.ledger.send(
+            [tokens.Mint(dep.ledger, cert.mint, 3).transfer_ix(alice.pubkey(), bob.pubkey(), 1)],
+            [alice],
+        )
+    assert registry.validate(cert.mint).status == "active"
+    moved = registry.transfer(cert.mint, alice, bob.pubkey())
+    assert moved.holder == bob.pubkey() and registry.balance(cert.mint, bob.pubkey()) == 12_000
+    retired = registry.retire(cert.mint, bob, "Bob's bakery, 2026")
+    assert retired.status == "retired" and registry.balance(cert.mint, bob.pubkey()) == 0
+    with pytest.raises(CertificateError):
+        registry.revoke(cert.mint, "too late")
+    second = registry.issue("m-1", alice.pubkey(), "2026-11-22", 12_000, 15_000)
+    registry.validate(second.mint)
+    revoked = registry.revoke(second.mint, "meter tampering")
+    assert revoked.status == "revoked"
+    with pytest.raises(LedgerError) as lerr:  # its tokens can no longer move
+        dep.ledger.send(
+            [tokens.Mint(dep.ledger, second.mint, 3).transfer_ix(alice.pubkey(), bob.pubkey(), 1)],
+            [alice],
+        )
+    assert lerr.value.code == "account_frozen"
+    # the mark is read from the chain: a new registry (a restart) refuses the same Wh
+    again = Registry(dep, dep.oracle("oracle/platform"), dep.governance()[0])
+    with pytest.raises(CertificateError):
+        again.issue("m-1", alice.pubkey(), "x", 14_999, 16_000)
+
+
+def test_governance_pause_and_rotation(chain: Chain) -> None:
+    dep = chain.dep
+    alice, bob = Keypair(), Keypair()
+    dep.open_wallet(alice.pubkey())
+    dep.open_wallet(bob.pubkey())
+    signers = [chain.hub, dep.oracle("oracle/platform"), dep.oracle("oracle/standby")]
+    dep.ledger.send(
+        [dep.grx.mint_ix(alice.pubkey(), 10, dep.oracle_multisig, [k.pubkey() for k in signers])],
+        signers,
+    )
+    gov = dep.governance()
+    with pytest.raises(LedgerError):
+        dep.pause(gov[:2])  # 2 of 5 is not enough
+    dep.pause(gov[2:])
+    with pytest.raises(LedgerError) as err:
+        dep.ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 1)], [alice])
+    assert err.value.code in ("mint_paused", "token_error_67")
+    dep.resume(gov[:3])
+    dep.ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 1)], [alice])
+    new = [Keypair() for _ in range(4)]
+    dep.rotate_oracles([k.pubkey() for k in new], 3, signers)
+    with pytest.raises(LedgerError):  # the old oracles can no longer mint
+        dep.ledger.send(
+            [
+                dep.grx.mint_ix(
+                    alice.pubkey(),
+                    1,
+                    dep.grx.mint_authority() or dep.oracle_multisig,
+                    [k.pubkey() for k in signers],
+                )
+            ],
+            signers,
+        )
+    assert dep.grx.mint_authority() == dep.oracle_multisig
+    dep.ledger.send(
+        [dep.grx.mint_ix(alice.pubkey(), 1, dep.oracle_multisig, [k.pubkey() for k in new[:3]])],
+        new[:3],
+    )
+    old = dep.registry.pubkey()
+    dep.rotate_registry("registry/2")
+    assert dep.grx.freeze_authority() == dep.registry.pubkey() != old
+    dep.suspend(bob.pubkey())
+    assert dep.grx.is_frozen(bob.pubkey())
+
+
+def test_keystore_is_sealed_0600_and_refuses_a_wrong_passphrase(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    store = Keystore(path, "correct horse battery staple")
+    key = store.ensure("escrow")
+    text = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert bytes(key)[:32].hex() not in text and str(key.pubkey()) in text
+    assert Keystore(path, "correct horse battery staple").get("escrow") == key
+    with pytest.raises(KeystoreError) as err:
+        Keystore(path, "wrong")
+    assert err.value.code == "wrong_secret"
+    with pytest.raises(KeystoreError) as err:
+        store.put("escrow", Keypair())
+    assert err.value.code == "exists"
+    path.chmod(0o644)
+    with pytest.raises(KeystoreError) as err:
+        Keystore(path, "correct horse battery staple")
+    assert err.value.code == "bad_mode"
+    assert json.loads(text)["kdf"] == "argon2id"
