@@ -150,13 +150,17 @@ class Collector:
         raise TimeoutError(f"{len(self.of(kind))} of {count} {kind} messages arrived")
 
 
-def gridtokenx(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The `gridtokenx` command as a user runs it, in a process of its own."""
+def gridtokenx(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `gridtokenx` command as a user runs it, in a process of its own (`env` is laid
+    over this process's environment)."""
     return subprocess.run(
         [sys.executable, "-m", "gridtokenx", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

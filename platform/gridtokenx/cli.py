@@ -332,3 +332,43 @@ def up(
 
 def main() -> None:
     app()
+
+
+@app.command("audit")
+def audit_command(
+    data: Annotated[Path, typer.Option(help="The platform's data directory.")] = Path("var/up"),
+    database: Annotated[
+        str | None, typer.Option(help="The books' database URL (default: DATA/books.db).")
+    ] = None,
+) -> None:
+    """Replay the chain and the books; exit 0 only when everything reconciles."""
+    from gridtokenx import audit, books
+    from gridtokenx.ledger.deployment import Deployment
+    from gridtokenx.ledger.keystore import KeystoreError
+    from gridtokenx.ledger.site import open_keystore, open_ledger
+
+    if not (data / "deployment.json").exists():
+        fail(f"no ledger deployment in {data} (deployment.json is missing)")
+    try:
+        keys = open_keystore(data)
+    except KeystoreError as err:
+        fail(str(err))
+    ledger = open_ledger(data, keys)
+    dep = Deployment.load(ledger, keys, data / "deployment.json")
+    engine = books.connect(database or f"sqlite:///{data / 'books.db'}")
+    report = audit.run(dep, engine)
+    typer.echo(json.dumps(report.as_dict(), indent=1))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@bench_app.command("settle")
+def bench_settle(
+    trades: Annotated[int, typer.Option(min=1)] = 10_000,
+    participants: Annotated[int, typer.Option(min=2)] = 1_000,
+    meters: Annotated[int, typer.Option(min=1)] = 1_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Settle an epoch of N trades and mint for M meters on the embedded ledger."""
+    from gridtokenx.ledger import bench as ledger_bench
+
+    emit(ledger_bench.run(trades, participants, meters), as_json)

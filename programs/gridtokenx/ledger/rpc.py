@@ -1,0 +1,126 @@
+"""The cluster backend: the same `Ledger` over JSON-RPC (solana-py), for
+solana-test-validator, devnet or mainnet (`SOLANA_RPC_URL`).
+
+Retries are safe for the same reason as on the embedded ledger: every GridTokenX
+transaction carries a memo that names what it does, and `memo_index` reads those memos
+back from the cluster (getSignaturesForAddress of the payer, which signs every one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solana.rpc.core import RPCException
+from solana.rpc.models import TxOpts
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import Transaction
+
+from gridtokenx.ledger.backend import Landed, LedgerError, error_code, memos_of, transaction
+
+T = TypeVar("T")
+
+
+class RpcLedger:
+    def __init__(self, url: str, payer: Keypair, timeout: float = 30) -> None:
+        # solana-py 0.40 is async only; a private loop keeps this interface synchronous
+        self._loop = asyncio.new_event_loop()
+        self.client = AsyncClient(url, commitment=Confirmed, timeout=timeout, http2=False)
+        self._payer = payer
+        self._landed: list[Landed] = []
+        self._memos: dict[str, str] = {}
+        self._newest: Signature | None = None
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self._run(self.client.close())
+        self._loop.close()
+
+    @property
+    def payer(self) -> Keypair:
+        return self._payer
+
+    def rent(self, size: int) -> int:
+        return int(self._run(self.client.get_minimum_balance_for_rent_exemption(size)).value)
+
+    def latest_blockhash(self) -> Hash:
+        return self._run(self.client.get_latest_blockhash()).value.blockhash
+
+    def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
+        return self.send_transaction(
+            transaction(instructions, self._payer, signers, self.latest_blockhash())
+        )
+
+    def send_transaction(self, tx: Transaction) -> str:
+        try:
+            self._run(
+                self.client.send_raw_transaction(
+                    bytes(tx), opts=TxOpts(skip_confirmation=False, preflight_commitment=Confirmed)
+                )
+            )
+        except RPCException as err:
+            raise LedgerError(error_code(str(err)), [str(err)]) from None
+        self._sync()
+        return str(tx.signatures[0])
+
+    def fund(self, address: Pubkey, lamports: int) -> None:
+        from solders.system_program import TransferParams
+        from solders.system_program import transfer as sol_transfer
+
+        self.send(
+            [
+                sol_transfer(
+                    TransferParams(
+                        from_pubkey=self._payer.pubkey(), to_pubkey=address, lamports=lamports
+                    )
+                )
+            ],
+            [],
+        )
+
+    def account_data(self, address: Pubkey) -> bytes | None:
+        value = self._run(self.client.get_account_info(address, encoding="base64")).value
+        return None if value is None else bytes(value.data)
+
+    def _sync(self) -> None:
+        """Fetch the payer's transactions newer than the last seen, oldest first."""
+        newer: list[Signature] = []
+        before = None
+        while True:
+            page = self._run(
+                self.client.get_signatures_for_address(
+                    self._payer.pubkey(), before=before, until=self._newest, limit=1000
+                )
+            ).value
+            newer.extend(s.signature for s in page if s.err is None)
+            if len(page) < 1000:
+                break
+            before = page[-1].signature
+        for signature in reversed(newer):
+            found = self._run(self.client.get_transaction(signature, encoding="base64")).value
+            if found is None:
+                raise LedgerError("history_gap", [str(signature)])
+            tx = Transaction.from_bytes(bytes(found.transaction.transaction))
+            landed = Landed(str(signature), tx, memos_of(tx))
+            self._landed.append(landed)
+            for text in landed.memos:
+                self._memos.setdefault(text, landed.signature)
+        if newer:
+            self._newest = newer[0]
+
+    def history(self, start: int = 0) -> list[Landed]:
+        self._sync()
+        return self._landed[start:]
+
+    def memo_index(self) -> dict[str, str]:
+        self._sync()
+        return self._memos

@@ -1,0 +1,47 @@
+"""Opening a site's ledger from its data directory: keystore, backend, deployment.
+
+DATA/keys.json         the encrypted keystore (GTX_KEYSTORE_PASSPHRASE or GTX_KEYSTORE_KEY)
+DATA/chain/chain.log   the embedded chain (unless SOLANA_RPC_URL names a cluster)
+DATA/deployment.json   the addresses of the mints and multisigs
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from solders.pubkey import Pubkey
+
+from gridtokenx.ledger.backend import Ledger
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.embedded import EmbeddedLedger
+from gridtokenx.ledger.keystore import Keystore, secret_from_env
+
+RPC_ENV = "SOLANA_RPC_URL"
+
+
+def open_keystore(data: Path) -> Keystore:
+    return Keystore(data / "keys.json", secret_from_env())
+
+
+def open_ledger(data: Path, keys: Keystore) -> Ledger:
+    url = os.environ.get(RPC_ENV)
+    payer = keys.ensure("payer")
+    if url:
+        from gridtokenx.ledger.rpc import RpcLedger
+
+        return RpcLedger(url, payer)
+    return EmbeddedLedger(data / "chain", payer)
+
+
+def deployment(
+    data: Path, ledger: Ledger, keys: Keystore, hub_oracles: Sequence[Pubkey] = ()
+) -> Deployment:
+    """The site's deployment: loaded, or created on first start."""
+    path = data / "deployment.json"
+    if path.exists():
+        return Deployment.load(ledger, keys, path)
+    dep = Deployment.create(ledger, keys, hub_oracles)
+    dep.save(path)
+    return dep

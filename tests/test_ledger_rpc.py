@@ -1,0 +1,69 @@
+"""The cluster backend (JSON-RPC via solana-py) against a thin JSON-RPC server over LiteSVM:
+the same deployment, minting and settlement code, and retries found on the cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rpc_server import RpcServer
+from solders.keypair import Keypair
+
+from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.rpc import RpcLedger
+
+
+@pytest.fixture
+def server() -> Iterator[RpcServer]:
+    s = RpcServer()
+    yield s
+    s.close()
+
+
+def test_deployment_and_settlement_over_json_rpc(server: RpcServer, tmp_path: Path) -> None:
+    keys = Keystore(tmp_path / "keys.json", os.urandom(32))
+    payer = keys.ensure("payer")
+    server.svm.airdrop(payer.pubkey(), 1_000 * 10**9)
+    ledger = RpcLedger(server.url, payer)
+    dep = Deployment.create(ledger, keys, [Keypair().pubkey()])
+    alice, bob = Keypair(), Keypair()
+    dep.open_wallet(alice.pubkey())
+    dep.open_wallet(bob.pubkey(), approve=False)
+    assert dep.grx.is_frozen(bob.pubkey()) and not dep.grx.is_frozen(alice.pubkey())
+    dep.top_up(dep.escrow.pubkey(), 1_000_000, "float")
+    trades = [st.Trade("1", alice.pubkey(), bob.pubkey(), 0, 600_000, 594_000, 6_000, 0)]
+    first = st.settle_epoch(dep, 3, trades)
+    assert dep.thb.balance(bob.pubkey()) == 594_000
+    # a fresh client (a restart) finds the settlement on the cluster and pays nothing again
+    again = Deployment(
+        RpcLedger(server.url, payer),
+        keys,
+        dep.grx,
+        dep.thb,
+        dep.oracle_multisig,
+        dep.oracle_signers,
+        dep.oracles_required,
+        dep.governance_multisig,
+        False,
+    )
+    again.grx.ledger = again.thb.ledger = again.ledger
+    assert st.settle_epoch(again, 3, trades) == first
+    assert again.thb.balance(bob.pubkey()) == 594_000
+    assert dep.top_up(dep.escrow.pubkey(), 1_000_000, "float") == again.top_up(
+        dep.escrow.pubkey(), 1_000_000, "float"
+    )
+    with pytest.raises(LedgerError) as err:  # a refusal comes back as a stable code
+        ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 1)], [alice])
+    assert err.value.code in ("account_frozen", "insufficient_funds")
+    assert {
+        "sendTransaction",
+        "getSignatureStatuses",
+        "getSignaturesForAddress",
+        "getTransaction",
+    } <= set(server.requests)
+    ledger.close()
