@@ -371,3 +371,20 @@ def test_keystore_is_sealed_0600_and_refuses_a_wrong_passphrase(tmp_path: Path) 
         Keystore(path, "correct horse battery staple")
     assert err.value.code == "bad_mode"
     assert json.loads(text)["kdf"] == "argon2id"
+
+
+def test_consumption_burns_grx_against_the_import_register_once(chain: Chain) -> None:
+    dep = chain.dep
+    buyer = Keypair()
+    dep.open_wallet(buyer.pubkey())
+    three = [chain.hub, dep.oracle("oracle/platform"), dep.oracle("oracle/standby")]
+    dep.ledger.send(
+        [dep.grx.mint_ix(buyer.pubkey(), 700, dep.oracle_multisig, [k.pubkey() for k in three])],
+        three,
+    )
+    burned, sig = st.burn_consumption(dep, buyer, 5, "m-b", 1_000, 1_400)
+    assert (burned, dep.grx.balance(buyer.pubkey())) == (400, 300) and sig
+    assert st.burn_consumption(dep, buyer, 5, "m-b", 1_000, 1_400) == (0, None)  # a retry
+    burned, _ = st.burn_consumption(dep, buyer, 6, "m-b", 1_400, 2_000)  # more than it holds
+    assert burned == 300 and dep.grx.balance(buyer.pubkey()) == 0
+    assert dep.grx.supply() == 0

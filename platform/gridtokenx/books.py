@@ -33,6 +33,13 @@ meters = Table(
     Column("public_key", LargeBinary(32), nullable=False),
     Column("owner", String(44), nullable=False),  # the owner's wallet (base58)
 )
+hubs = Table(
+    "ledger_hubs",
+    metadata,
+    Column("hub_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary(32), nullable=False),  # its batch and oracle key
+    Column("token_sha256", LargeBinary(32), nullable=False),  # its API token, hashed
+)
 batches = Table(
     "ledger_batches",
     metadata,

@@ -103,4 +103,6 @@ batches = Table(
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("submitted_ref", String(128)),
+    Column("chain_txs", Text),  # JSON list of the ledger's transaction signatures
+    Column("last_error", String(200)),
 )

@@ -223,23 +223,52 @@ def already(ledger: Ledger, text: str) -> str | None:
     return ledger.memo_index().get(text)
 
 
-def record_batch(ledger: Ledger, evidence: Evidence, hub: Signer, hub_pubkey: Pubkey) -> str:
-    """The batch on-chain (Memo signed by the hub's oracle key), once."""
+@dataclass(frozen=True)
+class Proposal:
+    """One transaction still to land for a batch, as the message every signer signs."""
+
+    memo: str
+    message: Message
+
+
+def propose(
+    ledger: Ledger,
+    grx: Mint,
+    multisig: Pubkey,
+    oracle_keys: Sequence[Pubkey],
+    hub_key: Pubkey,
+    evidence: Evidence,
+    owners: Mapping[str, Pubkey],
+    marks: Marks,
+) -> list[Proposal]:
+    """What is still to land for a batch: its record (signed by the hub key), then its
+    mints, drawn against the marks on the chain now; what already landed is left out."""
+    current = marks.update(ledger)
+    blockhash = ledger.latest_blockhash()
+    payer = ledger.payer.pubkey()
+    out = []
     text = batch_memo(evidence)
-    done = already(ledger, text)
+    if not already(ledger, text):
+        out.append(
+            Proposal(text, Message.new_with_blockhash([memo(text, [hub_key])], payer, blockhash))
+        )
+    mints = plan(evidence.header, owners, current)
+    for instructions, group in pack(
+        grx, multisig, oracle_keys, ledger.payer, evidence.tag, evidence.header.root, mints
+    ):
+        text = mint_memo(evidence.tag, evidence.header.root, group)
+        if not already(ledger, text):
+            out.append(Proposal(text, Message.new_with_blockhash(instructions, payer, blockhash)))
+    return out
+
+
+def submit(ledger: Ledger, proposal: Proposal, signers: Mapping[Pubkey, Signer]) -> str:
+    """Have every signer sign the proposal's message and send it, unless it landed."""
+    done = already(ledger, proposal.memo)
     if done:
         return done
-    return send_signed(ledger, [memo(text, [hub_pubkey])], {hub_pubkey: hub})
-
-
-def send_signed(
-    ledger: Ledger, instructions: Sequence[Instruction], signers: Mapping[Pubkey, Signer]
-) -> str:
-    """Build one transaction, have every signer sign its message, send it."""
-    blockhash = ledger.latest_blockhash()
-    message = Message.new_with_blockhash(list(instructions), ledger.payer.pubkey(), blockhash)
-    count = message.header.num_required_signatures
-    keys = message.account_keys[:count]
+    message = proposal.message
+    keys = message.account_keys[: message.header.num_required_signatures]
     payload = bytes(message)
     sigs = []
     for key in keys:
@@ -267,17 +296,15 @@ def mint_batch(
     drawn against the marks read from the chain just now."""
     current = marks.update(ledger)
     mints = plan(evidence.header, owners, current)
-    signer_keys = list(oracles)
     signatures = []
     for instructions, group in pack(
-        grx, multisig, signer_keys, ledger.payer, evidence.tag, evidence.header.root, mints
+        grx, multisig, list(oracles), ledger.payer, evidence.tag, evidence.header.root, mints
     ):
         text = mint_memo(evidence.tag, evidence.header.root, group)
-        done = already(ledger, text)
-        if done:
-            signatures.append(done)
-            continue
-        signatures.append(send_signed(ledger, instructions, oracles))
+        message = Message.new_with_blockhash(
+            instructions, ledger.payer.pubkey(), ledger.latest_blockhash()
+        )
+        signatures.append(submit(ledger, Proposal(text, message), oracles))
     marks.update(ledger)
     return signatures
 
@@ -290,3 +317,36 @@ def reviewing_signer(key: Keypair, check: Callable[[], None]) -> Signer:
         return key.sign_message(message)
 
     return sign
+
+
+def hub_check(message: Message, evidence: Evidence) -> None:
+    """The hub's own check of a transaction the platform asks it to sign: the record of
+    its batch, or mints whose memo names its batch root and whose every amount is one of
+    its meters' export up to the register the batch ends on. Raises Refused."""
+    from spl.token.constants import TOKEN_2022_PROGRAM_ID
+
+    from gridtokenx.ledger.backend import MEMO_PROGRAM_ID
+
+    keys = message.account_keys
+    memos, amounts = [], []
+    for ix in message.instructions:
+        program, data = keys[ix.program_id_index], bytes(ix.data)
+        if program == MEMO_PROGRAM_ID:
+            memos.append(data.decode("utf-8", "replace"))
+        elif program == TOKEN_2022_PROGRAM_ID and data[:1] == bytes([14]):  # MintToChecked
+            amounts.append(int.from_bytes(data[1:9], "little"))
+        else:
+            raise Refused("unexpected_instruction", f"program {program}")
+    if len(memos) != 1:
+        raise Refused("unexpected_instruction", "one memo per transaction")
+    if memos[0] == batch_memo(evidence) and not amounts:
+        return
+    parsed = parse_ranges(memos[0], MINT)
+    if parsed is None or parsed[0] != evidence.tag or parsed[1] != evidence.header.root.hex():
+        raise Refused("not_this_batch", memos[0][:80])
+    last = {r.meter_id: r.export_last_wh for r in evidence.header.ranges}
+    if len(parsed[2]) != len(amounts):
+        raise Refused("plan_mismatch", "memo and mints differ")
+    for (meter, low, high), amount in zip(parsed[2], amounts, strict=True):
+        if last.get(meter) != high or amount != high - low or low < 0 or amount <= 0:
+            raise Refused("plan_mismatch", f"{meter}: {low}-{high} for {amount} Wh")

@@ -1,0 +1,222 @@
+"""The hub's outbox to the chain through the platform over HTTP: the hub and the platform
+each re-verify and sign, the mint lands once, and neither a restart of the outbox nor a
+crash after the chain accepted a batch submits it twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from databases import database
+from nacl.signing import SigningKey
+from services import free_port
+from solders.keypair import Keypair
+from sqlalchemy import select, update
+
+from gridtokenx.api.app import create_app
+from gridtokenx.hub import batches, schema
+from gridtokenx.hub.ingest import Ingestor
+from gridtokenx.hub.outbox import Outbox
+from gridtokenx.hub.rules import MeterStatus, RuleConfig
+from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.service import Platform
+from gridtokenx.wire import envelope
+from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
+from gridtokenx.wire.topics import reading_topic
+
+NOW = 1_767_225_600
+METERS = {f"m{k}": SigningKey(bytes([k + 1]) * 32) for k in range(3)}
+ADMIN, HUB_TOKEN = "admin-token-" + "x" * 20, "hub-token-" + "y" * 20
+
+
+class Server:
+    """The platform served over real HTTP on 127.0.0.1, in this process."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(platform, ADMIN), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    with database("sqlite", tmp_path) as url:
+        store = HubStore(connect(url))
+        for meter_id, key in METERS.items():
+            store.add_meter(meter_id, bytes(key.verify_key), status=MeterStatus.APPROVED)
+        hub_key = batches.hub_key(tmp_path / "hub.key")
+        platform = Platform(tmp_path / "platform")
+        server = Server(platform)
+        owners = {m: Keypair().pubkey() for m in METERS}
+        with httpx.Client(base_url=server.url) as admin:
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            r = admin.post(
+                "/api/v1/admin/hubs",
+                headers=auth,
+                json={
+                    "hub_id": "hub-001",
+                    "public_key": bytes(hub_key.verify_key).hex(),
+                    "token": HUB_TOKEN,
+                },
+            )
+            assert r.status_code == 201, r.text
+            for m, key in METERS.items():
+                r = admin.post(
+                    "/api/v1/admin/meters",
+                    headers=auth,
+                    json={
+                        "meter_id": m,
+                        "public_key": bytes(key.verify_key).hex(),
+                        "owner": str(owners[m]),
+                    },
+                )
+                assert r.status_code == 201, r.text
+            assert admin.post("/api/v1/admin/meters", json={}).status_code == 401
+            bad = admin.post(
+                "/api/v1/admin/meters",
+                headers=auth,
+                json={"meter_id": "x", "public_key": "00", "owner": "y"},
+            )
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+        yield {
+            "store": store,
+            "key": hub_key,
+            "platform": platform,
+            "server": server,
+            "owners": owners,
+        }
+        server.stop()
+
+
+def feed(store: HubStore, seqs: range, received_at: int) -> None:
+    hub = Ingestor(store, RuleConfig(), clock=lambda: received_at)
+    messages = []
+    for seq in seqs:
+        for meter_id, key in METERS.items():
+            r = Reading(
+                meter_id,
+                seq,
+                NOW - 3600 + seq * 900,
+                100 + seq,
+                1_000 * seq,
+                900,
+                2300,
+                0,
+                1000,
+                5000,
+            )
+            messages.append(
+                (reading_topic(meter_id), envelope.seal(encode(r), READING_DOMAIN, key))
+            )
+    assert all(d.accepted for d in hub.ingest(messages))
+
+
+def states(store: HubStore) -> list[tuple[int, str, int]]:
+    b = schema.batches
+    with store.engine.connect() as c:
+        return [
+            (r.epoch, r.state, r.attempts)
+            for r in c.execute(select(b.c.epoch, b.c.state, b.c.attempts).order_by(b.c.epoch))
+        ]
+
+
+def test_batches_reach_the_chain_once_through_the_platform(setup: dict[str, Any]) -> None:
+    store, key, platform, server, owners = (
+        setup[k] for k in ("store", "key", "platform", "server", "owners")
+    )
+    feed(store, range(1, 4), NOW)
+    batches.build(store, "hub-001", 1, NOW + 1, key)
+    outbox = Outbox(store, key, server.url, HUB_TOKEN)
+    result = outbox.run_once()
+    b = schema.batches
+    with store.engine.connect() as c:
+        error = c.execute(select(b.c.last_error)).scalar_one()
+    assert result["submitted"] == 1, error
+    grx = platform.dep.grx
+    assert [grx.balance(o) for o in owners.values()] == [2_000] * 3  # export 1000 -> 3000
+    b = schema.batches
+    with store.engine.connect() as c:
+        txs = json.loads(c.execute(select(b.c.chain_txs)).scalar_one())
+    assert len(txs) == 2  # the batch record (hub-signed memo) and one mint transaction
+    # the hub's key is one of the multisig's signers: the mint carries its signature
+    landed = {entry.signature: entry for entry in platform.ledger.history()}
+    hub_pub = Keypair.from_seed(bytes(key)).pubkey()
+    assert all(hub_pub in landed[t].tx.message.account_keys for t in txs)
+    # a restart that lost the hub's record of the submission: the batch goes again, and
+    # the platform answers with what already landed; nothing is minted twice
+    with store.engine.begin() as c:
+        c.execute(update(b).values(state="pending", chain_txs=None))
+    assert outbox.run_once()["submitted"] == 1
+    with store.engine.connect() as c:
+        assert json.loads(c.execute(select(b.c.chain_txs)).scalar_one()) == txs
+    assert grx.supply() == 6_000
+
+
+def test_crash_between_the_chain_and_the_hub_and_an_outage_lose_nothing(
+    setup: dict[str, Any],
+) -> None:
+    store, key, platform, server, _owners = (
+        setup[k] for k in ("store", "key", "platform", "server", "owners")
+    )
+    feed(store, range(1, 3), NOW)
+    batches.build(store, "hub-001", 1, NOW + 1, key)
+    feed(store, range(3, 5), NOW + 900)
+    batches.build(store, "hub-001", 2, NOW + 901, key)
+    unreachable = Outbox(store, key, f"http://127.0.0.1:{free_port()}", HUB_TOKEN, timeout=2)
+    assert unreachable.run_once() == {"submitted": 0, "refused": 0, "pending": 1}
+    assert [s for _, s, _ in states(store)] == ["pending", "pending"]
+    # the platform sends the first batch's transactions, then the hub dies before it records
+    outbox = Outbox(store, key, server.url, HUB_TOKEN)
+    real = outbox._mark
+
+    def die_on_submitted(batch_id: int, **values: object) -> None:
+        if values.get("state") == "submitted":
+            raise KeyboardInterrupt("power cut")
+        real(batch_id, **values)
+
+    outbox._mark = die_on_submitted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        outbox.run_once()
+    grx = platform.dep.grx
+    assert grx.supply() == 3 * 1_000  # epoch 1 landed: 1000 -> 2000 per meter
+    restarted = Outbox(store, key, server.url, HUB_TOKEN)
+    assert restarted.run_once() == {"submitted": 2, "refused": 0, "pending": 0}
+    assert grx.supply() == 3 * 3_000  # 1000 -> 4000: each Wh once
+    assert [s for _, s, _ in states(store)] == ["submitted", "submitted"]
+
+
+def test_platform_refuses_a_forged_reading_and_a_wrong_token(setup: dict[str, Any]) -> None:
+    store, key, platform, server = (setup[k] for k in ("store", "key", "platform", "server"))
+    feed(store, range(1, 3), NOW)
+    batches.build(store, "hub-001", 1, NOW + 1, key)
+    assert Outbox(store, key, server.url, "wrong-token-" + "z" * 20).run_once()["pending"] == 1
+    r = schema.readings
+    with store.engine.begin() as c:  # someone alters a stored signature on the gateway
+        c.execute(update(r).where(r.c.meter_id == "m0", r.c.seq == 1).values(signature=b"\1" * 64))
+    assert Outbox(store, key, server.url, HUB_TOKEN).run_once()["refused"] == 1
+    b = schema.batches
+    with store.engine.connect() as c:
+        assert c.execute(select(b.c.last_error)).scalar_one() == "platform_refused:bad_signature"
+    assert platform.dep.grx.supply() == 0
