@@ -139,12 +139,16 @@ def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
         "--data",
         str(tmp_path),
         "--duration",
-        "25",
+        "40",
+        "--hub-epoch-s",
+        "10",
         "--http-port",
         str(http_port),
+        "--api-port",
+        str(free_port()),
         "--mqtt-port",
         str(free_port()),
-        timeout=180,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"http://127.0.0.1:{http_port}/" in done.stdout
@@ -155,3 +159,12 @@ def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
         assert seqs and seqs[-1] == 1, (meter.meter_id, seqs)  # from the very first reading
     assert store.counts()["accepted"] >= 4 and len(store.counts()) == 1
     store.engine.dispose()
+    # the hub's batches went through the platform to the embedded ledger, and the ledger
+    # reconciles with the platform's books (the keystore key is the demo's, from DATA)
+    key = (tmp_path / "secrets" / "keystore.key").read_text()
+    audited = gridtokenx(
+        "audit", "--data", str(tmp_path / "platform"), env={"GTX_KEYSTORE_KEY": key}
+    )
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    report = json.loads(audited.stdout)
+    assert report["checked"]["batches"] >= 1, report

@@ -388,3 +388,18 @@ def test_consumption_burns_grx_against_the_import_register_once(chain: Chain) ->
     burned, _ = st.burn_consumption(dep, buyer, 6, "m-b", 1_400, 2_000)  # more than it holds
     assert burned == 300 and dep.grx.balance(buyer.pubkey()) == 0
     assert dep.grx.supply() == 0
+
+
+def test_single_reading_batches_still_mint_from_the_first_register(chain: Chain) -> None:
+    """A batch with one reading per meter mints nothing, but sets the mark the next starts from."""
+    dep = chain.dep
+    keys, owners, signing = meter_fleet(chain, 2)
+    signers = oracles(chain)
+    for epoch, export in ((1, 500), (2, 800), (3, 1_300)):
+        ev = evidence(
+            chain, epoch, [signed(signing[m], reading(m, epoch, 0, export)) for m in keys]
+        )
+        mint_batch(
+            dep.ledger, dep.grx, dep.oracle_multisig, ev, owners, Marks("gtx1 mint"), signers
+        )
+    assert dep.grx.supply() == 2 * 800  # 500 -> 1300

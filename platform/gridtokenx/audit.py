@@ -126,9 +126,9 @@ def _mints(dep: Deployment, engine: Engine, history: list[Landed], report: Repor
             for op in token_ops(entry)
             if op.kind == MINT_TO_CHECKED and op.mint == dep.grx.address
         ]
-        if not grx_mints:
-            continue
         parsed = [p for p in (parse_ranges(t, MINT) for t in entry.memos) if p is not None]
+        if not grx_mints and not parsed:
+            continue
         if len(parsed) != 1:
             report.fail(f"tx {entry.signature}", "GRX minted without one mint memo")
             continue
@@ -141,12 +141,15 @@ def _mints(dep: Deployment, engine: Engine, history: list[Landed], report: Repor
             )
             continue
         by_meter = {m.meter_id: m for m in found.ranges}
-        if len(ranges) != len(grx_mints):
+        minted = [r for r in ranges if r[2] != r[1]]  # zero-length entries only set a mark
+        if len(minted) != len(grx_mints):
             report.fail(
                 f"tx {entry.signature}", "memo ranges and mint instructions differ in number"
             )
             continue
-        for (meter, low, high), op in zip(ranges, grx_mints, strict=True):
+        amounts = iter(grx_mints)
+        for meter, low, high in ranges:
+            op = next(amounts) if high != low else None
             where = f"tx {entry.signature} meter {meter}"
             span = by_meter.get(meter)
             owner = owners.get(meter)
@@ -156,9 +159,9 @@ def _mints(dep: Deployment, engine: Engine, history: list[Landed], report: Repor
                 or low < min(span.export_first_wh, marks.get(meter, low))
             ):
                 report.fail(where, f"range {low}-{high} is not in batch {tag_text}")
-            elif owner is None or op.account != dep.grx.account_of(owner):
+            elif op is not None and (owner is None or op.account != dep.grx.account_of(owner)):
                 report.fail(where, "minted to an account that is not the meter owner's")
-            elif op.amount != high - low:
+            elif op is not None and op.amount != high - low:
                 report.fail(where, f"minted {op.amount} Wh for a range of {high - low} Wh")
             elif meter in marks and low != marks[meter]:
                 report.fail(

@@ -322,12 +322,22 @@ def up(
     data: Annotated[Path, typer.Option(help="Where data and logs are kept.")] = Path("var/up"),
     mqtt_port: Annotated[int, typer.Option(help="Embedded broker port.")] = 1884,
     http_port: Annotated[int, typer.Option(help="Hub page port.")] = 8080,
+    api_port: Annotated[int, typer.Option(help="Platform API port.")] = 8090,
+    hub_epoch_s: Annotated[int, typer.Option(min=5, help="The hub's batch epoch (s).")] = 60,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
 ) -> None:
     """Start the system with embedded defaults (what `make run` runs)."""
     from gridtokenx.up import up as start
 
-    start(meters=meters, data=data, mqtt_port=mqtt_port, http_port=http_port, duration=duration)
+    start(
+        meters=meters,
+        data=data,
+        mqtt_port=mqtt_port,
+        http_port=http_port,
+        api_port=api_port,
+        hub_epoch_s=hub_epoch_s,
+        duration=duration,
+    )
 
 
 def main() -> None:
@@ -372,3 +382,38 @@ def bench_settle(
     from gridtokenx.ledger import bench as ledger_bench
 
     emit(ledger_bench.run(trades, participants, meters), as_json)
+
+
+platform_app = typer.Typer(
+    help="The platform service: API, co-signer, ledger.", no_args_is_help=True
+)
+app.add_typer(platform_app, name="platform")
+
+
+@platform_app.command("run")
+def platform_run(
+    data: Annotated[Path, typer.Option(envvar="GTX_DATA", help="Keystore, chain, books.")] = Path(
+        "var/platform"
+    ),
+    host: Annotated[str, typer.Option(envvar="GTX_HTTP_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="GTX_HTTP_PORT")] = 8090,
+    database: Annotated[str | None, typer.Option(envvar="DATABASE_URL")] = None,
+) -> None:
+    """Serve the platform API until SIGTERM/SIGINT (admin token: GTX_ADMIN_TOKEN)."""
+    import os
+
+    import uvicorn
+
+    from gridtokenx.api.app import create_app
+    from gridtokenx.ledger.keystore import KeystoreError
+    from gridtokenx.service import Platform
+
+    try:
+        platform = Platform(data, database)
+    except KeystoreError as err:
+        fail(str(err))
+    typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
+    app_ = create_app(platform, os.environ.get("GTX_ADMIN_TOKEN") or None)
+    typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    typer.echo("platform stopped cleanly")

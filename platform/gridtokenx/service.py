@@ -85,6 +85,13 @@ class Platform:
                 self.dep.rotate_oracles([*hubs, hub, *(k.pubkey() for k in platform)], 3, current)
                 self.dep.save(self.data / "deployment.json")
 
+    def register_user(self, name: str) -> Pubkey:
+        """A custodial wallet for a household (its key sealed in the keystore), approved."""
+        with self.lock:
+            key = self.keys.ensure(f"user/{name}")
+            self.dep.open_wallet(key.pubkey())
+            return key.pubkey()
+
     def hub_of_token(self, token: str) -> str:
         digest = token_hash(token)
         for row in books.rows(self.books, books.hubs):

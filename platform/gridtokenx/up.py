@@ -3,12 +3,18 @@
 Today: an embedded MQTT broker (amqtt); households of a SimBench grid whose emulated meter
 chips follow their load and PV profiles and the power flow's voltages; the real firmware on
 the MicroPython unix port for each of them; the hub (its own process, as on a gateway) with
-its household page; and the market demo clearing accelerated epochs. The platform API,
-grid-aware clearing and the ledger join as their issues land.
+its household page and its outbox; the platform (API, co-signer, embedded ledger) in its
+own process, to which the hub submits its epoch batches so that production is minted as
+GRX; and the market demo clearing accelerated epochs.
+
+Secrets of the demo (the keystore key, the admin and hub tokens) are made on first start in
+DATA/secrets/ (mode 0600) unless the environment gives them; nothing secret is printed.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+
+import httpx
 
 from gridtokenx.hub.broker import EmbeddedBroker
 from gridtokenx.sim.devices import ChipServer
@@ -26,11 +34,33 @@ from gridtokenx.sim.meters import GridMeters
 NOON_IN_JUNE = 96 * 160 + 44  # a sunny quarter hour of the SimBench year
 
 
+def secret(path: Path, env: str, nbytes: int = 32) -> str:
+    """A demo secret: from the environment, else made once and kept 0600 in DATA/secrets."""
+    if os.environ.get(env):
+        return os.environ[env]
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(nbytes))
+    return path.read_text().strip()
+
+
+def wait_ready(process: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while "ready" not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the {what} did not start; see {log}")
+        time.sleep(0.1)
+
+
 def up(
     meters: int = 3,
     data: Path = Path("var/up"),
     mqtt_port: int = 1884,
     http_port: int = 8080,
+    api_port: int = 8090,
+    hub_epoch_s: int = 60,
     interval_s: int = 10,
     speed: float = 60.0,
     grid_code: str = DEFAULT_GRID,
@@ -58,7 +88,49 @@ def up(
     clock.start()
     fleet = Fleet(data, chips.address, "127.0.0.1", mqtt_port, interval_s)
     hub: subprocess.Popen[bytes] | None = None
+    platform: subprocess.Popen[bytes] | None = None
+    secrets_dir = data / "secrets"
+    env = {
+        **os.environ,
+        "GTX_KEYSTORE_KEY": secret(secrets_dir / "keystore.key", "GTX_KEYSTORE_KEY"),
+        "GTX_ADMIN_TOKEN": secret(secrets_dir / "admin.token", "GTX_ADMIN_TOKEN"),
+        "HUB_PLATFORM_TOKEN": secret(secrets_dir / "hub.token", "HUB_PLATFORM_TOKEN"),
+    }
+    api = f"http://127.0.0.1:{api_port}"
     try:
+        platform = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtokenx",
+                "platform",
+                "run",
+                "--data",
+                str(data / "platform"),
+                "--port",
+                str(api_port),
+            ],
+            stdout=(logs / "platform.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        wait_ready(platform, logs / "platform.log", "platform")
+        admin = httpx.Client(
+            base_url=api, headers={"Authorization": f"Bearer {env['GTX_ADMIN_TOKEN']}"}, timeout=60
+        )
+        from gridtokenx.hub.batches import hub_key
+
+        key = hub_key(data / "hub.key")  # the hub's own key file (made here on its behalf)
+        _ok(
+            admin.post(
+                "/api/v1/admin/hubs",
+                json={
+                    "hub_id": "hub-001",
+                    "public_key": bytes(key.verify_key).hex(),
+                    "token": env["HUB_PLATFORM_TOKEN"],
+                },
+            )
+        )
         for m in physics.homes:
             meter = fleet.add(m.home.meter_id, m.chip)
             subprocess.run(  # the installer registers the key the meter made (once)
@@ -79,6 +151,18 @@ def up(
                 ],
                 capture_output=True,
             )
+            household = f"bus {m.home.bus} {m.home.meter_id}"
+            wallet = _ok(admin.post("/api/v1/admin/users", json={"name": household}))["wallet"]
+            _ok(
+                admin.post(
+                    "/api/v1/admin/meters",
+                    json={
+                        "meter_id": meter.meter_id,
+                        "public_key": meter.public_key,
+                        "owner": wallet,
+                    },
+                )
+            )
         hub = subprocess.Popen(
             [
                 sys.executable,
@@ -94,7 +178,9 @@ def up(
                 "--http-port",
                 str(http_port),
                 "--epoch-s",
-                "60",
+                str(hub_epoch_s),
+                "--platform-url",
+                api,
                 "--key-file",
                 str(data / "hub.key"),
                 "--min-interval-s",
@@ -102,12 +188,9 @@ def up(
             ],
             stdout=(logs / "hub.log").open("ab"),
             stderr=subprocess.STDOUT,
+            env=env,
         )
-        deadline = time.monotonic() + 60
-        while "ready" not in (logs / "hub.log").read_text(errors="replace"):
-            if hub.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the hub did not start; see {logs / 'hub.log'}")
-            time.sleep(0.1)
+        wait_ready(hub, logs / "hub.log", "hub")
         fleet.start()
         print(
             f"GridTokenX is up: {meters} households of {grid_code} with meters running the\n"
@@ -115,6 +198,8 @@ def up(
             f"  MQTT broker (embedded amqtt)  mqtt://127.0.0.1:{mqtt_port}\n"
             f"  hub household page           http://127.0.0.1:{http_port}/\n"
             f"  hub metrics                  http://127.0.0.1:{http_port}/metrics\n"
+            f"  platform API                 {api}/docs\n"
+            f"  audit the ledger             gridtokenx audit --data {data / 'platform'}\n"
             f"  logs and data                {data}/\n"
             "The market demo below clears an accelerated epoch every "
             f"{epoch_seconds:g} s. Ctrl-C stops everything.",
@@ -131,12 +216,20 @@ def up(
     finally:
         stop.set()
         fleet.stop()
-        if hub is not None and hub.poll() is None:
-            hub.send_signal(signal.SIGTERM)
-            try:
-                hub.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                hub.kill()
+        for process in (hub, platform):  # the hub first: it finishes talking to the platform
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         chips.stop()
         broker.stop()
         print("everything stopped; readings are kept in the meters' flash and the hub's database")
+
+
+def _ok(response: httpx.Response) -> dict[str, str]:
+    if response.status_code >= 300:
+        raise RuntimeError(f"platform: {response.status_code} {response.text[:200]}")
+    result: dict[str, str] = response.json()
+    return result

@@ -125,6 +125,9 @@ def run(
     epoch_s: Annotated[int, typer.Option(help="Batch every epoch of this length.")] = 900,
     key_file: Annotated[Path, typer.Option(envvar="HUB_KEY_FILE")] = Path("var/hub.key"),
     platform_url: Annotated[str | None, typer.Option(envvar="HUB_PLATFORM_URL")] = None,
+    submit_every_s: Annotated[
+        float, typer.Option(help="How often the outbox submits pending batches.")
+    ] = 5.0,
     min_interval_s: Annotated[int, typer.Option(help="Shortest accepted reading interval.")] = 10,
 ) -> None:
     """Run the hub: ingest, batch every epoch, serve the page, until SIGTERM/SIGINT."""
@@ -147,10 +150,28 @@ def run(
         client_id=f"gtx-{hub_id}",
     ).start()
     stop = threading.Event()
+    token = os.environ.get("HUB_PLATFORM_TOKEN")
+    outbox = None
+    if platform_url and token:
+        from gridtokenx.hub.outbox import Outbox
+
+        outbox = Outbox(store, key, platform_url, token)
+    elif platform_url:
+        typer.echo(f"hub {hub_id}: HUB_PLATFORM_TOKEN is not set: batches stay in the outbox")
+    last_submit = 0.0
 
     def batch_every_epoch() -> None:
+        nonlocal last_submit
         handled = int(time.time()) // epoch_s
         while not stop.wait(1.0):
+            if outbox is not None and time.monotonic() - last_submit >= submit_every_s:
+                last_submit = time.monotonic()
+                try:
+                    counts = outbox.run_once()
+                    if counts["submitted"] or counts["refused"]:
+                        typer.echo(f"hub {hub_id}: outbox {counts}")
+                except Exception as exc:  # the database away: the next tick retries
+                    typer.echo(f"hub {hub_id}: outbox failed ({exc.__class__.__name__})")
             current = int(time.time()) // epoch_s
             if current > handled:
                 try:

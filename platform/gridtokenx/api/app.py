@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from solders.pubkey import Pubkey
 
+from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.service import Outcome, Platform, ServiceError
 
 HEX = r"^([0-9a-fA-F]{2})*$"
@@ -22,6 +23,10 @@ class HubIn(BaseModel):
     hub_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     public_key: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     token: str = Field(min_length=24, max_length=200)
+
+
+class UserIn(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9._ -]{1,64}$")
 
 
 class MeterIn(BaseModel):
@@ -56,6 +61,13 @@ def create_app(platform: Platform, admin_token: str | None = None) -> FastAPI:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        return JSONResponse(
+            {"code": f"ledger_{exc.code}", "message": "the ledger refused the transaction"},
+            status_code=409,
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -106,6 +118,10 @@ def create_app(platform: Platform, admin_token: str | None = None) -> FastAPI:
     def add_hub(body: HubIn) -> dict[str, str]:
         platform.register_hub(body.hub_id, bytes.fromhex(body.public_key), body.token)
         return {"hub_id": body.hub_id}
+
+    @app.post("/api/v1/admin/users", status_code=201, dependencies=[Depends(admin)])
+    def add_user(body: UserIn) -> dict[str, str]:
+        return {"name": body.name, "wallet": str(platform.register_user(body.name))}
 
     @app.post("/api/v1/admin/meters", status_code=201, dependencies=[Depends(admin)])
     def add_meter(body: MeterIn) -> dict[str, str]:

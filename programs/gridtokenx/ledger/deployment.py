@@ -24,7 +24,7 @@ from solders.pubkey import Pubkey
 from spl.token.models import AuthorityType
 
 from gridtokenx.ledger import tokens
-from gridtokenx.ledger.backend import Ledger, LedgerError, memo
+from gridtokenx.ledger.backend import Ledger, memo
 from gridtokenx.ledger.keystore import Keystore
 from gridtokenx.ledger.tokens import Metadata, Mint
 
@@ -131,18 +131,16 @@ class Deployment:
     # -- wallets ---------------------------------------------------------------------------
     def open_wallet(self, owner: Pubkey, approve: bool = True) -> None:
         """The owner's GRX and THB accounts (idempotent); GRX thawed if approved."""
-        ixs = [self.grx.open_ix(owner), self.thb.open_ix(owner)]
+        ixs = []
+        if not (self.grx.exists(owner) and self.thb.exists(owner)):
+            ixs += [self.grx.open_ix(owner), self.thb.open_ix(owner)]
+        frozen = not self.grx.exists(owner) or self.grx.is_frozen(owner)
         signers = []
-        if approve:
+        if approve and frozen:
             ixs.append(self.grx.thaw_ix(owner, self.registry.pubkey()))
             signers.append(self.registry)
-        try:
+        if ixs:
             self.ledger.send(ixs, signers)
-        except LedgerError as err:
-            if err.code != "transaction_failed" or not self.grx.exists(owner):
-                raise
-            # already thawed: thawing a live account fails; the accounts exist
-            self.ledger.send(ixs[:2], [])
 
     def approve(self, owner: Pubkey) -> str:
         return self.ledger.send([self.grx.thaw_ix(owner, self.registry.pubkey())], [self.registry])

@@ -118,17 +118,20 @@ def plan(
 ) -> list[MeterMint]:
     """What to mint for a batch: each linked meter's export since its high-water mark.
 
-    A meter's first mint starts at the first export register the hub verified for it;
-    energy before registration is not minted. Meters with no owner are skipped and their
-    mark does not move, so their energy is minted once they are linked."""
+    A meter's first entry starts at the first export register the hub verified for it
+    (energy before registration is not minted) and is recorded even when it mints nothing,
+    so that the next batch starts where this one ended. Meters with no owner are skipped;
+    their mark does not move, so their energy is minted once they are linked."""
     mints = []
     for r in header.ranges:
         owner = owners.get(r.meter_id)
         if owner is None:
             continue
-        start = marks.get(r.meter_id, r.export_first_wh)
-        if r.export_last_wh > start:
-            mints.append(MeterMint(r.meter_id, owner, start, r.export_last_wh))
+        mark = marks.get(r.meter_id)
+        if mark is None:  # the first: a mark is set even when nothing is minted yet
+            mints.append(MeterMint(r.meter_id, owner, r.export_first_wh, r.export_last_wh))
+        elif r.export_last_wh > mark:
+            mints.append(MeterMint(r.meter_id, owner, mark, r.export_last_wh))
     return mints
 
 
@@ -203,7 +206,7 @@ def pack(
     group: list[MeterMint] = []
 
     def instructions(ms: Sequence[MeterMint]) -> list[Instruction]:
-        return [grx.mint_ix(m.owner, m.wh, multisig, signers) for m in ms] + [
+        return [grx.mint_ix(m.owner, m.wh, multisig, signers) for m in ms if m.wh > 0] + [
             memo(mint_memo(tag, root, ms))
         ]
 
@@ -345,8 +348,9 @@ def hub_check(message: Message, evidence: Evidence) -> None:
     if parsed is None or parsed[0] != evidence.tag or parsed[1] != evidence.header.root.hex():
         raise Refused("not_this_batch", memos[0][:80])
     last = {r.meter_id: r.export_last_wh for r in evidence.header.ranges}
-    if len(parsed[2]) != len(amounts):
+    minted = [entry for entry in parsed[2] if entry[2] != entry[1]]  # zero-length: a mark
+    if len(minted) != len(amounts) or any(last.get(m) != high for m, _, high in parsed[2]):
         raise Refused("plan_mismatch", "memo and mints differ")
-    for (meter, low, high), amount in zip(parsed[2], amounts, strict=True):
-        if last.get(meter) != high or amount != high - low or low < 0 or amount <= 0:
+    for (meter, low, high), amount in zip(minted, amounts, strict=True):
+        if amount != high - low or low < 0 or amount <= 0:
             raise Refused("plan_mismatch", f"{meter}: {low}-{high} for {amount} Wh")
