@@ -398,22 +398,54 @@ def platform_run(
     host: Annotated[str, typer.Option(envvar="GTX_HTTP_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="GTX_HTTP_PORT")] = 8090,
     database: Annotated[str | None, typer.Option(envvar="DATABASE_URL")] = None,
+    epoch_s: Annotated[float, typer.Option(help="Epoch length in seconds.")] = 900.0,
+    mechanism: Annotated[str, typer.Option(help="uniform, pay-as-bid or cda.")] = "uniform",
 ) -> None:
-    """Serve the platform API until SIGTERM/SIGINT (admin token: GTX_ADMIN_TOKEN)."""
+    """Serve the platform API, run the market's epochs, until SIGTERM/SIGINT.
+
+    The admin token (bootstrap) comes from GTX_ADMIN_TOKEN; Redis (REDIS_URL) shares rate
+    limits and events between instances."""
     import os
+    import threading
 
     import uvicorn
 
+    from gridtokenx.accounts import Accounts
     from gridtokenx.api.app import create_app
     from gridtokenx.ledger.keystore import KeystoreError
+    from gridtokenx.market.config import MarketConfig
+    from gridtokenx.ratelimit import from_env
     from gridtokenx.service import Platform
+    from gridtokenx.trading import Trading
 
     try:
         platform = Platform(data, database)
     except KeystoreError as err:
         fail(str(err))
+    trading = Trading(platform, MarketConfig(mechanism=Mechanism(mechanism)), epoch_s)
+    accounts = Accounts(platform.books, bytes(platform.keys.ensure("jwt"))[:32])
     typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
-    app_ = create_app(platform, os.environ.get("GTX_ADMIN_TOKEN") or None)
+    app_ = create_app(
+        platform,
+        os.environ.get("GTX_ADMIN_TOKEN") or None,
+        trading,
+        accounts,
+        from_env(os.environ.get("REDIS_URL")),
+    )
+    stop = threading.Event()
+
+    def scheduler() -> None:
+        while not stop.wait(0.25):
+            try:
+                for epoch in trading.tick():
+                    typer.echo(f"platform: epoch {epoch} cleared and settled")
+            except Exception as exc:  # the ledger or database away: retried next tick
+                typer.echo(f"platform: epoch pipeline failed ({exc.__class__.__name__}: {exc})")
+
+    clock = threading.Thread(target=scheduler, name="epochs", daemon=True)
+    clock.start()
     typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+    stop.set()
+    clock.join(timeout=30)
     typer.echo("platform stopped cleanly")

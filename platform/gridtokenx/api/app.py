@@ -1,22 +1,34 @@
-"""The platform's HTTP API: a thin adapter over `gridtokenx.service`.
-
-Errors are JSON `{"code": ..., "message": ...}` with a stable code; bad input is 4xx.
-"""
+"""The platform's HTTP API: a thin adapter over the services (`service`, `trading`,
+`accounts`). Errors are JSON `{"code": ..., "message": ...}` with a stable code; bad input
+is 4xx, never a 500. OpenAPI at /docs."""
 
 import base64
 import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from solders.pubkey import Pubkey
+from sqlalchemy import insert, select
 
+from gridtokenx import auditlog
+from gridtokenx.accounts import SELF_SERVICE_ROLES, Accounts, AuthError, Claims
 from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.market.errors import MarketError
+from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Outcome, Platform, ServiceError
+from gridtokenx.tables import idempotency, users
+from gridtokenx.trading import Trading
 
 HEX = r"^([0-9a-fA-F]{2})*$"
+USER_LIMIT, IP_LIMIT = 100, 300
 
 
 class HubIn(BaseModel):
@@ -46,6 +58,60 @@ class SignaturesIn(BaseModel):
     signatures: list[str] = Field(max_length=10_000)
 
 
+class RegisterIn(BaseModel):
+    email: str = Field(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+    password: str = Field(min_length=10, max_length=200)
+    role: str = Field(default="consumer", pattern="^(consumer|prosumer)$")
+    wallet: str | None = Field(
+        default=None,
+        min_length=32,
+        max_length=44,
+        description="an external wallet instead of a custodial one",
+    )
+
+
+class LoginIn(BaseModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=200)
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class WalletLoginIn(BaseModel):
+    wallet: str = Field(min_length=32, max_length=44)
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+    signature: str = Field(min_length=80, max_length=100, description="base58 Ed25519 signature")
+
+
+class OrderIn(BaseModel):
+    side: str = Field(pattern="^(buy|sell)$")
+    quantity_wh: int = Field(gt=0, le=10**9)
+    price: int = Field(gt=0, le=10**12, description="micro-THB per kWh")
+    zone: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    tif: str = Field(default="GFE", pattern="^(GFE|IOC|FOK)$")
+
+
+class TopUpIn(BaseModel):
+    user_id: str = Field(max_length=36)
+    micro_thb: int = Field(gt=0, le=10**15)
+    reference: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class HaltIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+@dataclass
+class Api:
+    platform: Platform
+    admin_token: str | None = None
+    trading: Trading | None = None
+    accounts: Accounts | None = None
+    limiter: Limiter = field(default_factory=MemoryLimiter)
+
+
 def _outcome(out: Outcome) -> dict[str, Any]:
     return {
         "state": out.state,
@@ -55,47 +121,112 @@ def _outcome(out: Outcome) -> dict[str, Any]:
     }
 
 
-def create_app(platform: Platform, admin_token: str | None = None) -> FastAPI:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    platform: Platform,
+    admin_token: str | None = None,
+    trading: Trading | None = None,
+    accounts: Accounts | None = None,
+    limiter: Limiter | None = None,
+) -> FastAPI:
+    api = Api(platform, admin_token, trading, accounts, limiter or MemoryLimiter())
     app = FastAPI(title="GridTokenX platform", version="1", docs_url="/docs")
+    app.state.api = api
+    registry = CollectorRegistry()
+    requests = Counter("gtx_api_requests", "API requests", ["method", "status"], registry=registry)
+    latency = Histogram("gtx_api_seconds", "API latency", registry=registry)
+
+    @app.middleware("http")
+    async def per_ip(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        ip = request.client.host if request.client else "-"
+        wait = api.limiter.hit(f"ip:{ip}", IP_LIMIT) if request.url.path.startswith("/api/") else 0
+        if wait:
+            response: Response = _error(
+                429,
+                "rate_limited",
+                "too many requests from this address",
+                {"Retry-After": str(wait)},
+            )
+        else:
+            response = await call_next(request)
+        requests.labels(request.method, str(response.status_code)).inc()
+        latency.observe(time.perf_counter() - start)
+        return response
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(MarketError)
+    async def market_error(request: Request, exc: MarketError) -> JSONResponse:
+        status = (
+            429 if exc.code == "order_rate_limited" else 409 if exc.code == "market_halted" else 422
+        )
+        return _error(status, exc.code, exc.message)
 
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
-        return JSONResponse(
-            {"code": f"ledger_{exc.code}", "message": "the ledger refused the transaction"},
-            status_code=409,
-        )
+        return _error(409, f"ledger_{exc.code}", "the ledger refused the transaction")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        detail = (
-            exc.detail
-            if isinstance(exc.detail, dict)
-            else {"code": "error", "message": str(exc.detail)}
-        )
-        return JSONResponse(detail, status_code=exc.status_code)
+        if isinstance(exc.detail, dict):
+            return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"code": "invalid_request", "message": f"{where}: {first.get('msg', 'invalid')}"},
-            status_code=422,
-        )
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
 
+    # -- who is calling ------------------------------------------------------------------------
     def bearer(authorization: str | None) -> str:
         if not authorization or not authorization.startswith("Bearer "):
             raise ServiceError(401, "no_token", "Authorization: Bearer <token> is required")
         return authorization.removeprefix("Bearer ")
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+    def need_accounts() -> Accounts:
+        if api.accounts is None:
+            raise ServiceError(503, "no_accounts", "user accounts are not enabled here")
+        return api.accounts
+
+    def need_trading() -> Trading:
+        if api.trading is None:
+            raise ServiceError(503, "no_market", "the market is not enabled here")
+        return api.trading
+
+    def user(authorization: Annotated[str | None, Header()] = None) -> Claims:
+        claims = need_accounts().verify(bearer(authorization))
+        wait = api.limiter.hit(f"user:{claims.user_id}", USER_LIMIT)
+        if wait:
+            raise HTTPException(
+                429,
+                {"code": "rate_limited", "message": "100 requests a minute"},
+                headers={"Retry-After": str(wait)},
+            )
+        return claims
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> str:
         token = bearer(authorization)
-        if admin_token is None or not hmac.compare_digest(token, admin_token):
-            raise ServiceError(403, "not_admin", "an admin token is required")
+        if api.admin_token is not None and hmac.compare_digest(token, api.admin_token):
+            return "admin-token"
+        if api.accounts is not None and token.count(".") == 2:
+            claims = api.accounts.verify(token)
+            if claims.role == "admin":
+                return claims.user_id
+        raise ServiceError(403, "not_admin", "an admin is required")
 
     def hub(authorization: Annotated[str | None, Header()] = None) -> str:
         return platform.hub_of_token(bearer(authorization))
@@ -106,32 +237,288 @@ def create_app(platform: Platform, admin_token: str | None = None) -> FastAPI:
         except ValueError:
             raise ServiceError(422, "invalid_request", f"{what} is not hex") from None
 
+    def pubkey(text: str, what: str) -> Pubkey:
+        try:
+            return Pubkey.from_string(text)
+        except ValueError:
+            raise ServiceError(
+                422, "invalid_request", f"{what} is not a base58 public key"
+            ) from None
+
+    # -- service ------------------------------------------------------------------------------
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/ready")
     def ready() -> dict[str, Any]:
+        platform.dep.grx.supply()  # the ledger answers
         return {"status": "ready", "grx_mint": str(platform.dep.grx.address)}
 
-    @app.post("/api/v1/admin/hubs", status_code=201, dependencies=[Depends(admin)])
-    def add_hub(body: HubIn) -> dict[str, str]:
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return generate_latest(registry).decode()
+
+    # -- auth -----------------------------------------------------------------------------------
+    @app.post("/api/v1/auth/register", status_code=201)
+    def register(body: RegisterIn, request: Request) -> dict[str, Any]:
+        accounts = need_accounts()
+        if body.role not in SELF_SERVICE_ROLES:
+            raise ServiceError(422, "bad_role", "sign up as consumer or prosumer")
+        user_id = str(uuid.uuid4())
+        if body.wallet is None:
+            wallet, custodial = platform.keys.ensure(f"user/{user_id}").pubkey(), True
+        else:
+            wallet, custodial = pubkey(body.wallet, "wallet"), False
+        accounts.register(body.email, body.password, body.role, wallet, custodial, user_id=user_id)
+        with platform.lock:
+            platform.dep.open_wallet(wallet)
+        auditlog.append(platform.books, user_id, "auth.register", {"role": body.role})
+        return {"user_id": user_id, "wallet": str(wallet), "custodial": custodial}
+
+    @app.post("/api/v1/auth/login")
+    def login(body: LoginIn, request: Request) -> dict[str, Any]:
+        try:
+            tokens = need_accounts().login(body.email, body.password)
+        except AuthError:
+            auditlog.append(
+                platform.books,
+                body.email[:64],
+                "auth.login_failed",
+                {"ip": request.client.host if request.client else "-"},
+            )
+            raise
+        auditlog.append(platform.books, body.email[:64], "auth.login", {})
+        return {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "token_type": "bearer",
+            "expires_in": tokens.expires_in,
+        }
+
+    @app.post("/api/v1/auth/refresh")
+    def refresh(body: RefreshIn) -> dict[str, Any]:
+        tokens = need_accounts().refresh(body.refresh_token)
+        return {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "token_type": "bearer",
+            "expires_in": tokens.expires_in,
+        }
+
+    @app.post("/api/v1/auth/logout", status_code=204)
+    def logout(body: RefreshIn) -> Response:
+        need_accounts().logout(body.refresh_token)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/auth/nonce")
+    def nonce(wallet: Annotated[str, Query(min_length=32, max_length=44)]) -> dict[str, str]:
+        n = need_accounts().nonce(wallet)
+        return {"nonce": n, "message": Accounts.nonce_message(n).decode()}
+
+    @app.post("/api/v1/auth/wallet")
+    def wallet_login(body: WalletLoginIn) -> dict[str, Any]:
+        from solders.signature import Signature
+
+        try:
+            signature = bytes(Signature.from_string(body.signature))
+        except ValueError:
+            raise ServiceError(422, "invalid_request", "signature is not base58") from None
+        tokens = need_accounts().wallet_login(body.wallet, body.nonce, signature)
+        return {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "token_type": "bearer",
+            "expires_in": tokens.expires_in,
+        }
+
+    @app.get("/api/v1/me")
+    def me(claims: Annotated[Claims, Depends(user)]) -> dict[str, Any]:
+        found = need_accounts().user(claims.user_id) or {}
+        return {k: found[k] for k in ("user_id", "email", "role", "wallet", "custodial", "status")}
+
+    # -- wallet ---------------------------------------------------------------------------------
+    @app.get("/api/v1/wallet")
+    def wallet(claims: Annotated[Claims, Depends(user)]) -> dict[str, Any]:
+        owner = pubkey(claims.wallet, "wallet")
+        dep = platform.dep
+        accounts = {str(dep.grx.account_of(owner)), str(dep.thb.account_of(owner)), str(owner)}
+        txs = [
+            {"signature": e.signature, "memos": list(e.memos)}
+            for e in platform.ledger.history()[-2000:]
+            if accounts & {str(k) for k in e.tx.message.account_keys}
+        ][-50:]
+        return {
+            "wallet": str(owner),
+            "grx_wh": dep.grx.balance(owner),
+            "thb_micro": dep.thb.balance(owner),
+            "frozen": dep.grx.is_frozen(owner),
+            "transactions": list(reversed(txs)),
+        }
+
+    # -- market ---------------------------------------------------------------------------------
+    @app.get("/api/v1/market/epochs/current")
+    def current_epoch() -> dict[str, Any]:
+        t = need_trading()
+        epoch = t.market.epoch
+        ends = t.ends_at(epoch)
+        return {
+            "epoch": epoch,
+            "ends_at": ends,
+            "seconds_left": max(0.0, round(ends - t.clock(), 3)),
+            "mechanism": t.config.mechanism.value,
+            "halted": t.market.halted,
+        }
+
+    @app.get("/api/v1/market/epochs")
+    def list_epochs(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+        return need_trading().recent_epochs(limit)
+
+    @app.get("/api/v1/market/epochs/{epoch}")
+    def one_epoch(epoch: int) -> dict[str, Any]:
+        found = need_trading().epoch_row(epoch)
+        if found is None:
+            raise ServiceError(404, "no_epoch", f"epoch {epoch} has not been cleared")
+        return found
+
+    @app.get("/api/v1/market/book")
+    def book() -> dict[str, Any]:
+        t = need_trading()
+        with t.lock:
+            return {"epoch": t.market.epoch, "depth": t.market.depth()}
+
+    @app.get("/api/v1/market/candles")
+    def candles(limit: Annotated[int, Query(ge=1, le=500)] = 96) -> list[dict[str, Any]]:
+        rows = [r for r in need_trading().recent_epochs(limit) if r["clearing_price"] is not None]
+        return [
+            {"epoch": r["epoch"], "price": r["clearing_price"], "volume_wh": r["volume_wh"]}
+            for r in reversed(rows)
+        ]
+
+    # -- orders ---------------------------------------------------------------------------------
+    @app.post("/api/v1/orders", status_code=201)
+    def place(
+        body: OrderIn,
+        claims: Annotated[Claims, Depends(user)],
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> JSONResponse:
+        t = need_trading()
+        if idempotency_key:
+            with platform.books.connect() as c:
+                seen = c.execute(
+                    select(idempotency).where(
+                        idempotency.c.user_id == claims.user_id,
+                        idempotency.c.key == idempotency_key,
+                    )
+                ).first()
+            if seen is not None:
+                return JSONResponse(json.loads(seen.body), status_code=seen.status)
+        if claims.role not in ("consumer", "prosumer", "admin"):
+            raise ServiceError(403, "wrong_role", "only households trade")
+        row = t.place(claims.user_id, body.side, body.quantity_wh, body.price, body.zone, body.tif)
+        if idempotency_key:
+            with platform.books.begin() as c:
+                c.execute(
+                    insert(idempotency).values(
+                        user_id=claims.user_id,
+                        key=idempotency_key,
+                        status=201,
+                        body=json.dumps(row),
+                    )
+                )
+        return JSONResponse(row, status_code=201)
+
+    @app.delete("/api/v1/orders/{order_id}")
+    def cancel(order_id: str, claims: Annotated[Claims, Depends(user)]) -> dict[str, Any]:
+        return need_trading().cancel(claims.user_id, order_id)
+
+    @app.get("/api/v1/orders")
+    def my_orders(
+        claims: Annotated[Claims, Depends(user)], limit: Annotated[int, Query(ge=1, le=500)] = 100
+    ) -> list[dict[str, Any]]:
+        return need_trading().orders_of(claims.user_id, limit)
+
+    # -- admin ------------------------------------------------------------------------------------
+    @app.post("/api/v1/admin/hubs", status_code=201)
+    def add_hub(body: HubIn, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
         platform.register_hub(body.hub_id, bytes.fromhex(body.public_key), body.token)
+        auditlog.append(platform.books, actor, "admin.hub_add", {"hub_id": body.hub_id})
         return {"hub_id": body.hub_id}
 
-    @app.post("/api/v1/admin/users", status_code=201, dependencies=[Depends(admin)])
-    def add_user(body: UserIn) -> dict[str, str]:
+    @app.post("/api/v1/admin/users", status_code=201)
+    def add_user(body: UserIn, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
         return {"name": body.name, "wallet": str(platform.register_user(body.name))}
 
-    @app.post("/api/v1/admin/meters", status_code=201, dependencies=[Depends(admin)])
-    def add_meter(body: MeterIn) -> dict[str, str]:
-        try:
-            owner = Pubkey.from_string(body.owner)
-        except ValueError:
-            raise ServiceError(422, "invalid_request", "owner is not a base58 public key") from None
+    @app.post("/api/v1/admin/meters", status_code=201)
+    def add_meter(body: MeterIn, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
+        owner = pubkey(body.owner, "owner")
         platform.register_meter(body.meter_id, bytes.fromhex(body.public_key), owner)
+        auditlog.append(platform.books, actor, "admin.meter_add", {"meter_id": body.meter_id})
         return {"meter_id": body.meter_id}
 
+    @app.post("/api/v1/admin/users/{user_id}/suspend")
+    def suspend(user_id: str, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
+        need_accounts().set_status(user_id, "suspended")
+        found = need_accounts().user(user_id) or {}
+        with platform.lock:
+            platform.dep.suspend(pubkey(str(found["wallet"]), "wallet"))
+        auditlog.append(platform.books, actor, "admin.user_suspend", {"user_id": user_id})
+        return {"user_id": user_id, "status": "suspended"}
+
+    @app.post("/api/v1/admin/users/{user_id}/approve")
+    def approve(user_id: str, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
+        need_accounts().set_status(user_id, "active")
+        found = need_accounts().user(user_id) or {}
+        with platform.lock:
+            platform.dep.open_wallet(pubkey(str(found["wallet"]), "wallet"))
+        auditlog.append(platform.books, actor, "admin.user_approve", {"user_id": user_id})
+        return {"user_id": user_id, "status": "active"}
+
+    @app.post("/api/v1/admin/topup")
+    def top_up(body: TopUpIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        found = need_accounts().user(body.user_id)
+        if found is None:
+            raise ServiceError(404, "no_user", body.user_id)
+        with platform.lock:
+            sig = platform.dep.top_up(
+                pubkey(str(found["wallet"]), "wallet"), body.micro_thb, body.reference
+            )
+        auditlog.append(
+            platform.books,
+            actor,
+            "admin.topup",
+            {"user_id": body.user_id, "micro_thb": body.micro_thb, "reference": body.reference},
+        )
+        return {"transaction": sig}
+
+    @app.post("/api/v1/admin/market/halt")
+    def halt(body: HaltIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        need_trading().halt(actor, body.reason)
+        return {"halted": body.reason}
+
+    @app.post("/api/v1/admin/market/resume")
+    def resume(actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        need_trading().resume(actor)
+        return {"halted": None}
+
+    @app.get("/api/v1/admin/audit")
+    def audit_log(
+        actor: Annotated[str, Depends(admin)], limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        return {
+            "entries": auditlog.entries(platform.books, limit),
+            "broken_at": auditlog.verify(platform.books),
+        }
+
+    @app.get("/api/v1/admin/users")
+    def list_users(actor: Annotated[str, Depends(admin)]) -> list[dict[str, Any]]:
+        with platform.books.connect() as c:
+            return [
+                {k: v for k, v in r._mapping.items() if k != "password_hash"}
+                for r in c.execute(select(users).order_by(users.c.created_at))
+            ]
+
+    # -- hubs -------------------------------------------------------------------------------------
     @app.post("/api/v1/hub/batches")
     def submit_batch(body: BatchIn, hub_id: Annotated[str, Depends(hub)]) -> dict[str, Any]:
         readings = [(unhex(r, "reading"), unhex(s, "signature")) for r, s in body.readings]

@@ -162,7 +162,24 @@ class Market:
         return self._orders.get(order_id)
 
     def depth(self) -> dict[str, dict[str, list[tuple[int, int]]]]:
-        return self._book.depth()
+        """Live quantity per price level and zone, best first: the CDA's resting book, or
+        the orders waiting for a call auction's clearing."""
+        if self._cda:
+            return self._book.depth()
+        levels: dict[str, dict[str, dict[int, int]]] = {}
+        for o in self._orders.values():
+            if o.is_live:
+                side = levels.setdefault(o.zone, {"bids": {}, "asks": {}})[
+                    "bids" if o.is_buy else "asks"
+                ]
+                side[o.price] = side.get(o.price, 0) + o.remaining_wh
+        return {
+            zone: {
+                "bids": sorted(sides["bids"].items(), reverse=True),
+                "asks": sorted(sides["asks"].items()),
+            }
+            for zone, sides in sorted(levels.items())
+        }
 
     # -- halts ------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""The platform's own tables (beside the ledger books in `books.py`, same metadata):
+users and their refresh tokens, the market's orders and epochs, idempotent responses and
+the hash-chained audit log."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
+
+from gridtokenx.books import metadata
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(36), primary_key=True),
+    Column("email", String(254), unique=True),
+    Column("password_hash", String(200)),  # Argon2id; None for wallet-only users
+    Column("role", String(16), nullable=False),
+    Column("wallet", String(44), nullable=False, unique=True),
+    Column("custodial", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # active | suspended
+    Column("created_at", BigInteger, nullable=False),
+)
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_sha256", LargeBinary(32), primary_key=True),
+    Column("user_id", String(36), nullable=False),
+    Column("family", String(36), nullable=False),  # a login; reuse revokes the family
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used", Boolean, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+)
+nonces = Table(
+    "wallet_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("wallet", String(44), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+market_orders = Table(
+    "market_orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("user_id", String(36), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("quantity_wh", BigInteger, nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("zone", String(64), nullable=False),
+    Column("tif", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("filled_wh", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("market_orders_user_epoch", market_orders.c.user_id, market_orders.c.epoch)
+epochs = Table(
+    "epochs",
+    metadata,
+    Column("epoch", BigInteger, primary_key=True),
+    Column("state", String(16), nullable=False),  # cleared | settled | halted
+    Column("clearing_price", BigInteger),
+    Column("volume_wh", BigInteger, nullable=False),
+    Column("trades", Integer, nullable=False),
+    Column("transactions", Text),  # JSON list of settlement signatures
+    Column("closed_at", BigInteger, nullable=False),
+)
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("user_id", String(36), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("status", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+)
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)

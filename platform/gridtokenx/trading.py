@@ -1,0 +1,396 @@
+"""The market as a service: orders placed with escrow, epochs cleared and settled on a
+clock, everything persisted so a restart resumes exactly.
+
+Epoch n covers [n * epoch_s, (n + 1) * epoch_s) of the clock. The pipeline of an epoch is
+close -> clear -> settle -> publish, and each step is idempotent: the trades go to the books
+keyed by epoch, settlement parts are found on the chain by their memos, and the epoch row
+is written last. After a crash, `recover` clears and settles any past epoch that still has
+open orders (clearing is deterministic: the same orders give the same trades), gives back
+the escrow of any order the crash left half-placed, and reloads the current epoch's book.
+Under CDA the executions of an epoch are only persisted at its close, so a crash loses the
+open epoch's matches (their escrow is refunded); the call auctions lose nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from solders.keypair import Keypair
+from sqlalchemy import func, insert, select, update
+
+from gridtokenx import auditlog, books
+from gridtokenx.exchange import Exchange
+from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.market.config import MarketConfig
+from gridtokenx.market.engine import EpochOutcome, Market
+from gridtokenx.market.errors import OrderRejected
+from gridtokenx.market.orders import Order, Side, TimeInForce
+from gridtokenx.service import Platform
+from gridtokenx.tables import epochs, market_orders, users
+
+MAX_ORDERS_PER_EPOCH = 50
+
+
+class Wallets(Mapping[str, Keypair]):
+    """Custodial wallets by user id, from the keystore (`user/<id>`)."""
+
+    def __init__(self, keystore: Keystore) -> None:
+        self.keystore = keystore
+
+    def __getitem__(self, user_id: str) -> Keypair:
+        name = f"user/{user_id}"
+        if name not in self.keystore:
+            raise KeyError(user_id)
+        return self.keystore.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        names = self.keystore.names()
+        return (n.removeprefix("user/") for n in names if n.startswith("user/"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # epoch | trade | clearing | order
+    data: dict[str, Any]
+    user_id: str | None = None  # own-account events go to this user only
+
+
+class Trading:
+    def __init__(
+        self,
+        platform: Platform,
+        config: MarketConfig | None = None,
+        epoch_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.platform, self.engine = platform, platform.books
+        self.config = config or MarketConfig()
+        self.epoch_s, self.clock = epoch_s, clock
+        self.lock = platform.lock
+        self.wallets = Wallets(platform.keys)
+        self.market = Market(self.config, epoch=self.current_epoch())
+        self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
+        self.listeners: list[Callable[[Event], None]] = []
+        self.recover()
+
+    # -- the clock -------------------------------------------------------------------------
+    def current_epoch(self) -> int:
+        return int(self.clock() // self.epoch_s)
+
+    def ends_at(self, epoch: int) -> float:
+        return (epoch + 1) * self.epoch_s
+
+    def publish(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+    # -- orders ----------------------------------------------------------------------------
+    def place(
+        self,
+        user_id: str,
+        side: str,
+        quantity_wh: int,
+        price: int,
+        zone: str = "default",
+        tif: str = "GFE",
+    ) -> dict[str, Any]:
+        with self.lock:
+            self.tick()
+            epoch = self.market.epoch
+            with self.engine.connect() as c:
+                placed = c.execute(
+                    select(func.count())
+                    .select_from(market_orders)
+                    .where(market_orders.c.user_id == user_id, market_orders.c.epoch == epoch)
+                ).scalar_one()
+                seq = c.execute(
+                    select(func.coalesce(func.max(market_orders.c.seq), 0))
+                ).scalar_one()
+            if placed >= MAX_ORDERS_PER_EPOCH:
+                raise OrderRejected(
+                    "order_rate_limited", f"{MAX_ORDERS_PER_EPOCH} orders per epoch"
+                )
+            try:
+                order = Order(
+                    f"o-{uuid.uuid4().hex[:16]}",
+                    user_id,
+                    Side(side),
+                    quantity_wh,
+                    price,
+                    zone,
+                    TimeInForce(tif.lower()),
+                    seq=seq + 1,
+                )
+            except ValueError as err:
+                raise OrderRejected("invalid_order", str(err)) from None
+            trades = self.exchange.place(order)
+            with self.engine.begin() as c:
+                c.execute(
+                    insert(market_orders).values(
+                        order_id=order.id,
+                        user_id=user_id,
+                        epoch=epoch,
+                        seq=order.seq,
+                        side=order.side.value,
+                        quantity_wh=quantity_wh,
+                        price=price,
+                        zone=zone,
+                        tif=order.tif.value,
+                        status=order.status.value,
+                        filled_wh=order.filled_wh,
+                        created_at=int(self.clock()),
+                    )
+                )
+            auditlog.append(
+                self.engine,
+                user_id,
+                "order.place",
+                {"order_id": order.id, "side": side, "wh": quantity_wh, "price": price},
+            )
+            row = self.order_row(order.id) or {}
+            self.publish(Event("order", row, user_id))
+            self.publish(Event("book", {"epoch": epoch}))
+            for t in trades:
+                self.publish(
+                    Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
+                )
+            return row
+
+    def cancel(self, user_id: str, order_id: str) -> dict[str, Any]:
+        with self.lock:
+            row = self.order_row(order_id)
+            if row is None or row["user_id"] != user_id:
+                raise OrderRejected("unknown_order", f"no order {order_id!r} of yours")
+            order = self.exchange.cancel(order_id, user_id)
+            with self.engine.begin() as c:
+                c.execute(
+                    update(market_orders)
+                    .where(market_orders.c.order_id == order_id)
+                    .values(status=order.status.value, filled_wh=order.filled_wh)
+                )
+            auditlog.append(self.engine, user_id, "order.cancel", {"order_id": order_id})
+            self.publish(Event("book", {"epoch": self.market.epoch}))
+            return self.order_row(order_id) or {}
+
+    def order_row(self, order_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(market_orders).where(market_orders.c.order_id == order_id)
+            ).first()
+        return None if row is None else dict(row._mapping)
+
+    def orders_of(self, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [
+                dict(r._mapping)
+                for r in c.execute(
+                    select(market_orders)
+                    .where(market_orders.c.user_id == user_id)
+                    .order_by(market_orders.c.seq.desc())
+                    .limit(limit)
+                )
+            ]
+
+    # -- epochs ------------------------------------------------------------------------------
+    def tick(self) -> list[int]:
+        """Close every epoch whose time is over (the scheduler calls this every second).
+        A halted market does not close: its orders wait for `resume`."""
+        closed = []
+        with self.lock:
+            while self.market.epoch < self.current_epoch() and self.market.halted is None:
+                closed.append(self.close_epoch())
+        return closed
+
+    def close_epoch(self) -> int:
+        epoch = self.market.epoch
+        outcome, signatures = self.exchange.clear()
+        self._record(epoch, outcome, signatures)
+        self.market.epoch = max(self.market.epoch, self.current_epoch())
+        return epoch
+
+    def _record(self, epoch: int, outcome: EpochOutcome, signatures: list[str]) -> None:
+        filled: dict[str, int] = {}
+        for t in outcome.trades:
+            filled[t.buy_id] = filled.get(t.buy_id, 0) + t.quantity_wh
+            filled[t.sell_id] = filled.get(t.sell_id, 0) + t.quantity_wh
+        with self.engine.begin() as c:
+            for order_id, status in outcome.closed_orders.items():
+                c.execute(
+                    update(market_orders)
+                    .where(market_orders.c.order_id == order_id)
+                    .values(status=status.value, filled_wh=filled.get(order_id, 0))
+                )
+            c.execute(
+                update(market_orders)
+                .where(market_orders.c.epoch == epoch, market_orders.c.status == "open")
+                .values(status="expired")
+            )
+            values = {
+                "state": "halted" if outcome.halted else "settled",
+                "clearing_price": outcome.clearing_price,
+                "volume_wh": outcome.volume_wh,
+                "trades": len(outcome.trades),
+                "transactions": json.dumps(signatures),
+                "closed_at": int(self.clock()),
+            }
+            if c.execute(select(epochs.c.epoch).where(epochs.c.epoch == epoch)).first() is None:
+                c.execute(insert(epochs).values(epoch=epoch, **values))
+            elif not outcome.halted:  # a breaker-halted epoch, cleared after the resume
+                c.execute(update(epochs).where(epochs.c.epoch == epoch).values(**values))
+        auditlog.append(
+            self.engine,
+            "scheduler",
+            "epoch.settle",
+            {"epoch": epoch, "trades": len(outcome.trades), "transactions": len(signatures)},
+        )
+        self.publish(
+            Event(
+                "clearing",
+                {
+                    "epoch": epoch,
+                    "clearing_price": outcome.clearing_price,
+                    "volume_wh": outcome.volume_wh,
+                    "trades": len(outcome.trades),
+                    "transactions": signatures,
+                },
+            )
+        )
+        self.publish(
+            Event(
+                "epoch",
+                {"epoch": self.current_epoch(), "ends_at": self.ends_at(self.current_epoch())},
+            )
+        )
+
+    def epoch_row(self, epoch: int) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(epochs).where(epochs.c.epoch == epoch)).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["transactions"] = json.loads(out["transactions"] or "[]")
+        out["trades_list"] = [
+            {k: v for k, v in t.items() if k not in ("buyer", "seller")}
+            for t in books.rows(self.engine, books.trades, ("trade_id",))
+            if t["epoch"] == epoch
+        ]
+        return out
+
+    def recent_epochs(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(epochs).order_by(epochs.c.epoch.desc()).limit(limit)).all()
+        return [
+            {**dict(r._mapping), "transactions": json.loads(r.transactions or "[]")} for r in rows
+        ]
+
+    # -- restart -----------------------------------------------------------------------------
+    def _load(self, market: Market, epoch: int) -> None:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(market_orders)
+                .where(market_orders.c.epoch == epoch, market_orders.c.status == "open")
+                .order_by(market_orders.c.seq)
+            ).all()
+        for r in rows:
+            market.place(
+                Order(
+                    r.order_id,
+                    r.user_id,
+                    Side(r.side),
+                    r.quantity_wh,
+                    r.price,
+                    r.zone,
+                    TimeInForce(r.tif),
+                    seq=r.seq,
+                )
+            )
+
+    def recover(self) -> None:
+        with self.lock:
+            with self.engine.connect() as c:
+                done = {r.epoch for r in c.execute(select(epochs.c.epoch))}
+                open_epochs = sorted(
+                    {
+                        r.epoch
+                        for r in c.execute(
+                            select(market_orders.c.epoch).where(market_orders.c.status == "open")
+                        )
+                    }
+                )
+            for epoch in open_epochs:
+                if epoch >= self.market.epoch or epoch in done:
+                    continue
+                market = Market(self.config, epoch=epoch)
+                self._load(market, epoch)
+                exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
+                outcome, signatures = exchange.clear()
+                self._record(epoch, outcome, signatures)
+            self._load(self.market, self.market.epoch)
+            # escrow locked for an order the crash left out of the market: give it back
+            known = {r["order_id"] for r in self._all_orders()}
+            for row in books.rows(self.engine, books.orders):
+                if row["status"] == "open" and row["order_id"] not in known:
+                    paid = books.released(self.engine).get(row["order_id"], 0)
+                    left = int(row["escrowed"]) - paid
+                    with self.engine.begin() as c:
+                        if left > 0:
+                            c.execute(
+                                books.refunds.insert().values(
+                                    order_id=row["order_id"],
+                                    epoch=self.market.epoch,
+                                    kind="cancel",
+                                    owner=row["owner"],
+                                    asset=row["asset"],
+                                    amount=left,
+                                )
+                            )
+                        c.execute(
+                            books.orders.update()
+                            .where(books.orders.c.order_id == row["order_id"])
+                            .values(status="closed")
+                        )
+                    if left > 0:
+                        st.refund(
+                            self.platform.dep,
+                            row["order_id"],
+                            _pubkey(row["owner"]),
+                            row["asset"],
+                            left,
+                        )
+
+    def _all_orders(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(market_orders.c.order_id))]
+
+    # -- admin --------------------------------------------------------------------------------
+    def halt(self, actor: str, reason: str) -> None:
+        with self.lock:
+            self.market.halt(reason)
+            auditlog.append(self.engine, actor, "market.halt", {"reason": reason})
+            self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": reason}))
+
+    def resume(self, actor: str) -> None:
+        with self.lock:
+            self.market.resume()
+            auditlog.append(self.engine, actor, "market.resume", {})
+            self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": None}))
+
+    def user_status(self, user_id: str) -> str | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(users.c.status).where(users.c.user_id == user_id)).first()
+        return None if row is None else str(row.status)
+
+
+def _pubkey(text: str) -> Any:
+    from solders.pubkey import Pubkey
+
+    return Pubkey.from_string(text)
