@@ -8,6 +8,7 @@ reconciles these rows with the chain, so a row changed behind the platform's bac
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    event,
     insert,
     select,
 )
@@ -95,9 +97,33 @@ refunds = Table(
 )
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
 def connect(url: str) -> Engine:
+    """An engine with the platform's schema migrated to the newest revision (Alembic);
+    SQLite in WAL mode with full sync, so a commit survives a power cut."""
+    from alembic import command
+    from alembic.config import Config
+
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
-    metadata.create_all(engine)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def durable(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
     return engine
 
 

@@ -449,3 +449,15 @@ def platform_run(
     stop.set()
     clock.join(timeout=30)
     typer.echo("platform stopped cleanly")
+
+
+@bench_app.command("api")
+def bench_api(
+    orders: Annotated[int, typer.Option(min=1, max=1_000_000)] = 2_000,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Place N orders over HTTP against a platform on 127.0.0.1."""
+    from gridtokenx import apibench
+
+    emit(apibench.run(orders, concurrency), as_json)
