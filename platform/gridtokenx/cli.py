@@ -431,6 +431,7 @@ def platform_run(
         trading,
         accounts,
         from_env(os.environ.get("REDIS_URL")),
+        redis_url=os.environ.get("REDIS_URL") or None,
     )
     stop = threading.Event()
 

@@ -2,16 +2,29 @@
 `accounts`). Errors are JSON `{"code": ..., "message": ...}` with a stable code; bad input
 is 4xx, never a 500. OpenAPI at /docs."""
 
+import asyncio
 import base64
 import hmac
 import json
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import (
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,6 +34,7 @@ from sqlalchemy import insert, select
 
 from gridtokenx import auditlog
 from gridtokenx.accounts import SELF_SERVICE_ROLES, Accounts, AuthError, Claims
+from gridtokenx.events import Fanout, RedisRelay, as_message
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.market.errors import MarketError
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
@@ -137,10 +151,27 @@ def create_app(
     trading: Trading | None = None,
     accounts: Accounts | None = None,
     limiter: Limiter | None = None,
+    redis_url: str | None = None,
+    ws_queue: int = 256,
 ) -> FastAPI:
     api = Api(platform, admin_token, trading, accounts, limiter or MemoryLimiter())
-    app = FastAPI(title="GridTokenX platform", version="1", docs_url="/docs")
+    fanout = Fanout(ws_queue)
+    relay = RedisRelay(redis_url, fanout.dispatch) if redis_url else None
+    if trading is not None:
+        if relay is not None:
+            trading.listeners.append(relay.publish)
+        else:
+            trading.listeners.append(lambda event: fanout.dispatch(as_message(event)))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if relay is not None:
+            relay.close()
+
+    app = FastAPI(title="GridTokenX platform", version="1", docs_url="/docs", lifespan=lifespan)
     app.state.api = api
+    app.state.fanout = fanout
     registry = CollectorRegistry()
     requests = Counter("gtx_api_requests", "API requests", ["method", "status"], registry=registry)
     latency = Histogram("gtx_api_seconds", "API latency", registry=registry)
@@ -521,6 +552,44 @@ def create_app(
                 {k: v for k, v in r._mapping.items() if k != "password_hash"}
                 for r in c.execute(select(users).order_by(users.c.created_at))
             ]
+
+    # -- events -----------------------------------------------------------------------------------
+    @app.websocket("/ws")
+    async def events(ws: WebSocket, token: str | None = None) -> None:
+        """Send {"subscribe": ["market", "account"]}; receive {"type": ..., "data": ...}."""
+        await ws.accept()
+        try:
+            claims = need_accounts().verify(token or "")
+        except (AuthError, ServiceError) as err:
+            await ws.close(code=4401, reason=getattr(err, "code", "unauthorized"))
+            return
+        sub = fanout.subscribe(claims.user_id)
+
+        async def receive() -> None:
+            while True:
+                message = await ws.receive_json()
+                topics = message.get("subscribe", []) if isinstance(message, dict) else []
+                sub.topics |= {t for t in topics if t in ("market", "account")}
+                await sub.queue.put({"type": "subscribed", "data": sorted(sub.topics)})
+
+        reader = asyncio.create_task(receive())
+        try:
+            while True:
+                getter = asyncio.create_task(sub.queue.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    getter.cancel()
+                    return
+                item = getter.result()
+                if item is None:  # dropped for being too slow
+                    await ws.close(code=4408, reason="too_slow")
+                    return
+                await ws.send_json(item)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            reader.cancel()
+            fanout.unsubscribe(sub)
 
     # -- hubs -------------------------------------------------------------------------------------
     @app.post("/api/v1/hub/batches")
