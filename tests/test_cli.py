@@ -141,7 +141,9 @@ def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
         "--duration",
         "40",
         "--hub-epoch-s",
-        "10",
+        "8",
+        "--market-epoch-s",
+        "5",
         "--http-port",
         str(http_port),
         "--api-port",
@@ -168,3 +170,7 @@ def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
     assert audited.returncode == 0, audited.stdout + audited.stderr
     report = json.loads(audited.stdout)
     assert report["checked"]["batches"] >= 1, report
+    # the market cleared and settled epochs meanwhile (printed as they went)
+    assert "settlement transactions" in done.stdout
+    assert report["checked"].get("settlements", 0) >= 1, report
+    assert "demo login" in done.stdout

@@ -324,6 +324,7 @@ def up(
     http_port: Annotated[int, typer.Option(help="Hub page port.")] = 8080,
     api_port: Annotated[int, typer.Option(help="Platform API port.")] = 8090,
     hub_epoch_s: Annotated[int, typer.Option(min=5, help="The hub's batch epoch (s).")] = 60,
+    market_epoch_s: Annotated[float, typer.Option(min=2, help="The market's epoch (s).")] = 20,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
 ) -> None:
     """Start the system with embedded defaults (what `make run` runs)."""
@@ -336,6 +337,7 @@ def up(
         http_port=http_port,
         api_port=api_port,
         hub_epoch_s=hub_epoch_s,
+        epoch_seconds=market_epoch_s,
         duration=duration,
     )
 
@@ -400,6 +402,8 @@ def platform_run(
     database: Annotated[str | None, typer.Option(envvar="DATABASE_URL")] = None,
     epoch_s: Annotated[float, typer.Option(help="Epoch length in seconds.")] = 900.0,
     mechanism: Annotated[str, typer.Option(help="uniform, pay-as-bid or cda.")] = "uniform",
+    agents: Annotated[bool, typer.Option(help="Run the demo trading agents.")] = False,
+    demo_grant_thb: Annotated[int, typer.Option(help="THB for each sign-up (demo).")] = 0,
 ) -> None:
     """Serve the platform API, run the market's epochs, until SIGTERM/SIGINT.
 
@@ -432,8 +436,29 @@ def platform_run(
         accounts,
         from_env(os.environ.get("REDIS_URL")),
         redis_url=os.environ.get("REDIS_URL") or None,
+        demo_grant=demo_grant_thb * 1_000_000,
     )
+    admin_password = os.environ.get("GTX_DEMO_ADMIN_PASSWORD")
+    if admin_password:  # the demo's operator account
+        from contextlib import suppress
+
+        from gridtokenx.accounts import AuthError
+
+        with suppress(AuthError):  # made at an earlier start
+            accounts.register(
+                "admin@gridtokenx.local",
+                admin_password,
+                "admin",
+                platform.keys.ensure("user/admin").pubkey(),
+                True,
+                user_id="admin",
+            )
     stop = threading.Event()
+    if agents:
+        from gridtokenx.agents import Agents
+
+        traders = Agents(trading, stop=stop)
+        threading.Thread(target=traders.run, name="agents", daemon=True).start()
 
     def scheduler() -> None:
         while not stop.wait(0.25):

@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
@@ -64,7 +65,7 @@ def up(
     interval_s: int = 10,
     speed: float = 60.0,
     grid_code: str = DEFAULT_GRID,
-    epoch_seconds: float = 2.0,
+    epoch_seconds: float = 20.0,
     duration: float = 0,
 ) -> None:
     """Start everything; stop cleanly on SIGINT/SIGTERM (or after `duration` seconds)."""
@@ -80,7 +81,7 @@ def up(
     signal.signal(signal.SIGINT, request_stop)
     print(f"loading the SimBench grid {grid_code} and its year of profiles...", flush=True)
     grid = load_simbench(grid_code)
-    physics = GridMeters.create(grid, meters, speed, NOON_IN_JUNE)
+    physics = GridMeters.create(grid, meters, speed, NOON_IN_JUNE, exporters_first=True)
     db = f"sqlite:///{(data / 'hub.db').resolve()}"
     broker = EmbeddedBroker(mqtt_port).start()
     chips = ChipServer([m.chip for m in physics.homes]).start()
@@ -95,7 +96,9 @@ def up(
         "GTX_KEYSTORE_KEY": secret(secrets_dir / "keystore.key", "GTX_KEYSTORE_KEY"),
         "GTX_ADMIN_TOKEN": secret(secrets_dir / "admin.token", "GTX_ADMIN_TOKEN"),
         "HUB_PLATFORM_TOKEN": secret(secrets_dir / "hub.token", "HUB_PLATFORM_TOKEN"),
+        "GTX_DEMO_ADMIN_PASSWORD": secret(secrets_dir / "demo.password", "GTX_DEMO_PASSWORD", 8),
     }
+    password = env["GTX_DEMO_ADMIN_PASSWORD"]
     api = f"http://127.0.0.1:{api_port}"
     try:
         platform = subprocess.Popen(
@@ -109,6 +112,11 @@ def up(
                 str(data / "platform"),
                 "--port",
                 str(api_port),
+                "--epoch-s",
+                str(epoch_seconds),
+                "--agents",
+                "--demo-grant-thb",
+                "1000",
             ],
             stdout=(logs / "platform.log").open("ab"),
             stderr=subprocess.STDOUT,
@@ -146,13 +154,28 @@ def up(
                     "--approve",
                     "--household",
                     f"bus {m.home.bus}",
+                    # simulated time runs `speed` times faster than the readings' intervals
+                    "--rated-w",
+                    str(min(1_000_000, int(23_000 * speed))),
                     "--database",
                     db,
                 ],
                 capture_output=True,
             )
-            household = f"bus {m.home.bus} {m.home.meter_id}"
-            wallet = _ok(admin.post("/api/v1/admin/users", json={"name": household}))["wallet"]
+            # each household is a user of the platform (the demo login) owning its meter
+            exporting = physics.power_w(m.home, NOON_IN_JUNE) < 0
+            account = admin.post(
+                "/api/v1/auth/register",
+                json={
+                    "email": f"{m.home.meter_id}@demo.gridtokenx.local",
+                    "password": password,
+                    "role": "prosumer" if exporting else "consumer",
+                },
+            )
+            if account.status_code == 409:  # registered at an earlier start
+                wallet = _wallet_of(api, f"{m.home.meter_id}@demo.gridtokenx.local", password)
+            else:
+                wallet = _ok(account)["wallet"]
             _ok(
                 admin.post(
                     "/api/v1/admin/meters",
@@ -198,21 +221,33 @@ def up(
             f"  MQTT broker (embedded amqtt)  mqtt://127.0.0.1:{mqtt_port}\n"
             f"  hub household page           http://127.0.0.1:{http_port}/\n"
             f"  hub metrics                  http://127.0.0.1:{http_port}/metrics\n"
+            f"  market (trading pages)       {api}/\n"
             f"  platform API                 {api}/docs\n"
+            f"  demo login                   {physics.homes[0].home.meter_id}@demo.gridtokenx.local"
+            f" or admin@gridtokenx.local, password {password}\n"
             f"  audit the ledger             gridtokenx audit --data {data / 'platform'}\n"
             f"  logs and data                {data}/\n"
-            "The market demo below clears an accelerated epoch every "
-            f"{epoch_seconds:g} s. Ctrl-C stops everything.",
+            f"The market clears an epoch every {epoch_seconds:g} s, and the households'\n"
+            "agents trade in it. Ctrl-C stops everything.",
             flush=True,
         )
-        from gridtokenx.demo import run_demo
-
-        run_demo(
-            epochs=0,
-            epoch_seconds=epoch_seconds,
-            stop=stop,
-            deadline=time.monotonic() + duration if duration else None,
-        )
+        deadline = time.monotonic() + duration if duration else None
+        shown = -1
+        while not stop.wait(1.0) and (deadline is None or time.monotonic() < deadline):
+            try:
+                recent = httpx.get(f"{api}/api/v1/market/epochs", params={"limit": 5}).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            for e in reversed(recent):
+                if e["epoch"] > shown:
+                    shown = e["epoch"]
+                    price = e["clearing_price"]
+                    print(
+                        f"epoch {e['epoch']}: {e['trades']} trades, {e['volume_wh']} Wh"
+                        + (f" at {price / 1e6:.3f} THB/kWh" if price else "")
+                        + f", {len(e['transactions'])} settlement transactions",
+                        flush=True,
+                    )
     finally:
         stop.set()
         fleet.stop()
@@ -228,8 +263,18 @@ def up(
         print("everything stopped; readings are kept in the meters' flash and the hub's database")
 
 
-def _ok(response: httpx.Response) -> dict[str, str]:
+def _ok(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 300:
         raise RuntimeError(f"platform: {response.status_code} {response.text[:200]}")
-    result: dict[str, str] = response.json()
+    result: dict[str, Any] = response.json()
     return result
+
+
+def _wallet_of(api: str, email: str, password: str) -> str:
+    tokens = _ok(
+        httpx.post(f"{api}/api/v1/auth/login", json={"email": email, "password": password})
+    )
+    me = httpx.get(
+        f"{api}/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    return str(_ok(me)["wallet"])

@@ -128,6 +128,14 @@ class Api:
     trading: Trading | None = None
     accounts: Accounts | None = None
     limiter: Limiter = field(default_factory=MemoryLimiter)
+    demo_grant: int = 0  # micro-THB given to each new sign-up (demo only)
+
+    def welcome(self, user_id: str, wallet: Pubkey) -> None:
+        """Open the new user's wallet; in a demo, give it THB to trade with."""
+        with self.platform.lock:
+            self.platform.dep.open_wallet(wallet)
+            if self.demo_grant > 0:
+                self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
 
 
 def _outcome(out: Outcome) -> dict[str, Any]:
@@ -153,8 +161,9 @@ def create_app(
     limiter: Limiter | None = None,
     redis_url: str | None = None,
     ws_queue: int = 256,
+    demo_grant: int = 0,
 ) -> FastAPI:
-    api = Api(platform, admin_token, trading, accounts, limiter or MemoryLimiter())
+    api = Api(platform, admin_token, trading, accounts, limiter or MemoryLimiter(), demo_grant)
     fanout = Fanout(ws_queue)
     relay = RedisRelay(redis_url, fanout.dispatch) if redis_url else None
     if trading is not None:
@@ -306,8 +315,7 @@ def create_app(
         else:
             wallet, custodial = pubkey(body.wallet, "wallet"), False
         accounts.register(body.email, body.password, body.role, wallet, custodial, user_id=user_id)
-        with platform.lock:
-            platform.dep.open_wallet(wallet)
+        api.welcome(user_id, wallet)
         auditlog.append(platform.books, user_id, "auth.register", {"role": body.role})
         return {"user_id": user_id, "wallet": str(wallet), "custodial": custodial}
 
@@ -590,6 +598,10 @@ def create_app(
         finally:
             reader.cancel()
             fanout.unsubscribe(sub)
+
+    from gridtokenx.api.pages import add_pages
+
+    add_pages(app)
 
     # -- hubs -------------------------------------------------------------------------------------
     @app.post("/api/v1/hub/batches")

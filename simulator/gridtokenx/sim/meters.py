@@ -45,9 +45,22 @@ class GridMeters:
     log: list[tuple[float, float, list[tuple[int, int]]]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, grid: Grid, households: int, speed: float, start_step: int) -> GridMeters:
+    def create(
+        cls,
+        grid: Grid,
+        households: int,
+        speed: float,
+        start_step: int,
+        exporters_first: bool = False,
+    ) -> GridMeters:
+        """Meters for the first `households` of the grid (with `exporters_first`, those
+        exporting at the start step come first, so that a small demo has sellers)."""
+        chosen = list(grid.households)
+        if exporters_first:
+            net = grid.net_w[start_step % grid.steps]
+            chosen.sort(key=lambda h: (net[grid.households.index(h)] >= 0))
         homes = []
-        for k, home in enumerate(grid.households[:households]):
+        for k, home in enumerate(chosen[:households]):
             chip = EmulatedChip("sdm120" if home.sgen is not None else "pzem004t", unit=k + 1)
             base = 1_000 * (k + 1)
             chip.update(import_wh=base, voltage_dv=2300, pf_milli=990, freq_chz=5000)
