@@ -325,6 +325,7 @@ def up(
     api_port: Annotated[int, typer.Option(help="Platform API port.")] = 8090,
     hub_epoch_s: Annotated[int, typer.Option(min=5, help="The hub's batch epoch (s).")] = 60,
     market_epoch_s: Annotated[float, typer.Option(min=2, help="The market's epoch (s).")] = 20,
+    agents: Annotated[bool, typer.Option(help="Run the households' trading agents.")] = True,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
 ) -> None:
     """Start the system with embedded defaults (what `make run` runs)."""
@@ -338,6 +339,7 @@ def up(
         api_port=api_port,
         hub_epoch_s=hub_epoch_s,
         epoch_seconds=market_epoch_s,
+        agents=agents,
         duration=duration,
     )
 

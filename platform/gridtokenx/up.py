@@ -66,6 +66,7 @@ def up(
     speed: float = 60.0,
     grid_code: str = DEFAULT_GRID,
     epoch_seconds: float = 20.0,
+    agents: bool = True,
     duration: float = 0,
 ) -> None:
     """Start everything; stop cleanly on SIGINT/SIGTERM (or after `duration` seconds)."""
@@ -114,7 +115,7 @@ def up(
                 str(api_port),
                 "--epoch-s",
                 str(epoch_seconds),
-                "--agents",
+                "--agents" if agents else "--no-agents",
                 "--demo-grant-thb",
                 "1000",
             ],

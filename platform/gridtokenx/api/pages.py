@@ -179,7 +179,7 @@ def add_pages(app: FastAPI) -> None:
             chart=chart(points),
             form=form,
             quote=quote,
-            error=error,
+            error=error or request.query_params.get("error"),
             epochs=[{**e, "price": thb(e["clearing_price"])} for e in recent[:12]],
         )
 
