@@ -25,6 +25,9 @@ from fastapi import (
     WebSocket,
     WebSocketDisconnect,
 )
+from fastapi import (
+    Path as PathParam,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -45,8 +48,15 @@ from gridtokenx.trading import Trading
 HEX = r"^([0-9a-fA-F]{2})*$"
 # design defaults, per minute; GTX_LIMIT_PER_USER / GTX_LIMIT_PER_IP change them (the API
 # benchmark raises them: all its clients share one address)
-USER_LIMIT = int(os.environ.get("GTX_LIMIT_PER_USER", "100"))
-IP_LIMIT = int(os.environ.get("GTX_LIMIT_PER_IP", "300"))
+EPOCH_MAX = 2**62  # epochs and other integers fit a signed 64-bit column
+
+
+def limits() -> tuple[int, int]:
+    """(per user, per IP) requests a minute, read when an app is made."""
+    return (
+        int(os.environ.get("GTX_LIMIT_PER_USER", "100")),
+        int(os.environ.get("GTX_LIMIT_PER_IP", "300")),
+    )
 
 
 class HubIn(BaseModel):
@@ -162,7 +172,9 @@ def create_app(
     redis_url: str | None = None,
     ws_queue: int = 256,
     demo_grant: int = 0,
+    limits_per_minute: tuple[int, int] | None = None,
 ) -> FastAPI:
+    user_limit, ip_limit = limits_per_minute or limits()
     api = Api(platform, admin_token, trading, accounts, limiter or MemoryLimiter(), demo_grant)
     fanout = Fanout(ws_queue)
     relay = RedisRelay(redis_url, fanout.dispatch) if redis_url else None
@@ -189,7 +201,7 @@ def create_app(
     async def per_ip(request: Request, call_next: Any) -> Response:
         start = time.perf_counter()
         ip = request.client.host if request.client else "-"
-        wait = api.limiter.hit(f"ip:{ip}", IP_LIMIT) if request.url.path.startswith("/api/") else 0
+        wait = api.limiter.hit(f"ip:{ip}", ip_limit) if request.url.path.startswith("/api/") else 0
         if wait:
             response: Response = _error(
                 429,
@@ -253,11 +265,11 @@ def create_app(
 
     def user(authorization: Annotated[str | None, Header()] = None) -> Claims:
         claims = need_accounts().verify(bearer(authorization))
-        wait = api.limiter.hit(f"user:{claims.user_id}", USER_LIMIT)
+        wait = api.limiter.hit(f"user:{claims.user_id}", user_limit)
         if wait:
             raise HTTPException(
                 429,
-                {"code": "rate_limited", "message": "100 requests a minute"},
+                {"code": "rate_limited", "message": f"{user_limit} requests a minute"},
                 headers={"Retry-After": str(wait)},
             )
         return claims
@@ -418,7 +430,7 @@ def create_app(
         return need_trading().recent_epochs(limit)
 
     @app.get("/api/v1/market/epochs/{epoch}")
-    def one_epoch(epoch: int) -> dict[str, Any]:
+    def one_epoch(epoch: Annotated[int, PathParam(ge=0, le=EPOCH_MAX)]) -> dict[str, Any]:
         found = need_trading().epoch_row(epoch)
         if found is None:
             raise ServiceError(404, "no_epoch", f"epoch {epoch} has not been cleared")
@@ -618,7 +630,9 @@ def create_app(
 
     @app.post("/api/v1/hub/batches/{epoch}/signatures")
     def sign_batch(
-        epoch: int, body: SignaturesIn, hub_id: Annotated[str, Depends(hub)]
+        epoch: Annotated[int, PathParam(ge=0, le=EPOCH_MAX)],
+        body: SignaturesIn,
+        hub_id: Annotated[str, Depends(hub)],
     ) -> dict[str, Any]:
         try:
             raw = [base64.b64decode(s, validate=True) for s in body.signatures]
