@@ -164,6 +164,15 @@ def test_batches_reach_the_chain_once_through_the_platform(setup: dict[str, Any]
     landed = {entry.signature: entry for entry in platform.ledger.history()}
     hub_pub = Keypair.from_seed(bytes(key)).pubkey()
     assert all(hub_pub in landed[t].tx.message.account_keys for t in txs)
+    # the household page shows the GRX earned and links each batch's proof on the chain
+    assert batches.on_chain(store, "m0") == (2_000, [{"epoch": 1, "transactions": txs}])
+    from fastapi.testclient import TestClient
+
+    from gridtokenx.hub.web import HubContext
+    from gridtokenx.hub.web import create_app as hub_app
+
+    page = TestClient(hub_app(HubContext(store, platform_url=server.url))).get("/meters/m0").text
+    assert "2.000 GRX" in page and f"{server.url}/explorer/tx/{txs[0]}" in page
     # a restart that lost the hub's record of the submission: the batch goes again, and
     # the platform answers with what already landed; nothing is minted twice
     with store.engine.begin() as c:

@@ -124,3 +124,30 @@ def pending(store: HubStore) -> int:
         return len(
             c.execute(select(schema.batches.c.id).where(schema.batches.c.state == "pending")).all()
         )
+
+
+def on_chain(store: HubStore, meter_id: str, limit: int = 5) -> tuple[int, list[dict[str, object]]]:
+    """GRX earned by a meter through this hub's submitted batches (Wh: the export from its
+    first batched register to its last, as the chain mints it) and the newest batches'
+    ledger transactions, for the household page."""
+    import json
+
+    b = schema.batches
+    with store.engine.connect() as c:
+        rows = c.execute(
+            select(b.c.epoch, b.c.header, b.c.chain_txs)
+            .where(b.c.state == "submitted")
+            .order_by(b.c.epoch)
+        ).all()
+    first = last = None
+    batches: list[dict[str, object]] = []
+    for row in rows:
+        header = wire_batch.decode_header(bytes(row.header))
+        span = next((r for r in header.ranges if r.meter_id == meter_id), None)
+        if span is None:
+            continue
+        first = span.export_first_wh if first is None else first
+        last = span.export_last_wh
+        batches.append({"epoch": row.epoch, "transactions": json.loads(row.chain_txs or "[]")})
+    earned = 0 if first is None or last is None else last - first
+    return earned, batches[-limit:][::-1]

@@ -120,6 +120,7 @@ def create_app(ctx: HubContext) -> FastAPI:
         today = [r for r in reversed(recent) if r["ts"] >= local_midnight - 900]
         qs = views.quarters(today, local_midnight)
         device: Status | None = ctx.ingest.statuses.get(meter_id) if ctx.ingest else None
+        earned_wh, chain = batches.on_chain(ctx.store, meter_id)
         return TEMPLATES.TemplateResponse(
             request,
             "meter.html",
@@ -136,6 +137,8 @@ def create_app(ctx: HubContext) -> FastAPI:
                 "device": device,
                 "gaps": ctx.store.gaps_of(meter_id),
                 "rejected": len(ctx.store.rejections_of(meter_id)),
+                "earned_wh": earned_wh,
+                "chain": chain,
             },
         )
 
