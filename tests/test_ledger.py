@@ -403,3 +403,25 @@ def test_single_reading_batches_still_mint_from_the_first_register(chain: Chain)
             dep.ledger, dep.grx, dep.oracle_multisig, ev, owners, Marks("gtx1 mint"), signers
         )
     assert dep.grx.supply() == 2 * 800  # 500 -> 1300
+
+
+def test_transfer_checked_bytes_match_solana_py() -> None:
+    from spl.token import instructions as spl
+    from spl.token.constants import TOKEN_2022_PROGRAM_ID
+    from spl.token.models import TransferCheckedParams
+
+    mint = tokens.Mint(EmbeddedLedger(), Keypair().pubkey(), 3)
+    a, b = Keypair().pubkey(), Keypair().pubkey()
+    ours = mint.transfer_ix(a, b, 123_456)
+    theirs = spl.transfer_checked(
+        TransferCheckedParams(
+            program_id=TOKEN_2022_PROGRAM_ID,
+            source=mint.account_of(a),
+            mint=mint.address,
+            dest=mint.account_of(b),
+            owner=a,
+            amount=123_456,
+            decimals=3,
+        )
+    )
+    assert ours == theirs

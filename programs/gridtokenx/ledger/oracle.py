@@ -37,6 +37,7 @@ from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import READING_DOMAIN, decode
 
 MINT, BATCH = "gtx1 mint", "gtx1 batch"
+MEMO_MAX = 566  # bytes of a memo we send (Memo program guidance)
 
 
 class Refused(Exception):
@@ -212,7 +213,8 @@ def pack(
 
     for m in mints:
         trial = [*group, m]
-        if group and not fits(instructions(trial), payer):
+        too_long = len(mint_memo(tag, root, trial).encode()) > MEMO_MAX
+        if group and (too_long or not fits(instructions(trial), payer)):
             packed.append((instructions(group), group))
             group = [m]
         else:

@@ -122,14 +122,14 @@ def pack(
     widest = memo(f"{SETTLE} {epoch} {root.hex()} 99999/99999")
     parts: list[list[Transfer]] = []
     group: list[Transfer] = []
+    ixs: list[Instruction] = []
     for t in transfers:
-        trial = [*group, t]
-        ixs = [_mint(dep, x.asset).transfer_ix(escrow, x.owner, x.amount) for x in trial]
-        if group and not fits([*ixs, widest], dep.ledger.payer):
+        ix = _mint(dep, t.asset).transfer_ix(escrow, t.owner, t.amount)
+        if group and not fits([*ixs, ix, widest], dep.ledger.payer):
             parts.append(group)
-            group = [t]
-        else:
-            group = trial
+            group, ixs = [], []
+        group.append(t)
+        ixs.append(ix)
     if group:
         parts.append(group)
     return parts

@@ -11,6 +11,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -33,6 +34,7 @@ from spl.token.models import (
 from gridtokenx.ledger.backend import Ledger, LedgerError
 
 MULTISIG_SIZE = 355
+TRANSFER_CHECKED = 12
 MINT_BASE = 165 + 1  # a mint padded to an account's length, then the account-type byte
 # Token-2022 instruction numbers of the extensions we use
 DEFAULT_ACCOUNT_STATE, METADATA_POINTER, PAUSABLE = 28, 39, 44
@@ -41,6 +43,12 @@ PAUSE_AUTHORITY = 16  # AuthorityType::Pause
 TOKEN_METADATA_INITIALIZE = hashlib.sha256(
     b"spl_token_metadata_interface:initialize_account"
 ).digest()[:8]
+
+
+@lru_cache(maxsize=1 << 16)
+def _associated(owner: Pubkey, mint: Pubkey) -> Pubkey:
+    """The owner's associated token account (a program-address search: worth caching)."""
+    return spl.get_associated_token_address(owner, mint, TOKEN_2022_PROGRAM_ID)
 
 
 def _ext(number: int, sub: int, data: bytes, mint: Pubkey) -> Instruction:
@@ -248,7 +256,7 @@ class Mint:
 
     # -- addresses and state ------------------------------------------------------------
     def account_of(self, owner: Pubkey) -> Pubkey:
-        return spl.get_associated_token_address(owner, self.address, TOKEN_2022_PROGRAM_ID)
+        return _associated(owner, self.address)
 
     def balance(self, owner: Pubkey) -> int:
         data = self.ledger.account_data(self.account_of(owner))
@@ -321,16 +329,18 @@ class Mint:
         )
 
     def transfer_ix(self, source_owner: Pubkey, dest_owner: Pubkey, amount: int) -> Instruction:
-        return spl.transfer_checked(
-            TransferCheckedParams(
-                program_id=TOKEN_2022_PROGRAM_ID,
-                source=self.account_of(source_owner),
-                mint=self.address,
-                dest=self.account_of(dest_owner),
-                owner=source_owner,
-                amount=amount,
-                decimals=self.decimals,
-            )
+        """TransferChecked (12): amount u64 LE, decimals u8; source, mint, dest, owner.
+        Built here rather than by solana-py's construct layouts: settlement builds tens of
+        thousands (tests compare the bytes with solana-py's)."""
+        return Instruction(
+            TOKEN_2022_PROGRAM_ID,
+            bytes([TRANSFER_CHECKED]) + amount.to_bytes(8, "little") + bytes([self.decimals]),
+            [
+                AccountMeta(self.account_of(source_owner), is_signer=False, is_writable=True),
+                AccountMeta(self.address, is_signer=False, is_writable=False),
+                AccountMeta(self.account_of(dest_owner), is_signer=False, is_writable=True),
+                AccountMeta(source_owner, is_signer=True, is_writable=False),
+            ],
         )
 
     def burn_ix(self, owner: Pubkey, amount: int) -> Instruction:

@@ -1,0 +1,414 @@
+"""Run a scenario epoch by epoch, as fast as the real parts allow.
+
+Per 15-minute epoch:
+1. physics: each household's net power for the quarter hour (SimBench profiles, pvlib PV,
+   batteries) gives its import and export registers;
+2. readings: each household's meter signs its reading (the real encoder and Ed25519) and the
+   hub's rules check it; the hub batches them and the oracles mint the epoch's export as GRX
+   (the real review, co-signing and high-water marks);
+3. market: PV owners offer this epoch's export, households bid for this epoch's import
+   (documented agent prices), cleared by the chosen mechanism;
+4. grid: the trades are checked against the feeder's power flow and curtailed if they break
+   a voltage or loading limit;
+5. settlement: the sold GRX and the buyers' payments move into escrow and are paid out,
+   netted, on the embedded ledger.
+Unsold export goes to the grid at the feed-in tariff; import not bought in the market comes
+from the grid at the retail tariff (see kpis.py). GRX is not burned on consumption here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nacl.signing import SigningKey
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from gridtokenx.hub import rules
+from gridtokenx.ledger import oracle
+from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger.backend import fits, memo
+from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.embedded import EmbeddedLedger
+from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism
+from gridtokenx.market.engine import Market
+from gridtokenx.market.orders import Order, Side
+from gridtokenx.scenarios import kpis
+from gridtokenx.scenarios.config import Scenario, ScenarioError
+from gridtokenx.units import receipt
+from gridtokenx.wire import batch as wire_batch
+from gridtokenx.wire.envelope import seal
+from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
+from gridtokenx.wire.topics import reading_topic  # noqa: F401  (the topics the meters use)
+
+EPOCH_S = 900
+T0 = 1_780_000_000  # the scenario's clock: readings carry these times, not the wall clock
+
+
+def _key(seed: int, name: str) -> bytes:
+    return hashlib.sha256(f"gridtokenx-scenario/{seed}/{name}".encode()).digest()
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    epochs: int
+    seconds: float
+    series: dict[str, list[Any]]
+    households: list[dict[str, Any]]
+    community: dict[str, Any]
+    checks: dict[str, Any]
+    trades_digest: str
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in (
+        "gridtokenx",
+        "numpy",
+        "pandapower",
+        "simbench",
+        "power-grid-model",
+        "pvlib",
+        "solders",
+    ):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+@lru_cache(maxsize=2)
+def _base_grid(code: str) -> Any:
+    """A SimBench grid and its year of profiles, loaded once per process (equip copies it)."""
+    from gridtokenx.sim.grid import load_simbench
+
+    return load_simbench(code)
+
+
+def run(sc: Scenario, progress: Any = None) -> Result:
+    from gridtokenx.sim.gridcheck import GridChecker, TradeFlow
+    from gridtokenx.sim.households import BatteryConfig, PVConfig, equip
+
+    started = time.perf_counter()
+    base = _base_grid(sc.grid)
+    if sc.households > len(base.households):
+        raise ScenarioError("bad_households", f"{sc.grid} has {len(base.households)} households")
+    grid, _equipment = equip(
+        base, PVConfig(share=sc.pv_share), BatteryConfig(share=sc.battery_share), seed=sc.seed
+    )
+    n, total = sc.households, sc.days * 96
+    start = sc.start_day * 96
+    if start + total > grid.steps:
+        raise ScenarioError("bad_days", "the scenario runs past the end of the profiles' year")
+    homes = grid.households[:n]
+    net = grid.net_w[start : start + total, :n]
+    imp = np.rint(np.clip(net, 0, None) * EPOCH_S / 3600).astype(np.int64)
+    exp = np.rint(np.clip(-net, 0, None) * EPOCH_S / 3600).astype(np.int64)
+    tariffs, rng = sc.tariffs, np.random.default_rng(sc.seed)
+    spread = tariffs.retail_uthb_per_kwh - tariffs.feed_in_uthb_per_kwh
+    shares = rng.uniform(sc.agents.spread_low, sc.agents.spread_high, n)
+    ask = (tariffs.feed_in_uthb_per_kwh + shares * spread).astype(np.int64)
+    bid = (tariffs.retail_uthb_per_kwh - shares * spread).astype(np.int64)
+
+    # the chain, its authorities, the hub and the households' wallets and meters
+    tmp = tempfile.TemporaryDirectory(prefix="gtx-scenario-")
+    keys = Keystore(Path(tmp.name) / "keys.json", os.urandom(32))
+    ledger = EmbeddedLedger(None, keys.ensure("payer"))
+    hub = SigningKey(_key(sc.seed, "hub"))
+    hub_kp = Keypair.from_seed(bytes(hub))
+    dep = Deployment.create(ledger, keys, [hub_kp.pubkey()])
+    wallets = [Keypair.from_seed(_key(sc.seed, f"wallet/{k}")) for k in range(n)]
+    meters = [SigningKey(_key(sc.seed, f"meter/{k}")) for k in range(n)]
+    meter_ids = [h.meter_id for h in homes]
+    owners = {meter_ids[k]: wallets[k].pubkey() for k in range(n)}
+    meter_keys = {meter_ids[k]: bytes(meters[k].verify_key) for k in range(n)}
+    registry = {
+        meter_ids[k]: rules.Meter(
+            meter_ids[k], meter_keys[meter_ids[k]], rules.MeterStatus.APPROVED, 100_000
+        )
+        for k in range(n)
+    }
+    budget = sc.agents.thb_budget * 1_000_000
+    for k, w in enumerate(wallets):
+        dep.open_wallet(w.pubkey())
+        dep.top_up(w.pubkey(), budget, f"scenario-{k}")
+    oracles = [hub_kp, dep.oracle("oracle/platform"), dep.oracle("oracle/grid-operator")]
+    marks = oracle.Marks(oracle.MINT)
+    checker = GridChecker(grid) if sc.grid_check else None
+    config = MarketConfig(
+        mechanism=Mechanism(sc.mechanism),
+        fee_bps=tariffs.fee_bps,
+        breaker_bps=NO_BREAKER,
+        max_quantity_wh=10**9,
+        min_price=1,
+        max_price=10**12,
+        max_open_orders_per_user=10**6,
+    )
+    market = Market(config, epoch=0)
+
+    registers = np.zeros((n, 2), dtype=np.int64)
+    previous: dict[str, rules.Previous] = {}
+    rejected = 0
+    bought = np.zeros(n, np.int64)
+    sold = np.zeros(n, np.int64)
+    paid = np.zeros(n, np.int64)
+    received = np.zeros(n, np.int64)
+    series: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "epoch",
+            "step",
+            "import_wh",
+            "export_wh",
+            "p2p_wh",
+            "price_uthb_per_kwh",
+            "curtailed_wh",
+            "v_min_pu",
+            "v_max_pu",
+            "violation_before",
+            "violation_after",
+        )
+    }
+    digest = hashlib.sha256()
+    index_of = {m: k for k, m in enumerate(meter_ids)}
+
+    def batch(epoch: int) -> None:
+        """Every meter's reading of this epoch, checked by the hub's rules, batched, minted."""
+        nonlocal rejected
+        signed = []
+        for k in range(n):
+            r = Reading(
+                meter_ids[k],
+                epoch + 1,
+                T0 + epoch * EPOCH_S,
+                int(registers[k, 0]),
+                int(registers[k, 1]),
+                EPOCH_S,
+                2300,
+                0,
+                1000,
+                5000,
+            )
+            raw = encode(r)
+            envelope = seal(raw, READING_DOMAIN, meters[k])
+            decision = rules.check(
+                meter_ids[k],
+                envelope,
+                registry[meter_ids[k]],
+                previous.get(meter_ids[k]),
+                T0 + epoch * EPOCH_S,
+                rules.RuleConfig(),
+            )
+            if not decision.accepted:
+                rejected += 1
+                continue
+            previous[meter_ids[k]] = rules.Previous(r.seq, r.ts, r.import_wh, r.export_wh, raw)
+            signed.append((raw, decision.signature))
+        header = wire_batch.build("scenario-hub", epoch, [raw for raw, _ in signed])
+        encoded = wire_batch.encode_header(header)
+        hub_sig = hub.sign(wire_batch.BATCH_DOMAIN + encoded).signature
+        order = {raw: sig for raw, sig in signed}
+        evidence = oracle.Evidence(
+            header,
+            bytes(hub_sig),
+            tuple((raw, order[raw]) for _, raw in wire_batch.order_leaves(list(order))),
+        )
+        current = marks.update(ledger)
+        proposed = oracle.plan(header, owners, current)
+        oracle.review(
+            evidence, meter_keys, bytes(hub.verify_key), owners, current, proposed
+        )  # the co-signer
+        signers = {k.pubkey(): oracle.reviewing_signer(k, lambda: None) for k in oracles}
+        oracle.mint_batch(ledger, dep.grx, dep.oracle_multisig, evidence, owners, marks, signers)
+
+    batch(0)  # the registers at the start: every meter's first mark
+    for e in range(1, total + 1):
+        step = start + e - 1
+        registers[:, 0] += imp[e - 1]
+        registers[:, 1] += exp[e - 1]
+        batch(e)
+        # the market: this epoch's export offered, this epoch's import wanted
+        market.epoch = e
+        placing = []
+        for k in range(n):
+            if exp[e - 1, k] > 0:
+                placing.append(
+                    Order(f"s{e}-{k}", meter_ids[k], Side.SELL, int(exp[e - 1, k]), int(ask[k]))
+                )
+            elif imp[e - 1, k] > 0:
+                placing.append(
+                    Order(f"b{e}-{k}", meter_ids[k], Side.BUY, int(imp[e - 1, k]), int(bid[k]))
+                )
+        if sc.mechanism == "cda":  # arrival order matters: a seeded shuffle
+            placing = [placing[i] for i in rng.permutation(len(placing))]
+        for seq, o in enumerate(placing, 1):
+            o.seq = seq
+            market.place(o)
+        outcome = market.clear_epoch()
+        trades = outcome.trades
+        # the grid: curtail what the feeder cannot carry
+        quantities = [t.quantity_wh for t in trades]
+        v_min = v_max = float("nan")
+        before = after = False
+        if checker is not None:
+            flows = [
+                TradeFlow(str(i), t.seller, t.buyer, t.quantity_wh) for i, t in enumerate(trades)
+            ]
+            check = checker.check(step, flows)
+            before = bool(check.before.violations(checker.limits, checker.loading)[0])
+            after = bool(check.after.violations(checker.limits, checker.loading)[0])
+            v_min, v_max = float(check.after.v_pu.min()), float(check.after.v_pu.max())
+            for c in check.curtailments:
+                quantities[int(c.trade_id)] = c.remaining_wh
+        curtailed = sum(t.quantity_wh for t in trades) - sum(quantities)
+        # settlement: into escrow, then paid out netted
+        ledger_trades = []
+        volume = value_sum = 0
+        for i, (t, q) in enumerate(zip(trades, quantities, strict=True)):
+            if q <= 0:
+                continue
+            r = receipt(q, t.price, t.wheeling_rate, t.fee_bps)
+            b, s = index_of[t.buyer], index_of[t.seller]
+            ledger_trades.append(
+                st.Trade(
+                    f"{e}-{i}",
+                    wallets[b].pubkey(),
+                    wallets[s].pubkey(),
+                    q,
+                    r.buyer_paid,
+                    r.net_to_seller,
+                    r.fee,
+                    r.wheeling,
+                )
+            )
+            bought[b] += q
+            sold[s] += q
+            paid[b] += r.buyer_paid
+            received[s] += r.net_to_seller
+            volume += q
+            value_sum += q * t.price
+            digest.update(f"{e}|{t.buyer}|{t.seller}|{q}|{t.price}\n".encode())
+        if ledger_trades:
+            _lock(dep, e, ledger_trades, wallets, index_by_key={w.pubkey(): w for w in wallets})
+            st.settle_epoch(dep, e, ledger_trades)
+        series["epoch"].append(e)
+        series["step"].append(step)
+        series["import_wh"].append(int(imp[e - 1].sum()))
+        series["export_wh"].append(int(exp[e - 1].sum()))
+        series["p2p_wh"].append(volume)
+        series["price_uthb_per_kwh"].append(value_sum // volume if volume else None)
+        series["curtailed_wh"].append(curtailed)
+        series["v_min_pu"].append(v_min)
+        series["v_max_pu"].append(v_max)
+        series["violation_before"].append(before)
+        series["violation_after"].append(after)
+        if progress is not None and e % 96 == 0:
+            progress(e // 96, sc.days)
+
+    totals = [
+        kpis.Totals(
+            int(imp[:, k].sum()),
+            int(exp[:, k].sum()),
+            int(bought[k]),
+            int(sold[k]),
+            int(paid[k]),
+            int(received[k]),
+        )
+        for k in range(n)
+    ]
+    retail, feed_in = tariffs.retail_uthb_per_kwh, tariffs.feed_in_uthb_per_kwh
+    households = [
+        {"meter_id": meter_ids[k], **kpis.household(t, retail, feed_in)}
+        for k, t in enumerate(totals)
+    ]
+    community = kpis.community(totals, retail, feed_in)
+    volume_total = sum(series["p2p_wh"])
+    community["average_price_uthb_per_kwh"] = (
+        sum(p * v for p, v in zip(series["price_uthb_per_kwh"], series["p2p_wh"], strict=True) if p)
+        // volume_total
+        if volume_total
+        else None
+    )
+    community["curtailed_wh"] = sum(series["curtailed_wh"])
+    community["epochs_with_violations_before"] = sum(series["violation_before"])
+    community["epochs_with_violations_after"] = sum(series["violation_after"])
+    thb_total = sum(dep.thb.balance(w.pubkey()) for w in wallets)
+    thb_total += dep.thb.balance(dep.treasury.pubkey()) + dep.thb.balance(
+        dep.grid_operator.pubkey()
+    )
+    checks = {
+        "grx_minted_wh": dep.grx.supply(),
+        "energy_exported_wh": int(exp.sum()),
+        "grx_minted_equals_exported": dep.grx.supply() == int(exp.sum()),
+        "thb_conserved": thb_total + dep.thb.balance(dep.escrow.pubkey()) == budget * n,
+        "escrow_empty": dep.grx.balance(dep.escrow.pubkey())
+        == 0
+        == dep.thb.balance(dep.escrow.pubkey()),
+        "readings_rejected": rejected,
+        "ledger_transactions": len(ledger.history()),
+    }
+    tmp.cleanup()
+    return Result(
+        sc,
+        total,
+        time.perf_counter() - started,
+        series,
+        households,
+        community,
+        checks,
+        digest.hexdigest(),
+        versions(),
+    )
+
+
+def _lock(
+    dep: Deployment,
+    epoch: int,
+    trades: list[st.Trade],
+    wallets: list[Keypair],
+    index_by_key: dict[Pubkey, Keypair],
+) -> None:
+    """The epoch's sold GRX and the buyers' payments into escrow, packed, each owner signing."""
+    owed: dict[tuple[str, Pubkey], int] = {}
+    for t in trades:
+        owed["grx", t.seller] = owed.get(("grx", t.seller), 0) + t.wh
+        owed["thb", t.buyer] = owed.get(("thb", t.buyer), 0) + t.buyer_paid
+    escrow = dep.escrow.pubkey()
+    items = sorted(owed.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
+    group: list[tuple[str, Pubkey, int]] = []
+    part = 0
+
+    def send(g: list[tuple[str, Pubkey, int]]) -> None:
+        nonlocal part
+        part += 1
+        ixs = [(dep.grx if a == "grx" else dep.thb).transfer_ix(o, escrow, amt) for a, o, amt in g]
+        dep.ledger.send(
+            [*ixs, memo(f"{st.ESCROW} epoch-{epoch} part-{part}")],
+            [index_by_key[o] for _, o, _ in g],
+        )
+
+    ixs: list[Any] = []
+    widest = memo(f"{st.ESCROW} epoch-{epoch} part-999")
+    for (asset, owner), amount in items:
+        ix = (dep.grx if asset == "grx" else dep.thb).transfer_ix(owner, escrow, amount)
+        if group and not fits([*ixs, ix, widest], dep.ledger.payer):
+            send(group)
+            group, ixs = [], []
+        group.append((asset, owner, amount))
+        ixs.append(ix)
+    if group:
+        send(group)
+    del wallets
