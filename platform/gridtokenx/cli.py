@@ -405,6 +405,9 @@ def platform_run(
     epoch_s: Annotated[float, typer.Option(help="Epoch length in seconds.")] = 900.0,
     mechanism: Annotated[str, typer.Option(help="uniform, pay-as-bid or cda.")] = "uniform",
     agents: Annotated[bool, typer.Option(help="Run the demo trading agents.")] = False,
+    grid: Annotated[
+        str | None, typer.Option(help="SimBench grid of the feeder: trades are checked on it.")
+    ] = None,
     demo_grant_thb: Annotated[int, typer.Option(help="THB for each sign-up (demo).")] = 0,
 ) -> None:
     """Serve the platform API, run the market's epochs, until SIGTERM/SIGINT.
@@ -428,7 +431,16 @@ def platform_run(
         platform = Platform(data, database)
     except KeystoreError as err:
         fail(str(err))
-    trading = Trading(platform, MarketConfig(mechanism=Mechanism(mechanism)), epoch_s)
+    view = None
+    if grid:
+        from gridtokenx.gridview import GridView
+        from gridtokenx.sim.grid import GridError, load_simbench
+
+        try:
+            view = GridView(load_simbench(grid))
+        except GridError as err:
+            fail(str(err))
+    trading = Trading(platform, MarketConfig(mechanism=Mechanism(mechanism)), epoch_s, grid=view)
     accounts = Accounts(platform.books, bytes(platform.keys.ensure("jwt"))[:32])
     typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
     app_ = create_app(

@@ -9,7 +9,8 @@ Order of writes, so that a crash anywhere loses nothing and pays nothing twice:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -78,9 +79,20 @@ class Exchange:
         self._refund_all(self.market.epoch, {order_id}, kind="cancel", trades=self._trades)
         return order
 
-    def clear(self) -> tuple[EpochOutcome, list[str]]:
+    def clear(
+        self, curtail: Callable[[list[Trade]], list[int]] | None = None
+    ) -> tuple[EpochOutcome, list[str]]:
+        """Clear the epoch, let `curtail` (the grid check) cut trades back, settle."""
         epoch = self.market.epoch
         outcome = self.market.clear_epoch()
+        if curtail is not None and outcome.trades:
+            remaining = curtail(outcome.trades)
+            cut = [
+                t._replace(quantity_wh=q)
+                for t, q in zip(outcome.trades, remaining, strict=True)
+                if q > 0
+            ]
+            outcome = replace(outcome, trades=cut)
         trades = outcome.trades  # under CDA: the executions placed during the epoch
         self._trades = []
         rows = []

@@ -71,8 +71,10 @@ class Trading:
         config: MarketConfig | None = None,
         epoch_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        grid: Any = None,
     ) -> None:
         self.platform, self.engine = platform, platform.books
+        self.grid = grid  # a GridView: trades are checked against the feeder before settling
         self.config = config or MarketConfig()
         self.epoch_s, self.clock = epoch_s, clock
         self.lock = platform.lock
@@ -212,7 +214,15 @@ class Trading:
 
     def close_epoch(self) -> int:
         epoch = self.market.epoch
-        outcome, signatures = self.exchange.clear()
+        curtail = None
+        if self.grid is not None:
+            meter_of = self.meters_of_users()
+            step = self.grid.step_of(self.ends_at(epoch))
+
+            def curtail(trades: list[Any]) -> list[int]:
+                return list(self.grid.curtail(epoch, step, trades, meter_of))
+
+        outcome, signatures = self.exchange.clear(curtail)
         self._record(epoch, outcome, signatures)
         self.market.epoch = max(self.market.epoch, self.current_epoch())
         return epoch
@@ -270,6 +280,15 @@ class Trading:
                 {"epoch": self.current_epoch(), "ends_at": self.ends_at(self.current_epoch())},
             )
         )
+
+    def meters_of_users(self) -> dict[str, str]:
+        """user id -> the meter its wallet owns (the first, if several)."""
+        by_wallet: dict[str, str] = {}
+        for m in books.rows(self.engine, books.meters, ("meter_id",)):
+            by_wallet.setdefault(m["owner"], m["meter_id"])
+        with self.engine.connect() as c:
+            rows = c.execute(select(users.c.user_id, users.c.wallet)).all()
+        return {r.user_id: by_wallet[r.wallet] for r in rows if r.wallet in by_wallet}
 
     def epoch_row(self, epoch: int) -> dict[str, Any] | None:
         with self.engine.connect() as c:

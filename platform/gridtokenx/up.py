@@ -116,6 +116,8 @@ def up(
                 "--epoch-s",
                 str(epoch_seconds),
                 "--agents" if agents else "--no-agents",
+                "--grid",
+                grid_code,
                 "--demo-grant-thb",
                 "1000",
             ],

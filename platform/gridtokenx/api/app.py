@@ -450,6 +450,29 @@ def create_app(
             for r in reversed(rows)
         ]
 
+    # -- grid -----------------------------------------------------------------------------------
+    def need_grid() -> Any:
+        t = need_trading()
+        if t.grid is None:
+            raise ServiceError(404, "no_grid", "no grid model is configured (platform run --grid)")
+        return t.grid
+
+    @app.get("/api/v1/grid/topology")
+    def grid_topology() -> dict[str, Any]:
+        return need_grid().topology()  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/grid/state")
+    def grid_state() -> dict[str, Any]:
+        view = need_grid()
+        with view.lock:
+            return {k: v for k, v in view.state.items()} or {"epoch": None}
+
+    @app.get("/api/v1/grid/curtailments")
+    def grid_curtailments(limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+        view = need_grid()
+        with view.lock:
+            return list(reversed(view.curtailments[-limit:]))
+
     # -- orders ---------------------------------------------------------------------------------
     @app.post("/api/v1/orders", status_code=201)
     def place(

@@ -437,6 +437,9 @@ def add_pages(app: FastAPI) -> None:
                 for h in books.rows(p.books, books.hubs)
             ],
             meters=books.rows(p.books, books.meters),
+            grid_map=t.grid.svg() if t and t.grid else None,
+            grid_code=t.grid.grid.code if t and t.grid else None,
+            curtailments=list(reversed(t.grid.curtailments[-20:])) if t and t.grid else [],
         )
 
     @app.post("/admin/halt")
