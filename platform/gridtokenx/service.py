@@ -8,6 +8,7 @@ import hmac
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -59,6 +60,47 @@ class Platform:
         self.marks = oracle.Marks(oracle.MINT)
         self.lock = threading.RLock()  # one writer to the ledger at a time
         self._proposals: dict[tuple[str, int], tuple[oracle.Evidence, list[oracle.Proposal]]] = {}
+        self._certificates: Any = None
+
+    # -- certificates ---------------------------------------------------------------------------
+    @property
+    def certificates(self) -> Any:
+        """The ERC registry: issued by the platform's oracle, validated by governance."""
+        if self._certificates is None:
+            from gridtokenx.ledger.certificates import Registry
+
+            self._certificates = Registry(
+                self.dep, self.dep.oracle("oracle/platform"), self.dep.governance()[0]
+            )
+        return self._certificates
+
+    def certify(self, meter_id: str, period: str) -> Any:
+        """A certificate for a meter's verified export not yet certified (up to its mint
+        high-water mark, from its certificate mark or its first minted register)."""
+        from gridtokenx.ledger.certificates import CertificateError
+
+        with self.lock:
+            _, owners = self._meters()
+            owner = owners.get(meter_id)
+            if owner is None:
+                raise ServiceError(404, "unknown_meter", meter_id)
+            minted_to = self.marks.update(self.ledger).get(meter_id)
+            first = None
+            for entry in self.ledger.history():
+                for text in entry.memos:
+                    parsed = oracle.parse_ranges(text, oracle.MINT)
+                    for meter, low, _high in parsed[2] if parsed else []:
+                        if meter == meter_id and (first is None or low < first):
+                            first = low
+            start = self.certificates.marks.update(self.ledger).get(meter_id, first)
+            if minted_to is None or start is None or minted_to <= start:
+                raise ServiceError(
+                    409, "nothing_to_certify", f"{meter_id} has no new verified export"
+                )
+            try:
+                return self.certificates.issue(meter_id, owner, period, start, minted_to)
+            except CertificateError as err:
+                raise ServiceError(409, err.code, str(err)) from None
 
     # -- registry ---------------------------------------------------------------------------
     def register_hub(self, hub_id: str, public_key: bytes, token: str) -> None:

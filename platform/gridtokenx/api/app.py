@@ -127,6 +127,23 @@ class TopUpIn(BaseModel):
     reference: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
 
+class CertifyIn(BaseModel):
+    meter_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    period: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,32}$")
+
+
+class CertTransferIn(BaseModel):
+    to_wallet: str = Field(min_length=32, max_length=44)
+
+
+class RetireIn(BaseModel):
+    beneficiary: str = Field(min_length=1, max_length=200)
+
+
+class RevokeIn(BaseModel):
+    reason: str = Field(pattern=r"^[A-Za-z0-9 ._,:-]{1,200}$")
+
+
 class HaltIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
@@ -449,6 +466,78 @@ def create_app(
             {"epoch": r["epoch"], "price": r["clearing_price"], "volume_wh": r["volume_wh"]}
             for r in reversed(rows)
         ]
+
+    # -- certificates -----------------------------------------------------------------------------
+    def cert_json(c: Any) -> dict[str, Any]:
+        return {
+            "mint": str(c.mint),
+            "meter_id": c.meter_id,
+            "period": c.period,
+            "wh": c.wh,
+            "from_wh": c.from_wh,
+            "to_wh": c.to_wh,
+            "source": c.source,
+            "status": c.status,
+            "holder": str(c.holder) if c.holder else None,
+        }
+
+    def certificate_action(action: Any) -> dict[str, Any]:
+        from gridtokenx.ledger.certificates import CertificateError
+
+        try:
+            with platform.lock:
+                return cert_json(action())
+        except CertificateError as err:
+            status = 404 if err.code == "unknown_certificate" else 409
+            raise ServiceError(status, err.code, str(err)) from None
+
+    def custodial_key(claims: Claims) -> Any:
+        name = f"user/{claims.user_id}"
+        if name not in platform.keys:
+            raise ServiceError(409, "external_wallet", "sign with your wallet: not custodial")
+        return platform.keys.get(name)
+
+    @app.get("/api/v1/certificates")
+    def my_certificates(claims: Annotated[Claims, Depends(user)]) -> list[dict[str, Any]]:
+        return [cert_json(c) for c in platform.certificates.all() if str(c.holder) == claims.wallet]
+
+    @app.post("/api/v1/certificates/{mint}/transfer")
+    def transfer_certificate(
+        mint: str, body: CertTransferIn, claims: Annotated[Claims, Depends(user)]
+    ) -> dict[str, Any]:
+        key, to = custodial_key(claims), pubkey(body.to_wallet, "to_wallet")
+        return certificate_action(
+            lambda: platform.certificates.transfer(pubkey(mint, "mint"), key, to)
+        )
+
+    @app.post("/api/v1/certificates/{mint}/retire")
+    def retire_certificate(
+        mint: str, body: RetireIn, claims: Annotated[Claims, Depends(user)]
+    ) -> dict[str, Any]:
+        key = custodial_key(claims)
+        return certificate_action(
+            lambda: platform.certificates.retire(pubkey(mint, "mint"), key, body.beneficiary)
+        )
+
+    @app.post("/api/v1/admin/certificates", status_code=201)
+    def issue_certificate(body: CertifyIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        out = cert_json(platform.certify(body.meter_id, body.period))
+        auditlog.append(platform.books, actor, "admin.certificate_issue", {"mint": out["mint"]})
+        return out
+
+    @app.post("/api/v1/admin/certificates/{mint}/validate")
+    def validate_certificate(mint: str, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        auditlog.append(platform.books, actor, "admin.certificate_validate", {"mint": mint})
+        return certificate_action(lambda: platform.certificates.validate(pubkey(mint, "mint")))
+
+    @app.post("/api/v1/admin/certificates/{mint}/revoke")
+    def revoke_certificate(
+        mint: str, body: RevokeIn, actor: Annotated[str, Depends(admin)]
+    ) -> dict[str, Any]:
+        auditlog.append(platform.books, actor, "admin.certificate_revoke", {"mint": mint})
+        return certificate_action(
+            lambda: platform.certificates.revoke(pubkey(mint, "mint"), body.reason)
+        )
 
     # -- grid -----------------------------------------------------------------------------------
     def need_grid() -> Any:

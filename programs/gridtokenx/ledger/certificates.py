@@ -98,7 +98,7 @@ class Registry:
             default_frozen=True,
             keypair=keypair,
         )
-        text = f"{ISSUE} {keypair.pubkey()} {period}/{source} {meter_id}:{from_wh}-{to_wh}"
+        text = f"{ISSUE} {keypair.pubkey()} {period}/{source}/{owner} {meter_id}:{from_wh}-{to_wh}"
         self.dep.ledger.send(
             [
                 cert.open_ix(owner),
@@ -118,39 +118,44 @@ class Registry:
         self.marks.update(self.dep.ledger)
         return self.get(keypair.pubkey())
 
-    def get(self, address: Pubkey) -> Certificate:
-        """The certificate as the chain has it: issue memo, then its status memos."""
-        issued = None
-        status, holder = "pending", None
-        key = str(address)
+    def all(self) -> list[Certificate]:
+        """Every certificate as the chain has it: its issue memo, then its status memos
+        (one pass over the ledger's history)."""
+        issued: dict[str, tuple[str, str, str, int, int, Pubkey]] = {}
+        status: dict[str, str] = {}
+        holder: dict[str, Pubkey] = {}
         for entry in self.dep.ledger.history():
             for text in entry.memos:
                 words = text.split(" ")
-                if text.startswith(ISSUE + " ") and words[2] == key:
-                    period, source = words[3].split("/")
+                if text.startswith(ISSUE + " ") and len(words) == 5:
+                    period, source, owner = words[3].split("/")
                     meter, span = words[4].rsplit(":", 1)
                     low, high = (int(x) for x in span.split("-"))
-                    issued = (meter, period, source, low, high)
-                elif len(words) >= 4 and words[:2] == ["gtx1", "cert"] and words[3] == key:
-                    status = TRANSITIONS[words[2]][1]
+                    issued[words[2]] = (meter, period, source, low, high, Pubkey.from_string(owner))
+                    status[words[2]] = "pending"
+                elif len(words) >= 4 and words[:2] == ["gtx1", "cert"] and words[2] in TRANSITIONS:
+                    status[words[3]] = TRANSITIONS[words[2]][1]
                     if words[2] == "transfer":
-                        holder = Pubkey.from_string(words[4])
-        if issued is None:
-            raise CertificateError("unknown_certificate", key)
-        meter, period, source, low, high = issued
-        if holder is None:
-            holder = self._holder_at_issue(address)
-        return Certificate(address, meter, period, low, high, source, status, holder)
+                        holder[words[3]] = Pubkey.from_string(words[4])
+        return [
+            Certificate(
+                Pubkey.from_string(key),
+                meter,
+                period,
+                low,
+                high,
+                source,
+                status[key],
+                holder.get(key, owner),
+            )
+            for key, (meter, period, source, low, high, owner) in issued.items()
+        ]
 
-    def _holder_at_issue(self, address: Pubkey) -> Pubkey | None:
-        for entry in self.dep.ledger.history():
-            if any(t.startswith(f"{ISSUE} {address} ") for t in entry.memos):
-                keys = entry.tx.message.account_keys
-                mint = self._mint(address)
-                for key in keys:
-                    if mint.account_of(key) in keys:
-                        return key
-        return None
+    def get(self, address: Pubkey) -> Certificate:
+        found = next((c for c in self.all() if c.mint == address), None)
+        if found is None:
+            raise CertificateError("unknown_certificate", str(address))
+        return found
 
     def _move(self, cert: Certificate, action: str) -> None:
         allowed, _ = TRANSITIONS[action]

@@ -28,7 +28,6 @@ from spl.token.models import (
     MintToCheckedParams,
     SetAuthorityParams,
     ThawAccountParams,
-    TransferCheckedParams,
 )
 
 from gridtokenx.ledger.backend import Ledger, LedgerError

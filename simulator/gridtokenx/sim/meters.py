@@ -58,7 +58,7 @@ class GridMeters:
         chosen = list(grid.households)
         if exporters_first:
             net = grid.net_w[start_step % grid.steps]
-            chosen.sort(key=lambda h: (net[grid.households.index(h)] >= 0))
+            chosen.sort(key=lambda h: net[grid.households.index(h)] >= 0)
         homes = []
         for k, home in enumerate(chosen[:households]):
             chip = EmulatedChip("sdm120" if home.sgen is not None else "pzem004t", unit=k + 1)

@@ -1,0 +1,151 @@
+"""Certificates through the API: issued for verified export (never the same Wh twice),
+validated by governance, transferred, retired; illegal moves are clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from nacl.signing import SigningKey
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from test_platform_api import ADMIN, Clock, admin_h, signup
+
+from gridtokenx.accounts import Accounts
+from gridtokenx.api.app import create_app
+from gridtokenx.ledger.oracle import hub_check
+from gridtokenx.market.config import MarketConfig
+from gridtokenx.service import Platform
+from gridtokenx.trading import Trading
+from gridtokenx.wire import batch as wire_batch
+from gridtokenx.wire import cbor
+from gridtokenx.wire.envelope import seal
+from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
+
+
+def submit(
+    platform: Platform, hub: SigningKey, meter: SigningKey, epoch: int, exports: list[int]
+) -> None:
+    """A hub's batch through the co-signer, as the outbox sends it."""
+    readings = []
+    for k, export in enumerate(exports):
+        raw = encode(
+            Reading(
+                "m-1",
+                epoch * 10 + k,
+                1_790_000_000 + epoch * 900 + k * 300,
+                0,
+                export,
+                300,
+                2300,
+                0,
+                1000,
+                5000,
+            )
+        )
+        readings.append((raw, bytes(cbor.loads(seal(raw, READING_DOMAIN, meter))[1])))
+    header = wire_batch.build("hub-1", epoch, [r for r, _ in readings])
+    signature = hub.sign(wire_batch.BATCH_DOMAIN + wire_batch.encode_header(header)).signature
+    out = platform.receive_batch(
+        "hub-1", epoch, wire_batch.encode_header(header), bytes(signature), readings
+    )
+    from gridtokenx.ledger.oracle import Evidence
+
+    evidence = Evidence(header, bytes(signature), tuple(readings))
+    key = Keypair.from_seed(bytes(hub))
+    sigs = []
+    for p in out.proposals:
+        hub_check(Message.from_bytes(bytes(p.message)), evidence)
+        sigs.append(bytes(key.sign_message(bytes(p.message))))
+    platform.sign_batch("hub-1", epoch, sigs)
+
+
+def test_certificates_for_verified_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    platform = Platform(tmp_path)
+    client = TestClient(
+        create_app(
+            platform,
+            ADMIN,
+            Trading(platform, MarketConfig(), 900.0, Clock()),
+            Accounts(platform.books, b"k" * 32),
+        )
+    )
+    alice, bob = signup(client, "alice@x.org"), signup(client, "bob@x.org")
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    platform.register_meter("m-1", bytes(meter.verify_key), Pubkey.from_string(alice["wallet"]))
+    submit(platform, hub, meter, 1, [0, 4_000, 9_000])
+    assert platform.dep.grx.balance(Pubkey.from_string(alice["wallet"])) == 9_000
+    r = client.post(
+        "/api/v1/admin/certificates",
+        headers=admin_h(),
+        json={"meter_id": "m-1", "period": "2026-11"},
+    )
+    assert r.status_code == 201, r.text
+    cert = r.json()
+    assert (cert["wh"], cert["status"], cert["holder"]) == (9_000, "pending", alice["wallet"])
+    again = client.post(
+        "/api/v1/admin/certificates",
+        headers=admin_h(),
+        json={"meter_id": "m-1", "period": "2026-11"},
+    )
+    assert (again.status_code, again.json()["code"]) == (
+        409,
+        "nothing_to_certify",
+    )  # the same Wh: never twice
+    mine = client.get("/api/v1/certificates", headers=alice["auth"]).json()
+    assert [c["mint"] for c in mine] == [cert["mint"]]
+    early = client.post(
+        f"/api/v1/certificates/{cert['mint']}/retire",
+        headers=alice["auth"],
+        json={"beneficiary": "Alice"},
+    )
+    assert (early.status_code, early.json()["code"]) == (409, "illegal_transition")
+    assert (
+        client.post(
+            f"/api/v1/admin/certificates/{cert['mint']}/validate", headers=admin_h()
+        ).json()["status"]
+        == "active"
+    )
+    moved = client.post(
+        f"/api/v1/certificates/{cert['mint']}/transfer",
+        headers=alice["auth"],
+        json={"to_wallet": bob["wallet"]},
+    )
+    assert moved.json()["holder"] == bob["wallet"]
+    theft = client.post(
+        f"/api/v1/certificates/{cert['mint']}/retire",
+        headers=alice["auth"],
+        json={"beneficiary": "Alice"},
+    )
+    assert theft.json()["code"] == "not_holder"
+    done = client.post(
+        f"/api/v1/certificates/{cert['mint']}/retire",
+        headers=bob["auth"],
+        json={"beneficiary": "Bob's bakery"},
+    )
+    assert done.json()["status"] == "retired"
+    # more export later: the next certificate starts where the last ended
+    submit(platform, hub, meter, 2, [12_000])
+    nxt = client.post(
+        "/api/v1/admin/certificates",
+        headers=admin_h(),
+        json={"meter_id": "m-1", "period": "2026-12"},
+    ).json()
+    assert (nxt["from_wh"], nxt["to_wh"]) == (9_000, 12_000)
+    revoked = client.post(
+        f"/api/v1/admin/certificates/{nxt['mint']}/revoke",
+        headers=admin_h(),
+        json={"reason": "meter audit"},
+    )
+    assert revoked.json()["status"] == "revoked"
+    assert (
+        client.post(
+            "/api/v1/certificates/nonsense/retire", headers=bob["auth"], json={"beneficiary": "x"}
+        ).status_code
+        == 422
+    )
