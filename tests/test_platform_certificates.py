@@ -27,7 +27,12 @@ from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 
 
 def submit(
-    platform: Platform, hub: SigningKey, meter: SigningKey, epoch: int, exports: list[int]
+    platform: Platform,
+    hub: SigningKey,
+    meter: SigningKey,
+    epoch: int,
+    exports: list[int],
+    imports: list[int] | None = None,
 ) -> None:
     """A hub's batch through the co-signer, as the outbox sends it."""
     readings = []
@@ -37,7 +42,7 @@ def submit(
                 "m-1",
                 epoch * 10 + k,
                 1_790_000_000 + epoch * 900 + k * 300,
-                0,
+                imports[k] if imports else 0,
                 export,
                 300,
                 2300,
@@ -52,6 +57,8 @@ def submit(
     out = platform.receive_batch(
         "hub-1", epoch, wire_batch.encode_header(header), bytes(signature), readings
     )
+    if out.state == "done":  # everything already on the chain
+        return
     from gridtokenx.ledger.oracle import Evidence
 
     evidence = Evidence(header, bytes(signature), tuple(readings))
@@ -149,3 +156,25 @@ def test_certificates_for_verified_export(tmp_path: Path, monkeypatch: pytest.Mo
         ).status_code
         == 422
     )
+
+
+def test_consumption_burns_grx_against_the_import_register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    platform = Platform(tmp_path)
+    client = TestClient(create_app(platform, ADMIN, None, Accounts(platform.books, b"k" * 32)))
+    alice = signup(client, "alice@x.org")
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    platform.register_meter("m-1", bytes(meter.verify_key), Pubkey.from_string(alice["wallet"]))
+    wallet = Pubkey.from_string(alice["wallet"])
+    submit(platform, hub, meter, 1, [0, 5_000], imports=[100, 100])  # sunny: exports
+    assert platform.dep.grx.balance(wallet) == 5_000
+    submit(platform, hub, meter, 2, [5_000, 5_000], imports=[100, 1_300])  # evening: imports
+    assert platform.dep.grx.balance(wallet) == 3_800 == platform.dep.grx.supply()
+    submit(platform, hub, meter, 2, [5_000, 5_000], imports=[100, 1_300])  # a retry: once
+    assert platform.dep.grx.supply() == 3_800
+    from gridtokenx import audit
+
+    assert audit.run(platform.dep, platform.books).ok

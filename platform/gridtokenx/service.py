@@ -58,6 +58,7 @@ class Platform:
         self.dep = site.deployment(data, self.ledger, self.keys)
         self.books = books.connect(books_url or f"sqlite:///{data / 'books.db'}")
         self.marks = oracle.Marks(oracle.MINT)
+        self.burn_marks = oracle.Marks("gtx1 burn")
         self.lock = threading.RLock()  # one writer to the ledger at a time
         self._proposals: dict[tuple[str, int], tuple[oracle.Evidence, list[oracle.Proposal]]] = {}
         self._certificates: Any = None
@@ -217,6 +218,7 @@ class Platform:
                 self.marks,
             )
             if not proposals:
+                self._burn(evidence, owners)  # a retry after a crash between mint and burn
                 return Outcome("done", transactions=self._landed(evidence))
             self._proposals[hub_id, epoch] = (evidence, proposals)
             return Outcome("sign", tuple(proposals))
@@ -268,7 +270,30 @@ class Platform:
                     raise ServiceError(422, err.code, str(err)) from None
             del self._proposals[hub_id, epoch]
             self.marks.update(self.ledger)
+            self._burn(evidence, owners)
             return Outcome("done", transactions=tuple(transactions))
+
+    def _burn(self, evidence: oracle.Evidence, owners: dict[str, Pubkey]) -> None:
+        """Consumption burns (docs/ledger.md): each custodial owner's GRX is burned against
+        its meter's import in this batch, from the burn mark on the chain; once per range."""
+        from gridtokenx.ledger import settlement as st
+
+        marks = self.burn_marks.update(self.ledger)
+        for r in evidence.header.ranges:
+            owner = owners.get(r.meter_id)
+            name = None if owner is None else self.keys.name_of(str(owner))
+            if name is None:
+                continue  # an external wallet signs its own burns (not done here)
+            start = marks.get(r.meter_id, r.import_first_wh)
+            st.burn_consumption(
+                self.dep,
+                self.keys.get(name),
+                evidence.header.epoch,
+                r.meter_id,
+                start,
+                r.import_last_wh,
+            )
+        self.burn_marks.update(self.ledger)
 
     def _meters(self) -> tuple[dict[str, bytes], dict[str, Pubkey]]:
         """The platform's own registry: meter keys and owners' wallets."""

@@ -120,6 +120,13 @@ class Keystore:
         """The named key, made (from the OS's randomness) and sealed on first use."""
         return self.get(name) if name in self else self.put(name, Keypair())
 
+    def name_of(self, public_key: str) -> str | None:
+        """The name of the key with this public key, if the keystore holds it."""
+        for name, entry in self._doc["keys"].items():
+            if entry["public"] == public_key:
+                return str(name)
+        return None
+
     def public(self, name: str) -> str:
         return str(self._doc["keys"][name]["public"])
 
