@@ -326,6 +326,36 @@ def test_admin_halts_and_the_audit_log_is_a_hash_chain(
     assert c.get("/api/v1/me", headers=buyer["auth"]).json()["code"] == "suspended"
 
 
+def test_market_parameters_change_and_survive_a_restart(
+    site: tuple[Site, Clock, Path, str | None],
+) -> None:
+    s, clock, data, url = site
+    c = s.client
+    r = c.put(
+        "/api/v1/admin/market/parameters",
+        headers=admin_h(),
+        json={"fee_bps": 250, "max_quantity_wh": 5_000},
+    )
+    assert r.status_code == 200 and r.json()["fee_bps"] == 250
+    bad = c.put(
+        "/api/v1/admin/market/parameters", headers=admin_h(), json={"min_price": 9, "max_price": 5}
+    )
+    assert (bad.status_code, bad.json()["code"]) == (422, "bad_parameters")
+    buyer = signup(c, "b@x.org", "consumer")
+    fund(s, buyer, thb=10**9)
+    big = c.post(
+        "/api/v1/orders",
+        headers=buyer["auth"],
+        json={"side": "buy", "quantity_wh": 6_000, "price": 3_000_000},
+    )
+    assert big.status_code == 422  # above the new largest order
+    s.platform.ledger.close()  # type: ignore[attr-defined]
+    s.close()
+    again = Site(data, url, clock)
+    assert again.trading.parameters()["fee_bps"] == 250
+    again.close()
+
+
 def test_restart_settles_an_interrupted_epoch_exactly_once(
     site: tuple[Site, Clock, Path, str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:

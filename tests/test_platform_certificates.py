@@ -178,3 +178,30 @@ def test_consumption_burns_grx_against_the_import_register(
     from gridtokenx import audit
 
     assert audit.run(platform.dep, platform.books).ok
+
+
+def test_operators_suspend_hubs_and_meters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    platform = Platform(tmp_path)
+    client = TestClient(create_app(platform, ADMIN, None, Accounts(platform.books, b"k" * 32)))
+    alice = signup(client, "alice@x.org")
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    platform.register_meter("m-1", bytes(meter.verify_key), Pubkey.from_string(alice["wallet"]))
+    r = client.post("/api/v1/admin/meters/m-1/suspend", headers=admin_h())
+    assert r.json() == {"id": "m-1", "status": "suspended"}
+    submit(platform, hub, meter, 1, [0, 5_000])
+    assert platform.dep.grx.supply() == 0  # a suspended meter mints nothing
+    assert (
+        client.post("/api/v1/admin/meters/m-9/suspend", headers=admin_h()).json()["code"]
+        == "unknown_meter"
+    )
+    assert client.post("/api/v1/admin/meters/m-1/explode", headers=admin_h()).status_code == 404
+    client.post("/api/v1/admin/meters/m-1/approve", headers=admin_h())
+    client.post("/api/v1/admin/hubs/hub-1/suspend", headers=admin_h())
+    batch = client.post(
+        "/api/v1/hub/batches",
+        headers={"Authorization": "Bearer " + "t" * 30},
+        json={"epoch": 2, "header": "00", "hub_signature": "00" * 64, "readings": []},
+    )
+    assert (batch.status_code, batch.json()["code"]) == (403, "hub_suspended")

@@ -34,6 +34,7 @@ meters = Table(
     Column("meter_id", String(64), primary_key=True),
     Column("public_key", LargeBinary(32), nullable=False),
     Column("owner", String(44), nullable=False),  # the owner's wallet (base58)
+    Column("status", String(16), nullable=False, server_default="active"),
 )
 hubs = Table(
     "ledger_hubs",
@@ -41,6 +42,7 @@ hubs = Table(
     Column("hub_id", String(64), primary_key=True),
     Column("public_key", LargeBinary(32), nullable=False),  # its batch and oracle key
     Column("token_sha256", LargeBinary(32), nullable=False),  # its API token, hashed
+    Column("status", String(16), nullable=False, server_default="active"),
 )
 batches = Table(
     "ledger_batches",

@@ -139,8 +139,20 @@ class Platform:
         digest = token_hash(token)
         for row in books.rows(self.books, books.hubs):
             if hmac.compare_digest(bytes(row["token_sha256"]), digest):
+                if row["status"] != "active":
+                    raise ServiceError(403, "hub_suspended", f"{row['hub_id']} is suspended")
                 return str(row["hub_id"])
         raise ServiceError(401, "bad_token", "unknown hub token")
+
+    def set_status(self, kind: str, key: str, status: str) -> None:
+        """Suspend or approve a hub or a meter. A suspended hub's batches are refused; a
+        suspended meter's readings still verify but mint nothing until it is approved."""
+        table = {"hub": books.hubs, "meter": books.meters}[kind]
+        column = table.c.hub_id if kind == "hub" else table.c.meter_id
+        with self.books.begin() as c:
+            done = c.execute(table.update().where(column == key).values(status=status))
+        if done.rowcount == 0:
+            raise ServiceError(404, f"unknown_{kind}", key)
 
     def register_meter(self, meter_id: str, public_key: bytes, owner: Pubkey) -> None:
         with self.lock:
@@ -299,7 +311,9 @@ class Platform:
         """The platform's own registry: meter keys and owners' wallets."""
         meters = books.rows(self.books, books.meters)
         keys = {r["meter_id"]: bytes(r["public_key"]) for r in meters}
-        owners = {r["meter_id"]: Pubkey.from_string(r["owner"]) for r in meters}
+        owners = {
+            r["meter_id"]: Pubkey.from_string(r["owner"]) for r in meters if r["status"] == "active"
+        }
         return keys, owners
 
     def _hub_key(self, hub_id: str) -> bytes:

@@ -79,6 +79,7 @@ class Trading:
         self.epoch_s, self.clock = epoch_s, clock
         self.lock = platform.lock
         self.wallets = Wallets(platform.keys)
+        self._load_parameters()
         self.market = Market(self.config, epoch=self.current_epoch())
         self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
         self.listeners: list[Callable[[Event], None]] = []
@@ -391,6 +392,49 @@ class Trading:
             return [dict(r._mapping) for r in c.execute(select(market_orders.c.order_id))]
 
     # -- admin --------------------------------------------------------------------------------
+    def set_parameters(self, actor: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change market parameters (fee, price bounds, order size) from now on; kept in
+        the database, so a restart keeps them."""
+        from dataclasses import replace as with_changes
+
+        with self.lock:
+            try:
+                config = with_changes(self.config, **changes)
+            except ValueError as err:
+                raise OrderRejected("bad_parameters", str(err)) from None
+            self.config = self.market.config = config
+            self._save_parameters()
+            auditlog.append(self.engine, actor, "market.parameters", changes)
+            return self.parameters()
+
+    def parameters(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "mechanism": c.mechanism.value,
+            "fee_bps": c.fee_bps,
+            "min_price": c.min_price,
+            "max_price": c.max_price,
+            "max_quantity_wh": c.max_quantity_wh,
+        }
+
+    def _save_parameters(self) -> None:
+        from gridtokenx.tables import settings
+
+        value = json.dumps({k: v for k, v in self.parameters().items() if k != "mechanism"})
+        with self.engine.begin() as c:
+            c.execute(settings.delete().where(settings.c.name == "market"))
+            c.execute(settings.insert().values(name="market", value=value))
+
+    def _load_parameters(self) -> None:
+        from dataclasses import replace as with_changes
+
+        from gridtokenx.tables import settings
+
+        with self.engine.connect() as c:
+            row = c.execute(select(settings.c.value).where(settings.c.name == "market")).first()
+        if row is not None:
+            self.config = with_changes(self.config, **json.loads(row.value))
+
     def halt(self, actor: str, reason: str) -> None:
         with self.lock:
             self.market.halt(reason)

@@ -144,6 +144,13 @@ class RevokeIn(BaseModel):
     reason: str = Field(pattern=r"^[A-Za-z0-9 ._,:-]{1,200}$")
 
 
+class ParametersIn(BaseModel):
+    fee_bps: int | None = Field(default=None, ge=0, le=10_000)
+    min_price: int | None = Field(default=None, gt=0, le=10**12)
+    max_price: int | None = Field(default=None, gt=0, le=10**12)
+    max_quantity_wh: int | None = Field(default=None, gt=0, le=10**9)
+
+
 class HaltIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
@@ -632,6 +639,26 @@ def create_app(
         auditlog.append(platform.books, actor, "admin.user_suspend", {"user_id": user_id})
         return {"user_id": user_id, "status": "suspended"}
 
+    def set_status(kind: str, key: str, action: str, actor: str) -> dict[str, str]:
+        if action not in ("suspend", "approve"):
+            raise ServiceError(404, "not_found", f"{action}: suspend or approve")
+        status = "suspended" if action == "suspend" else "active"
+        platform.set_status(kind, key, status)
+        auditlog.append(platform.books, actor, f"admin.{kind}_{action}", {"id": key})
+        return {"id": key, "status": status}
+
+    @app.post("/api/v1/admin/hubs/{hub_id}/{action}")
+    def hub_status(
+        hub_id: str, action: str, actor: Annotated[str, Depends(admin)]
+    ) -> dict[str, str]:
+        return set_status("hub", hub_id, action, actor)
+
+    @app.post("/api/v1/admin/meters/{meter_id}/{action}")
+    def meter_status(
+        meter_id: str, action: str, actor: Annotated[str, Depends(admin)]
+    ) -> dict[str, str]:
+        return set_status("meter", meter_id, action, actor)
+
     @app.post("/api/v1/admin/users/{user_id}/approve")
     def approve(user_id: str, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
         need_accounts().set_status(user_id, "active")
@@ -657,6 +684,11 @@ def create_app(
             {"user_id": body.user_id, "micro_thb": body.micro_thb, "reference": body.reference},
         )
         return {"transaction": sig}
+
+    @app.put("/api/v1/admin/market/parameters")
+    def parameters(body: ParametersIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        changes = body.model_dump(exclude_none=True)
+        return need_trading().set_parameters(actor, changes)
 
     @app.post("/api/v1/admin/market/halt")
     def halt(body: HaltIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
