@@ -205,3 +205,34 @@ def test_operators_suspend_hubs_and_meters(tmp_path: Path, monkeypatch: pytest.M
         json={"epoch": 2, "header": "00", "hub_signature": "00" * 64, "readings": []},
     )
     assert (batch.status_code, batch.json()["code"]) == (403, "hub_suspended")
+
+
+def test_the_certificates_page_lists_and_retires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    platform = Platform(tmp_path)
+    client = TestClient(
+        create_app(
+            platform,
+            ADMIN,
+            Trading(platform, MarketConfig(), 900.0, Clock()),
+            Accounts(platform.books, b"k" * 32),
+        )
+    )
+    alice = signup(client, "alice@x.org")
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    platform.register_meter("m-1", bytes(meter.verify_key), Pubkey.from_string(alice["wallet"]))
+    submit(platform, hub, meter, 1, [0, 2_500])
+    cert = client.post(
+        "/api/v1/admin/certificates", headers=admin_h(), json={"meter_id": "m-1", "period": "p1"}
+    ).json()
+    client.post(f"/api/v1/admin/certificates/{cert['mint']}/validate", headers=admin_h())
+    client.post("/login", data={"email": "alice@x.org", "password": "correct horse 1"})
+    page = client.get("/certificates").text
+    assert cert["mint"][:12] in page and "2.500" in page and "active" in page
+    done = client.post(
+        f"/certificates/{cert['mint']}/retire", data={"beneficiary": "Alice's school"}
+    )
+    assert "retired" in done.text
