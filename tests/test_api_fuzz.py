@@ -17,9 +17,16 @@ from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
 
-os.environ.setdefault("GTX_KEYSTORE_KEY", os.urandom(32).hex())
 _data = Path(tempfile.mkdtemp(prefix="gtx-fuzz-"))
-_platform = Platform(_data)
+_saved = os.environ.get("GTX_KEYSTORE_KEY")
+os.environ["GTX_KEYSTORE_KEY"] = os.urandom(32).hex()  # only while the platform opens
+try:
+    _platform = Platform(_data)
+finally:
+    if _saved is None:
+        del os.environ["GTX_KEYSTORE_KEY"]
+    else:
+        os.environ["GTX_KEYSTORE_KEY"] = _saved
 _app = create_app(
     _platform,
     "admin-" + "f" * 30,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,7 +164,7 @@ def test_up_runs_the_system_and_readings_reach_the_hub(tmp_path: Path) -> None:
     store.engine.dispose()
     # the hub's batches went through the platform to the embedded ledger, and the ledger
     # reconciles with the platform's books (the keystore key is the demo's, from DATA)
-    key = (tmp_path / "secrets" / "keystore.key").read_text()
+    key = os.environ.get("GTX_KEYSTORE_KEY") or (tmp_path / "secrets" / "keystore.key").read_text()
     audited = gridtokenx(
         "audit", "--data", str(tmp_path / "platform"), env={"GTX_KEYSTORE_KEY": key}
     )
