@@ -284,6 +284,11 @@ def test_admin_halts_and_the_audit_log_is_a_hash_chain(
     c = s.client
     buyer = signup(c, "b@x.org", "consumer")
     fund(s, buyer, thb=10_000_000)
+    # the fiat off-ramp burns THB against a payout, once per reference
+    out = {"user_id": buyer["user_id"], "micro_thb": 1_000_000, "reference": "payout-1"}
+    first = c.post("/api/v1/admin/withdraw", headers=admin_h(), json=out).json()
+    assert c.post("/api/v1/admin/withdraw", headers=admin_h(), json=out).json() == first
+    assert c.get("/api/v1/wallet", headers=buyer["auth"]).json()["thb_micro"] == 9_000_000
     assert (
         c.post(
             "/api/v1/admin/market/halt", headers=admin_h(), json={"reason": "grid emergency"}

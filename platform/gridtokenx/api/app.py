@@ -685,6 +685,22 @@ def create_app(
         )
         return {"transaction": sig}
 
+    @app.post("/api/v1/admin/withdraw")
+    def withdraw(body: TopUpIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        """Fiat off-ramp: burn a custodial wallet's THB against a payout (idempotent)."""
+        name = f"user/{body.user_id}"
+        if name not in platform.keys:
+            raise ServiceError(404, "no_custodial_wallet", body.user_id)
+        with platform.lock:
+            sig = platform.dep.withdraw(platform.keys.get(name), body.micro_thb, body.reference)
+        auditlog.append(
+            platform.books,
+            actor,
+            "admin.withdraw",
+            {"user_id": body.user_id, "micro_thb": body.micro_thb, "reference": body.reference},
+        )
+        return {"transaction": sig}
+
     @app.put("/api/v1/admin/market/parameters")
     def parameters(body: ParametersIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:
         changes = body.model_dump(exclude_none=True)
