@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 from sqlalchemy import func, insert, select, update
 
 from gridtokenx import auditlog, books
@@ -382,7 +383,7 @@ class Trading:
                         st.refund(
                             self.platform.dep,
                             row["order_id"],
-                            _pubkey(row["owner"]),
+                            Pubkey.from_string(row["owner"]),
                             row["asset"],
                             left,
                         )
@@ -451,9 +452,3 @@ class Trading:
         with self.engine.connect() as c:
             row = c.execute(select(users.c.status).where(users.c.user_id == user_id)).first()
         return None if row is None else str(row.status)
-
-
-def _pubkey(text: str) -> Any:
-    from solders.pubkey import Pubkey
-
-    return Pubkey.from_string(text)

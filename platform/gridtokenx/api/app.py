@@ -164,6 +164,21 @@ class Api:
     limiter: Limiter = field(default_factory=MemoryLimiter)
     demo_grant: int = 0  # micro-THB given to each new sign-up (demo only)
 
+    def set_user_status(self, user_id: str, action: str, actor: str) -> str:
+        """Suspend (freeze its GRX, revoke its logins) or approve (thaw) a user; audited."""
+        if self.accounts is None:
+            raise ServiceError(503, "no_accounts", "user accounts are not enabled here")
+        status = "suspended" if action == "suspend" else "active"
+        self.accounts.set_status(user_id, status)
+        wallet = Pubkey.from_string(str((self.accounts.user(user_id) or {})["wallet"]))
+        with self.platform.lock:
+            if action == "suspend":
+                self.platform.dep.suspend(wallet)
+            else:
+                self.platform.dep.open_wallet(wallet)
+        auditlog.append(self.platform.books, actor, f"admin.user_{action}", {"user_id": user_id})
+        return status
+
     def welcome(self, user_id: str, wallet: Pubkey) -> None:
         """Open the new user's wallet; in a demo, give it THB to trade with."""
         with self.platform.lock:
@@ -632,12 +647,7 @@ def create_app(
 
     @app.post("/api/v1/admin/users/{user_id}/suspend")
     def suspend(user_id: str, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
-        need_accounts().set_status(user_id, "suspended")
-        found = need_accounts().user(user_id) or {}
-        with platform.lock:
-            platform.dep.suspend(pubkey(str(found["wallet"]), "wallet"))
-        auditlog.append(platform.books, actor, "admin.user_suspend", {"user_id": user_id})
-        return {"user_id": user_id, "status": "suspended"}
+        return {"user_id": user_id, "status": api.set_user_status(user_id, "suspend", actor)}
 
     def set_status(kind: str, key: str, action: str, actor: str) -> dict[str, str]:
         if action not in ("suspend", "approve"):
@@ -661,12 +671,7 @@ def create_app(
 
     @app.post("/api/v1/admin/users/{user_id}/approve")
     def approve(user_id: str, actor: Annotated[str, Depends(admin)]) -> dict[str, str]:
-        need_accounts().set_status(user_id, "active")
-        found = need_accounts().user(user_id) or {}
-        with platform.lock:
-            platform.dep.open_wallet(pubkey(str(found["wallet"]), "wallet"))
-        auditlog.append(platform.books, actor, "admin.user_approve", {"user_id": user_id})
-        return {"user_id": user_id, "status": "active"}
+        return {"user_id": user_id, "status": api.set_user_status(user_id, "approve", actor)}
 
     @app.post("/api/v1/admin/topup")
     def top_up(body: TopUpIn, actor: Annotated[str, Depends(admin)]) -> dict[str, Any]:

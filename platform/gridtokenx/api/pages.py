@@ -511,17 +511,9 @@ def add_pages(app: FastAPI) -> None:
         if claims is None or api.accounts is None or action not in ("suspend", "approve"):
             return back("/login", error="Operators only.")
         try:
-            api.accounts.set_status(user_id, "suspended" if action == "suspend" else "active")
+            api.set_user_status(user_id, action, claims.user_id)
         except AuthError as err:
             return back("/admin", error=err.message)
-        wallet = Pubkey.from_string(str((api.accounts.user(user_id) or {})["wallet"]))
-        with api.platform.lock:
-            (api.platform.dep.suspend if action == "suspend" else api.platform.dep.open_wallet)(
-                wallet
-            )
-        auditlog.append(
-            api.platform.books, claims.user_id, f"admin.user_{action}", {"user_id": user_id}
-        )
         return back("/admin", notice=f"User {action}d.")
 
 

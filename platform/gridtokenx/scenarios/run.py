@@ -49,7 +49,6 @@ from gridtokenx.units import receipt
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.envelope import seal
 from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
-from gridtokenx.wire.topics import reading_topic  # noqa: F401  (the topics the meters use)
 
 EPOCH_S = 900
 T0 = 1_780_000_000  # the scenario's clock: readings carry these times, not the wall clock
@@ -184,6 +183,7 @@ def run(sc: Scenario, progress: Any = None) -> Result:
     }
     digest = hashlib.sha256()
     index_of = {m: k for k, m in enumerate(meter_ids)}
+    key_of = {w.pubkey(): w for w in wallets}
 
     def batch(epoch: int) -> None:
         """Every meter's reading of this epoch, checked by the hub's rules, batched, minted."""
@@ -302,7 +302,7 @@ def run(sc: Scenario, progress: Any = None) -> Result:
             value_sum += q * t.price
             digest.update(f"{e}|{t.buyer}|{t.seller}|{q}|{t.price}\n".encode())
         if ledger_trades:
-            _lock(dep, e, ledger_trades, wallets, index_by_key={w.pubkey(): w for w in wallets})
+            _lock(dep, e, ledger_trades, key_of)
             st.settle_epoch(dep, e, ledger_trades)
         series["epoch"].append(e)
         series["step"].append(step)
@@ -378,8 +378,7 @@ def _lock(
     dep: Deployment,
     epoch: int,
     trades: list[st.Trade],
-    wallets: list[Keypair],
-    index_by_key: dict[Pubkey, Keypair],
+    key_of: dict[Pubkey, Keypair],
 ) -> None:
     """The epoch's sold GRX and the buyers' payments into escrow, packed, each owner signing."""
     owed: dict[tuple[str, Pubkey], int] = {}
@@ -397,7 +396,7 @@ def _lock(
         ixs = [(dep.grx if a == "grx" else dep.thb).transfer_ix(o, escrow, amt) for a, o, amt in g]
         dep.ledger.send(
             [*ixs, memo(f"{st.ESCROW} epoch-{epoch} part-{part}")],
-            [index_by_key[o] for _, o, _ in g],
+            [key_of[o] for _, o, _ in g],
         )
 
     ixs: list[Any] = []
@@ -411,4 +410,3 @@ def _lock(
         ixs.append(ix)
     if group:
         send(group)
-    del wallets
