@@ -2,19 +2,35 @@
 
 The hub is the only writer of its readings, so the heads (each meter's newest accepted
 reading) are cached here and advanced in memory as a batch is decided in order.
+
+Each message is decided on its own: a bug met while deciding one (any exception from the
+rules) makes that message an `internal_error` rejection, logged and counted, and the rest
+of the batch goes on. Only database errors leave `ingest` (the caller retries the batch).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from gridtokenx.hub.rules import Decision, Meter, Previous, RuleConfig, Verdict, follow, parse
-from gridtokenx.hub.store import HubStore, Received
+from gridtokenx.hub.rules import (
+    Decision,
+    Meter,
+    Previous,
+    RuleConfig,
+    Verdict,
+    follow,
+    parse,
+    reject,
+)
+from gridtokenx.hub.store import DATABASE_ERRORS, HubStore, Received
 from gridtokenx.wire.topics import meter_of
+
+log = logging.getLogger("gridtokenx.hub.ingest")
 
 METER_CACHE_S = 5.0
 PARSE_CHUNK = 64
@@ -27,14 +43,44 @@ class Counters:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
+def _internal_error(exc: Exception) -> Decision:
+    log.error("internal error deciding a message", exc_info=exc)
+    return reject("internal_error", exc.__class__.__name__)
+
+
+def _parse(topic_meter: str, payload: bytes, meter: Meter | None) -> Decision:
+    try:
+        return parse(topic_meter, payload, meter)
+    except Exception as exc:  # a bug must cost one message, not the batch
+        return _internal_error(exc)
+
+
+def stored_seqs(decisions: Sequence[Decision], heads: dict[str, Previous | None]) -> dict[str, int]:
+    """Per meter with a reading of the batch durably stored (accepted now, or a duplicate of
+    one stored before): the highest sequence number stored for it, its head."""
+    out: dict[str, int] = {}
+    for d in decisions:
+        if d.verdict is not Verdict.REJECTED and d.reading is not None:
+            head = heads.get(d.reading.meter_id)
+            if head is not None:
+                out[d.reading.meter_id] = head.seq
+    return out
+
+
 class Ingestor:
+    """Decides and stores batches. `on_stored`, if given, is called after each commit with
+    `stored_seqs` of the batch (for acknowledging meters end to end); an exception it
+    raises is logged, never retried."""
+
     def __init__(
         self,
         store: HubStore,
         config: RuleConfig | None = None,
         clock: Callable[[], float] = time.time,
+        on_stored: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_stored = on_stored
         self.config = config or RuleConfig()
         self.clock = clock
         self.counters = Counters()
@@ -61,7 +107,36 @@ class Ingestor:
         return raw == parsed.raw
 
     def ingest(self, messages: Sequence[tuple[str, bytes]]) -> list[Decision]:
-        """Decide and durably record a batch of (topic, payload) messages, in order."""
+        """Decide and durably record a batch of (topic, payload) messages, in order.
+
+        Raises only database errors (DATABASE_ERRORS): then nothing of the batch is stored
+        and the caller may retry it whole."""
+        try:
+            decisions = self._ingest(messages)
+        except DATABASE_ERRORS:
+            self._heads.clear()  # the cache may be ahead of the database: reload it
+            raise
+        except Exception as exc:  # a bug outside the per-message checks: isolate it
+            self._heads.clear()
+            if len(messages) > 1:
+                log.error("internal error in a batch; deciding its messages one by one")
+                return [d for m in messages for d in self.ingest([m])]
+            decisions = [_internal_error(exc)]
+            topic, payload = messages[0]
+            self.store.record(
+                [Received(meter_of(topic) or "", payload, decisions[0], int(self.clock()))]
+            )
+        self._count(decisions)
+        if self.on_stored is not None:
+            stored = stored_seqs(decisions, self._heads)
+            if stored:
+                try:
+                    self.on_stored(stored)
+                except Exception:
+                    log.exception("on_stored failed (the readings are stored)")
+        return decisions
+
+    def _ingest(self, messages: Sequence[tuple[str, bytes]]) -> list[Decision]:
         now = int(self.clock())
         wanted = {m for t, _ in messages if (m := meter_of(t)) and m not in self._heads}
         if wanted:
@@ -75,7 +150,7 @@ class Ingestor:
         meters = [self._meter(m) for m in owners]
         # Signatures and CBOR first, in parallel (libsodium releases the GIL) ...
         parsed = list(
-            self._pool.map(parse, owners, [p for _, p in messages], meters, chunksize=PARSE_CHUNK)
+            self._pool.map(_parse, owners, [p for _, p in messages], meters, chunksize=PARSE_CHUNK)
         )
         # ... then the history rules, in order, each reading against the one before it.
         for (_, payload), topic_meter, meter, first in zip(
@@ -83,7 +158,10 @@ class Ingestor:
         ):
             decision = first
             if meter is not None and first.accepted:
-                decision = follow(first, meter, self._heads.get(topic_meter), now, self.config)
+                try:
+                    decision = follow(first, meter, self._heads.get(topic_meter), now, self.config)
+                except Exception as exc:  # a bug must cost one message, not the batch
+                    decision = _internal_error(exc)
                 if decision.reason == "replayed" and self._stored(first, batch):
                     # a redelivery of a reading already stored (e.g. the hub died between
                     # commit and acknowledgement), not a replay attack
@@ -96,11 +174,10 @@ class Ingestor:
                 )
             decisions.append(decision)
             received.append(Received(topic_meter, payload, decision, now))
-        try:
-            self.store.record(received)
-        except Exception:
-            self._heads.clear()  # the cache may be ahead of the database: reload it
-            raise
+        self.store.record(received)
+        return decisions
+
+    def _count(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
             if d.verdict is Verdict.ACCEPTED:
                 self.counters.accepted += 1
@@ -108,4 +185,3 @@ class Ingestor:
                 self.counters.duplicates += 1
             else:
                 self.counters.rejected[d.reason] = self.counters.rejected.get(d.reason, 0) + 1
-        return decisions

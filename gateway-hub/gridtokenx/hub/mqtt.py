@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import Decision
+from gridtokenx.hub.store import DATABASE_ERRORS
 from gridtokenx.wire import envelope, topics
 from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.status import STATUS_DOMAIN, Status, decode_status
@@ -42,6 +43,7 @@ class MqttIngest:
         self.statuses: dict[str, Status] = {}
         self.connected = threading.Event()
         self.last_commit = 0.0
+        self.failing_since: float | None = None  # the database refuses the current batch
         self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="hub-ingest", daemon=True)
@@ -84,6 +86,15 @@ class MqttIngest:
     def backlog(self) -> int:
         return self._queue.qsize()
 
+    def problems(self) -> list[str]:
+        """Why ingest is not making progress, if it is not: for /health."""
+        out = []
+        if self._worker.ident is not None and not self._worker.is_alive():
+            out.append("ingest: the worker stopped")
+        if self.failing_since is not None:
+            out.append(f"ingest: database failing for {time.time() - self.failing_since:.0f} s")
+        return out
+
     def _status(self, msg: mqtt.MQTTMessage) -> None:
         meter_id = topics.meter_of(msg.topic)
         meter = self.ingestor._meter(meter_id or "")
@@ -118,13 +129,19 @@ class MqttIngest:
                         [(m.topic, bytes(m.payload)) for m in readings]
                     )
                     break
-                except Exception:  # database down: keep the batch, unacknowledged, and retry
+                except DATABASE_ERRORS:  # keep the batch, unacknowledged, and retry
                     log.exception("could not store %d readings; retrying", len(readings))
+                    if self.failing_since is None:
+                        self.failing_since = time.time()
                     if self._stop.wait(1.0):
                         return
+            self.failing_since = None
             for m in batch:
                 if m.topic.endswith("/status"):
-                    self._status(m)
+                    try:
+                        self._status(m)
+                    except Exception:  # a bug in one status must not stop ingest
+                        log.exception("internal error on a status message")
             self.last_commit = time.time()
             for m in batch:
                 self.client.ack(m.mid, m.qos)

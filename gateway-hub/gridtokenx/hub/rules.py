@@ -80,7 +80,12 @@ def reject(reason: str, detail: str, reading: Reading | None = None) -> Decision
 def parse(topic_meter: str, payload: bytes, meter: Meter | None) -> Decision:
     """The checks that need only the message and the meter's registration: status,
     envelope, signature, canonical CBOR, topic. Pure and independent per message, so a
-    hub may run it for many messages in parallel."""
+    hub may run it for many messages in parallel. The size limit comes first, before any
+    decoding."""
+    if len(payload) > envelope.MAX_MESSAGE_BYTES:
+        return reject(
+            "too_large", f"{len(payload)} bytes, the limit is {envelope.MAX_MESSAGE_BYTES}"
+        )
     if meter is None:
         return reject("unknown_meter", f"meter {topic_meter!r} is not registered")
     if meter.status is MeterStatus.SUSPENDED:
@@ -153,6 +158,7 @@ def check(
 
 
 REASONS = (
+    "too_large",
     "unknown_meter",
     "suspended_meter",
     "meter_not_approved",
@@ -171,4 +177,5 @@ REASONS = (
     "register_decreased",
     "interval_too_short",
     "energy_exceeds_rating",
+    "internal_error",  # a bug met while deciding: logged and counted, never retried
 )

@@ -63,6 +63,9 @@ heads = Table(
     Column("raw", LargeBinary, nullable=False),
 )
 
+# Refused messages, the newest store.REJECTIONS_KEPT of them: what was refused and why,
+# with the payload's digest, size and first bytes (not the payload: junk must not fill the
+# disk). rejection_counts keeps the total per reason.
 rejections = Table(
     "rejections",
     metadata,
@@ -73,10 +76,19 @@ rejections = Table(
     Column("seq", BigInteger),
     Column("reason", String(32), nullable=False),
     Column("detail", Text, nullable=False),
-    Column("payload", LargeBinary, nullable=False),
+    Column("payload_head", LargeBinary, nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    Column("payload_sha256", LargeBinary(32), nullable=False),
+    Column("payload_bytes", BigInteger, nullable=False),
 )
 Index("rejections_meter", rejections.c.meter_id)
+
+rejection_counts = Table(
+    "rejection_counts",
+    metadata,
+    Column("reason", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
 
 gaps = Table(
     "gaps",

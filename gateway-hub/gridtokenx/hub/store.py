@@ -6,23 +6,36 @@ only after that commit are the messages acknowledged to the broker (see mqtt.py)
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from gridtokenx.hub import schema
 from gridtokenx.hub.rules import Decision, Meter, MeterStatus, Previous
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = "sqlite:///var/hub.db"
+# What the database adapter raises when the database is away or refuses a write: the only
+# errors a caller retries a batch for.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError,)
+# A rejection keeps the payload's SHA-256, size and first bytes; the newest REJECTIONS_KEPT
+# rows are kept (about 2 MB at most), the counts per reason forever.
+PAYLOAD_HEAD_BYTES = 64
+DETAIL_CHARS = 200
+REJECTIONS_KEPT = 10_000
 
 
 class RegistrationError(Exception):
@@ -79,8 +92,9 @@ class Received:
 
 
 class HubStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, rejections_kept: int = REJECTIONS_KEPT) -> None:
         self.engine = engine
+        self.rejections_kept = rejections_kept
 
     # -- meters -------------------------------------------------------------------------
 
@@ -214,8 +228,10 @@ class HubStore:
                         "meter_id": item.topic_meter,
                         "seq": d.reading.seq if d.reading is not None else None,
                         "reason": d.reason,
-                        "detail": d.detail[:500],
-                        "payload": item.payload,
+                        "detail": d.detail[:DETAIL_CHARS],
+                        "payload_head": item.payload[:PAYLOAD_HEAD_BYTES],
+                        "payload_sha256": hashlib.sha256(item.payload).digest(),
+                        "payload_bytes": len(item.payload),
                         "received_at": item.received_at,
                     }
                 )
@@ -225,9 +241,39 @@ class HubStore:
             if gaps:
                 c.execute(insert(schema.gaps), gaps)
             if rejected:
-                c.execute(insert(schema.rejections), rejected)
+                self._reject(c, rejected)
             if newest:
                 self._set_heads(c, newest)
+
+    def _upsert(self, table: Table) -> PgInsert | SqliteInsert:
+        """An INSERT that can take ON CONFLICT, in the engine's dialect."""
+        if self.engine.dialect.name == "postgresql":
+            return pg_insert(table)
+        return sqlite_insert(table)
+
+    def _reject(self, c: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Store rejections, count them per reason, and prune all but the newest
+        `rejections_kept` (ids grow, so that is one range delete on the primary key)."""
+        c.execute(insert(schema.rejections), rows)
+        per_reason: dict[str, int] = {}
+        for row in rows:
+            reason = str(row["reason"])
+            per_reason[reason] = per_reason.get(reason, 0) + 1
+        statement = self._upsert(schema.rejection_counts)
+        c.execute(
+            statement.on_conflict_do_update(
+                index_elements=[schema.rejection_counts.c.reason],
+                set_={"count": schema.rejection_counts.c.count + statement.excluded["count"]},
+            ),
+            [{"reason": r, "count": n} for r, n in per_reason.items()],
+        )
+        newest = c.execute(select(func.max(schema.rejections.c.id))).scalar_one()
+        if newest is not None and newest > self.rejections_kept:
+            c.execute(
+                delete(schema.rejections).where(
+                    schema.rejections.c.id <= newest - self.rejections_kept
+                )
+            )
 
     def _set_heads(self, c: Connection, newest: dict[str, Decision]) -> None:
         """Upsert each meter's newest reading in one statement (SQLite and PostgreSQL)."""
@@ -244,8 +290,7 @@ class HubStore:
                     "raw": d.raw,
                 }
             )
-        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        statement = dialect_insert(schema.heads)
+        statement = self._upsert(schema.heads)
         excluded = statement.excluded
         c.execute(
             statement.on_conflict_do_update(
@@ -262,7 +307,8 @@ class HubStore:
         )
 
     def counts(self) -> dict[str, int]:
-        """Accepted readings and rejections by reason."""
+        """Accepted readings, and rejections by reason (all of them: old rows are pruned,
+        the counts are not)."""
         with self.engine.connect() as c:
             out = {
                 "accepted": c.execute(
@@ -270,9 +316,7 @@ class HubStore:
                 ).scalar_one()
             }
             for reason, n in c.execute(
-                select(schema.rejections.c.reason, func.count()).group_by(
-                    schema.rejections.c.reason
-                )
+                select(schema.rejection_counts.c.reason, schema.rejection_counts.c.count)
             ):
                 out[reason] = n
             return out

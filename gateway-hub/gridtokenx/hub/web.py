@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gridtokenx.hub import batches, views
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
 from gridtokenx.hub.store import HubStore, RegistrationError
+from gridtokenx.wire.reading import UINT_MAX
 from gridtokenx.wire.status import Status
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -68,8 +71,17 @@ def create_app(ctx: HubContext) -> FastAPI:
     outbox = Gauge("gtx_hub_outbox_depth", "Batches not yet on the ledger", registry=ctx.registry)
     requests = Counter("gtx_hub_http_requests", "HTTP requests", ["path"], registry=ctx.registry)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"code": "invalid_request", "message": f"{where}: {first.get('msg', 'invalid')}"},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)  # also the router's own 404 and 405
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = (
             exc.detail
             if isinstance(exc.detail, dict)
@@ -156,6 +168,8 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     @app.get("/api/proof/{meter_id}/{seq}")
     def proof(meter_id: str, seq: int) -> dict[str, object]:
+        if not 0 <= seq <= UINT_MAX:
+            raise _error(422, "invalid_seq", f"seq must be 0..{UINT_MAX}")
         found = batches.proof(ctx.store, meter_id, seq)
         if found is None:
             raise _error(404, "not_batched", "no such reading, or not in a batch yet")
@@ -191,8 +205,13 @@ def create_app(ctx: HubContext) -> FastAPI:
     )
 
     @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    def health() -> JSONResponse:
+        """Liveness that tells the truth: 503 while ingest is stuck (database refusing the
+        batch, or the worker gone), so a supervisor can see it."""
+        problems = ctx.ingest.problems() if ctx.ingest is not None else []
+        if problems:
+            return JSONResponse({"status": "failing", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/ready")
     def ready() -> JSONResponse:

@@ -13,6 +13,9 @@ from gridtokenx.wire import cbor
 from gridtokenx.wire.errors import WireError
 
 SIGNATURE_BYTES = 64
+# The largest envelope (reading or status) a receiver decodes; checked before any decoding.
+# The largest valid reading envelope has 233 bytes, the largest status 450 (docs/wire-format.md).
+MAX_MESSAGE_BYTES = 512
 
 
 def seal(message: bytes, domain: bytes, key: SigningKey) -> bytes:
@@ -22,8 +25,9 @@ def seal(message: bytes, domain: bytes, key: SigningKey) -> bytes:
 
 
 def unwrap(payload: bytes) -> tuple[bytes, bytes]:
-    """Split an envelope into (message bytes, signature), strictly."""
-    item = cbor.loads(payload)
+    """Split an envelope into (message bytes, signature), strictly and bounded: at most
+    MAX_MESSAGE_BYTES (else `too_large`), one level of nesting."""
+    item = cbor.loads(payload, max_bytes=MAX_MESSAGE_BYTES, max_depth=1)
     if (
         not isinstance(item, list)
         or len(item) != 2

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, fields
 
 from gridtokenx.wire import cbor
+from gridtokenx.wire.envelope import MAX_MESSAGE_BYTES
 from gridtokenx.wire.errors import WireError
 
 VERSION = 1
@@ -69,7 +70,7 @@ def encode(reading: Reading) -> bytes:
 
 def decode(data: bytes) -> Reading:
     """Strictly decode a reading: canonical CBOR, exactly the known keys, valid values."""
-    item = cbor.loads(data)
+    item = cbor.loads(data, max_bytes=MAX_MESSAGE_BYTES, max_depth=1)
     if not isinstance(item, dict):
         raise WireError("invalid_field", "a reading is a CBOR map")
     if item.get(0) != VERSION:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gridtokenx.wire import cbor
+from gridtokenx.wire.envelope import MAX_MESSAGE_BYTES
 from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import METER_ID, UINT_MAX
 
@@ -33,7 +34,7 @@ def encode_status(status: Status) -> bytes:
 
 
 def decode_status(data: bytes) -> Status:
-    item = cbor.loads(data)
+    item = cbor.loads(data, max_bytes=MAX_MESSAGE_BYTES, max_depth=1)
     if not isinstance(item, dict) or item.get(0) != VERSION or set(item) != set(range(8)):
         raise WireError("invalid_field", "a status is a CBOR map with keys 0..7, version 1")
     values = {name: item[k + 1] for k, name in enumerate(_NAMES)}
