@@ -7,6 +7,7 @@ committed; latency is from its publish to that commit.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,14 @@ from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.wire import envelope
 from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 from gridtokenx.wire.topics import reading_topic
+
+
+OUTSTANDING = 30_000
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _free_port() -> int:
@@ -80,8 +90,12 @@ def publish_main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     sent = []
-    infos = []
+    # MQTT packet ids have 16 bits: paho refuses a publish (ERR_QUEUE_SIZE) whose id is
+    # still unacknowledged, so at most OUTSTANDING publishes are left open at a time.
+    infos: deque[mqtt.MQTTMessageInfo] = deque()
     for meter_id, seq, payload in messages:
+        if len(infos) >= OUTSTANDING:
+            infos.popleft().wait_for_publish(timeout=120)
         sent.append([meter_id, seq, time.time()])
         infos.append(client.publish(reading_topic(meter_id), payload, qos=1))
     for info in infos:
@@ -139,10 +153,12 @@ def _measure(port: int, url: str, count: int, meters: int) -> dict[str, Any]:
         assert meters_proc.stdin is not None and meters_proc.stdout is not None
         meters_proc.stdout.readline()  # signed and connected
         start = time.time()
+        cpu_start = _cpu_s()
         meters_proc.stdin.write("go\n")
         meters_proc.stdin.flush()
         finished = done.wait(max(60.0, count / 500))
         end = max(committed_at.values(), default=time.time())
+        hub_cpu = _cpu_s() - cpu_start
         meters_proc.wait(timeout=120)
         sent = {(m, q): t for m, q, t in json.loads(times_file.read_text())}
     ingest.stop()
@@ -163,5 +179,8 @@ def _measure(port: int, url: str, count: int, meters: int) -> dict[str, Any]:
         "readings_per_s": round(len(committed_at) / elapsed) if elapsed > 0 else 0,
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
         "p99_ms": round(p99 * 1000, 1),
+        # the hub's own CPU (all its threads), so a busy shared machine can be told apart
+        "hub_cpu_us_per_reading": round(hub_cpu / max(1, len(committed_at)) * 1e6, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "hub_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

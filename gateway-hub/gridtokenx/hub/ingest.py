@@ -33,7 +33,7 @@ from gridtokenx.wire.topics import meter_of
 log = logging.getLogger("gridtokenx.hub.ingest")
 
 METER_CACHE_S = 5.0
-PARSE_CHUNK = 64
+PARSE_CHUNK = 128
 
 
 @dataclass
@@ -53,6 +53,10 @@ def _parse(topic_meter: str, payload: bytes, meter: Meter | None) -> Decision:
         return parse(topic_meter, payload, meter)
     except Exception as exc:  # a bug must cost one message, not the batch
         return _internal_error(exc)
+
+
+def _parse_all(work: Sequence[tuple[str, bytes, Meter | None]]) -> list[Decision]:
+    return [_parse(*item) for item in work]
 
 
 def stored_seqs(decisions: Sequence[Decision], heads: dict[str, Previous | None]) -> dict[str, int]:
@@ -149,9 +153,12 @@ class Ingestor:
         owners = [meter_of(topic) or "" for topic, _ in messages]
         meters = [self._meter(m) for m in owners]
         # Signatures and CBOR first, in parallel (libsodium releases the GIL) ...
-        parsed = list(
-            self._pool.map(_parse, owners, [p for _, p in messages], meters, chunksize=PARSE_CHUNK)
-        )
+        work = list(zip(owners, [p for _, p in messages], meters, strict=True))
+        if len(work) <= PARSE_CHUNK:
+            parsed = _parse_all(work)
+        else:  # one task per chunk: a future per message cost as much as its signature
+            chunks = [work[k : k + PARSE_CHUNK] for k in range(0, len(work), PARSE_CHUNK)]
+            parsed = [d for part in self._pool.map(_parse_all, chunks) for d in part]
         # ... then the history rules, in order, each reading against the one before it.
         for (_, payload), topic_meter, meter, first in zip(
             messages, owners, meters, parsed, strict=True

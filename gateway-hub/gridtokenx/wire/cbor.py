@@ -8,7 +8,6 @@ anything outside the subset the wire format uses before cbor2 sees them.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import cbor2
@@ -100,9 +99,8 @@ def loads(data: bytes, max_bytes: int = MAX_ITEM_BYTES, max_depth: int = MAX_DEP
     """
     data = bytes(data)
     scan(data, max_bytes, max_depth)
-    stream = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
+        value = cbor2.loads(data)  # one item, no trailing bytes: `scan` saw to both
     except Exception as exc:  # cbor2 raises several types, e.g. for invalid UTF-8
         raise WireError("malformed_cbor", f"not CBOR: {exc.__class__.__name__}") from None
     try:
