@@ -31,7 +31,6 @@ from gridtokenx.wire import envelope
 from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 from gridtokenx.wire.topics import reading_topic
 
-
 OUTSTANDING = 30_000
 
 
