@@ -168,10 +168,11 @@ def test_batches_reach_the_chain_once_through_the_platform(setup: dict[str, Any]
     assert batches.on_chain(store, "m0") == (2_000, [{"epoch": 1, "transactions": txs}])
     from fastapi.testclient import TestClient
 
-    from gridtokenx.hub.web import HubContext
+    from gridtokenx.hub.web import HubContext, household_link
     from gridtokenx.hub.web import create_app as hub_app
 
-    page = TestClient(hub_app(HubContext(store, platform_url=server.url))).get("/meters/m0").text
+    hub_web = TestClient(hub_app(HubContext(store, platform_url=server.url)))
+    page = hub_web.get(household_link(store, "m0")).text
     assert "2.000 GRX" in page and f"{server.url}/explorer/tx/{txs[0]}" in page
     # a restart that lost the hub's record of the submission: the batch goes again, and
     # the platform answers with what already landed; nothing is minted twice

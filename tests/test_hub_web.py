@@ -8,19 +8,21 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
+from prometheus_client import CollectorRegistry
 from services import unavailable
 
 from gridtokenx.hub import batches
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import MeterStatus, RuleConfig
 from gridtokenx.hub.store import HubStore, connect
-from gridtokenx.hub.web import HubContext, create_app
+from gridtokenx.hub.web import HubContext, create_app, household_key, household_link
 from gridtokenx.wire import envelope
 from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 from gridtokenx.wire.topics import reading_topic
@@ -66,7 +68,7 @@ def ctx(tmp_path: Path) -> Iterator[HubContext]:
 
 def test_household_page_shows_power_chart_registers_health(ctx: HubContext) -> None:
     client = TestClient(create_app(ctx))
-    page = client.get("/meters/house-7")
+    page = client.get(household_link(ctx.store, "house-7"))
     assert page.status_code == 200
     html = page.text
     assert "Somchai" in html and "<svg" in html and "http://platform.local/" in html
@@ -75,16 +77,72 @@ def test_household_page_shows_power_chart_registers_health(ctx: HubContext) -> N
     assert "rejected readings</td><td>1" in html
     assert "/api/proof/house-7/16" in html
     assert "<script" not in html and "https://" not in html  # no CDN, nothing remote
-    assert client.get("/").status_code == 200
-    missing = client.get("/meters/nobody")
+    installer = {"Authorization": f"Bearer {TOKEN}"}
+    missing = client.get("/meters/nobody", headers=installer)
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_meter"
 
 
+def test_household_data_needs_its_link_or_the_installer(ctx: HubContext) -> None:
+    link = household_link(ctx.store, "house-7")
+    assert (
+        link
+        == f"/meters/house-7?key={household_key(ctx.store.secret('household_links'), 'house-7')}"
+    )
+    app = create_app(ctx)
+    stranger = TestClient(app)
+    for path in ("/meters/house-7", "/api/meters/house-7/readings", "/api/proof/house-7/3"):
+        refused = stranger.get(path)
+        assert refused.status_code == 401, path
+        assert refused.json() == {
+            "code": "household_access_required",
+            "message": "open this page with the household's link",
+        }
+    assert stranger.get("/meters/house-7?key=" + "0" * 32).status_code == 401
+    assert stranger.get("/meters/nobody").status_code == 401  # no probing of meter ids
+    # another meter's link does not open this one
+    other = household_key(ctx.store.secret("household_links"), "house-8")
+    assert stranger.get(f"/meters/house-7?key={other}").status_code == 401
+    index = stranger.get("/")
+    assert index.status_code == 200 and "house-7" not in index.text and "Somchai" not in index.text
+    assert stranger.get("/api/meters").status_code == 401
+    # the household: its link once, then the cookie opens the page and its proof links
+    household = TestClient(app)
+    assert household.get(link).status_code == 200
+    assert household.get("/meters/house-7").status_code == 200
+    assert household.get("/api/proof/house-7/3").status_code == 200
+    assert len(household.get("/api/meters/house-7/readings?limit=3").json()) == 3
+    # the installer sees everything and hands out the link
+    installer = {"Authorization": f"Bearer {TOKEN}"}
+    assert "Somchai" in stranger.get("/", headers=installer).text
+    assert stranger.get("/meters/house-7", headers=installer).status_code == 200
+    assert stranger.get("/api/meters/house-7/link", headers=installer).json() == {
+        "meter_id": "house-7",
+        "path": link,
+    }
+    assert stranger.get("/api/meters/nobody/link", headers=installer).status_code == 404
+    # the secret is kept: the same link works for a restarted hub
+    restarted = replace(ctx, registry=CollectorRegistry())
+    assert TestClient(create_app(restarted)).get(link).status_code == 200
+
+
 def test_proof_endpoint(ctx: HubContext) -> None:
-    client = TestClient(create_app(ctx))
+    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
     proof = client.get("/api/proof/house-7/3").json()
     assert proof["size"] == 16 and len(proof["root"]) == 64
     assert client.get("/api/proof/house-7/99").status_code == 404
+    for seq in (2**63, 2**64 + 5, -1):  # 2^63 answered 500 before (beyond a bigint)
+        refused = client.get(f"/api/proof/house-7/{seq}")
+        assert refused.status_code == 422
+        assert refused.json() == {
+            "code": "invalid_seq",
+            "message": "seq must be 0..9223372036854775807",
+        }
+    assert client.get("/api/proof/house-7/x").json() == {
+        "code": "invalid_request",
+        "message": "path.seq: Input should be a valid integer, "
+        "unable to parse string as an integer",
+    }
+    assert client.get("/no/such/page").json() == {"code": "error", "message": "Not Found"}
 
 
 def test_installer_api_needs_the_token(ctx: HubContext) -> None:
@@ -154,7 +212,7 @@ def test_page_in_headless_chromium_with_a_screenshot(ctx: HubContext) -> None:
         "--hide-scrollbars",
         "--window-size=412,1400",
     ]
-    url = f"http://127.0.0.1:{port}/meters/house-7"
+    url = f"http://127.0.0.1:{port}{household_link(ctx.store, 'house-7')}"
     try:
         dom = subprocess.run(
             [browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60

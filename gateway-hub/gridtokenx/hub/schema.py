@@ -118,3 +118,11 @@ batches = Table(
     Column("chain_txs", Text),  # JSON list of the ledger's transaction signatures
     Column("last_error", String(200)),
 )
+
+# Secrets the hub makes for itself on first use, e.g. the key of the household page links.
+hub_secrets = Table(
+    "hub_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)

@@ -7,6 +7,7 @@ only after that commit are the messages acknowledged to the broker (see mqtt.py)
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -319,6 +320,17 @@ class HubStore:
                 cursor.executemany(sql, rows)
         else:
             driver.executemany(sql, rows)
+
+    def secret(self, name: str) -> bytes:
+        """The hub's secret `name`, 32 random bytes made on first use and kept (the first
+        writer wins if two processes race)."""
+        with self.engine.begin() as c:
+            statement = self._upsert(schema.hub_secrets).values(name=name, value=os.urandom(32))
+            c.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
+            value = c.execute(
+                select(schema.hub_secrets.c.value).where(schema.hub_secrets.c.name == name)
+            ).scalar_one()
+            return bytes(value)
 
     def counts(self) -> dict[str, int]:
         """Accepted readings, and rejections by reason (all of them: old rows are pruned,

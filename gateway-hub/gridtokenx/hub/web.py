@@ -1,11 +1,14 @@
 """The hub's HTTP side: the household page, the installer API, metrics and health.
 
 Server-rendered (Jinja2), no CDN and no build step: the page works on a phone on the local
-network with no internet.
+network with no internet. A household's page and data open only with its access link
+(`/meters/{id}?key=...`, remembered in a cookie) or the installer token: anyone on the
+LAN can reach the hub, not everyone may see a neighbour's consumption.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
@@ -40,6 +43,25 @@ class HubContext:
     installer_token: str | None = None
     utc_offset_s: int = 7 * 3600  # Bangkok: "today" on the page is the household's day
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    link_secret: bytes | None = None  # None: the store's `household_links` secret
+
+
+LINK_DOMAIN = b"gridtokenx/household-link/v1\x00"
+LINK_SECRET = "household_links"
+
+
+def household_key(secret: bytes, meter_id: str) -> str:
+    """The access key of one meter's household page: HMAC-SHA256 under the hub's secret."""
+    return hmac.new(secret, LINK_DOMAIN + meter_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def household_link(store: HubStore, meter_id: str) -> str:
+    """The path a household opens its page with (what an installer hands over)."""
+    return f"/meters/{meter_id}?key={household_key(store.secret(LINK_SECRET), meter_id)}"
+
+
+def _cookie(meter_id: str) -> str:
+    return f"gtx_key_{meter_id}"
 
 
 class MeterIn(BaseModel):
@@ -55,6 +77,7 @@ def _error(status: int, code: str, message: str) -> HTTPException:
 
 def create_app(ctx: HubContext) -> FastAPI:
     app = FastAPI(title="GridTokenX hub", version="1", docs_url="/docs")
+    secret = ctx.link_secret or ctx.store.secret(LINK_SECRET)
     accepted = Gauge("gtx_hub_readings_accepted", "Accepted readings stored", registry=ctx.registry)
     rejected = Gauge(
         "gtx_hub_readings_rejected",
@@ -89,12 +112,34 @@ def create_app(ctx: HubContext) -> FastAPI:
         )
         return JSONResponse(detail, status_code=exc.status_code)
 
+    def is_installer(authorization: str | None) -> bool:
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        return bool(ctx.installer_token) and hmac.compare_digest(
+            given, (ctx.installer_token or "").encode()
+        )
+
     def installer(authorization: Annotated[str | None, Header()] = None) -> None:
         if not ctx.installer_token:
             raise _error(503, "installer_api_disabled", "set HUB_INSTALLER_TOKEN to enable it")
-        given = (authorization or "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(given, ctx.installer_token.encode()):
+        if not is_installer(authorization):
             raise _error(401, "unauthorized", "a valid installer token is required")
+
+    def household(
+        request: Request,
+        meter_id: str,
+        key: str | None = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        """The household's link key (query or cookie) or the installer token; checked
+        before the meter is looked up, so an outsider cannot even probe meter ids."""
+        expected = household_key(secret, meter_id).encode()
+        for given in (key, request.cookies.get(_cookie(meter_id))):
+            if given is not None and hmac.compare_digest(given.encode(), expected):
+                return
+        if not is_installer(authorization):
+            raise _error(
+                401, "household_access_required", "open this page with the household's link"
+            )
 
     def meter_rows() -> list[dict[str, Any]]:
         out = []
@@ -112,15 +157,24 @@ def create_app(ctx: HubContext) -> FastAPI:
         return out
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request) -> HTMLResponse:
+    def index(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> HTMLResponse:
+        """The meter list for the installer; for anyone else only how to open their page."""
         requests.labels("/").inc()
+        installer_view = is_installer(authorization)
         return TEMPLATES.TemplateResponse(
             request,
             "index.html",
-            {"meters": meter_rows(), "hub_id": ctx.hub_id, "platform_url": ctx.platform_url},
+            {
+                "meters": meter_rows() if installer_view else [],
+                "installer": installer_view,
+                "hub_id": ctx.hub_id,
+                "platform_url": ctx.platform_url,
+            },
         )
 
-    @app.get("/meters/{meter_id}", response_class=HTMLResponse)
+    @app.get("/meters/{meter_id}", response_class=HTMLResponse, dependencies=[Depends(household)])
     def meter_page(request: Request, meter_id: str) -> HTMLResponse:
         requests.labels("/meters").inc()
         meter = ctx.store.meter(meter_id)
@@ -133,7 +187,7 @@ def create_app(ctx: HubContext) -> FastAPI:
         qs = views.quarters(today, local_midnight)
         device: Status | None = ctx.ingest.statuses.get(meter_id) if ctx.ingest else None
         earned_wh, chain = batches.on_chain(ctx.store, meter_id)
-        return TEMPLATES.TemplateResponse(
+        page = TEMPLATES.TemplateResponse(
             request,
             "meter.html",
             {
@@ -153,12 +207,30 @@ def create_app(ctx: HubContext) -> FastAPI:
                 "chain": chain,
             },
         )
+        key = request.query_params.get("key")
+        if key is not None and hmac.compare_digest(
+            key.encode(), household_key(secret, meter_id).encode()
+        ):  # opened with the link: remember it, so the page's own links work too
+            page.set_cookie(
+                _cookie(meter_id), key, max_age=365 * 86_400, httponly=True, samesite="strict"
+            )
+        return page
 
-    @app.get("/api/meters")
+    @app.get("/api/meters", dependencies=[Depends(installer)])
     def list_meters() -> list[dict[str, Any]]:
         return meter_rows()
 
-    @app.get("/api/meters/{meter_id}/readings")
+    @app.get("/api/meters/{meter_id}/link", dependencies=[Depends(installer)])
+    def link(meter_id: str) -> dict[str, str]:
+        """The household's access link, for the installer to hand over."""
+        if ctx.store.meter(meter_id) is None:
+            raise _error(404, "unknown_meter", f"no meter {meter_id!r}")
+        return {
+            "meter_id": meter_id,
+            "path": f"/meters/{meter_id}?key={household_key(secret, meter_id)}",
+        }
+
+    @app.get("/api/meters/{meter_id}/readings", dependencies=[Depends(household)])
     def readings(meter_id: str, limit: int = 100) -> list[dict[str, Any]]:
         if ctx.store.meter(meter_id) is None:
             raise _error(404, "unknown_meter", f"no meter {meter_id!r}")
@@ -166,7 +238,7 @@ def create_app(ctx: HubContext) -> FastAPI:
             raise _error(422, "invalid_limit", "limit must be 1..5000")
         return ctx.store.readings_of(meter_id, limit)
 
-    @app.get("/api/proof/{meter_id}/{seq}")
+    @app.get("/api/proof/{meter_id}/{seq}", dependencies=[Depends(household)])
     def proof(meter_id: str, seq: int) -> dict[str, object]:
         if not 0 <= seq <= UINT_MAX:
             raise _error(422, "invalid_seq", f"seq must be 0..{UINT_MAX}")

@@ -1,5 +1,6 @@
 """Rejections are kept bounded: the payload's digest, size and first bytes, not the payload;
-a counter per reason that survives the pruning of old rejection rows.
+a counter per reason that survives the pruning of old rejection rows. And the hub's own
+secrets (the key of the household page links).
 
 Revision ID: 0004
 Revises: 0003
@@ -17,6 +18,11 @@ HEAD_BYTES = 64  # gridtokenx.hub.store.PAYLOAD_HEAD_BYTES when this revision wa
 
 
 def upgrade() -> None:
+    op.create_table(
+        "hub_secrets",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.LargeBinary, nullable=False),
+    )
     op.create_table(
         "rejection_counts",
         sa.Column("reason", sa.String(32), primary_key=True),
