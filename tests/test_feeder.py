@@ -211,3 +211,59 @@ def test_the_feeder_must_be_a_registered_meter(store: HubStore) -> None:
     assert err.value.code == "invalid_loss_model"
     with store.engine.connect() as c:
         assert c.execute(select(schema.feeder)).first() is None
+
+
+def test_the_operator_sees_the_held_epoch_on_the_page_in_json_and_metrics(
+    store: HubStore, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from gridtokenx.hub.cli import app as hub_cli
+    from gridtokenx.hub.web import HubContext, create_app
+
+    meters = Meters(store, ["a", "feeder"])
+    url = str(store.engine.url)
+    runner = CliRunner()
+    done = runner.invoke(
+        hub_cli, ["feeder", "set", "feeder", "--tolerance-wh", "5", "--database", url]
+    )
+    assert done.exit_code == 0, done.output
+    refused = runner.invoke(hub_cli, ["feeder", "set", "nobody", "--database", url])
+    assert refused.exit_code == 2 and "unknown_meter" in refused.output
+    meters.read(T, {"a": (0, 0), "feeder": (0, 0)})
+    meters.read(T + 600, {"a": (0, 90), "feeder": (0, 20)})  # a claims 70 Wh too much
+    key = SigningKey.generate()
+    assert batches.build(store, "hub-1", EPOCH, T + 900, key) is not None
+
+    client = TestClient(create_app(HubContext(store, "hub-1")))
+    page = client.get("/feeder")
+    assert page.status_code == 200
+    assert "feeder_imbalance" in page.text and "70 Wh" in page.text and "held" in page.text
+    assert client.get("/api/feeder/balances").json()[0] == {
+        "epoch": EPOCH,
+        "t0": T,
+        "t1": T + 600,
+        "verdict": "feeder_imbalance",
+        "gap_wh": 70,
+        "tolerance_wh": 6,  # 5 Wh + 1 % of 90 Wh
+        "households_wh": -90,
+        "feeder_wh": -20,
+        "losses_wh": 0,
+        "named": ["a"],
+        "batch_state": "held",
+        "review": None,
+    }
+    metrics = client.get("/metrics").text
+    assert "gtx_hub_batches_held 1.0" in metrics
+    assert 'gtx_hub_feeder_balances{verdict="feeder_imbalance"} 1.0' in metrics
+    assert "gtx_hub_feeder_gap_wh 70.0" in metrics
+
+    shown = runner.invoke(hub_cli, ["feeder", "show", "--database", url])
+    assert shown.output.split("\n")[0] == (
+        f"{EPOCH}\tfeeder_imbalance\tgap 70 Wh\ttolerance 6 Wh\ta\theld"
+    )
+    again = runner.invoke(hub_cli, ["feeder", "release", str(EPOCH + 1), "--database", url])
+    assert again.exit_code == 2 and "unknown_epoch" in again.output
+    released = runner.invoke(hub_cli, ["feeder", "release", str(EPOCH), "--database", url])
+    assert released.output == f"batch of epoch {EPOCH}: pending\n"

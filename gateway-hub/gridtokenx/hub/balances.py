@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -240,7 +241,7 @@ def review(store: HubStore, epoch: int, release: bool) -> str:
     return state
 
 
-def recent(store: HubStore, limit: int = 20) -> list[dict[str, object]]:
+def recent(store: HubStore, limit: int = 20) -> list[dict[str, Any]]:
     """The newest balances, newest first (for the page and the API)."""
     b, bat = schema.balances, schema.batches
     with store.engine.connect() as c:
