@@ -3,7 +3,9 @@
 A batch takes every accepted reading not yet in a batch that the hub received before the
 epoch's end, so each reading is in exactly one batch however late it arrived (a meter
 coming back from an outage lands in the next batch). Building the batch, numbering its
-readings and queueing it in the outbox (`state = pending`) is one transaction.
+readings, balancing the epoch against the feeder meter (hub/balances.py) and queueing it in
+the outbox (`state = pending`, or `held` for the grid operator's review when the balance
+fails) is one transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from nacl.signing import SigningKey
 from sqlalchemy import insert, select, update
 
-from gridtokenx.hub import schema
+from gridtokenx.hub import balances, schema
+from gridtokenx.hub.feeder import Balance
 from gridtokenx.hub.store import HubStore
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import merkle
@@ -44,6 +47,7 @@ class Built:
     batch_id: int
     header: wire_batch.BatchHeader
     signature: bytes
+    balance: Balance | None = None
 
 
 def build(store: HubStore, hub_id: str, epoch: int, cutoff: int, key: SigningKey) -> Built | None:
@@ -82,7 +86,14 @@ def build(store: HubStore, hub_id: str, epoch: int, cutoff: int, key: SigningKey
                 .where(r.c.meter_id == row.meter_id, r.c.seq == row.seq)
                 .values(batch_id=batch_id)
             )
-    return Built(batch_id, header, bytes(signature))
+        balance = balances.check(c, epoch, cutoff, batch_id)
+        if balance is not None and balance.flagged:
+            c.execute(
+                update(schema.batches)
+                .where(schema.batches.c.id == batch_id)
+                .values(state="held", last_error=balance.verdict.value)
+            )
+    return Built(batch_id, header, bytes(signature), balance)
 
 
 def proof(store: HubStore, meter_id: str, seq: int) -> dict[str, object] | None:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from gridtokenx.hub.feeder_cli import feeder_app
 from gridtokenx.hub.rules import MeterStatus, RuleConfig
 from gridtokenx.hub.store import DEFAULT_URL, HubStore, RegistrationError, connect
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 meter_app = typer.Typer(help="Register, approve and suspend meters.", no_args_is_help=True)
 app.add_typer(meter_app, name="meter")
+app.add_typer(feeder_app, name="feeder")
 
 DatabaseOption = Annotated[
     str,

@@ -8,6 +8,9 @@ For each batch still `pending` (oldest epoch first):
    hub's oracle key (the same Ed25519 key that signed the batch);
 3. POST the signatures; the platform adds its own and the grid operator's and sends.
 
+Batches `held` by a failed feeder balance (hub/balances.py) are not submitted, nor is any
+later one until the grid operator has released or rejected it.
+
 The state lives in the hub's database: a crash or a lost connection at any step leaves the
 batch `pending` and the next tick starts again from 1. The chain is the guard against
 double submission: every transaction carries a memo the platform finds before sending,
@@ -25,7 +28,7 @@ import httpx
 from nacl.signing import SigningKey
 from solders.keypair import Keypair
 from solders.message import Message
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from gridtokenx.hub import schema
 from gridtokenx.hub.store import HubStore
@@ -60,14 +63,16 @@ class Outbox:
         )
 
     def pending(self) -> list[int]:
+        """Pending batches in epoch order, up to the first `held` one (a failed feeder
+        balance): the chain mints each meter's export since its last mint, so a later
+        batch would mint the held epoch's energy too."""
         b = schema.batches
         with self.store.engine.connect() as c:
-            return [
-                row.id
-                for row in c.execute(
-                    select(b.c.id).where(b.c.state == "pending").order_by(b.c.epoch)
-                )
-            ]
+            held = c.execute(select(func.min(b.c.epoch)).where(b.c.state == "held")).scalar()
+            query = select(b.c.id).where(b.c.state == "pending").order_by(b.c.epoch)
+            if held is not None:
+                query = query.where(b.c.epoch < held)
+            return [row.id for row in c.execute(query)]
 
     def _mark(self, batch_id: int, **values: object) -> None:
         b = schema.batches

@@ -126,3 +126,38 @@ hub_secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("value", LargeBinary, nullable=False),
 )
+
+# The feeder balance (hub/feeder.py): the grid operator's reference meter and loss model
+# (one row), and one balance per batched epoch; a flagged epoch's batch is `held`.
+feeder = Table(
+    "feeder",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one transformer per hub
+    Column("meter_id", String(64), ForeignKey("meters.meter_id"), nullable=False),
+    Column("ppm_per_kw", Integer, nullable=False),
+    Column("fixed_w", Integer, nullable=False),
+    Column("tolerance_wh", Integer, nullable=False),
+    Column("tolerance_ppm", Integer, nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("epoch", BigInteger, primary_key=True),
+    Column("batch_id", BigInteger),
+    Column("t0", BigInteger, nullable=False),
+    Column("t1", BigInteger, nullable=False),
+    Column("households_wh", BigInteger, nullable=False),
+    Column("gross_wh", BigInteger, nullable=False),
+    Column("feeder_wh", BigInteger, nullable=False),
+    Column("losses_wh", BigInteger, nullable=False),
+    Column("gap_wh", BigInteger, nullable=False),
+    Column("tolerance_wh", BigInteger, nullable=False),
+    Column("verdict", String(24), nullable=False),
+    Column("named", Text, nullable=False),  # JSON list of meter ids, best explanation first
+    Column("energies", Text, nullable=False),  # JSON {meter_id: [import_wh, export_wh]}
+    Column("registers", Text, nullable=False),  # JSON, each meter's registers at t1
+    Column("review", String(16)),  # the operator's: released | rejected
+    Column("reviewed_at", BigInteger),
+)

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gridtokenx.hub import batches, views
+from gridtokenx.hub import batches, feeder_web, views
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
 from gridtokenx.hub.store import HubStore, RegistrationError
@@ -275,6 +275,8 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.post("/api/meters/{meter_id}/suspend", dependencies=[Depends(installer)])(
         _status_route(MeterStatus.SUSPENDED)
     )
+
+    feeder_web.mount(app, ctx.store, ctx.registry, ctx.hub_id)
 
     @app.get("/health")
     def health() -> JSONResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,8 @@ class FlowResult:
     v_pu: F64  # [steps, buses]
     line_loading: F64  # [steps, lines]
     trafo_loading: F64  # [steps, trafos]
+    # active power each trafo delivers into the LV grid (W, negative when PV feeds back)
+    trafo_p_w: F64 = field(default_factory=lambda: np.zeros((0, 0)))
 
     def violations(
         self, limits: tuple[float, float] = VOLTAGE_LIMITS, loading: float = LOADING_LIMIT
@@ -110,13 +112,14 @@ class BatchSolver:
             output_component_types={
                 ComponentType.node: ["u_pu"],
                 ComponentType.line: ["loading"],
-                ComponentType.transformer: ["loading"],
+                ComponentType.transformer: ["loading", "p_to"],
             },
         )
         return FlowResult(
             v_pu=out[ComponentType.node]["u_pu"][:, self.node_ids],
             line_loading=out[ComponentType.line]["loading"][:, self.line_ids] * 100.0,
             trafo_loading=out[ComponentType.transformer]["loading"][:, self.trafo_ids] * 100.0,
+            trafo_p_w=-out[ComponentType.transformer]["p_to"][:, self.trafo_ids],
         )
 
     def solve_profile(self, start: int = 0, steps: int | None = None) -> FlowResult:
