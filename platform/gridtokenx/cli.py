@@ -491,6 +491,11 @@ def platform_run(
     typer.echo("platform stopped cleanly")
 
 
+from gridtokenx.backupcli import app as backup_app  # noqa: E402
+
+app.add_typer(backup_app, name="backup")
+
+
 @bench_app.command("api")
 def bench_api(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000)] = 2_000,
