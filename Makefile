@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	# Debian's Chromium for the page tests (root with apt-get only; otherwise they skip)
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	# Debian's docker-compose and caddy validate docker-compose.yml and the Caddyfile (tests/test_deploy.py)
+	{ command -v docker-compose >/dev/null && command -v caddy >/dev/null; } || ! command -v apt-get >/dev/null || \
+	  [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends docker-compose caddy >/dev/null)
 	rm -rf .mpy-stubs
 	$(BIN)/python -m pip install --quiet --target .mpy-stubs 'micropython-esp32-stubs==1.29.*'
 	touch $(STAMP)

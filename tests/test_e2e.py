@@ -59,13 +59,15 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         if up.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError((data / "up.log").read_text()[-3000:])
         time.sleep(0.5)
-    text = (data / "up.log").read_text()
-    prosumer = re.search(r"demo login\s+(\S+) or admin@gridtokenx.local, password (\S+)", text)
-    assert prosumer is not None
+    # the demo logins (email password role) are in a 0600 file, not printed
+    logins = [
+        line.split() for line in (data / "secrets" / "demo-logins.txt").read_text().splitlines()[1:]
+    ]
     yield {
         "url": f"http://127.0.0.1:{api_port}",
-        "prosumer": prosumer.group(1),
-        "password": prosumer.group(2),
+        "prosumer": logins[1][0],
+        "password": logins[1][1],
+        "operator_password": logins[0][1],
         "data": data,
     }
     up.send_signal(signal.SIGTERM)
@@ -141,7 +143,7 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
         assert "Traced to the cleared trades" in buyer.content()
         shot(buyer, "5-explorer")
         # the operator halts the market; the household's next order is refused
-        login(operator, url, "admin@gridtokenx.local", system["password"])
+        login(operator, url, "admin@gridtokenx.local", system["operator_password"])
         operator.goto(f"{url}/admin")
         operator.fill("#reason", "feeder maintenance")
         operator.click("#halt")

@@ -15,6 +15,7 @@ real settlement every epoch.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from gridtokenx.tables import users
 from gridtokenx.trading import Trading
 from gridtokenx.wire.reading import decode
 
+log = logging.getLogger(__name__)
 SELL_PRICE = 3_000_000  # uTHB per kWh: above the feed-in tariff
 BUY_PRICE = 4_500_000  # below the retail tariff
 DEFAULT_NEED_WH = 300
@@ -91,5 +93,5 @@ class Agents:
         while not self.stop.wait(every_s):
             try:
                 self.act()
-            except Exception:
-                continue
+            except Exception:  # the ledger or database away: logged, tried again next round
+                log.exception("agents: this round failed; trying again")

@@ -409,6 +409,9 @@ def platform_run(
         str | None, typer.Option(help="SimBench grid of the feeder: trades are checked on it.")
     ] = None,
     demo_grant_thb: Annotated[int, typer.Option(help="THB for each sign-up (demo).")] = 0,
+    scheduler: Annotated[
+        bool, typer.Option(help="Run the epoch clock (one instance of a site only).")
+    ] = True,
 ) -> None:
     """Serve the platform API, run the market's epochs, until SIGTERM/SIGINT.
 
@@ -474,7 +477,7 @@ def platform_run(
         traders = Agents(trading, stop=stop)
         threading.Thread(target=traders.run, name="agents", daemon=True).start()
 
-    def scheduler() -> None:
+    def epochs() -> None:
         while not stop.wait(0.25):
             try:
                 for epoch in trading.tick():
@@ -482,13 +485,20 @@ def platform_run(
             except Exception as exc:  # the ledger or database away: retried next tick
                 typer.echo(f"platform: epoch pipeline failed ({exc.__class__.__name__}: {exc})")
 
-    clock = threading.Thread(target=scheduler, name="epochs", daemon=True)
-    clock.start()
+    clock = threading.Thread(target=epochs, name="epochs", daemon=True)
+    if scheduler:
+        clock.start()
     typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
     stop.set()
-    clock.join(timeout=30)
+    if scheduler:
+        clock.join(timeout=30)
     typer.echo("platform stopped cleanly")
+
+
+from gridtokenx.backupcli import app as backup_app  # noqa: E402
+
+app.add_typer(backup_app, name="backup")
 
 
 @bench_app.command("api")

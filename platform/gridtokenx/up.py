@@ -1,25 +1,32 @@
-"""`gridtokenx up` (what `make run` runs): the system with embedded defaults.
+"""`gridtokenx up` (what `make run` runs): the system with embedded defaults, supervised.
 
-Today: an embedded MQTT broker (amqtt); households of a SimBench grid whose emulated meter
-chips follow their load and PV profiles and the power flow's voltages; the real firmware on
-the MicroPython unix port for each of them; the hub (its own process, as on a gateway) with
-its household page and its outbox; the platform (API, co-signer, embedded ledger) in its
-own process, to which the hub submits its epoch batches so that production is minted as
-GRX; and the market demo clearing accelerated epochs.
+An embedded MQTT broker (amqtt); households of a SimBench grid whose emulated meter chips
+follow their load and PV profiles and the power flow's voltages; the real firmware on the
+MicroPython unix port for each of them; the hub (its own process, as on a gateway) with its
+household page and its outbox; the platform (API, co-signer, embedded ledger) in its own
+process, to which the hub submits its epoch batches so that production is minted as GRX;
+and the households' trading agents on accelerated epochs.
 
-Secrets of the demo (the keystore key, the admin and hub tokens) are made on first start in
-DATA/secrets/ (mode 0600) unless the environment gives them; nothing secret is printed.
+The hub and the platform are supervised (`gridtokenx.supervisor`): ready when their /ready
+answers, restarted with backoff when they die. Everything under DATA is created private
+(umask 077): keys, databases and logs hold keys or personal data. Secrets (the keystore key,
+the admin and hub tokens, one password per demo account) are made on first start in
+DATA/secrets/ unless the environment gives them; the demo logins are written to
+DATA/secrets/demo-logins.txt, whose path (not its content) is printed.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,13 +38,19 @@ from gridtokenx.sim.devices import ChipServer
 from gridtokenx.sim.fleet import Fleet
 from gridtokenx.sim.grid import DEFAULT_GRID, load_simbench
 from gridtokenx.sim.meters import GridMeters
+from gridtokenx.supervisor import Child, Supervisor, http_ready
 
 NOON_IN_JUNE = 96 * 160 + 44  # a sunny quarter hour of the SimBench year
+OPERATOR = "admin@gridtokenx.local"
 
 
-def secret(path: Path, env: str, nbytes: int = 32) -> str:
+class SetupFailed(RuntimeError):
+    """The platform refused a setup request (registering the hub, a meter, an account)."""
+
+
+def secret(path: Path, env: str | None = None, nbytes: int = 32) -> str:
     """A demo secret: from the environment, else made once and kept 0600 in DATA/secrets."""
-    if os.environ.get(env):
+    if env and os.environ.get(env):
         return os.environ[env]
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -47,12 +60,102 @@ def secret(path: Path, env: str, nbytes: int = 32) -> str:
     return path.read_text().strip()
 
 
-def wait_ready(process: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while "ready" not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the {what} did not start; see {log}")
-        time.sleep(0.1)
+def private(data: Path) -> None:
+    """Make what an earlier run (or an older version) left under DATA private: no group or
+    other access to keys, databases, logs and the meters' flash."""
+    for path in (data, *data.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o7777
+        if mode & 0o077:
+            path.chmod(mode & ~0o077)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, created 0600 (atomically: no reader sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def demo_logins(path: Path, logins: list[tuple[str, str, str]]) -> Path:
+    """The demo accounts (email, password, role), one a line, in a 0600 file."""
+    lines = ["# gridtokenx up: demo logins (email password role); keep this file private"]
+    lines += [f"{email} {password} {role}" for email, password, role in logins]
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def audit_command(data: Path, key_file: Path | None) -> str:
+    """The audit command line for the platform's data, runnable in a shell as printed: the
+    keystore key is read from its file (when `up` made it), never printed."""
+    script = Path(sys.executable).parent / "gridtokenx"
+    program = shlex.quote(str(script)) if script.exists() else "python -m gridtokenx"
+    command = f"{program} audit --data {shlex.quote(str(data))}"
+    if key_file is None:  # the key came from the environment: the same environment opens it
+        return command
+    return f"GTX_KEYSTORE_KEY=$(cat {shlex.quote(str(key_file))}) {command}"
+
+
+def progress(response: httpx.Response, shown: int) -> tuple[list[str], int, str | None]:
+    """Lines for the epochs newer than `shown`, the newest shown, and what went wrong if
+    the platform's answer is not the list of epochs (a 429 answers `{code, message}`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, list):
+        code = body.get("code") if isinstance(body, dict) else None
+        return (
+            [],
+            shown,
+            f"the platform answered {response.status_code}" + (f" {code}" if code else ""),
+        )
+    lines = []
+    for e in reversed(body):
+        try:
+            epoch, price = int(e["epoch"]), e["clearing_price"]
+            if epoch <= shown:
+                continue
+            lines.append(
+                f"epoch {epoch}: {e['trades']} trades, {e['volume_wh']} Wh"
+                + (f" at {price / 1e6:.3f} THB/kWh" if price else "")
+                + f", {len(e['transactions'])} settlement transactions"
+            )
+            shown = epoch
+        except (KeyError, TypeError, ValueError):
+            return lines, shown, "the platform answered an epoch without its fields"
+    return lines, shown, None
+
+
+def call(send: Callable[[], httpx.Response], attempts: int = 10) -> httpx.Response:
+    """A setup request, retried when the platform is busy (429, after its Retry-After),
+    failing (5xx) or unreachable; any other answer is returned as it is."""
+    wait = 1.0
+    for _ in range(attempts):
+        try:
+            response = send()
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code != 429 and response.status_code < 500:
+            return response
+        if response is not None and response.headers.get("Retry-After", "").isdigit():
+            wait = float(response.headers["Retry-After"])
+        time.sleep(min(wait, 10.0))
+        wait *= 2
+    raise SetupFailed(
+        "the platform did not answer a setup request"
+        + (f" ({response.status_code} {response.text[:200]})" if response is not None else "")
+    )
+
+
+def _ok(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 300:
+        raise SetupFailed(f"platform: {response.status_code} {response.text[:200]}")
+    result: dict[str, Any] = response.json()
+    return result
 
 
 def up(
@@ -70,14 +173,18 @@ def up(
     duration: float = 0,
 ) -> None:
     """Start everything; stop cleanly on SIGINT/SIGTERM (or after `duration` seconds)."""
+    os.umask(0o077)  # keys, databases, flash and logs: ours only (children inherit it)
     data.mkdir(parents=True, exist_ok=True)
+    private(data)
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        supervisor.stopping.set()
 
+    supervisor = Supervisor(say=lambda line: print(f"up: {line}", flush=True))
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     print(f"loading the SimBench grid {grid_code} and its year of profiles...", flush=True)
@@ -89,8 +196,6 @@ def up(
     clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
     clock.start()
     fleet = Fleet(data, chips.address, "127.0.0.1", mqtt_port, interval_s)
-    hub: subprocess.Popen[bytes] | None = None
-    platform: subprocess.Popen[bytes] | None = None
     secrets_dir = data / "secrets"
     env = {
         **os.environ,
@@ -99,49 +204,49 @@ def up(
         "HUB_PLATFORM_TOKEN": secret(secrets_dir / "hub.token", "HUB_PLATFORM_TOKEN"),
         "GTX_DEMO_ADMIN_PASSWORD": secret(secrets_dir / "demo.password", "GTX_DEMO_PASSWORD", 8),
     }
-    password = env["GTX_DEMO_ADMIN_PASSWORD"]
+    key_file = None if os.environ.get("GTX_KEYSTORE_KEY") else secrets_dir / "keystore.key"
+    audit = audit_command(data / "platform", key_file)
+    logins = [(OPERATOR, env["GTX_DEMO_ADMIN_PASSWORD"], "admin")]
     api = f"http://127.0.0.1:{api_port}"
     try:
-        platform = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gridtokenx",
+        supervisor.start(
+            Child(
                 "platform",
-                "run",
-                "--data",
-                str(data / "platform"),
-                "--port",
-                str(api_port),
-                "--epoch-s",
-                str(epoch_seconds),
-                "--agents" if agents else "--no-agents",
-                "--grid",
-                grid_code,
-                "--demo-grant-thb",
-                "1000",
-            ],
-            stdout=(logs / "platform.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "gridtokenx",
+                    "platform",
+                    "run",
+                    "--data",
+                    str(data / "platform"),
+                    "--port",
+                    str(api_port),
+                    "--epoch-s",
+                    str(epoch_seconds),
+                    "--agents" if agents else "--no-agents",
+                    "--grid",
+                    grid_code,
+                    "--demo-grant-thb",
+                    "1000",
+                ],
+                logs / "platform.log",
+                http_ready(f"{api}/ready"),
+                env,
+            )
         )
-        wait_ready(platform, logs / "platform.log", "platform")
         admin = httpx.Client(
             base_url=api, headers={"Authorization": f"Bearer {env['GTX_ADMIN_TOKEN']}"}, timeout=60
         )
         from gridtokenx.hub.batches import hub_key
 
         key = hub_key(data / "hub.key")  # the hub's own key file (made here on its behalf)
-        _ok(
-            admin.post(
-                "/api/v1/admin/hubs",
-                json={
-                    "hub_id": "hub-001",
-                    "public_key": bytes(key.verify_key).hex(),
-                    "token": env["HUB_PLATFORM_TOKEN"],
-                },
-            )
-        )
+        hub_body = {
+            "hub_id": "hub-001",
+            "public_key": bytes(key.verify_key).hex(),
+            "token": env["HUB_PLATFORM_TOKEN"],
+        }
+        _ok(call(lambda: admin.post("/api/v1/admin/hubs", json=hub_body)))
         for m in physics.homes:
             meter = fleet.add(m.home.meter_id, m.chip)
             subprocess.run(  # the installer registers the key the meter made (once)
@@ -165,58 +270,55 @@ def up(
                 ],
                 capture_output=True,
             )
-            # each household is a user of the platform (the demo login) owning its meter
+            # each household is a user of the platform owning its meter, with its own password
+            email = f"{m.home.meter_id}@demo.gridtokenx.local"
+            password = secret(secrets_dir / f"password-{m.home.meter_id}", None, 8)
             exporting = physics.power_w(m.home, NOON_IN_JUNE) < 0
-            account = admin.post(
-                "/api/v1/auth/register",
-                json={
-                    "email": f"{m.home.meter_id}@demo.gridtokenx.local",
-                    "password": password,
-                    "role": "prosumer" if exporting else "consumer",
-                },
-            )
+            role = "prosumer" if exporting else "consumer"
+            body = {"email": email, "password": password, "role": role}
+            account = call(partial(admin.post, "/api/v1/auth/register", json=body))
             if account.status_code == 409:  # registered at an earlier start
-                wallet = _wallet_of(api, f"{m.home.meter_id}@demo.gridtokenx.local", password)
+                wallet = _wallet_of(api, email, password)
             else:
                 wallet = _ok(account)["wallet"]
-            _ok(
-                admin.post(
-                    "/api/v1/admin/meters",
-                    json={
-                        "meter_id": meter.meter_id,
-                        "public_key": meter.public_key,
-                        "owner": wallet,
-                    },
-                )
+            logins.append((email, password, role))
+            meter_body = {
+                "meter_id": meter.meter_id,
+                "public_key": meter.public_key,
+                "owner": wallet,
+            }
+            _ok(call(partial(admin.post, "/api/v1/admin/meters", json=meter_body)))
+        login_file = demo_logins(secrets_dir / "demo-logins.txt", logins)
+        supervisor.start(
+            Child(
+                "hub",
+                [
+                    sys.executable,
+                    "-m",
+                    "gridtokenx.hub",
+                    "run",
+                    "--database",
+                    db,
+                    "--mqtt-port",
+                    str(mqtt_port),
+                    "--http-host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(http_port),
+                    "--epoch-s",
+                    str(hub_epoch_s),
+                    "--platform-url",
+                    api,
+                    "--key-file",
+                    str(data / "hub.key"),
+                    "--min-interval-s",
+                    str(interval_s // 2),
+                ],
+                logs / "hub.log",
+                http_ready(f"http://127.0.0.1:{http_port}/ready"),
+                env,
             )
-        hub = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gridtokenx.hub",
-                "run",
-                "--database",
-                db,
-                "--mqtt-port",
-                str(mqtt_port),
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                str(http_port),
-                "--epoch-s",
-                str(hub_epoch_s),
-                "--platform-url",
-                api,
-                "--key-file",
-                str(data / "hub.key"),
-                "--min-interval-s",
-                str(interval_s // 2),
-            ],
-            stdout=(logs / "hub.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
         )
-        wait_ready(hub, logs / "hub.log", "hub")
         fleet.start()
         print(
             f"GridTokenX is up: {meters} households of {grid_code} with meters running the\n"
@@ -226,58 +328,55 @@ def up(
             f"  hub metrics                  http://127.0.0.1:{http_port}/metrics\n"
             f"  market (trading pages)       {api}/\n"
             f"  platform API                 {api}/docs\n"
-            f"  demo login                   {physics.homes[0].home.meter_id}@demo.gridtokenx.local"
-            f" or admin@gridtokenx.local, password {password}\n"
-            f"  audit the ledger             gridtokenx audit --data {data / 'platform'}\n"
+            f"  demo logins (0600 file)      {login_file}\n"
             f"  logs and data                {data}/\n"
             f"The market clears an epoch every {epoch_seconds:g} s, and the households'\n"
-            "agents trade in it. Ctrl-C stops everything.",
+            "agents trade in it. Ctrl-C stops everything; then audit the ledger with\n"
+            f"  {audit}",
             flush=True,
         )
         deadline = time.monotonic() + duration if duration else None
-        shown = -1
+        shown, trouble = -1, None
+        lines: list[str]
+        problem: str | None
         while not stop.wait(1.0) and (deadline is None or time.monotonic() < deadline):
+            supervisor.watch()
             try:
-                recent = httpx.get(f"{api}/api/v1/market/epochs", params={"limit": 5}).json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            for e in reversed(recent):
-                if e["epoch"] > shown:
-                    shown = e["epoch"]
-                    price = e["clearing_price"]
-                    print(
-                        f"epoch {e['epoch']}: {e['trades']} trades, {e['volume_wh']} Wh"
-                        + (f" at {price / 1e6:.3f} THB/kWh" if price else "")
-                        + f", {len(e['transactions'])} settlement transactions",
-                        flush=True,
-                    )
+                answer = httpx.get(f"{api}/api/v1/market/epochs", params={"limit": 5}, timeout=10)
+            except httpx.HTTPError as exc:
+                lines, problem = [], f"the platform did not answer ({exc.__class__.__name__})"
+            else:
+                lines, shown, problem = progress(answer, shown)
+            for line in lines:
+                print(line, flush=True)
+            if problem != trouble and problem is not None:
+                print(f"up: market status: {problem}; retrying", flush=True)
+            trouble = problem
     finally:
         stop.set()
+        supervisor.stopping.set()
         fleet.stop()
-        for process in (hub, platform):  # the hub first: it finishes talking to the platform
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        supervisor.stop()  # the hub first: it finishes talking to the platform
         chips.stop()
         broker.stop()
-        print("everything stopped; readings are kept in the meters' flash and the hub's database")
-
-
-def _ok(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 300:
-        raise RuntimeError(f"platform: {response.status_code} {response.text[:200]}")
-    result: dict[str, Any] = response.json()
-    return result
+        print(
+            "everything stopped; readings are kept in the meters' flash and the hub's database.\n"
+            f"audit the ledger: {audit}",
+            flush=True,
+        )
 
 
 def _wallet_of(api: str, email: str, password: str) -> str:
     tokens = _ok(
-        httpx.post(f"{api}/api/v1/auth/login", json={"email": email, "password": password})
+        call(
+            lambda: httpx.post(
+                f"{api}/api/v1/auth/login", json={"email": email, "password": password}
+            )
+        )
     )
-    me = httpx.get(
-        f"{api}/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    me = call(
+        lambda: httpx.get(
+            f"{api}/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
     )
     return str(_ok(me)["wallet"])

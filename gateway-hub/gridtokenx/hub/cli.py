@@ -216,3 +216,8 @@ def run(
     batcher.join(timeout=5)
     ingest.stop()
     typer.echo("hub stopped cleanly")
+
+
+from gridtokenx.hub.backupcli import app as backup_app  # noqa: E402
+
+app.add_typer(backup_app, name="backup")

@@ -40,6 +40,7 @@ from gridtokenx.accounts import SELF_SERVICE_ROLES, Accounts, AuthError, Claims
 from gridtokenx.events import Fanout, RedisRelay, as_message
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.market.errors import MarketError
+from gridtokenx.metrics import PlatformMetrics
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Outcome, Platform, ServiceError
 from gridtokenx.tables import idempotency, users
@@ -235,6 +236,7 @@ def create_app(
     registry = CollectorRegistry()
     requests = Counter("gtx_api_requests", "API requests", ["method", "status"], registry=registry)
     latency = Histogram("gtx_api_seconds", "API latency", registry=registry)
+    PlatformMetrics(platform, trading).register(registry)  # market and ledger (metrics.py)
 
     @app.middleware("http")
     async def per_ip(request: Request, call_next: Any) -> Response:

@@ -1,0 +1,233 @@
+"""`gridtokenx up` as a supervisor: readiness by probing, errors from the platform survived,
+a killed child restarted with backoff, a second start on the same data, no secret printed,
+private files, and the printed audit command working as printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from services import free_port
+
+from gridtokenx.supervisor import Child, ChildFailed, Supervisor, http_ready
+from gridtokenx.up import audit_command, progress
+
+SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/ready" else 404)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_429_from_the_platform_is_reported_not_fatal() -> None:
+    # the platform's rate limiter answers {code, message}; up.py used to iterate over it as
+    # the list of epochs and died with a TypeError
+    limited = httpx.Response(429, json={"code": "rate_limited", "message": "too many requests"})
+    assert progress(limited, 7) == ([], 7, "the platform answered 429 rate_limited")
+    assert progress(httpx.Response(502, text="bad gateway"), 7) == (
+        [],
+        7,
+        "the platform answered 502",
+    )
+    assert progress(httpx.Response(200, json={"epoch": 1}), 7) == (
+        [],
+        7,
+        "the platform answered 200",
+    )
+    epochs = [
+        {
+            "epoch": 9,
+            "trades": 2,
+            "volume_wh": 40,
+            "clearing_price": 3_500_000,
+            "transactions": ["a"],
+        },
+        {"epoch": 8, "trades": 0, "volume_wh": 0, "clearing_price": None, "transactions": []},
+        {"epoch": 7, "trades": 1, "volume_wh": 5, "clearing_price": 1, "transactions": []},
+    ]
+    assert progress(httpx.Response(200, json=epochs), 7) == (
+        [
+            "epoch 8: 0 trades, 0 Wh, 0 settlement transactions",
+            "epoch 9: 2 trades, 40 Wh at 3.500 THB/kWh, 1 settlement transactions",
+        ],
+        9,
+        None,
+    )
+    broken = [{"epoch": 10}]
+    assert progress(httpx.Response(200, json=broken), 9) == (
+        [],
+        9,
+        "the platform answered an epoch without its fields",
+    )
+
+
+def test_the_audit_command_reads_the_key_from_its_file(tmp_path: Path) -> None:
+    gtx = Path(sys.executable).parent / "gridtokenx"
+    assert audit_command(tmp_path / "p q", tmp_path / "k") == (
+        f"GTX_KEYSTORE_KEY=$(cat {tmp_path}/k) {gtx} audit --data '{tmp_path}/p q'"
+    )
+    assert audit_command(tmp_path / "p", None) == f"{gtx} audit --data {tmp_path}/p"
+
+
+def test_a_killed_child_is_restarted_with_backoff(tmp_path: Path) -> None:
+    port = free_port()
+    said: list[str] = []
+    sup = Supervisor(say=said.append, backoff_s=0.2, max_backoff_s=0.5, stable_s=3600)
+    child = Child(
+        "web",
+        [sys.executable, "-c", SERVER, str(port)],
+        tmp_path / "web.log",
+        http_ready(f"http://127.0.0.1:{port}/ready"),
+    )
+    try:
+        sup.start(child, timeout=20)
+        assert child.process is not None
+        first = child.process.pid
+        for expected_restarts in (1, 2, 3):
+            os.kill(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+            deadline = time.monotonic() + 10
+            while child.restarts < expected_restarts:
+                assert time.monotonic() < deadline
+                sup.watch()
+                time.sleep(0.02)
+            sup.wait_ready(child, 20)
+        assert child.process.pid != first
+        # doubled per consecutive death, capped
+        assert sup.delays == [("web", 0.2), ("web", 0.4), ("web", 0.5)]
+        assert (
+            said[1]
+            == "web: exited with code -9; restarting in 0.2 s (see "
+            + str(tmp_path / "web.log")
+            + ")"
+        )
+    finally:
+        sup.stop()
+    assert child.process is not None and child.process.poll() is not None
+
+
+def test_a_child_that_dies_while_starting_fails_with_its_log(tmp_path: Path) -> None:
+    sup = Supervisor(say=lambda line: None)
+    child = Child(
+        "broken",
+        [sys.executable, "-c", "raise SystemExit(3)"],
+        tmp_path / "broken.log",
+        lambda: False,
+    )
+    with pytest.raises(ChildFailed, match=r"the broken exited \(3\); see .*broken.log"):
+        sup.start(child, timeout=20)
+
+
+def _wait_for(log: Path, pattern: str, process: subprocess.Popen[bytes], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0)
+        assert process.poll() is None and time.monotonic() < deadline, text[-3000:]
+        time.sleep(0.3)
+
+
+def _up(data: Path, log: Path, duration: int, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx",
+            "up",
+            "--data",
+            str(data),
+            "--meters",
+            "2",
+            "--no-agents",
+            "--hub-epoch-s",
+            "6",
+            "--market-epoch-s",
+            "6",
+            "--duration",
+            str(duration),
+            "--http-port",
+            str(free_port()),
+            "--api-port",
+            env.pop("API_PORT"),
+            "--mqtt-port",
+            str(free_port()),
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+
+
+def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "up"
+    first = tmp_path / "first.log"
+    # a low per-address limit: up's own status polling soon gets 429s from the platform
+    api = free_port()
+    up = _up(data, first, 45, GTX_LIMIT_PER_IP="12", API_PORT=str(api))
+    try:
+        pid = int(_wait_for(first, r"up: hub: ready \(pid (\d+)\)", up, 240).split()[-1][:-1])
+        _wait_for(first, "GridTokenX is up", up, 60)
+        os.kill(pid, signal.SIGKILL)  # the hub crashes: up restarts it
+        _wait_for(first, r"up: hub: restarted \(pid \d+\), restart 1", up, 30)
+        _wait_for(first, "market status: the platform answered 429 rate_limited; retrying", up, 60)
+        assert up.wait(timeout=120) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    out = first.read_text()
+    assert "everything stopped" in out
+    # the audit command, run as printed
+    command = re.findall(r"audit the ledger: (.+)", out)[-1]
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"ok": true' in done.stdout
+
+    # a second start on the same data directory
+    second = tmp_path / "second.log"
+    api = free_port()
+    up = _up(data, second, 15, API_PORT=str(api))
+    try:
+        _wait_for(second, "GridTokenX is up", up, 240)
+        logins = data / "secrets" / "demo-logins.txt"
+        assert f"demo logins (0600 file)      {logins}" in second.read_text()
+        rows = [line.split() for line in logins.read_text().splitlines()[1:]]
+        assert rows[0][0::2] == ["admin@gridtokenx.local", "admin"]
+        assert len(rows) == 3 and len({password for _, password, _ in rows}) == 3
+        for email, password, _role in rows:  # each demo account logs in with its own password
+            answer = httpx.post(
+                f"http://127.0.0.1:{api}/api/v1/auth/login",
+                json={"email": email, "password": password},
+            )
+            assert answer.status_code == 200, (email, answer.text)
+        assert up.wait(timeout=120) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    # nothing secret printed, in up's output or in the children's logs
+    printed = first.read_text() + second.read_text()
+    printed += "".join(p.read_text(errors="replace") for p in (data / "logs").iterdir())
+    for path in (data / "secrets").iterdir():
+        for value in path.read_text().split():
+            if len(value) >= 16 and "@" not in value:
+                assert value not in printed, path.name
+    # keys, databases, the meters' flash and the logs: owner only
+    loose = [str(p.relative_to(data)) for p in (data, *data.rglob("*")) if p.stat().st_mode & 0o077]
+    assert loose == []
+    for name in ("hub.key", "hub.db", "platform/keys.json", "platform/books.db"):
+        assert (data / name).stat().st_mode & 0o777 == 0o600
