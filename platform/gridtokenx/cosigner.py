@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -224,15 +226,15 @@ class Cosigner:
         key = self.keys.get(oracle_key(self.role))
         checked = []
         for message in messages:
+            memo_text = oracle.mint_memo_of(message)
+            if memo_text in landed:
+                raise CosignRefused("already_minted", memo_text[:80])
             try:
                 oracle.check_mint(
                     message, grx, authority, Pubkey.from_bytes(hub_key), evidence, planned
                 )
             except oracle.Refused as err:
                 raise CosignRefused(err.code, str(err)) from None
-            memo_text = oracle.mint_memo_of(message)
-            if memo_text in landed:
-                raise CosignRefused("already_minted", memo_text[:80])
             signers = message.account_keys[: message.header.num_required_signatures]
             if key.pubkey() not in signers:
                 raise CosignRefused("not_asked", "the message does not need this signature")
@@ -299,9 +301,14 @@ class RemoteCosigner:
                 response = httpx.post(self.url + path, json=body, timeout=self.timeout_s)
         except httpx.HTTPError as err:
             raise Unavailable("cosigner_unavailable", f"{self.role}: {err}") from None
-        doc = cast(dict[str, Any], response.json())
+        try:
+            doc = cast(dict[str, Any], response.json())
+        except ValueError:
+            doc = {}
+        if response.status_code == 422 and "code" in doc:
+            raise CosignRefused(str(doc["code"]), str(doc.get("message", "")))
         if response.status_code != 200:
-            raise CosignRefused(str(doc.get("code", "cosign_refused")), str(doc.get("message")))
+            raise Unavailable("cosigner_unavailable", f"{self.role}: HTTP {response.status_code}")
         return doc
 
     def identity(self) -> dict[str, str]:
@@ -366,11 +373,18 @@ def identities(cosigners: Mapping[str, RemoteCosigner]) -> dict[str, Identity]:
     return out
 
 
+def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
+    """The site's deployment; created on first start with the public keys of the
+    co-signers GTX_COSIGNERS names, else with development co-signers beside the keystore."""
+    from gridtokenx.ledger import site
+
+    remote = remote_from_env()
+    fresh = not (data / "deployment.json").exists()
+    return site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+
+
 def app(cosigner: Cosigner) -> Any:
     """The co-signer's HTTP API: GET /identity, POST /sign/mint."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     api = FastAPI(title=f"GridTokenX co-signer ({cosigner.role})")
 
     @api.get("/identity")

@@ -55,10 +55,7 @@ class Platform:
         self.data = data
         self.keys = site.open_keystore(data)
         self.ledger = site.open_ledger(data, self.keys)
-        remote = cosigner.remote_from_env()
-        self.dep = site.deployment(
-            data, self.ledger, self.keys, cosigner.identities(remote) if remote else None
-        )
+        self.dep = cosigner.site_deployment(data, self.ledger, self.keys)
         self.books = books.connect(books_url or f"sqlite:///{data / 'books.db'}")
         self.cosigners = cosigner.for_platform(self.dep, self.ledger, self.books)
         self.marks = oracle.Marks(oracle.MINT)
