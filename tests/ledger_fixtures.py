@@ -33,7 +33,7 @@ def make_chain(path: Path, secret: bytes | None = None) -> Chain:
     ledger = EmbeddedLedger(path / "chain", keys.ensure("payer"))
     hub_signing = SigningKey.generate()
     hub = Keypair.from_seed(bytes(hub_signing))
-    dep = Deployment.create(ledger, keys, [hub.pubkey()])
+    dep = Deployment.create(ledger, keys)
     dep.save(path / "deployment.json")
     return Chain(path, keys, ledger, dep, hub, hub_signing)
 

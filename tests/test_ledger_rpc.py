@@ -30,7 +30,7 @@ def test_deployment_and_settlement_over_json_rpc(server: RpcServer, tmp_path: Pa
     payer = keys.ensure("payer")
     server.svm.airdrop(payer.pubkey(), 1_000 * 10**9)
     ledger = RpcLedger(server.url, payer)
-    dep = Deployment.create(ledger, keys, [Keypair().pubkey()])
+    dep = Deployment.create(ledger, keys)
     alice, bob = Keypair(), Keypair()
     dep.open_wallet(alice.pubkey())
     dep.open_wallet(bob.pubkey(), approve=False)

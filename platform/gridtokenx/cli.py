@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
+from gridtokenx.cosigner_cli import app as cosigner_app
 from gridtokenx.hub.cli import app as hub_app
+from gridtokenx.ledger_cli import app as ledger_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
 from gridtokenx.market.errors import MarketError
 
@@ -34,6 +36,8 @@ sim_app = typer.Typer(
 )
 app.add_typer(sim_app, name="sim")
 app.add_typer(firmware_app, name="firmware")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(cosigner_app, name="cosigner")
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"

@@ -14,9 +14,9 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
 
-from gridtokenx import books
+from gridtokenx import books, cosigner
+from gridtokenx.errors import CodedError, Unavailable
 from gridtokenx.ledger import oracle, site
-from gridtokenx.ledger.deployment import PLATFORM_ORACLES
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.errors import WireError
 
@@ -55,8 +55,9 @@ class Platform:
         self.data = data
         self.keys = site.open_keystore(data)
         self.ledger = site.open_ledger(data, self.keys)
-        self.dep = site.deployment(data, self.ledger, self.keys)
+        self.dep = cosigner.site_deployment(data, self.ledger, self.keys)
         self.books = books.connect(books_url or f"sqlite:///{data / 'books.db'}")
+        self.cosigners = cosigner.for_platform(self.dep, self.ledger, self.books)
         self.marks = oracle.Marks(oracle.MINT)
         self.burn_marks = oracle.Marks("gtx1 burn")
         self.lock = threading.RLock()  # one writer to the ledger at a time
@@ -105,8 +106,8 @@ class Platform:
 
     # -- registry ---------------------------------------------------------------------------
     def register_hub(self, hub_id: str, public_key: bytes, token: str) -> None:
-        """A hub and its API token; its key joins the oracle multisig (a rotation signed by
-        the platform's oracles) so that no mint of its batches lands without it."""
+        """A hub and its API token. Its key is not a mint signer: it consents to each mint
+        of its batch by signing the memo, which every co-signer requires."""
         with self.lock:
             rows = {r["hub_id"]: r for r in books.rows(self.books, books.hubs)}
             if hub_id in rows:
@@ -118,15 +119,6 @@ class Platform:
                 books.hubs,
                 [{"hub_id": hub_id, "public_key": public_key, "token_sha256": token_hash(token)}],
             )
-            hub = Pubkey.from_bytes(public_key)
-            if hub not in self.dep.oracle_signers:
-                platform = [self.keys.get(n) for n in PLATFORM_ORACLES]
-                hubs = [
-                    s for s in self.dep.oracle_signers if s not in {k.pubkey() for k in platform}
-                ]
-                current = platform[: self.dep.oracles_required]
-                self.dep.rotate_oracles([*hubs, hub, *(k.pubkey() for k in platform)], 3, current)
-                self.dep.save(self.data / "deployment.json")
 
     def register_user(self, name: str) -> Pubkey:
         """A custodial wallet for a household (its key sealed in the keystore), approved."""
@@ -215,9 +207,8 @@ class Platform:
                 raise ServiceError(422, err.code, str(err)) from None
             self._store(evidence, hub_key)
             signer_keys = [
-                Pubkey.from_bytes(hub_key),
                 self.dep.oracle("oracle/platform").pubkey(),
-                self.dep.oracle("oracle/grid-operator").pubkey(),
+                self._partner().oracle_pubkey,
             ]
             proposals = oracle.propose(
                 self.ledger,
@@ -259,7 +250,7 @@ class Platform:
                     oracle.plan(evidence.header, owners, marks_now),
                 )
 
-            transactions = []
+            hub_sigs = []
             for proposal, raw in zip(proposals, signatures, strict=True):
                 try:
                     sig = Signature.from_bytes(raw)
@@ -267,15 +258,31 @@ class Platform:
                     raise ServiceError(422, "bad_signature", "64 bytes each") from None
                 if not sig.verify(hub, bytes(proposal.message)):
                     raise ServiceError(422, "bad_signature", "not the hub key's signature")
+                hub_sigs.append(sig)
+            partner = self._partner()
+            asked = [
+                p.message
+                for p in proposals
+                if partner.oracle_pubkey
+                in p.message.account_keys[: p.message.header.num_required_signatures]
+            ]
+            try:  # the independent co-signer's own review (cosigner.py)
+                given = dict(
+                    zip(map(bytes, asked), partner.sign_mint(evidence, asked), strict=True)
+                )
+            except Unavailable as err:
+                raise ServiceError(503, err.code, err.message) from None
+            except CodedError as err:
+                raise ServiceError(422, err.code, err.message) from None
+            platform_key = self.dep.oracle("oracle/platform")
+            transactions = []
+            for proposal, sig in zip(proposals, hub_sigs, strict=True):
                 signers: dict[Pubkey, oracle.Signer] = {
                     hub: _given(sig),
-                    **{
-                        self.dep.oracle(n).pubkey(): oracle.reviewing_signer(
-                            self.dep.oracle(n), check
-                        )
-                        for n in ("oracle/platform", "oracle/grid-operator")
-                    },
+                    platform_key.pubkey(): oracle.reviewing_signer(platform_key, check),
                 }
+                if bytes(proposal.message) in given:
+                    signers[partner.oracle_pubkey] = _given(given[bytes(proposal.message)])
                 try:
                     transactions.append(oracle.submit(self.ledger, proposal, signers))
                 except oracle.Refused as err:
@@ -284,6 +291,12 @@ class Platform:
             self.marks.update(self.ledger)
             self._burn(evidence, owners)
             return Outcome("done", transactions=tuple(transactions))
+
+    def _partner(self) -> cosigner.MintCosigner:
+        """The co-signer asked to sign mints with the platform (the first configured)."""
+        if not self.cosigners:
+            raise ServiceError(503, "no_cosigner", "no co-signer is configured")
+        return self.cosigners[0]
 
     def _burn(self, evidence: oracle.Evidence, owners: dict[str, Pubkey]) -> None:
         """Consumption burns (docs/ledger.md): each custodial owner's GRX is burned against

@@ -90,6 +90,16 @@ def memo(text: str, signers: Sequence[Pubkey] = ()) -> Instruction:
     )
 
 
+class ChainView(Protocol):
+    """What reading the chain needs (a `Ledger`, or a read-only `ChainReader`)."""
+
+    def account_data(self, address: Pubkey) -> bytes | None: ...
+
+    def history(self, start: int = 0) -> list[Landed]: ...
+
+    def memo_index(self) -> dict[str, str]: ...
+
+
 class Ledger(Protocol):
     """What the ledger code needs of a Solana runtime."""
 

@@ -29,7 +29,7 @@ def run(trades: int, participants: int, meters: int, seed: int = 1) -> dict[str,
         ledger = EmbeddedLedger(data / "chain", keys.ensure("payer"))
         hub_signing = SigningKey.generate()
         hub = Keypair.from_seed(bytes(hub_signing))
-        dep = Deployment.create(ledger, keys, [hub.pubkey()])
+        dep = Deployment.create(ledger, keys)
         users = [Keypair() for _ in range(max(participants, meters))]
         for u in users:
             dep.open_wallet(u.pubkey())

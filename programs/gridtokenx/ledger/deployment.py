@@ -1,22 +1,25 @@
-"""The GridTokenX accounts on a chain: two mints, the multisigs and the platform authorities.
+"""The GridTokenX accounts on a chain: two mints, the multisigs and their holders.
 
     GRX  (Token-2022, 3 decimals, DefaultAccountState=Frozen, MetadataPointer, Pausable)
-         mint authority   = oracle multisig (m of n: hub, platform, grid operator, standby)
+         mint authority   = oracle multisig, 2 of 3: platform, grid operator, auditor
+                            (each key in its own party's keystore; a hub consents to the
+                            mint of its batch by signing the mint's memo)
          freeze authority = registry key   (approve = thaw, suspend = freeze)
-         pause authority  = governance multisig (3 of 5)
+         pause authority  = governance multisig, 2 of 3: platform, grid operator, auditor
     THB  (Token-2022, 6 decimals, 1 unit = 1 micro-THB)
          mint and freeze authority = bank key (fiat on/off-ramp)
     escrow key owns the escrow accounts; treasury and grid operator receive fees and wheeling.
 
-Every secret key lives in the keystore; deployment.json holds only addresses.
+Each party's secret keys live in that party's keystore; deployment.json holds addresses and
+the parties' public keys only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from solders.keypair import Keypair
@@ -25,15 +28,65 @@ from spl.token.models import AuthorityType
 
 from gridtokenx.ledger import tokens
 from gridtokenx.ledger.backend import Ledger, memo
-from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.keystore import Keystore, KeystoreError
 from gridtokenx.ledger.tokens import Metadata, Mint
 
 GRX_DECIMALS, THB_DECIMALS = 3, 6
 GRX_METADATA = Metadata("GridTokenX Energy", "GRX", "https://gridtokenx.org/token/grx.json")
 THB_METADATA = Metadata("GridTokenX Thai Baht", "THBx", "https://gridtokenx.org/token/thb.json")
-PLATFORM_ORACLES = ("oracle/platform", "oracle/grid-operator", "oracle/standby")
-GOVERNANCE = tuple(f"governance/{k}" for k in range(5))
+COSIGNERS = ("grid-operator", "auditor")  # the parties independent of the platform
+PARTIES = ("platform", *COSIGNERS)
+ORACLES_REQUIRED = 2  # of 3: no party alone, any two (one may be down)
+GOVERNANCE_REQUIRED = 2
+ALIASES = {"oracle/standby": "oracle/auditor"}  # the auditor's key, by its older name
 SOL_FOR_FEES = 10 * 10**9
+
+
+def oracle_key(party: str) -> str:
+    return f"oracle/{party}"
+
+
+def governance_key(party: str) -> str:
+    return f"governance/{party}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A party's public keys: what the platform knows of a co-signer it does not host."""
+
+    oracle: Pubkey
+    governance: Pubkey
+
+    @classmethod
+    def of(cls, keys: Keystore, party: str) -> Identity:
+        return cls(
+            keys.ensure(oracle_key(party)).pubkey(), keys.ensure(governance_key(party)).pubkey()
+        )
+
+
+def embedded_cosigner(directory: Path, party: str) -> Keystore:
+    """A co-signer's own keystore beside the platform's, for development and tests only.
+
+    Its sealing key is kept in PARTY.key (0600) next to it, so one process can open it: a
+    site where the parties are independent runs `gridtokenx cosigner run` with the
+    co-signer's own keystore and passphrase instead (docs/ledger.md)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret_path = directory / f"{party}.key"
+    if not secret_path.exists():
+        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex())
+    return Keystore(directory / f"{party}.json", bytes.fromhex(secret_path.read_text().strip()))
+
+
+def embedded_cosigners(platform_keys: Keystore) -> dict[str, Keystore]:
+    """The development co-signers' keystores, if this site keeps them (else none)."""
+    directory = platform_keys.path.parent / "cosigners"
+    return {
+        party: embedded_cosigner(directory, party)
+        for party in COSIGNERS
+        if (directory / f"{party}.key").exists()
+    }
 
 
 @dataclass
@@ -48,6 +101,10 @@ class Deployment:
     governance_multisig: Pubkey
     metadata_onchain: bool
     registry_name: str = "registry"
+    identities: dict[str, Identity] = field(default_factory=dict)
+    # the keystores this process can open: the platform's, and in development the
+    # co-signers' (`embedded_cosigner`); a key held elsewhere is never here
+    parties: dict[str, Keystore] = field(default_factory=dict)
 
     # -- the authorities (keys from the keystore) ---------------------------------------
     @property
@@ -70,24 +127,61 @@ class Deployment:
     def bank(self) -> Keypair:
         return self.keys.get("bank")
 
+    def _held(self, name: str) -> Keypair:
+        name = ALIASES.get(name, name)
+        for store in (self.keys, *self.parties.values()):
+            if name in store:
+                return store.get(name)
+        raise KeystoreError("held_elsewhere", f"{name} is in another party's keystore")
+
     def oracle(self, name: str) -> Keypair:
-        return self.keys.get(name)
+        """An oracle key this process holds (`oracle/platform`; others in development)."""
+        return self._held(name)
 
     def governance(self) -> list[Keypair]:
-        return [self.keys.get(name) for name in GOVERNANCE]
+        """The governance keys this process holds, the platform's first."""
+        return [
+            self._held(governance_key(p)) for p in PARTIES if p == "platform" or p in self.parties
+        ]
+
+    def holder_of(self, key: Pubkey) -> str | None:
+        """The party whose keystore holds this public key, as far as this site knows."""
+        for party, ident in self.identities.items():
+            if key in (ident.oracle, ident.governance):
+                return party
+        if self.keys.name_of(str(key)) is not None:
+            return "platform"
+        return None
 
     @classmethod
     def create(
-        cls, ledger: Ledger, keys: Keystore, hub_oracles: Sequence[Pubkey] = (), required: int = 3
+        cls,
+        ledger: Ledger,
+        keys: Keystore,
+        cosigners: Mapping[str, Keystore | Identity] | None = None,
     ) -> Deployment:
+        """The mints and multisigs. `cosigners` gives each co-signer's keystore (hosted
+        here) or public keys (hosted elsewhere); by default, development keystores
+        beside the platform's (`embedded_cosigner`)."""
         for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin"):
             keys.ensure(name)
-        for name in (*PLATFORM_ORACLES, *GOVERNANCE):
-            keys.ensure(name)
-        oracle_signers = [*hub_oracles, *(keys.get(n).pubkey() for n in PLATFORM_ORACLES)]
-        oracle_multisig = tokens.create_multisig(ledger, oracle_signers, required)
+        if cosigners is None:
+            directory = keys.path.parent / "cosigners"
+            cosigners = {p: embedded_cosigner(directory, p) for p in COSIGNERS}
+        if set(cosigners) != set(COSIGNERS):
+            raise ValueError(f"the co-signers are {COSIGNERS}")
+        identities = {"platform": Identity.of(keys, "platform")}
+        hosted = {}
+        for party, given in cosigners.items():
+            if isinstance(given, Keystore):
+                identities[party] = Identity.of(given, party)
+                hosted[party] = given
+            else:
+                identities[party] = given
+        oracle_signers = [identities[p].oracle for p in PARTIES]
+        oracle_multisig = tokens.create_multisig(ledger, oracle_signers, ORACLES_REQUIRED)
         governance_multisig = tokens.create_multisig(
-            ledger, [k.pubkey() for k in (keys.get(n) for n in GOVERNANCE)], 3
+            ledger, [identities[p].governance for p in PARTIES], GOVERNANCE_REQUIRED
         )
         setup = Keypair()  # the first mint authority, only so TokenMetadata can be written
         grx, onchain = Mint.create(
@@ -120,9 +214,11 @@ class Deployment:
             thb,
             oracle_multisig,
             oracle_signers,
-            required,
+            ORACLES_REQUIRED,
             governance_multisig,
             onchain,
+            identities=identities,
+            parties=hosted,
         )
         for name in ("escrow", "treasury", "grid-operator"):
             dep.open_wallet(keys.get(name).pubkey())
@@ -176,7 +272,7 @@ class Deployment:
 
     # -- governance ----------------------------------------------------------------------------
     def pause(self, signers: Sequence[Keypair]) -> str:
-        """Emergency pause of all GRX transfers (Token-2022 Pausable), 3 of 5 governance."""
+        """Emergency pause of all GRX transfers (Token-2022 Pausable), 2 of 3 governance."""
         ix = tokens.pause(self.grx.address, self.governance_multisig, [s.pubkey() for s in signers])
         return self.ledger.send([ix, memo("gtx1 governance pause")], list(signers))
 
@@ -211,7 +307,7 @@ class Deployment:
         return sig
 
     def rotate_pause_authority(self, new: Pubkey, current: Sequence[Keypair]) -> str:
-        """Governance hands the pause authority on (a new 3-of-5 multisig, say)."""
+        """Governance hands the pause authority on (a new multisig, say)."""
         ix = tokens.set_pause_authority(
             self.grx.address, self.governance_multisig, new, [k.pubkey() for k in current]
         )
@@ -245,6 +341,10 @@ class Deployment:
             "governance_multisig": str(self.governance_multisig),
             "metadata_onchain": self.metadata_onchain,
             "registry_name": self.registry_name,
+            "parties": {
+                p: {"oracle": str(i.oracle), "governance": str(i.governance)}
+                for p, i in self.identities.items()
+            },
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
@@ -253,6 +353,10 @@ class Deployment:
     @classmethod
     def load(cls, ledger: Ledger, keys: Keystore, path: Path) -> Deployment:
         doc = json.loads(path.read_text())
+        identities = {
+            p: Identity(Pubkey.from_string(i["oracle"]), Pubkey.from_string(i["governance"]))
+            for p, i in doc.get("parties", {}).items()
+        }
         return cls(
             ledger,
             keys,
@@ -264,4 +368,6 @@ class Deployment:
             Pubkey.from_string(doc["governance_multisig"]),
             bool(doc["metadata_onchain"]),
             str(doc.get("registry_name", "registry")),
+            identities,
+            embedded_cosigners(keys),
         )

@@ -6,6 +6,9 @@ is length, CRC-32 and the signed transaction bytes, fsynced before `send` return
 the log is replayed into a fresh LiteSVM (blockhash check off for the replay only, signatures
 still verified), which rebuilds every account exactly. A torn last record (a crash while
 appending) is cut off: its transaction was never reported as landed to anyone.
+
+`ChainReader` follows another process's log read-only (a co-signer, `ledger authorities`):
+it replays complete records as they appear and never writes or truncates.
 """
 
 from __future__ import annotations
@@ -142,3 +145,58 @@ class EmbeddedLedger:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class ChainReader:
+    """A read-only view of an embedded chain that another process writes.
+
+    Each look replays the records appended since the last one (a torn or half-written tail
+    is left for later), so a co-signer reads the same accounts and memos the platform wrote,
+    with every signature verified again by its own SVM."""
+
+    def __init__(self, path: Path) -> None:
+        self.log_path = path / "chain.log"
+        self.svm = LiteSVM().with_blockhash_check(False)
+        self._offset = 0
+        self._landed: list[Landed] = []
+        self._memos: dict[str, str] = {}
+        self._funded = False
+
+    def refresh(self) -> None:
+        if not self.log_path.exists():
+            return
+        with open(self.log_path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        offset = 0
+        while offset + _RECORD.size <= len(data):
+            size, crc = _RECORD.unpack_from(data, offset)
+            body = data[offset + _RECORD.size : offset + _RECORD.size + size]
+            if len(body) < size or zlib.crc32(body) != crc:
+                break  # not yet complete
+            tx = Transaction.from_bytes(body)
+            if not self._funded:  # the writer's payer had the same local airdrop
+                self.svm.airdrop(tx.message.account_keys[0], FAUCET_LAMPORTS)
+                self._funded = True
+            result = self.svm.send_transaction(tx)
+            if isinstance(result, FailedTransactionMetadata):
+                raise LedgerError("replay_diverged", result.meta().logs())
+            landed = Landed(str(tx.signatures[0]), tx, memos_of(tx))
+            self._landed.append(landed)
+            for text in landed.memos:
+                self._memos.setdefault(text, landed.signature)
+            offset += _RECORD.size + size
+        self._offset += offset
+
+    def account_data(self, address: Pubkey) -> bytes | None:
+        self.refresh()
+        account = self.svm.get_account(address)
+        return None if account is None else bytes(account.data)
+
+    def history(self, start: int = 0) -> list[Landed]:
+        self.refresh()
+        return self._landed[start:]
+
+    def memo_index(self) -> dict[str, str]:
+        self.refresh()
+        return self._memos

@@ -11,9 +11,12 @@ nothing twice. The batch itself is recorded first, by a Memo the hub's oracle ke
 
     gtx1 batch <hub>/<epoch> <root hex> <count> <sha256 of the encoded header>
 
-Each oracle (the hub, the platform's co-signer, the grid operator) runs `review` on the
-evidence (every reading and signature, against its own meter registry and the chain's
-marks) before it signs: the multisig's m signatures are m independent checks.
+The mint authority is a 2-of-3 multisig of the platform, the grid operator and the
+auditor. The hub consents to each mint of its batch by signing its memo (the Memo program
+makes it a required signer of the transaction), so any number of hubs fit one multisig.
+Each co-signer runs `review` on the evidence (every reading and signature, against its own
+meter registry and the chain's marks) and `check_mint` on the exact message before it
+signs: the multisig's m signatures are m independent checks.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from gridtokenx.ledger.backend import Landed, Ledger, LedgerError, fits, memo
-from gridtokenx.ledger.tokens import Mint
+from gridtokenx.ledger.backend import ChainView, Landed, Ledger, LedgerError, fits, memo
+from gridtokenx.ledger.tokens import Mint, read_multisig
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.envelope import verify
 from gridtokenx.wire.errors import WireError
@@ -98,7 +101,7 @@ class Marks:
     marks: dict[str, int] = field(default_factory=dict)
     seen: int = 0
 
-    def update(self, ledger: Ledger) -> dict[str, int]:
+    def update(self, ledger: ChainView) -> dict[str, int]:
         landed = ledger.history(self.seen)
         for entry in landed:
             self.absorb(entry)
@@ -193,6 +196,22 @@ def mint_memo(tag: str, root: bytes, mints: Sequence[MeterMint]) -> str:
 Signer = Callable[[bytes], Signature]
 
 
+def mint_instructions(
+    grx: Mint,
+    multisig: Pubkey,
+    signers: Sequence[Pubkey],
+    hub: Pubkey | None,
+    tag: str,
+    root: bytes,
+    mints: Sequence[MeterMint],
+) -> list[Instruction]:
+    """One mint transaction's instructions: MintToChecked per meter, then the memo the
+    hub signs (its consent) when `hub` is given."""
+    return [grx.mint_ix(m.owner, m.wh, multisig, signers) for m in mints if m.wh > 0] + [
+        memo(mint_memo(tag, root, mints), [hub] if hub is not None else [])
+    ]
+
+
 def pack(
     grx: Mint,
     multisig: Pubkey,
@@ -201,15 +220,14 @@ def pack(
     tag: str,
     root: bytes,
     mints: Sequence[MeterMint],
+    hub: Pubkey | None = None,
 ) -> list[tuple[list[Instruction], list[MeterMint]]]:
     """Pack mints densely into legacy transactions: each holds its own Memo."""
     packed: list[tuple[list[Instruction], list[MeterMint]]] = []
     group: list[MeterMint] = []
 
     def instructions(ms: Sequence[MeterMint]) -> list[Instruction]:
-        return [grx.mint_ix(m.owner, m.wh, multisig, signers) for m in ms if m.wh > 0] + [
-            memo(mint_memo(tag, root, ms))
-        ]
+        return mint_instructions(grx, multisig, signers, hub, tag, root, ms)
 
     for m in mints:
         trial = [*group, m]
@@ -259,7 +277,14 @@ def propose(
         )
     mints = plan(evidence.header, owners, current)
     for instructions, group in pack(
-        grx, multisig, oracle_keys, ledger.payer, evidence.tag, evidence.header.root, mints
+        grx,
+        multisig,
+        oracle_keys,
+        ledger.payer,
+        evidence.tag,
+        evidence.header.root,
+        mints,
+        hub_key,
     ):
         text = mint_memo(evidence.tag, evidence.header.root, group)
         if not already(ledger, text):
@@ -294,16 +319,24 @@ def mint_batch(
     owners: Mapping[str, Pubkey],
     marks: Marks,
     oracles: Mapping[Pubkey, Signer],
+    hub: Pubkey | None = None,
 ) -> list[str]:
     """Mint a batch's export to the meters' owners; safe to call again after any crash.
 
-    Each packed transaction is skipped when the chain already has its memo, and the plan is
-    drawn against the marks read from the chain just now."""
+    `oracles` are the signers at hand: the multisig's co-signers, and the hub (`hub`, or
+    by default the one signer the multisig on the chain does not list), whose signature
+    on each memo is its consent. Each packed transaction is skipped when the chain already
+    has its memo, and the plan is drawn against the marks read from the chain now."""
+    listed = multisig_signers(ledger, multisig)
+    if hub is None:
+        others = [k for k in oracles if k not in listed]
+        hub = others[0] if len(others) == 1 else None
+    cosigners = [k for k in oracles if k in listed]
     current = marks.update(ledger)
     mints = plan(evidence.header, owners, current)
     signatures = []
     for instructions, group in pack(
-        grx, multisig, list(oracles), ledger.payer, evidence.tag, evidence.header.root, mints
+        grx, multisig, cosigners, ledger.payer, evidence.tag, evidence.header.root, mints, hub
     ):
         text = mint_memo(evidence.tag, evidence.header.root, group)
         message = Message.new_with_blockhash(
@@ -312,6 +345,71 @@ def mint_batch(
         signatures.append(submit(ledger, Proposal(text, message), oracles))
     marks.update(ledger)
     return signatures
+
+
+def multisig_signers(chain: ChainView, multisig: Pubkey) -> list[Pubkey]:
+    """The signers of a multisig account, read from the chain (none if it is not one)."""
+    found = read_multisig(chain.account_data(multisig))
+    return [] if found is None else found[1]
+
+
+def check_mint(
+    message: Message,
+    grx: Mint,
+    multisig: Pubkey,
+    hub_key: Pubkey,
+    evidence: Evidence,
+    planned: Sequence[MeterMint],
+) -> None:
+    """A co-signer's check of the exact message it is asked to sign: rebuilt from its own
+    plan, it must be byte for byte the mints of a run of planned meters under the batch's
+    memo, signed by the batch's hub (its consent). Raises Refused."""
+    from gridtokenx.ledger.backend import MEMO_PROGRAM_ID
+
+    texts = _memos(message)
+    if len(texts) != 1:
+        raise Refused("unexpected_instruction", "one memo per mint transaction")
+    parsed = parse_ranges(texts[0], MINT)
+    if parsed is None or parsed[0] != evidence.tag or parsed[1] != evidence.header.root.hex():
+        raise Refused("not_this_batch", texts[0][:80])
+    by_range = {(m.meter_id, m.from_wh, m.to_wh): m for m in planned}
+    try:
+        group = [by_range[entry] for entry in parsed[2]]
+    except KeyError:
+        raise Refused("plan_mismatch", "a memo range is not in the plan") from None
+    keys = message.account_keys
+    signers = keys[: message.header.num_required_signatures]
+    if hub_key not in signers:
+        raise Refused("no_hub_consent", f"batch {evidence.tag}: the hub does not sign")
+    mints = [ix for ix in message.instructions if keys[ix.program_id_index] != MEMO_PROGRAM_ID]
+    # MintToChecked's accounts: mint, account, multisig, then the signing co-signers
+    cosigners = [keys[k] for k in bytes(mints[0].accounts)[3:]] if mints else []
+    rebuilt = Message.new_with_blockhash(
+        mint_instructions(
+            grx, multisig, cosigners, hub_key, evidence.tag, evidence.header.root, group
+        ),
+        keys[0],
+        message.recent_blockhash,
+    )
+    if bytes(rebuilt) != bytes(message):
+        raise Refused("plan_mismatch", f"batch {evidence.tag}: not the planned mints")
+
+
+def mint_memo_of(message: Message) -> str:
+    """The one memo of a mint transaction's message ("" if it has none)."""
+    texts = _memos(message)
+    return texts[0] if texts else ""
+
+
+def _memos(message: Message) -> list[str]:
+    from gridtokenx.ledger.backend import MEMO_PROGRAM_ID
+
+    keys = message.account_keys
+    return [
+        bytes(ix.data).decode("utf-8", "replace")
+        for ix in message.instructions
+        if keys[ix.program_id_index] == MEMO_PROGRAM_ID
+    ]
 
 
 def reviewing_signer(key: Keypair, check: Callable[[], None]) -> Signer:

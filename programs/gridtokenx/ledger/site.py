@@ -8,13 +8,11 @@ DATA/deployment.json   the addresses of the mints and multisigs
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from solders.pubkey import Pubkey
-
 from gridtokenx.ledger.backend import Ledger
-from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.deployment import Deployment, Identity
 from gridtokenx.ledger.embedded import EmbeddedLedger
 from gridtokenx.ledger.keystore import Keystore, secret_from_env
 
@@ -36,12 +34,16 @@ def open_ledger(data: Path, keys: Keystore) -> Ledger:
 
 
 def deployment(
-    data: Path, ledger: Ledger, keys: Keystore, hub_oracles: Sequence[Pubkey] = ()
+    data: Path,
+    ledger: Ledger,
+    keys: Keystore,
+    cosigners: Mapping[str, Keystore | Identity] | None = None,
 ) -> Deployment:
-    """The site's deployment: loaded, or created on first start."""
+    """The site's deployment: loaded, or created on first start (with development
+    co-signers beside the keystore unless `cosigners` are given)."""
     path = data / "deployment.json"
     if path.exists():
         return Deployment.load(ledger, keys, path)
-    dep = Deployment.create(ledger, keys, hub_oracles)
+    dep = Deployment.create(ledger, keys, cosigners)
     dep.save(path)
     return dep

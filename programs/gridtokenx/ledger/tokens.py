@@ -154,6 +154,32 @@ def create_multisig(ledger: Ledger, signers: Sequence[Pubkey], required: int) ->
     return account.pubkey()
 
 
+def read_multisig(data: bytes | None) -> tuple[int, list[Pubkey]] | None:
+    """(m, signers) of an SPL multisig account's data, or None if it is not one.
+
+    Layout: m u8, n u8, is_initialized u8, then 11 signer keys of 32 bytes."""
+    if data is None or len(data) != MULTISIG_SIZE or data[2] != 1:
+        return None
+    m, n = data[0], data[1]
+    return m, [Pubkey.from_bytes(data[3 + 32 * k : 35 + 32 * k]) for k in range(n)]
+
+
+PAUSABLE_CONFIG = 26  # ExtensionType::PausableConfig: authority (32), paused (1)
+
+
+def mint_extension(data: bytes, kind: int) -> bytes | None:
+    """The bytes of one extension of a Token-2022 mint (its TLV entry), if present."""
+    offset = MINT_BASE
+    while offset + 4 <= len(data):
+        ext, length = struct.unpack_from("<HH", data, offset)
+        if ext == kind:
+            return data[offset + 4 : offset + 4 + length]
+        if ext == 0:
+            return None
+        offset += 4 + length
+    return None
+
+
 @dataclass(frozen=True)
 class Metadata:
     name: str
@@ -277,6 +303,18 @@ class Mint:
         if data is None or data[0] == 0:
             return None
         return Pubkey.from_bytes(data[4:36])
+
+    def pause_authority(self) -> Pubkey | None:
+        data = self.ledger.account_data(self.address)
+        config = None if data is None else mint_extension(data, PAUSABLE_CONFIG)
+        if config is None or config[:32] == bytes(32):
+            return None
+        return Pubkey.from_bytes(config[:32])
+
+    def is_paused(self) -> bool:
+        data = self.ledger.account_data(self.address)
+        config = None if data is None else mint_extension(data, PAUSABLE_CONFIG)
+        return config is not None and config[32] == 1
 
     def freeze_authority(self) -> Pubkey | None:
         data = self.ledger.account_data(self.address)

@@ -1,0 +1,410 @@
+"""An independent co-signer of GRX mints: the grid operator's or the auditor's key behind its
+own review.
+
+The GRX mint authority is a 2-of-3 multisig (platform, grid operator, auditor), so the
+platform's own key never mints alone. A co-signer holds one of the other two keys, in its
+own keystore, and signs a mint only after checking, itself:
+
+- the hub's signature on the batch header, against the hub key in its registry;
+- every reading's Ed25519 signature, against the meter keys in its registry;
+- the hub's rules between consecutive readings of each meter (`hub/rules.py`: sequence,
+  clock, registers never decreasing, energy within the meter's rating);
+- the batch root and register ranges, rebuilt from the readings;
+- the plan against the high-water marks it reads from the chain itself;
+- the exact message: rebuilt from its plan byte for byte, the hub's consent included;
+- that it never signed another message for the same meter range (its journal).
+
+Any refusal is a `CosignRefused` with a reason code; nothing is signed. The same class runs
+in its own process (`gridtokenx cosigner run`, HTTP) or, for development and tests, inside
+the platform's (`gridtokenx.ledger.deployment.embedded_cosigner`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from sqlalchemy import Engine
+
+from gridtokenx.errors import CodedError, Unavailable
+from gridtokenx.hub import rules
+from gridtokenx.ledger import oracle
+from gridtokenx.ledger.backend import ChainView, Ledger
+from gridtokenx.ledger.deployment import (
+    COSIGNERS,
+    GRX_DECIMALS,
+    Deployment,
+    Identity,
+    governance_key,
+    oracle_key,
+)
+from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.tokens import Mint
+from gridtokenx.wire import batch as wire_batch
+from gridtokenx.wire.errors import WireError
+from gridtokenx.wire.reading import decode
+
+COSIGNERS_ENV = "GTX_COSIGNERS"  # "grid-operator=http://127.0.0.1:8101,auditor=http://..."
+
+
+class CosignRefused(CodedError):
+    """A co-signer will not sign; `code` says why (the oracle's codes and its own)."""
+
+    code = "cosign_refused"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What a co-signer checks a batch against: meter keys, owners' wallets, hub keys."""
+
+    meter_keys: Mapping[str, bytes]
+    owners: Mapping[str, Pubkey]
+    hub_keys: Mapping[str, bytes]
+    ratings_w: Mapping[str, int] = field(default_factory=dict)  # meters' rated power
+
+
+UNRATED_W = 10**12  # a meter whose rating the registry does not know: no rating check
+
+
+def books_registry(engine: Engine) -> Callable[[], Registry]:
+    """A registry read (only read) from a books database."""
+    from gridtokenx import books
+
+    def read() -> Registry:
+        meters = books.rows(engine, books.meters)
+        return Registry(
+            {r["meter_id"]: bytes(r["public_key"]) for r in meters},
+            {
+                r["meter_id"]: Pubkey.from_string(r["owner"])
+                for r in meters
+                if r["status"] == "active"
+            },
+            {
+                r["hub_id"]: bytes(r["public_key"])
+                for r in books.rows(engine, books.hubs)
+                if r["status"] == "active"
+            },
+        )
+
+    return read
+
+
+def check_rules(
+    evidence: oracle.Evidence,
+    config: rules.RuleConfig,
+    now: int,
+    ratings_w: Mapping[str, int] | None = None,
+) -> None:
+    """The hub's reading rules again, between consecutive readings of each meter. The
+    energy-versus-rating rule needs the meter's rating: it is checked only for meters whose
+    rating the registry gives (the platform's books do not record ratings yet)."""
+    by_meter: dict[str, list[tuple[bytes, bytes]]] = {}
+    for raw, signature in evidence.readings:
+        try:
+            by_meter.setdefault(decode(raw).meter_id, []).append((raw, signature))
+        except WireError as err:
+            raise CosignRefused("malformed_reading", str(err)) from None
+    for meter_id, items in by_meter.items():
+        readings = sorted(((decode(raw), raw, sig) for raw, sig in items), key=lambda x: x[0].seq)
+        rating = (ratings_w or {}).get(meter_id, UNRATED_W)
+        meter = rules.Meter(meter_id, b"", rules.MeterStatus.APPROVED, rating)
+        previous: rules.Previous | None = None
+        for reading, raw, sig in readings:
+            parsed = rules.Decision(rules.Verdict.ACCEPTED, "", "", reading, raw, sig)
+            decision = rules.follow(parsed, meter, previous, now, config)
+            if not decision.accepted:
+                raise CosignRefused(decision.reason, f"{meter_id}/{reading.seq}: {decision.detail}")
+            previous = rules.Previous(
+                reading.seq, reading.ts, reading.import_wh, reading.export_wh, raw
+            )
+
+
+class Journal:
+    """The meter ranges this co-signer signed, one JSON line each, fsynced (0600).
+
+    A range start is signed in one message only (asking again for the very same bytes
+    gets the same signature), so two transactions minting the same Wh can never both
+    carry this co-signer's signature, whatever the platform does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.signed: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.signed[entry["range"]] = entry["message"]
+
+    def allows(self, ranges: Sequence[str], digest: str) -> bool:
+        return all(self.signed.get(r, digest) == digest for r in ranges)
+
+    def record(self, ranges: Sequence[str], digest: str) -> None:
+        new = [r for r in ranges if r not in self.signed]
+        if not new:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            for r in new:
+                f.write(json.dumps({"range": r, "message": digest}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for r in new:
+            self.signed[r] = digest
+
+
+class Cosigner:
+    """One party's oracle key behind its own review of every mint it is asked to sign."""
+
+    def __init__(
+        self,
+        role: str,
+        keys: Keystore,
+        chain: ChainView,
+        grx: Callable[[], Pubkey],
+        registry: Callable[[], Registry],
+        config: rules.RuleConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.role = role
+        self.keys = keys
+        self.chain = chain
+        self._grx = grx  # read when first needed: a co-signer may start before the mint exists
+        self.registry = registry
+        self.config = config or rules.RuleConfig()
+        self.clock = clock
+        self.marks = oracle.Marks(oracle.MINT)
+        self.journal = Journal(keys.path.with_name(f"{keys.path.stem}.journal"))
+
+    @property
+    def grx(self) -> Mint:
+        # the mint's instructions are built without the ledger; only its address is used
+        return Mint(cast(Ledger, self.chain), self._grx(), GRX_DECIMALS)
+
+    @property
+    def oracle_pubkey(self) -> Pubkey:
+        return self.keys.ensure(oracle_key(self.role)).pubkey()
+
+    def identity(self) -> dict[str, str]:
+        return {
+            "role": self.role,
+            "oracle": str(self.oracle_pubkey),
+            "governance": str(self.keys.ensure(governance_key(self.role)).pubkey()),
+        }
+
+    def sign_mint(self, evidence: oracle.Evidence, messages: Sequence[Message]) -> list[Signature]:
+        """Review the batch and each message; its signatures, or CosignRefused."""
+        reg = self.registry()
+        hub_key = reg.hub_keys.get(evidence.header.hub_id)
+        if hub_key is None:
+            raise CosignRefused("unknown_hub", evidence.header.hub_id)
+        marks = dict(self.marks.update(self.chain))
+        planned = oracle.plan(evidence.header, reg.owners, marks)
+        try:
+            oracle.review(evidence, reg.meter_keys, hub_key, reg.owners, marks, planned)
+        except oracle.Refused as err:
+            raise CosignRefused(err.code, str(err)) from None
+        check_rules(evidence, self.config, int(self.clock()), reg.ratings_w)
+        grx = self.grx
+        authority = grx.mint_authority()
+        if authority is None or self.oracle_pubkey not in oracle.multisig_signers(
+            self.chain, authority
+        ):
+            raise CosignRefused("not_a_signer", "this key is not among the GRX mint's signers")
+        landed = self.chain.memo_index()
+        key = self.keys.get(oracle_key(self.role))
+        checked = []
+        for message in messages:
+            memo_text = oracle.mint_memo_of(message)
+            if memo_text in landed:
+                raise CosignRefused("already_minted", memo_text[:80])
+            try:
+                oracle.check_mint(
+                    message, grx, authority, Pubkey.from_bytes(hub_key), evidence, planned
+                )
+            except oracle.Refused as err:
+                raise CosignRefused(err.code, str(err)) from None
+            signers = message.account_keys[: message.header.num_required_signatures]
+            if key.pubkey() not in signers:
+                raise CosignRefused("not_asked", "the message does not need this signature")
+            parsed = oracle.parse_ranges(memo_text, oracle.MINT)
+            ranges = [f"{m}:{low}" for m, low, _ in parsed[2]] if parsed else []
+            digest = hashlib.sha256(bytes(message)).hexdigest()
+            if not self.journal.allows(ranges, digest):
+                raise CosignRefused("already_signed", "another message for the same range")
+            checked.append((message, ranges, digest))
+        signatures = []
+        for message, ranges, digest in checked:
+            self.journal.record(ranges, digest)
+            signatures.append(key.sign_message(bytes(message)))
+        return signatures
+
+
+# -- the wire between the platform and a co-signer's process ---------------------------------
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def encode_request(evidence: oracle.Evidence, messages: Sequence[Message]) -> dict[str, Any]:
+    return {
+        "header": _b64(wire_batch.encode_header(evidence.header)),
+        "hub_signature": _b64(evidence.hub_signature),
+        "readings": [[_b64(raw), _b64(sig)] for raw, sig in evidence.readings],
+        "messages": [_b64(bytes(m)) for m in messages],
+    }
+
+
+def decode_request(body: Mapping[str, Any]) -> tuple[oracle.Evidence, list[Message]]:
+    """The evidence and messages of a sign request; CosignRefused("malformed_request")."""
+    try:
+        header = wire_batch.decode_header(base64.b64decode(body["header"], validate=True))
+        readings = tuple(
+            (base64.b64decode(raw, validate=True), base64.b64decode(sig, validate=True))
+            for raw, sig in body["readings"]
+        )
+        evidence = oracle.Evidence(
+            header, base64.b64decode(body["hub_signature"], validate=True), readings
+        )
+        messages = [
+            Message.from_bytes(base64.b64decode(m, validate=True)) for m in body["messages"]
+        ]
+    except (KeyError, TypeError, ValueError, WireError) as err:
+        raise CosignRefused("malformed_request", str(err)[:200]) from None
+    return evidence, messages
+
+
+class RemoteCosigner:
+    """A co-signer in its own process, over HTTP (the platform's side)."""
+
+    def __init__(self, role: str, url: str, timeout_s: float = 30.0) -> None:
+        self.role, self.url, self.timeout_s = role, url.rstrip("/"), timeout_s
+        self._oracle: Pubkey | None = None
+
+    def _post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        import httpx
+
+        try:
+            if body is None:
+                response = httpx.get(self.url + path, timeout=self.timeout_s)
+            else:
+                response = httpx.post(self.url + path, json=body, timeout=self.timeout_s)
+        except httpx.HTTPError as err:
+            raise Unavailable("cosigner_unavailable", f"{self.role}: {err}") from None
+        try:
+            doc = cast(dict[str, Any], response.json())
+        except ValueError:
+            doc = {}
+        if response.status_code == 422 and "code" in doc:
+            raise CosignRefused(str(doc["code"]), str(doc.get("message", "")))
+        if response.status_code != 200:
+            raise Unavailable("cosigner_unavailable", f"{self.role}: HTTP {response.status_code}")
+        return doc
+
+    def identity(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self._post("/identity").items()}
+
+    @property
+    def oracle_pubkey(self) -> Pubkey:
+        if self._oracle is None:
+            self._oracle = Pubkey.from_string(self.identity()["oracle"])
+        return self._oracle
+
+    def sign_mint(self, evidence: oracle.Evidence, messages: Sequence[Message]) -> list[Signature]:
+        doc = self._post("/sign/mint", encode_request(evidence, messages))
+        return [Signature.from_bytes(base64.b64decode(s)) for s in doc["signatures"]]
+
+
+def remote_from_env(env: Mapping[str, str] | None = None) -> dict[str, RemoteCosigner]:
+    """The co-signers named in GTX_COSIGNERS (role=url, comma separated), if any."""
+    text = (os.environ if env is None else env).get(COSIGNERS_ENV, "")
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        role, _, url = item.partition("=")
+        out[role.strip()] = RemoteCosigner(role.strip(), url.strip())
+    return out
+
+
+class MintCosigner(Protocol):
+    """A co-signer as the platform sees it, in its process or another."""
+
+    role: str
+
+    @property
+    def oracle_pubkey(self) -> Pubkey: ...
+
+    def sign_mint(
+        self, evidence: oracle.Evidence, messages: Sequence[Message]
+    ) -> list[Signature]: ...
+
+
+def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[MintCosigner]:
+    """The platform's co-signers, in the order it asks them: those GTX_COSIGNERS names
+    (their own processes), else the development ones whose keystores this site keeps."""
+    remote = remote_from_env()
+    if remote:
+        return [remote[role] for role in COSIGNERS if role in remote]
+    grx = dep.grx.address
+    return [
+        Cosigner(role, dep.parties[role], ledger, lambda: grx, books_registry(engine))
+        for role in COSIGNERS
+        if role in dep.parties
+    ]
+
+
+def identities(cosigners: Mapping[str, RemoteCosigner]) -> dict[str, Identity]:
+    """The public keys of co-signers in their own processes (asked once, at deployment)."""
+    out = {}
+    for role, remote in cosigners.items():
+        doc = remote.identity()
+        out[role] = Identity(
+            Pubkey.from_string(doc["oracle"]), Pubkey.from_string(doc["governance"])
+        )
+    return out
+
+
+def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
+    """The site's deployment; created on first start with the public keys of the
+    co-signers GTX_COSIGNERS names, else with development co-signers beside the keystore."""
+    from gridtokenx.ledger import site
+
+    remote = remote_from_env()
+    fresh = not (data / "deployment.json").exists()
+    return site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+
+
+def app(cosigner: Cosigner) -> Any:
+    """The co-signer's HTTP API: GET /identity, POST /sign/mint."""
+    api = FastAPI(title=f"GridTokenX co-signer ({cosigner.role})")
+
+    @api.get("/identity")
+    def identity() -> dict[str, str]:
+        return cosigner.identity()
+
+    @api.post("/sign/mint")
+    async def sign_mint(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise CosignRefused("malformed_request", "a JSON object")
+            evidence, messages = decode_request(body)
+            signatures = cosigner.sign_mint(evidence, messages)
+        except CosignRefused as err:
+            return JSONResponse({"code": err.code, "message": err.message}, status_code=422)
+        except ValueError as err:  # not JSON
+            return JSONResponse(
+                {"code": "malformed_request", "message": str(err)[:200]}, status_code=422
+            )
+        return JSONResponse({"signatures": [_b64(bytes(s)) for s in signatures]})
+
+    return api
