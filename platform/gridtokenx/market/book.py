@@ -5,6 +5,11 @@ effective price first: for an incoming buy the lowest ask + wheeling(seller zone
 zone), for an incoming sell the highest bid - wheeling; ties go to the earlier resting
 order (lower sequence), then the lower zone name. Every execution is at the resting
 order's price: a resting sell gets its ask, a resting buy pays its bid. Pure and I/O-free.
+
+In a market without zones (the common case) `Market.place` matches GFE and IOC orders
+itself in one flat loop over `pool_bids`/`pool_asks`; `execute` here is the general loop
+over zones (and FOK orders). Both agree trade for trade with `reference.py` (tested on
+random order streams).
 """
 
 from __future__ import annotations
@@ -14,14 +19,20 @@ from collections import deque
 
 from gridtokenx.market.breaker import PriceBand
 from gridtokenx.market.config import Wheeling
-from gridtokenx.market.orders import LIVE_STATUSES, Order, OrderStatus
+from gridtokenx.market.orders import LIVE_STATUSES, Order, OrderStatus, TimeInForce
 from gridtokenx.market.trades import Trade
 
 OPEN_POOL = "*"
 
+_CANCELLED = OrderStatus.CANCELLED
+_GFE = TimeInForce.GFE
+
 
 class _Levels:
-    """One side of one zone: a heap of price keys and a FIFO of orders per key."""
+    """One side of one pool: a heap of integer price keys and a FIFO of orders per key.
+
+    The key is the price for asks and minus the price for bids, so the heap's top is
+    always the best price and one comparison with the incoming limit decides a cross."""
 
     __slots__ = ("heap", "levels", "sign")
 
@@ -65,26 +76,38 @@ class ContinuousBook:
 
     def __init__(self, wheeling: Wheeling) -> None:
         self.wheeling = wheeling
+        self._open = wheeling.open
         self._bids: dict[str, _Levels] = {}
         self._asks: dict[str, _Levels] = {}
-
-    def _pool(self, zone: str) -> str:
-        return OPEN_POOL if self.wheeling.open else zone
+        # the one pool of a market without zones, made up front for the flat loop
+        self.pool_bids = _Levels(-1)
+        self.pool_asks = _Levels(1)
 
     def _rate(self, seller_pool: str, buyer_pool: str) -> int | None:
-        if self.wheeling.open:
+        if self._open:
             return 0
         return self.wheeling.rate(seller_pool, buyer_pool)
 
-    def match(
+    def execute(
         self, order: Order, band: PriceBand, now_ms: int, fee_bps: int
     ) -> tuple[list[Trade], bool]:
-        """Execute `order` against the book; returns the trades and whether the breaker
-        (`band`) refused a price and so stopped the matching before it."""
-        if self.wheeling.open:
-            return self._match_pool(order, band, now_ms, fee_bps)
+        """Trade `order` against the book, then rest what is left of a GFE order (cancel it
+        otherwise). Returns the trades and whether the breaker (`band`) refused a price
+        and so stopped the matching before it; a stopped order's remainder is cancelled."""
+        trades, stopped = self._match_zones(order, band, now_ms, fee_bps)
+        if order.remaining_wh > 0:
+            if stopped or order.tif is not _GFE:
+                order.status = _CANCELLED
+            else:
+                self.rest(order)
+        return trades, stopped
+
+    def _match_zones(
+        self, order: Order, band: PriceBand, now_ms: int, fee_bps: int
+    ) -> tuple[list[Trade], bool]:
+        """The best effective price over every reachable pool, one execution at a time."""
         trades: list[Trade] = []
-        pool = self._pool(order.zone)
+        pool = order.zone
         buying = order.is_buy
         books = self._asks if buying else self._bids
         while order.remaining_wh > 0:
@@ -114,53 +137,9 @@ class ContinuousBook:
             trades.append(_trade(order, resting, quantity, price, rate, fee_bps))
         return trades, False
 
-    def _match_pool(
-        self, order: Order, band: PriceBand, now_ms: int, fee_bps: int
-    ) -> tuple[list[Trade], bool]:
-        """The same matching for a market without zones (one book a side, no wheeling),
-        written out flat because it is the hot path of every CDA."""
-        trades: list[Trade] = []
-        levels = (self._asks if order.is_buy else self._bids).get(OPEN_POOL)
-        if levels is None:
-            return trades, False
-        heap, by_key = levels.heap, levels.levels
-        limit = order.price if order.is_buy else -order.price
-        remaining = order.quantity_wh - order.filled_wh
-        stopped = False
-        while remaining:
-            level = None
-            while heap:
-                level = by_key[heap[0]]
-                while level and level[0].status not in LIVE_STATUSES:
-                    level.popleft()
-                if level:
-                    break
-                del by_key[heapq.heappop(heap)]
-            if not heap or heap[0] > limit or level is None:
-                break
-            resting = level[0]
-            price = resting.price
-            if not band.admit(price, now_ms):
-                stopped = True
-                break
-            quantity = resting.quantity_wh - resting.filled_wh
-            if quantity > remaining:
-                quantity = remaining
-                resting.filled_wh += quantity
-                resting.status = OrderStatus.PARTIALLY_FILLED
-            else:
-                resting.filled_wh = resting.quantity_wh
-                resting.status = OrderStatus.FILLED
-                level.popleft()
-            remaining -= quantity
-            trades.append(_trade(order, resting, quantity, price, 0, fee_bps))
-        if trades:
-            order.fill(order.quantity_wh - remaining - order.filled_wh)
-        return trades, stopped
-
     def fillable(self, order: Order) -> int:
         """How much of `order` would execute now (for FOK), without changing anything."""
-        pool = self._pool(order.zone)
+        pool = OPEN_POOL if self._open else order.zone
         books = self._asks if order.is_buy else self._bids
         total = 0
         for other_pool, levels in books.items():
@@ -176,10 +155,13 @@ class ContinuousBook:
 
     def rest(self, order: Order) -> None:
         books = self._bids if order.is_buy else self._asks
-        pool = self._pool(order.zone)
-        levels = books.get(pool)
-        if levels is None:
-            levels = books[pool] = _Levels(-1 if order.is_buy else 1)
+        if self._open:
+            self._bids[OPEN_POOL] = self.pool_bids
+            self._asks[OPEN_POOL] = self.pool_asks
+            levels = books[OPEN_POOL]
+        else:
+            found = books.get(order.zone)
+            levels = books[order.zone] = found or _Levels(-1 if order.is_buy else 1)
         levels.add(order)
 
     def depth(self) -> dict[str, dict[str, list[tuple[int, int]]]]:

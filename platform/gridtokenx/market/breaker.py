@@ -37,6 +37,30 @@ class PriceBand:
         highs.append((now_ms, price))
         return True
 
+    def window(self, now_ms: int) -> tuple[int, int] | None:
+        """The lowest and highest trade price of the window ending at `now_ms`, or None:
+        what `admit` checks against, for a caller that admits a run of prices itself."""
+        lows, highs = self._lows, self._highs
+        horizon = now_ms - self.window_ms
+        while lows and lows[0][0] < horizon:
+            lows.popleft()
+        while highs and highs[0][0] < horizon:
+            highs.popleft()
+        if not lows:
+            return None
+        return lows[0][1], highs[0][1]
+
+    def record(self, now_ms: int, low: int, high: int) -> None:
+        """Record trades at `now_ms` whose prices span `low..high` (already admitted):
+        for the window's minimum and maximum only the extremes of one instant matter."""
+        lows, highs = self._lows, self._highs
+        while lows and lows[-1][1] >= low:
+            lows.pop()
+        lows.append((now_ms, low))
+        while highs and highs[-1][1] <= high:
+            highs.pop()
+        highs.append((now_ms, high))
+
     def reset(self) -> None:
         self._lows.clear()
         self._highs.clear()

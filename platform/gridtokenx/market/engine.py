@@ -7,7 +7,9 @@ stable code, raised before anything changes.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
+from heapq import heappop
 
 import numpy as np
 
@@ -16,8 +18,15 @@ from gridtokenx.market.book import ContinuousBook
 from gridtokenx.market.breaker import PriceBand, ReferenceBand
 from gridtokenx.market.config import MarketConfig, Mechanism
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.market.orders import Order, OrderStatus, TimeInForce
+from gridtokenx.market.orders import LIVE_STATUSES, Order, OrderStatus, TimeInForce
 from gridtokenx.market.trades import Trade
+
+_FOK = TimeInForce.FOK
+_GFE = TimeInForce.GFE
+_FILLED = OrderStatus.FILLED
+_PARTIAL = OrderStatus.PARTIALLY_FILLED
+_CANCELLED = OrderStatus.CANCELLED
+_new_tuple = tuple.__new__  # builds a Trade without the NamedTuple's Python-level __new__
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class Market:
         self._live: dict[str, list[Order]] = {}
         self._seq = 0
         self._cda = config.mechanism is Mechanism.CDA
+        self._open = config.wheeling.open
+        self._pool = self._cda and self._open
+        self._fee_bps = config.fee_bps
         self._book = ContinuousBook(config.wheeling)
         self._trades: list[Trade] = []
         self._band = PriceBand(config.breaker_bps, config.breaker_window_ms)
@@ -84,24 +96,30 @@ class Market:
             raise OrderRejected("market_halted", f"market is halted: {self.halted}")
         if order.id in self._orders:
             raise OrderRejected("duplicate_order_id", f"order id {order.id!r} already used")
-        if order.quantity_wh <= 0:
+        quantity = order.quantity_wh
+        if quantity <= 0:
             raise OrderRejected("quantity_not_positive", "quantity must be more than 0 Wh")
-        if order.quantity_wh > cfg.max_quantity_wh:
+        if quantity > cfg.max_quantity_wh:
             raise OrderRejected(
                 "quantity_too_large",
-                f"quantity {order.quantity_wh} Wh exceeds the maximum {cfg.max_quantity_wh} Wh",
+                f"quantity {quantity} Wh exceeds the maximum {cfg.max_quantity_wh} Wh",
             )
         if not cfg.min_price <= order.price <= cfg.max_price:
             raise OrderRejected(
                 "price_out_of_bounds",
                 f"price {order.price} uTHB/kWh outside {cfg.min_price}..{cfg.max_price}",
             )
-        if not cfg.wheeling.knows(order.zone):
+        if not self._open and not cfg.wheeling.knows(order.zone):
             raise OrderRejected("unknown_zone", f"zone {order.zone!r} is not in this market")
+        if self._live.get(order.owner):
+            self._validate_owner(order)
+
+    def _validate_owner(self, order: Order) -> None:
+        """The checks against the owner's live orders: the open-order limit, self-trade."""
         live = self.live_orders(order.owner)
         if not live:
             return
-        if len(live) >= cfg.max_open_orders_per_user:
+        if len(live) >= self.config.max_open_orders_per_user:
             raise OrderRejected(
                 "too_many_open_orders",
                 f"{order.owner} already has {len(live)} open orders this epoch",
@@ -118,33 +136,151 @@ class Market:
         return rate is not None and buy.price >= sell.price + rate
 
     def place(self, order: Order, now_ms: int = 0) -> list[Trade]:
-        """Accept `order` (its seq is assigned here); in a CDA it trades at once."""
+        """Accept `order` (its seq is assigned here); in a CDA it trades at once.
+
+        A GFE or IOC order in a CDA without zones (one book a side, no wheeling) is the
+        hot path of every CDA and is handled here, written out flat. The checks are
+        `validate`'s, in its order and with its codes; the matching is the same as
+        `ContinuousBook.execute`; both are tested trade for trade and code for code
+        against `reference.py`.
+
+        The trade prices of one incoming order are monotonic (best level first), so the
+        breaker's window is read once, extended by this order's prices as they execute,
+        and recorded once with the lowest and highest of them: the same admissions as
+        asking `PriceBand.admit` trade by trade."""
+        if not self._pool or order.tif is _FOK:
+            return self._place_general(order, now_ms)
+        orders = self._orders
+        oid = order.id
+        quantity = order.quantity_wh
+        price = order.price
+        owner = order.owner
+        cfg = self.config
+        if (
+            self.halted is not None
+            or oid in orders
+            or not 0 < quantity <= cfg.max_quantity_wh
+            or not cfg.min_price <= price <= cfg.max_price
+            or self._live.get(owner)
+        ):
+            self.validate(order)  # raises with the code, or the owner's orders pass
+        self._seq = seq = self._seq + 1
+        order.seq = seq
+        orders[oid] = order
+        book = self._book
+        buying = order.is_buy
+        if buying:
+            levels, limit = book.pool_asks, price
+        else:
+            levels, limit = book.pool_bids, -price
+        heap = levels.heap
+        remaining = quantity
+        trades: list[Trade] = []
+        if heap and heap[0] <= limit:  # the best key may be a dead level: the loop sees
+            by_key = levels.levels
+            live = LIVE_STATUSES
+            new = _new_tuple
+            band = self._band
+            bps = band.bps
+            fee_bps = self._fee_bps
+            zone = order.zone
+            lo = hi = first = 0
+            level: deque[Order] | None = None
+            stopped = False
+            while remaining:
+                while heap:
+                    level = by_key[heap[0]]
+                    while level and level[0].status not in live:
+                        level.popleft()
+                    if level:
+                        break
+                    del by_key[heappop(heap)]
+                if not heap or heap[0] > limit or level is None:
+                    break
+                resting = level[0]
+                at = resting.price
+                if not trades:
+                    window = band.window(now_ms)
+                    lo, hi = (at, at) if window is None else window
+                    first = at
+                if (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
+                    stopped = True
+                    break
+                if at < lo:
+                    lo = at
+                elif at > hi:
+                    hi = at
+                q = resting.quantity_wh - resting.filled_wh
+                if q > remaining:
+                    q = remaining
+                    resting.filled_wh += q
+                    resting.status = _PARTIAL
+                else:
+                    resting.filled_wh = resting.quantity_wh
+                    resting.status = _FILLED
+                    level.popleft()
+                remaining -= q
+                if buying:
+                    trade = (oid, resting.id, owner, resting.owner, zone, resting.zone,
+                             q, at, 0, fee_bps)  # fmt: skip
+                else:
+                    trade = (resting.id, oid, resting.owner, owner, resting.zone, zone,
+                             q, at, 0, fee_bps)  # fmt: skip
+                trades.append(new(Trade, trade))
+            if trades:
+                order.filled_wh = quantity - remaining
+                order.status = _PARTIAL if remaining else _FILLED
+                last = trades[-1].price
+                band.record(now_ms, min(first, last), max(first, last))
+                self._trades.extend(trades)
+            if stopped:
+                order.status = _CANCELLED
+                self._halt_on_band()
+                return trades
+        if remaining:
+            if order.tif is not _GFE:
+                order.status = _CANCELLED
+            else:
+                book.rest(order)
+                live_orders = self._live.get(owner)
+                if live_orders is None:
+                    self._live[owner] = [order]
+                else:
+                    live_orders.append(order)
+        return trades
+
+    def _place_general(self, order: Order, now_ms: int) -> list[Trade]:
+        """`place` for call auctions, zoned CDAs and FOK orders."""
         self.validate(order)
         self._seq += 1
         order.seq = self._seq
         self._orders[order.id] = order
-        self._live.setdefault(order.owner, []).append(order)
         if not self._cda:
+            self._add_live(order)
             return []
-        return self._continuous(order, now_ms)
-
-    def _continuous(self, order: Order, now_ms: int) -> list[Trade]:
-        if order.tif is TimeInForce.FOK and self._book.fillable(order) < order.quantity_wh:
+        if order.tif is _FOK and self._book.fillable(order) < order.quantity_wh:
             order.status = OrderStatus.CANCELLED
             return []
-        trades, stopped = self._book.match(order, self._band, now_ms, self.config.fee_bps)
+        trades, stopped = self._book.execute(order, self._band, now_ms, self._fee_bps)
+        if order.status in LIVE_STATUSES:  # it rests; one that is done never counts
+            self._add_live(order)
         self._trades.extend(trades)
         if stopped:
-            self.halted = (
-                f"price moved more than {self.config.breaker_bps / 100:g}% "
-                f"within {self.config.breaker_window_ms // 1000} s"
-            )
-        if order.remaining_wh > 0:
-            if stopped or order.tif is not TimeInForce.GFE:
-                order.status = OrderStatus.CANCELLED
-            else:
-                self._book.rest(order)
+            self._halt_on_band()
         return trades
+
+    def _halt_on_band(self) -> None:
+        self.halted = (
+            f"price moved more than {self.config.breaker_bps / 100:g}% "
+            f"within {self.config.breaker_window_ms // 1000} s"
+        )
+
+    def _add_live(self, order: Order) -> None:
+        live = self._live.get(order.owner)
+        if live is None:
+            self._live[order.owner] = [order]
+        else:
+            live.append(order)
 
     def cancel(self, order_id: str, owner: str) -> Order:
         """Cancel a live order of `owner`; its filled part stays filled."""
