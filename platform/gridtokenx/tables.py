@@ -70,8 +70,10 @@ idempotency = Table(
     metadata,
     Column("user_id", String(36), primary_key=True),
     Column("key", String(128), primary_key=True),
-    Column("status", Integer, nullable=False),
+    Column("status", Integer, nullable=False),  # 0 while claimed, then the response's
     Column("body", Text, nullable=False),
+    Column("request_sha256", LargeBinary(32)),  # the request the key was first used for
+    Column("claimed_at", BigInteger),
 )
 audit_log = Table(
     "audit_log",

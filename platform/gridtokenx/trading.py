@@ -22,9 +22,10 @@ from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from gridtokenx import auditlog, books
+from gridtokenx.adapters import idempotency
 from gridtokenx.exchange import Exchange
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
@@ -36,6 +37,7 @@ from gridtokenx.service import Platform
 from gridtokenx.tables import epochs, market_orders, users
 
 MAX_ORDERS_PER_EPOCH = 50
+STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut short
 
 
 class Wallets(Mapping[str, Keypair]):
@@ -106,7 +108,10 @@ class Trading:
         price: int,
         zone: str = "default",
         tif: str = "GFE",
+        record: Callable[[Connection, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
+        """Place an order with its escrow; `record` runs in the transaction that writes the
+        order row (the Idempotency-Key's response is kept with the order, or neither)."""
         with self.lock:
             self.tick()
             epoch = self.market.epoch
@@ -137,30 +142,30 @@ class Trading:
             except ValueError as err:
                 raise OrderRejected("invalid_order", str(err)) from None
             trades = self.exchange.place(order)
+            row: dict[str, Any] = {
+                "order_id": order.id,
+                "user_id": user_id,
+                "epoch": epoch,
+                "seq": order.seq,
+                "side": order.side.value,
+                "quantity_wh": quantity_wh,
+                "price": price,
+                "zone": zone,
+                "tif": order.tif.value,
+                "status": order.status.value,
+                "filled_wh": order.filled_wh,
+                "created_at": int(self.clock()),
+            }
             with self.engine.begin() as c:
-                c.execute(
-                    insert(market_orders).values(
-                        order_id=order.id,
-                        user_id=user_id,
-                        epoch=epoch,
-                        seq=order.seq,
-                        side=order.side.value,
-                        quantity_wh=quantity_wh,
-                        price=price,
-                        zone=zone,
-                        tif=order.tif.value,
-                        status=order.status.value,
-                        filled_wh=order.filled_wh,
-                        created_at=int(self.clock()),
-                    )
-                )
+                c.execute(insert(market_orders).values(**row))
+                if record is not None:
+                    record(c, row)
             auditlog.append(
                 self.engine,
                 user_id,
                 "order.place",
                 {"order_id": order.id, "side": side, "wh": quantity_wh, "price": price},
             )
-            row = self.order_row(order.id) or {}
             self.publish(Event("order", row, user_id))
             self.publish(Event("book", {"epoch": epoch}))
             for t in trades:
@@ -337,6 +342,8 @@ class Trading:
 
     def recover(self) -> None:
         with self.lock:
+            # claims of Idempotency-Keys whose request a crash cut short (nothing written)
+            idempotency.release_stale(self.engine, int(self.clock()) - STALE_CLAIM_S)
             with self.engine.connect() as c:
                 done = {r.epoch for r in c.execute(select(epochs.c.epoch))}
                 open_epochs = sorted(
