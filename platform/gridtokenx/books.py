@@ -65,6 +65,17 @@ batch_readings = Table(
     Column("idx", Integer, primary_key=True),
     Column("raw", LargeBinary, nullable=False),
     Column("signature", LargeBinary(64), nullable=False),
+    # what the raw reading says, so that a meter's readings are found by index
+    Column("meter_id", String(64)),
+    Column("seq", BigInteger),
+    Column("import_wh", BigInteger),
+    Column("export_wh", BigInteger),
+)
+Index(
+    "ledger_batch_readings_meter",
+    batch_readings.c.meter_id,
+    batch_readings.c.epoch,
+    batch_readings.c.idx,
 )
 orders = Table(
     "ledger_orders",
@@ -93,6 +104,8 @@ trades = Table(
 )
 Index("ledger_trades_buy", trades.c.buy_id)
 Index("ledger_trades_sell", trades.c.sell_id)
+Index("ledger_trades_buyer", trades.c.buyer, trades.c.epoch)
+Index("ledger_trades_seller", trades.c.seller, trades.c.epoch)
 refunds = Table(
     "ledger_refunds",
     metadata,
