@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 
 from solders.pubkey import Pubkey
 
-from gridtokenx import books
+from gridtokenx.adapters import queries
 from gridtokenx.market.errors import MarketError
 from gridtokenx.tables import users
 from gridtokenx.trading import Trading
-from gridtokenx.wire.reading import decode
 
 log = logging.getLogger(__name__)
 SELL_PRICE = 3_000_000  # uTHB per kWh: above the feed-in tariff
@@ -53,15 +52,7 @@ class Agents:
 
     def imports(self) -> dict[str, int]:
         """Newest import register per owner wallet, from the hubs' batches."""
-        engine = self.trading.engine
-        owner_of = {m["meter_id"]: m["owner"] for m in books.rows(engine, books.meters)}
-        newest: dict[str, int] = {}
-        for r in books.rows(engine, books.batch_readings):
-            reading = decode(bytes(r["raw"]))
-            owner = owner_of.get(reading.meter_id)
-            if owner is not None:
-                newest[owner] = max(newest.get(owner, 0), reading.import_wh)
-        return newest
+        return queries.newest_imports(self.trading.engine)
 
     def act(self) -> int:
         """Place this epoch's orders (once per epoch); how many were placed."""

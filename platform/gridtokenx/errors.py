@@ -48,7 +48,7 @@ class NotFound(CodedError):
 
 
 class Conflict(CodedError):
-    """The request clashes with the current state, e.g. a reused idempotency key (409)."""
+    """The request clashes with the current state, e.g. a halted market (409)."""
 
     code = "conflict"
 
@@ -73,3 +73,15 @@ class Unavailable(CodedError):
     """An infrastructure dependency failed; the only kind worth retrying (503)."""
 
     code = "unavailable"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An Idempotency-Key already used for a different request (422)."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(Conflict):
+    """The first request with this Idempotency-Key is still being served; retry (409)."""
+
+    code = "idempotency_key_in_progress"

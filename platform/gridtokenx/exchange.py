@@ -2,27 +2,34 @@
 
 Order of writes, so that a crash anywhere loses nothing and pays nothing twice:
 - place: lock the escrow on the chain (idempotent by its memo), then the order row, then the
-  book. A retry finds the lock on the chain and the row in place.
+  book. Under CDA the order's executions and its counterparties' fills are written in the
+  order row's transaction (`persist`), so a match survives a crash; at a restart `load`
+  reads them back and the resting book is rebuilt from the live orders' remainders.
 - clear: the epoch's trades and refunds go to the books in one transaction (their keys make
   a retry a no-op), then `settle_epoch`, which skips every part already on the chain.
+
+Every query selects by key or by an indexed epoch: no step reads the whole history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
+from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from gridtokenx import books
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.market.config import Mechanism
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order
 from gridtokenx.market.trades import Trade
+from gridtokenx.tables import market_executions, market_orders
 from gridtokenx.units import WH_PER_KWH
 
 
@@ -31,12 +38,17 @@ def max_cost(order: Order) -> int:
     return order.quantity_wh * order.price // WH_PER_KWH
 
 
+def _vwap(trades: list[Trade]) -> int | None:
+    volume = sum(t.quantity_wh for t in trades)
+    return None if volume == 0 else sum(t.quantity_wh * t.price for t in trades) // volume
+
+
 class Exchange:
     def __init__(
         self, dep: Deployment, engine: Engine, market: Market, wallets: Mapping[str, Keypair]
     ) -> None:
         self.dep, self.engine, self.market, self.wallets = dep, engine, market, wallets
-        self._trades: list[Trade] = []  # CDA executions waiting for the epoch's settlement
+        self._trades: list[Trade] = []  # this epoch's CDA executions, persisted as they happen
 
     def wallet(self, owner: str) -> Keypair:
         key = self.wallets.get(owner)
@@ -74,9 +86,55 @@ class Exchange:
         self._trades.extend(trades)
         return trades
 
+    def persist(self, c: Connection, order: Order, trades: list[Trade]) -> None:
+        """Write a CDA order's executions and its counterparties' fills (in the transaction
+        that writes the order's own row)."""
+        if not trades:
+            return
+        first = len(self._trades) - len(trades)
+        c.execute(
+            insert(market_executions),
+            [
+                {"epoch": self.market.epoch, "idx": first + k, **t._asdict()}
+                for k, t in enumerate(trades)
+            ],
+        )
+        for t in trades:
+            other = self.market.order(t.sell_id if order.is_buy else t.buy_id)
+            if other is not None:
+                c.execute(
+                    update(market_orders)
+                    .where(market_orders.c.order_id == other.id)
+                    .values(status=other.status.value, filled_wh=other.filled_wh)
+                )
+
+    def load(self, epoch: int) -> None:
+        """This epoch's CDA executions as persisted (after a restart)."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(market_executions)
+                .where(market_executions.c.epoch == epoch)
+                .order_by(market_executions.c.idx)
+            ).all()
+        self._trades = [
+            Trade(
+                r.buy_id,
+                r.sell_id,
+                r.buyer,
+                r.seller,
+                r.buyer_zone,
+                r.seller_zone,
+                r.quantity_wh,
+                r.price,
+                r.wheeling_rate,
+                r.fee_bps,
+            )
+            for r in rows
+        ]
+
     def cancel(self, order_id: str, owner: str) -> Order:
         order = self.market.cancel(order_id, owner)
-        self._refund_all(self.market.epoch, {order_id}, kind="cancel", trades=self._trades)
+        self._refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
         return order
 
     def clear(
@@ -85,6 +143,10 @@ class Exchange:
         """Clear the epoch, let `curtail` (the grid check) cut trades back, settle."""
         epoch = self.market.epoch
         outcome = self.market.clear_epoch()
+        if self.market.config.mechanism is Mechanism.CDA:  # the persisted executions
+            outcome = replace(
+                outcome, trades=list(self._trades), clearing_price=_vwap(self._trades)
+            )
         if curtail is not None and outcome.trades:
             remaining = curtail(outcome.trades)
             cut = [
@@ -93,7 +155,7 @@ class Exchange:
                 if q > 0
             ]
             outcome = replace(outcome, trades=cut)
-        trades = outcome.trades  # under CDA: the executions placed during the epoch
+        trades = outcome.trades
         self._trades = []
         rows = []
         for k, t in enumerate(trades):
@@ -115,44 +177,69 @@ class Exchange:
             )
         with self.engine.connect() as c:
             done = c.execute(
-                select(books.trades.c.trade_id).where(books.trades.c.epoch == epoch)
+                select(books.trades.c.trade_id).where(books.trades.c.epoch == epoch).limit(1)
             ).first()
+            closing = set(outcome.closed_orders)
+            if self.market.config.mechanism is Mechanism.CDA:  # also those filled before a restart
+                closing |= set(
+                    c.execute(
+                        select(market_orders.c.order_id).where(market_orders.c.epoch == epoch)
+                    ).scalars()
+                )
         if done is None:
             books.add_rows(self.engine, books.trades, rows)
-        self._refund_all(epoch, set(outcome.closed_orders), kind="epoch", trades=[])
+        self._refund_all(epoch, closing, kind="epoch", pending=[])
+        with self.engine.connect() as c:
+            booked = c.execute(
+                select(books.trades)
+                .where(books.trades.c.epoch == epoch)
+                .order_by(books.trades.c.trade_id)
+            ).all()
+            refunded = c.execute(
+                select(books.refunds)
+                .where(books.refunds.c.epoch == epoch, books.refunds.c.kind == "epoch")
+                .order_by(books.refunds.c.order_id)
+            ).all()
         settle_trades = [
             st.Trade(
-                str(r["trade_id"]),
-                _pk(r["buyer"]),
-                _pk(r["seller"]),
-                int(r["wh"]),
-                int(r["buyer_paid"]),
-                int(r["seller_net"]),
-                int(r["fee"]),
-                int(r["wheeling"]),
+                str(r.trade_id),
+                _pk(r.buyer),
+                _pk(r.seller),
+                int(r.wh),
+                int(r.buyer_paid),
+                int(r.seller_net),
+                int(r.fee),
+                int(r.wheeling),
             )
-            for r in books.rows(self.engine, books.trades, ("trade_id",))
-            if r["epoch"] == epoch
+            for r in booked
         ]
         refunds = [
-            st.Refund(str(r["order_id"]), _pk(r["owner"]), str(r["asset"]), int(r["amount"]))
-            for r in books.rows(self.engine, books.refunds, ("order_id",))
-            if r["epoch"] == epoch and r["kind"] == "epoch"
+            st.Refund(str(r.order_id), _pk(r.owner), str(r.asset), int(r.amount)) for r in refunded
         ]
         signatures = st.settle_epoch(self.dep, epoch, settle_trades, refunds)
         return outcome, signatures
 
-    def _refund_all(self, epoch: int, order_ids: set[str], kind: str, trades: list[Trade]) -> None:
-        """Close these orders in the books with a refund row for what escrow still holds."""
-        paid = books.released(self.engine)
-        for t in trades:  # executions not yet in the books (CDA, before the epoch settles)
-            paid[t.buy_id] = paid.get(t.buy_id, 0) + t.receipt.buyer_paid
-            paid[t.sell_id] = paid.get(t.sell_id, 0) + t.quantity_wh
+    def _refund_all(
+        self, epoch: int, order_ids: Collection[str], kind: str, pending: list[Trade]
+    ) -> None:
+        """Close these orders in the books with a refund row for what escrow still holds;
+        `pending` are executions not yet in the books (CDA, before the epoch settles)."""
         refunds = []
+        ids = sorted(order_ids)
         with self.engine.begin() as c:
-            for row in c.execute(select(books.orders).where(books.orders.c.status == "open")).all():
-                if row.order_id not in order_ids:
-                    continue
+            still_open: list[Row[Any]] = []
+            for k in range(0, len(ids), books.CHUNK):
+                still_open += c.execute(
+                    select(books.orders).where(
+                        books.orders.c.order_id.in_(ids[k : k + books.CHUNK]),
+                        books.orders.c.status == "open",
+                    )
+                ).all()
+            paid = books.released_of(c, [row.order_id for row in still_open])
+            for t in pending:
+                paid[t.buy_id] = paid.get(t.buy_id, 0) + t.receipt.buyer_paid
+                paid[t.sell_id] = paid.get(t.sell_id, 0) + t.quantity_wh
+            for row in sorted(still_open, key=lambda r: str(r.order_id)):
                 left = row.escrowed - paid.get(row.order_id, 0)
                 refunds.append((row, left))
                 if left > 0:

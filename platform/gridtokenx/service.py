@@ -18,6 +18,7 @@ from gridtokenx import books, cosigner
 from gridtokenx.errors import CodedError, Unavailable
 from gridtokenx.ledger import oracle, site
 from gridtokenx.wire import batch as wire_batch
+from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError
 
 
@@ -43,6 +44,18 @@ def _given(signature: Signature) -> oracle.Signer:
         return signature
 
     return sign
+
+
+def _reference(raw: bytes) -> dict[str, object]:
+    """The columns that let a meter's readings be found by index (the review decoded and
+    verified every reading before it is stored)."""
+    r = wire_reading.decode(raw)
+    return {
+        "meter_id": r.meter_id,
+        "seq": r.seq,
+        "import_wh": r.import_wh,
+        "export_wh": r.export_wh,
+    }
 
 
 def token_hash(token: str) -> bytes:
@@ -367,6 +380,7 @@ class Platform:
                             "idx": k,
                             "raw": raw,
                             "signature": sig,
+                            **_reference(raw),
                         }
                         for k, (raw, sig) in enumerate(evidence.readings)
                     ],

@@ -54,6 +54,24 @@ market_orders = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("market_orders_user_epoch", market_orders.c.user_id, market_orders.c.epoch)
+Index("market_orders_epoch_status", market_orders.c.epoch, market_orders.c.status)
+Index("market_orders_status", market_orders.c.status)
+market_executions = Table(
+    "market_executions",
+    metadata,
+    Column("epoch", BigInteger, primary_key=True),
+    Column("idx", Integer, primary_key=True),  # the execution's place in its epoch
+    Column("buy_id", String(64), nullable=False),
+    Column("sell_id", String(64), nullable=False),
+    Column("buyer", String(36), nullable=False),  # user ids, as the market knows them
+    Column("seller", String(36), nullable=False),
+    Column("buyer_zone", String(64), nullable=False),
+    Column("seller_zone", String(64), nullable=False),
+    Column("quantity_wh", BigInteger, nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("wheeling_rate", BigInteger, nullable=False),
+    Column("fee_bps", Integer, nullable=False),
+)
 epochs = Table(
     "epochs",
     metadata,
@@ -70,8 +88,10 @@ idempotency = Table(
     metadata,
     Column("user_id", String(36), primary_key=True),
     Column("key", String(128), primary_key=True),
-    Column("status", Integer, nullable=False),
+    Column("status", Integer, nullable=False),  # 0 while claimed, then the response's
     Column("body", Text, nullable=False),
+    Column("request_sha256", LargeBinary(32)),  # the request the key was first used for
+    Column("claimed_at", BigInteger),
 )
 audit_log = Table(
     "audit_log",

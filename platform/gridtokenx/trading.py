@@ -4,11 +4,11 @@ clock, everything persisted so a restart resumes exactly.
 Epoch n covers [n * epoch_s, (n + 1) * epoch_s) of the clock. The pipeline of an epoch is
 close -> clear -> settle -> publish, and each step is idempotent: the trades go to the books
 keyed by epoch, settlement parts are found on the chain by their memos, and the epoch row
-is written last. After a crash, `recover` clears and settles any past epoch that still has
-open orders (clearing is deterministic: the same orders give the same trades), gives back
-the escrow of any order the crash left half-placed, and reloads the current epoch's book.
-Under CDA the executions of an epoch are only persisted at its close, so a crash loses the
-open epoch's matches (their escrow is refunded); the call auctions lose nothing.
+is written last. After a crash, `recover` clears and settles any past epoch left unsettled
+(clearing is deterministic: the same orders give the same trades), gives back the escrow
+of any order the crash left half-placed, and rebuilds the current epoch's book from the
+database. Under CDA each execution is written with the order that made it, so a crash
+loses no match.
 """
 
 from __future__ import annotations
@@ -22,20 +22,23 @@ from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, exists, func, insert, select, update
 
 from gridtokenx import auditlog, books
+from gridtokenx.adapters import idempotency
 from gridtokenx.exchange import Exchange
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.market.orders import Order, Side, TimeInForce
+from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
 from gridtokenx.service import Platform
-from gridtokenx.tables import epochs, market_orders, users
+from gridtokenx.tables import epochs, market_executions, market_orders, users
 
 MAX_ORDERS_PER_EPOCH = 50
+LIVE = ("open", "partially_filled")
+STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut short
 
 
 class Wallets(Mapping[str, Keypair]):
@@ -106,7 +109,10 @@ class Trading:
         price: int,
         zone: str = "default",
         tif: str = "GFE",
+        record: Callable[[Connection, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
+        """Place an order with its escrow; `record` runs in the transaction that writes the
+        order row (the Idempotency-Key's response is kept with the order, or neither)."""
         with self.lock:
             self.tick()
             epoch = self.market.epoch
@@ -115,9 +121,6 @@ class Trading:
                     select(func.count())
                     .select_from(market_orders)
                     .where(market_orders.c.user_id == user_id, market_orders.c.epoch == epoch)
-                ).scalar_one()
-                seq = c.execute(
-                    select(func.coalesce(func.max(market_orders.c.seq), 0))
                 ).scalar_one()
             if placed >= MAX_ORDERS_PER_EPOCH:
                 raise OrderRejected(
@@ -132,35 +135,35 @@ class Trading:
                     price,
                     zone,
                     TimeInForce(tif.lower()),
-                    seq=seq + 1,
                 )
             except ValueError as err:
                 raise OrderRejected("invalid_order", str(err)) from None
             trades = self.exchange.place(order)
+            row: dict[str, Any] = {
+                "order_id": order.id,
+                "user_id": user_id,
+                "epoch": epoch,
+                "seq": order.seq,
+                "side": order.side.value,
+                "quantity_wh": quantity_wh,
+                "price": price,
+                "zone": zone,
+                "tif": order.tif.value,
+                "status": order.status.value,
+                "filled_wh": order.filled_wh,
+                "created_at": int(self.clock()),
+            }
             with self.engine.begin() as c:
-                c.execute(
-                    insert(market_orders).values(
-                        order_id=order.id,
-                        user_id=user_id,
-                        epoch=epoch,
-                        seq=order.seq,
-                        side=order.side.value,
-                        quantity_wh=quantity_wh,
-                        price=price,
-                        zone=zone,
-                        tif=order.tif.value,
-                        status=order.status.value,
-                        filled_wh=order.filled_wh,
-                        created_at=int(self.clock()),
-                    )
-                )
+                c.execute(insert(market_orders).values(**row))
+                self.exchange.persist(c, order, trades)
+                if record is not None:
+                    record(c, row)
             auditlog.append(
                 self.engine,
                 user_id,
                 "order.place",
                 {"order_id": order.id, "side": side, "wh": quantity_wh, "price": price},
             )
-            row = self.order_row(order.id) or {}
             self.publish(Event("order", row, user_id))
             self.publish(Event("book", {"epoch": epoch}))
             for t in trades:
@@ -243,7 +246,7 @@ class Trading:
                 )
             c.execute(
                 update(market_orders)
-                .where(market_orders.c.epoch == epoch, market_orders.c.status == "open")
+                .where(market_orders.c.epoch == epoch, market_orders.c.status.in_(LIVE))
                 .values(status="expired")
             )
             values = {
@@ -299,10 +302,14 @@ class Trading:
             return None
         out = dict(row._mapping)
         out["transactions"] = json.loads(out["transactions"] or "[]")
+        with self.engine.connect() as c:
+            trades = c.execute(
+                select(books.trades)
+                .where(books.trades.c.epoch == epoch)
+                .order_by(books.trades.c.trade_id)
+            ).all()
         out["trades_list"] = [
-            {k: v for k, v in t.items() if k not in ("buyer", "seller")}
-            for t in books.rows(self.engine, books.trades, ("trade_id",))
-            if t["epoch"] == epoch
+            {k: v for k, v in t._mapping.items() if k not in ("buyer", "seller")} for t in trades
         ]
         return out
 
@@ -314,12 +321,15 @@ class Trading:
         ]
 
     # -- restart -----------------------------------------------------------------------------
-    def _load(self, market: Market, epoch: int) -> None:
+    def _load(self, market: Market, exchange: Exchange, epoch: int) -> None:
+        """Rebuild an epoch's book from the database: its live orders (with what they have
+        filled; resting orders never cross, so nothing matches again) and, under CDA, the
+        executions persisted when they happened."""
         with self.engine.connect() as c:
             rows = c.execute(
                 select(market_orders)
-                .where(market_orders.c.epoch == epoch, market_orders.c.status == "open")
-                .order_by(market_orders.c.seq)
+                .where(market_orders.c.epoch == epoch, market_orders.c.status.in_(LIVE))
+                .order_by(market_orders.c.seq, market_orders.c.created_at)
             ).all()
         for r in rows:
             market.place(
@@ -331,66 +341,78 @@ class Trading:
                     r.price,
                     r.zone,
                     TimeInForce(r.tif),
-                    seq=r.seq,
+                    filled_wh=r.filled_wh,
+                    status=OrderStatus(r.status),
                 )
             )
+        exchange.load(epoch)
+
+    def _unsettled_epochs(self) -> list[int]:
+        """Past epochs a crash left unsettled: those with live orders, and those after the
+        last recorded epoch with CDA executions (all of whose orders may have filled)."""
+        with self.engine.connect() as c:
+            done = c.execute(select(func.max(epochs.c.epoch))).scalar_one()
+            live = c.execute(
+                select(market_orders.c.epoch).where(market_orders.c.status.in_(LIVE)).distinct()
+            ).scalars()
+            executed = c.execute(
+                select(market_executions.c.epoch)
+                .where(market_executions.c.epoch > (-1 if done is None else done))
+                .distinct()
+            ).scalars()
+            found = set(live) | set(executed)
+            recorded = set(
+                c.execute(select(epochs.c.epoch).where(epochs.c.epoch.in_(found))).scalars()
+            )
+        return sorted(e for e in found - recorded if e < self.market.epoch)
 
     def recover(self) -> None:
         with self.lock:
-            with self.engine.connect() as c:
-                done = {r.epoch for r in c.execute(select(epochs.c.epoch))}
-                open_epochs = sorted(
-                    {
-                        r.epoch
-                        for r in c.execute(
-                            select(market_orders.c.epoch).where(market_orders.c.status == "open")
-                        )
-                    }
-                )
-            for epoch in open_epochs:
-                if epoch >= self.market.epoch or epoch in done:
-                    continue
+            # claims of Idempotency-Keys whose request a crash cut short (nothing written)
+            idempotency.release_stale(self.engine, int(self.clock()) - STALE_CLAIM_S)
+            for epoch in self._unsettled_epochs():
                 market = Market(self.config, epoch=epoch)
-                self._load(market, epoch)
                 exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
+                self._load(market, exchange, epoch)
                 outcome, signatures = exchange.clear()
                 self._record(epoch, outcome, signatures)
-            self._load(self.market, self.market.epoch)
+            self._load(self.market, self.exchange, self.market.epoch)
             # escrow locked for an order the crash left out of the market: give it back
-            known = {r["order_id"] for r in self._all_orders()}
-            for row in books.rows(self.engine, books.orders):
-                if row["status"] == "open" and row["order_id"] not in known:
-                    paid = books.released(self.engine).get(row["order_id"], 0)
-                    left = int(row["escrowed"]) - paid
-                    with self.engine.begin() as c:
-                        if left > 0:
-                            c.execute(
-                                books.refunds.insert().values(
-                                    order_id=row["order_id"],
-                                    epoch=self.market.epoch,
-                                    kind="cancel",
-                                    owner=row["owner"],
-                                    asset=row["asset"],
-                                    amount=left,
-                                )
-                            )
-                        c.execute(
-                            books.orders.update()
-                            .where(books.orders.c.order_id == row["order_id"])
-                            .values(status="closed")
-                        )
+            with self.engine.connect() as c:
+                orphans = c.execute(
+                    select(books.orders).where(
+                        books.orders.c.status == "open",
+                        ~exists().where(market_orders.c.order_id == books.orders.c.order_id),
+                    )
+                ).all()
+                paid = books.released_of(c, [row.order_id for row in orphans])
+            for row in orphans:
+                left = int(row.escrowed) - paid.get(row.order_id, 0)
+                with self.engine.begin() as c:
                     if left > 0:
-                        st.refund(
-                            self.platform.dep,
-                            row["order_id"],
-                            Pubkey.from_string(row["owner"]),
-                            row["asset"],
-                            left,
+                        c.execute(
+                            books.refunds.insert().values(
+                                order_id=row.order_id,
+                                epoch=self.market.epoch,
+                                kind="cancel",
+                                owner=row.owner,
+                                asset=row.asset,
+                                amount=left,
+                            )
                         )
-
-    def _all_orders(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(select(market_orders.c.order_id))]
+                    c.execute(
+                        books.orders.update()
+                        .where(books.orders.c.order_id == row.order_id)
+                        .values(status="closed")
+                    )
+                if left > 0:
+                    st.refund(
+                        self.platform.dep,
+                        row.order_id,
+                        Pubkey.from_string(row.owner),
+                        row.asset,
+                        left,
+                    )
 
     # -- admin --------------------------------------------------------------------------------
     def set_parameters(self, actor: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ is 4xx, never a 500. OpenAPI at /docs."""
 import asyncio
 import base64
 import hmac
-import json
 import os
 import time
 import uuid
@@ -33,17 +32,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from solders.pubkey import Pubkey
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from gridtokenx import auditlog
+from gridtokenx import auditlog, errors
 from gridtokenx.accounts import SELF_SERVICE_ROLES, Accounts, AuthError, Claims
+from gridtokenx.errors import CodedError
 from gridtokenx.events import Fanout, RedisRelay, as_message
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.market.errors import MarketError
 from gridtokenx.metrics import PlatformMetrics
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Outcome, Platform, ServiceError
-from gridtokenx.tables import idempotency, users
+from gridtokenx.services.orders import OrderRequest, place_order
+from gridtokenx.tables import users
 from gridtokenx.trading import Trading
 
 HEX = r"^([0-9a-fA-F]{2})*$"
@@ -197,6 +198,19 @@ def _outcome(out: Outcome) -> dict[str, Any]:
     }
 
 
+def _status_of(exc: CodedError) -> int:
+    kinds: list[tuple[type[CodedError], int]] = [
+        (errors.InvalidInput, 422),
+        (errors.Unauthorized, 401),
+        (errors.Forbidden, 403),
+        (errors.NotFound, 404),
+        (errors.Conflict, 409),
+        (errors.TooLarge, 413),
+        (errors.RateLimited, 429),
+    ]
+    return next((status for kind, status in kinds if isinstance(exc, kind)), 503)
+
+
 def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -259,6 +273,10 @@ def create_app(
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(CodedError)
+    async def coded_error(request: Request, exc: CodedError) -> JSONResponse:
+        return _error(_status_of(exc), exc.code, exc.message)
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
@@ -594,29 +612,10 @@ def create_app(
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> JSONResponse:
         t = need_trading()
-        if idempotency_key:
-            with platform.books.connect() as c:
-                seen = c.execute(
-                    select(idempotency).where(
-                        idempotency.c.user_id == claims.user_id,
-                        idempotency.c.key == idempotency_key,
-                    )
-                ).first()
-            if seen is not None:
-                return JSONResponse(json.loads(seen.body), status_code=seen.status)
         if claims.role not in ("consumer", "prosumer", "admin"):
             raise ServiceError(403, "wrong_role", "only households trade")
-        row = t.place(claims.user_id, body.side, body.quantity_wh, body.price, body.zone, body.tif)
-        if idempotency_key:
-            with platform.books.begin() as c:
-                c.execute(
-                    insert(idempotency).values(
-                        user_id=claims.user_id,
-                        key=idempotency_key,
-                        status=201,
-                        body=json.dumps(row),
-                    )
-                )
+        request = OrderRequest(body.side, body.quantity_wh, body.price, body.zone, body.tif)
+        row = place_order(t, claims.user_id, request, idempotency_key)
         return JSONResponse(row, status_code=201)
 
     @app.delete("/api/v1/orders/{order_id}")

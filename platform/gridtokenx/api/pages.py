@@ -22,6 +22,7 @@ from solders.pubkey import Pubkey
 
 from gridtokenx import auditlog, books
 from gridtokenx.accounts import AuthError, Claims
+from gridtokenx.adapters import queries
 from gridtokenx.audit import BURN_CHECKED, MINT_TO_CHECKED, token_ops
 from gridtokenx.ledger.oracle import BATCH, MINT, parse_ranges
 from gridtokenx.ledger.settlement import SETTLE
@@ -34,6 +35,7 @@ from gridtokenx.wire.reading import READING_DOMAIN, decode
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 COOKIE = {"httponly": True, "samesite": "strict"}
+ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
 
 
 def thb(micro: int | None) -> str:
@@ -298,46 +300,37 @@ def add_pages(app: FastAPI) -> None:
             e["epoch"]: e["transactions"]
             for e in (api.trading.recent_epochs(500) if api.trading else [])
         }
-        for t in books.rows(p.books, books.trades, ("epoch", "trade_id")):
-            if claims.wallet in (t["buyer"], t["seller"]):
-                buying = t["buyer"] == claims.wallet
-                trades.append(
-                    {
-                        "epoch": t["epoch"],
-                        "side": "buy" if buying else "sell",
-                        "wh": t["wh"],
-                        "money": ("-" if buying else "+")
-                        + thb(t["buyer_paid"] if buying else t["seller_net"]),
-                        "transactions": epochs_tx.get(t["epoch"], []),
-                    }
-                )
-        mine = {
-            r["meter_id"] for r in books.rows(p.books, books.meters) if r["owner"] == claims.wallet
-        }
-        readings = []
-        for r in books.rows(p.books, books.batch_readings, ("hub_id", "epoch", "idx")):
-            try:
-                reading = decode(bytes(r["raw"]))
-            except WireError:
-                continue
-            if reading.meter_id in mine:
-                readings.append(
-                    {
-                        "meter_id": reading.meter_id,
-                        "seq": reading.seq,
-                        "import_wh": reading.import_wh,
-                        "export_wh": reading.export_wh,
-                        "batch": f"{r['hub_id']}/{r['epoch']}",
-                    }
-                )
+        for t in queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES):
+            buying = t["buyer"] == claims.wallet
+            trades.append(
+                {
+                    "epoch": t["epoch"],
+                    "side": "buy" if buying else "sell",
+                    "wh": t["wh"],
+                    "money": ("-" if buying else "+")
+                    + thb(t["buyer_paid"] if buying else t["seller_net"]),
+                    "transactions": epochs_tx.get(t["epoch"], []),
+                }
+            )
+        mine = queries.meters_of_wallet(p.books, claims.wallet)
+        readings = [
+            {
+                "meter_id": r["meter_id"],
+                "seq": r["seq"],
+                "import_wh": r["import_wh"],
+                "export_wh": r["export_wh"],
+                "batch": f"{r['hub_id']}/{r['epoch']}",
+            }
+            for r in queries.readings_of_meters(p.books, mine, ME_READINGS)
+        ]
         return page(
             request,
             "me.html",
             claims,
             wallet=wallet,
             orders=orders,
-            trades=list(reversed(trades))[:50],
-            readings=readings[-20:][::-1],
+            trades=trades,
+            readings=readings,
         )
 
     @app.get("/certificates", response_class=HTMLResponse)

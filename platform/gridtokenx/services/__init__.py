@@ -1,0 +1,1 @@
+"""The platform's use cases, one function each, over the adapters; no HTTP, no FastAPI."""

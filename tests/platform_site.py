@@ -1,0 +1,114 @@
+"""A platform for tests: books on SQLite or PostgreSQL, the embedded ledger, a settable
+clock, an app served over real HTTP (uvicorn on a free port) when a test needs concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from services import free_port
+from solders.pubkey import Pubkey
+
+from gridtokenx.accounts import Accounts
+from gridtokenx.api.app import create_app
+from gridtokenx.market.config import NO_BREAKER, MarketConfig
+from gridtokenx.service import Platform
+from gridtokenx.trading import Trading
+
+ADMIN = "admin-" + "a" * 30
+EPOCH_S = 900.0
+ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0 + 10
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Site:
+    def __init__(self, data: Path, url: str | None, clock: Clock, **market: Any) -> None:
+        self.platform = Platform(data, url)
+        config = MarketConfig(breaker_bps=NO_BREAKER, **market)
+        self.trading = Trading(self.platform, config, EPOCH_S, clock)
+        self.accounts = Accounts(self.platform.books, b"k" * 32)
+        self.app = create_app(
+            self.platform,
+            ADMIN,
+            self.trading,
+            self.accounts,
+            limits_per_minute=(100_000, 100_000),
+        )
+        self.client = TestClient(self.app)
+
+    def close(self) -> None:
+        self.platform.ledger.close()  # type: ignore[attr-defined]
+        self.platform.books.dispose()
+
+
+def signup(client: TestClient | httpx.Client, email: str, role: str = "prosumer") -> dict[str, Any]:
+    r = client.post(
+        "/api/v1/auth/register", json={"email": email, "password": "correct horse 1", "role": role}
+    )
+    assert r.status_code == 201, r.text
+    tokens = client.post(
+        "/api/v1/auth/login", json={"email": email, "password": "correct horse 1"}
+    ).json()
+    return {**r.json(), **tokens, "auth": {"Authorization": f"Bearer {tokens['access_token']}"}}
+
+
+def fund(site: Site, user: dict[str, Any], thb: int = 0, grx: int = 0) -> None:
+    """THB by the admin top-up; GRX minted by the oracles directly (as a batch would)."""
+    if thb:
+        r = site.client.post(
+            "/api/v1/admin/topup",
+            headers=ADMIN_H,
+            json={"user_id": user["user_id"], "micro_thb": thb, "reference": f"t-{thb}"},
+        )
+        assert r.status_code == 200, r.text
+    if grx:
+        dep = site.platform.dep
+        three = [
+            dep.oracle(n) for n in ("oracle/platform", "oracle/grid-operator", "oracle/standby")
+        ]
+        dep.ledger.send(
+            [
+                dep.grx.mint_ix(
+                    Pubkey.from_string(user["wallet"]),
+                    grx,
+                    dep.oracle_multisig,
+                    [k.pubkey() for k in three],
+                )
+            ],
+            three,
+        )
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """The app on a real HTTP server in this process; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,137 @@
+"""History does not slow the reads: a household's page finds its newest readings and
+trades by index (with a limit), the demo agents find each owner's newest import register
+without decoding every stored reading, and migration 0005 fills the reading references of
+batches stored before it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from databases import database
+from ledger_fixtures import reading
+from platform_site import Clock, Site, signup
+from sqlalchemy import create_engine, select
+
+from gridtokenx import books
+from gridtokenx.adapters import queries
+from gridtokenx.agents import Agents
+from gridtokenx.wire.reading import encode
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Site]:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    with database(request.param, tmp_path) as url:
+        s = Site(tmp_path / "platform", None if request.param == "sqlite" else url, Clock())
+        yield s
+        s.close()
+
+
+def stored(meter: str, epoch: int, idx: int, import_wh: int) -> dict[str, object]:
+    """A batch reading row as the co-signer stores it (the signature is not checked here)."""
+    raw = encode(reading(meter, epoch, import_wh, 0))
+    return {
+        "hub_id": "hub-1",
+        "epoch": epoch,
+        "idx": idx,
+        "raw": raw,
+        "signature": b"\0" * 64,
+        "meter_id": meter,
+        "seq": epoch,
+        "import_wh": import_wh,
+        "export_wh": 0,
+    }
+
+
+def trade(epoch: int, buyer: str, seller: str) -> dict[str, object]:
+    return {
+        "epoch": epoch,
+        "trade_id": f"{epoch}-0",
+        "buy_id": f"b{epoch}",
+        "sell_id": f"s{epoch}",
+        "buyer": buyer,
+        "seller": seller,
+        "wh": epoch,
+        "buyer_paid": 10,
+        "seller_net": 9,
+        "fee": 1,
+        "wheeling": 0,
+    }
+
+
+def test_the_account_page_shows_the_newest_readings_and_trades(site: Site) -> None:
+    s = site
+    home = signup(s.client, "h@x.org")
+    other = "9" * 44
+    books.add_rows(
+        s.platform.books,
+        books.meters,
+        [
+            {"meter_id": "m-home", "public_key": b"\1" * 32, "owner": home["wallet"]},
+            {"meter_id": "m-other", "public_key": b"\2" * 32, "owner": other},
+        ],
+    )
+    rows = [stored("m-home", e, 0, 10 * e) for e in range(1, 151)]
+    rows += [stored("m-other", e, 1, 7 * e) for e in range(1, 31)]
+    books.add_rows(s.platform.books, books.batch_readings, rows)
+    books.add_rows(
+        s.platform.books,
+        books.trades,
+        [trade(e, other, home["wallet"]) for e in range(1, 121)]
+        + [trade(e, other, other) for e in range(121, 131)],
+    )
+    newest = queries.readings_of_meters(s.platform.books, ["m-home"], 100)
+    assert [r["epoch"] for r in newest] == list(range(150, 50, -1))
+    assert {r["meter_id"] for r in newest} == {"m-home"}
+    mine = queries.trades_of_wallet(s.platform.books, home["wallet"], 100)
+    assert [t["epoch"] for t in mine] == list(range(120, 20, -1))
+    assert queries.meters_of_wallet(s.platform.books, home["wallet"]) == ["m-home"]
+    s.client.cookies.set("gtx_access", home["access_token"])
+    page = s.client.get("/me")
+    assert page.status_code == 200
+    table = page.text.split('id="readings"', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<td>m-home</td><td>(\d+)</td>", table) == [
+        str(e) for e in range(150, 130, -1)
+    ]
+    assert "m-other" not in table
+    trades = page.text.split('id="trades"', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<tr><td>(\d+)</td><td>sell</td>", trades) == [
+        str(e) for e in range(120, 70, -1)
+    ]
+    # the demo agents: each owner's newest import register
+    assert Agents(s.trading).imports() == {home["wallet"]: 1_500, other: 210}
+
+
+def test_migration_0005_fills_the_references_of_stored_readings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(books.MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+        old = [encode(reading("m-a", 3, 1_234, 56)), b"not cbor"]
+        for k, raw in enumerate(old):  # the columns a 0004 database has
+            connection.exec_driver_sql(
+                "INSERT INTO ledger_batch_readings (hub_id, epoch, idx, raw, signature) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ("hub-1", 9, k, raw, b"\0" * 64),
+            )
+    engine.dispose()
+    upgraded = books.connect(url)  # migrates to the newest revision
+    r = books.batch_readings
+    with upgraded.connect() as c:
+        got = c.execute(
+            select(r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh).order_by(r.c.idx)
+        ).all()
+    assert [tuple(g) for g in got] == [(0, "m-a", 3, 1_234, 56), (1, "", 0, 0, 0)]
+    upgraded.dispose()
