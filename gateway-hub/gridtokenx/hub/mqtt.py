@@ -4,6 +4,10 @@ paho-mqtt with `manual_ack`: the PUBACK of a QoS 1 reading is sent only after th
 holding it was committed to the database. If the hub dies before that, the broker (the hub
 has a persistent session) delivers the reading again, and the rules see a `duplicate` if it
 had in fact been stored. So an accepted reading survives a crash at any point.
+
+Only database errors are retried (the batch stays unacknowledged, `/health` reports it);
+a bad or unexpected message is decided as a rejection by the ingest use case and never
+holds the batch.
 """
 
 from __future__ import annotations
