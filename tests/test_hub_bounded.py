@@ -333,3 +333,20 @@ def test_mutations_of_a_valid_envelope_get_a_decision(chunk: bytes, at: int) -> 
     payload = sealed(reading(1))
     at = min(at, len(payload))
     assert _decision_of(payload[:at] + chunk + payload[at:]) != "accepted"
+
+
+def test_a_bug_outside_the_rules_costs_only_its_message(store: HubStore) -> None:
+    # A caller's bug, for real: a payload that is text, not bytes. Deciding it is an
+    # internal error, and storing the batch fails outside the database (hashing text):
+    # the batch is then decided message by message, the good readings are stored.
+    hub = Ingestor(store, RuleConfig(), clock=lambda: NOW)
+    topic = reading_topic("m1")
+    batch = [(topic, sealed(reading(1))), (topic, "text"), (topic, sealed(reading(2, NOW - 540)))]
+    decisions = hub.ingest(batch)  # type: ignore[arg-type]
+    assert [d.reason or d.verdict.value for d in decisions] == [
+        "accepted",
+        "internal_error",
+        "accepted",
+    ]
+    assert store.counts() == {"accepted": 2, "internal_error": 1}
+    assert [r["seq"] for r in store.readings_of("m1")] == [2, 1]

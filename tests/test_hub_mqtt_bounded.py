@@ -141,3 +141,25 @@ def test_health_is_503_while_the_database_refuses_and_ok_after(
             ingest.stop()
             store.engine.dispose()
             admin.dispose()
+
+
+def test_pages_answer_503_in_the_error_shape_while_the_database_is_away(tmp_path: Path) -> None:
+    with database("postgresql", tmp_path) as url:
+        name = url.rsplit("/", 1)[1]
+        store = HubStore(connect(url))
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        web = TestClient(
+            create_app(HubContext(store, installer_token="t")), raise_server_exceptions=False
+        )
+        store.engine.dispose()
+        try:
+            with admin.connect() as c:
+                c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            down = web.get("/api/meters", headers={"Authorization": "Bearer t"})
+            assert down.status_code == 503
+            assert down.json() == {"code": "database_unavailable", "message": "try again shortly"}
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            store.engine.dispose()
+            admin.dispose()

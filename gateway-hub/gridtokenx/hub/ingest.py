@@ -127,9 +127,14 @@ class Ingestor:
                 return [d for m in messages for d in self.ingest([m])]
             decisions = [_internal_error(exc)]
             topic, payload = messages[0]
-            self.store.record(
-                [Received(meter_of(topic) or "", payload, decisions[0], int(self.clock()))]
-            )
+            kept = bytes(payload) if isinstance(payload, bytes | bytearray | memoryview) else b""
+            meter = meter_of(topic) if isinstance(topic, str) else None
+            try:
+                self.store.record([Received(meter or "", kept, decisions[0], int(self.clock()))])
+            except DATABASE_ERRORS:
+                raise
+            except Exception:  # not even the rejection can be written: log it, go on
+                log.exception("could not record an internal error; the message is dropped")
         self._count(decisions)
         if self.on_stored is not None:
             stored = stored_seqs(decisions, self._heads)

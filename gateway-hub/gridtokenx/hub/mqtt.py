@@ -4,6 +4,10 @@ paho-mqtt with `manual_ack`: the PUBACK of a QoS 1 reading is sent only after th
 holding it was committed to the database. If the hub dies before that, the broker (the hub
 has a persistent session) delivers the reading again, and the rules see a `duplicate` if it
 had in fact been stored. So an accepted reading survives a crash at any point.
+
+Only database errors are retried (the batch stays unacknowledged, `/health` reports it);
+a bad or unexpected message is decided as a rejection by the ingest use case and never
+holds the batch.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class MqttIngest:
         self.connected = threading.Event()
         self.last_commit = 0.0
         self.failing_since: float | None = None  # the database refuses the current batch
-        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        # SimpleQueue (C, no task tracking): a put and a get per reading, the hot path
+        self._queue: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="hub-ingest", daemon=True)
         self.on_batch: Callable[[list[Decision]], None] | None = None
@@ -118,6 +123,11 @@ class MqttIngest:
             batch = [first]
             deadline = time.monotonic() + self.batch_wait_s
             while len(batch) < self.batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except queue.Empty:
+                    pass
                 try:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +28,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gridtokenx.hub import batches, feeder_web, views
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
-from gridtokenx.hub.store import HubStore, RegistrationError
+from gridtokenx.hub.store import DATABASE_ERRORS, HubStore, RegistrationError
 from gridtokenx.wire.reading import UINT_MAX
 from gridtokenx.wire.status import Status
 
+log = logging.getLogger("gridtokenx.hub.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -93,6 +95,19 @@ def create_app(ctx: HubContext) -> FastAPI:
     )
     outbox = Gauge("gtx_hub_outbox_depth", "Batches not yet on the ledger", registry=ctx.registry)
     requests = Counter("gtx_hub_http_requests", "HTTP requests", ["path"], registry=ctx.registry)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """The database away is a 503 the client may retry; anything else is a bug, but
+        still answered in the one error shape."""
+        if isinstance(exc, DATABASE_ERRORS):
+            return JSONResponse(
+                {"code": "database_unavailable", "message": "try again shortly"}, status_code=503
+            )
+        log.error("internal error on %s", request.url.path, exc_info=exc)
+        return JSONResponse(
+            {"code": "internal_error", "message": "internal error"}, status_code=500
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

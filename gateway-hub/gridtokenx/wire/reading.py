@@ -45,6 +45,7 @@ class Reading:
 # CBOR map keys: field order above, after key 0 (the format version).
 KEYS = {f.name: k + 1 for k, f in enumerate(fields(Reading))}
 NUMBERS = tuple(name for name in KEYS if name != "meter_id")
+_ALL_KEYS = frozenset({0, *KEYS.values()})
 
 
 def _check(reading: Reading) -> None:
@@ -75,8 +76,7 @@ def decode(data: bytes) -> Reading:
         raise WireError("invalid_field", "a reading is a CBOR map")
     if item.get(0) != VERSION:
         raise WireError("unsupported_version", f"reading version {item.get(0)!r}")
-    expected = {0, *KEYS.values()}
-    if set(item) != expected:
+    if item.keys() != _ALL_KEYS:
         raise WireError("invalid_field", f"reading keys {sorted(map(str, item))} != 0..{len(KEYS)}")
     reading = Reading(**{name: item[key] for name, key in KEYS.items()})
     _check(reading)
