@@ -5,9 +5,9 @@
 # boot is rolled back. Format: docs/wire-format.md, section "Firmware updates".
 #
 # Two slots, a and b, are files in <data>/ota/ with their state in <data>/ota/state.json
-# (written atomically: a power cut leaves the old state or the new). On the unix port and
-# in the tests this is the whole mechanism; on an ESP32 the slots would be the app
-# partitions (esp32.Partition), not done here.
+# (written atomically: a power cut leaves the old state or the new). Not wired into
+# main.py yet: nothing runs the slot boot() names or calls confirm(); on an ESP32 the
+# slots would be the app partitions (esp32.Partition), not files.
 import hashlib
 
 from gtx import ed25519, store
