@@ -5,9 +5,11 @@ operator's review releases or rejects it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from databases import database
 from nacl.signing import SigningKey
 from sqlalchemy import select
 
@@ -113,9 +115,12 @@ class Meters:
         assert all(d.accepted for d in self.ingestor.ingest(messages))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> HubStore:
-    return HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
+    with database(request.param, tmp_path) as url:
+        engine = connect(url)
+        yield HubStore(engine)
+        engine.dispose()
 
 
 def test_a_flagged_epoch_is_held_and_nothing_after_it_is_submitted(store: HubStore) -> None:
