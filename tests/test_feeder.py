@@ -177,7 +177,7 @@ def test_a_flagged_epoch_is_held_and_nothing_after_it_is_submitted(store: HubSto
     assert (row.state, row.last_error, review) == ("refused", "operator_rejected", "rejected")
 
 
-def test_a_released_batch_goes_out_and_a_silent_meter_makes_the_window_incomplete(
+def test_a_released_batch_goes_out_and_a_silent_meter_holds_the_epoch_until_it_balances(
     store: HubStore,
 ) -> None:
     meters = Meters(store, ["a", "feeder"])
@@ -193,18 +193,28 @@ def test_a_released_batch_goes_out_and_a_silent_meter_makes_the_window_incomplet
     assert quiet is not None and quiet.balance is not None
     assert quiet.balance.verdict is Verdict.INCOMPLETE
     assert (quiet.balance.t0, quiet.balance.t1) == (T + 600, T + 600)
-    meters.read(T + 1900, {"a": (7, 0)})
+    outbox = Outbox(store, key, "http://127.0.0.1:9", "token")
+    assert outbox.pending() == [built.batch_id]  # the unbalanced epoch waits
+    meters.read(T + 1900, {"a": (6, 0)})  # a's stored readings arrive
     meters.read(T + 2000, {"feeder": (2, 0)})
     later = batches.build(store, "hub-1", EPOCH + 2, T + 2700, key)
     assert later is not None and later.balance is not None
-    # the window spans both epochs: from the end of the last complete one
-    assert (later.balance.t0, later.balance.t1) == (T + 600, T + 1900)
-    assert (later.balance.households_wh, later.balance.feeder_wh) == (7, 5 + 2 * 700 // 800)
+    # the window spans both epochs: from the end of the last complete one; the feeder's
+    # registers at T + 1900 are 5 Wh + 700/800 of the next 2 Wh (floor: 1)
+    b = later.balance
+    assert (b.t0, b.t1, b.households_wh, b.feeder_wh, b.verdict) == (
+        T + 600,
+        T + 1900,
+        6,
+        6,
+        Verdict.OK,
+    )
+    assert outbox.pending() == [built.batch_id, quiet.batch_id, later.batch_id]
     with store.engine.connect() as c:
         energies = c.execute(
             select(schema.balances.c.energies).where(schema.balances.c.epoch == EPOCH + 2)
         ).scalar_one()
-    assert json.loads(energies) == {"a": [7, 0]}
+    assert json.loads(energies) == {"a": [6, 0]}
 
 
 def test_the_feeder_must_be_a_registered_meter(store: HubStore) -> None:

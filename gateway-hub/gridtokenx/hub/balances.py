@@ -161,6 +161,16 @@ def check(c: Connection, epoch: int, cutoff: int, batch_id: int | None) -> Balan
     }
     feeder_energy = energies.pop(configured.meter_id)
     result = feeder.balance(t0, t1, energies, feeder_energy, configured.model)
+    if not result.flagged:  # this window covers the incomplete ones before it: they balance
+        c.execute(
+            update(schema.batches)
+            .where(
+                schema.batches.c.state == "held",
+                schema.batches.c.last_error == Verdict.INCOMPLETE.value,
+                schema.batches.c.epoch < epoch,
+            )
+            .values(state="pending", last_error=None)
+        )
     if result.flagged:
         history: list[tuple[int, dict[str, Energy]]] = [
             (row.gap_wh, {k: Energy(*v) for k, v in json.loads(row.energies).items()})

@@ -30,7 +30,7 @@ INCOMPLETE = "incomplete"
 class Verdict(StrEnum):
     OK = OK
     FEEDER_IMBALANCE = IMBALANCE
-    INCOMPLETE = INCOMPLETE  # a meter has no reading at or after the window's start
+    INCOMPLETE = INCOMPLETE  # a meter has read nothing since the window's start
 
 
 @dataclass(frozen=True, slots=True)
