@@ -251,11 +251,16 @@ def test_the_operator_sees_the_held_epoch_on_the_page_in_json_and_metrics(
     key = SigningKey.generate()
     assert batches.build(store, "hub-1", EPOCH, T + 900, key) is not None
 
-    client = TestClient(create_app(HubContext(store, "hub-1")))
+    client = TestClient(create_app(HubContext(store, "hub-1", installer_token="s3cret")))
     page = client.get("/feeder")
     assert page.status_code == 200
     assert "feeder_imbalance" in page.text and "70 Wh" in page.text and "held" in page.text
-    assert client.get("/api/feeder/balances").json()[0] == {
+    assert "<td>a</td>" not in page.text  # the neighbours see how many are named, not who
+    assert client.get("/api/feeder/balances").status_code == 401
+    wrong = client.get("/api/feeder/balances", headers={"Authorization": "Bearer s3cre"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+    operator = {"Authorization": "Bearer s3cret"}
+    assert client.get("/api/feeder/balances", headers=operator).json()[0] == {
         "epoch": EPOCH,
         "t0": T,
         "t1": T + 600,
