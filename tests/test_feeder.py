@@ -287,3 +287,28 @@ def test_the_operator_sees_the_held_epoch_on_the_page_in_json_and_metrics(
     assert again.exit_code == 2 and "unknown_epoch" in again.output
     released = runner.invoke(hub_cli, ["feeder", "release", str(EPOCH), "--database", url])
     assert released.output == f"batch of epoch {EPOCH}: pending\n"
+
+
+def test_until_the_feeder_meter_reads_the_epochs_are_held_as_incomplete(store: HubStore) -> None:
+    meters = Meters(store, ["a", "feeder"])
+    balances.set_feeder(store, "feeder", LossModel(ppm_per_kw=0))
+    key = SigningKey.generate()
+    meters.read(T, {"a": (0, 0)})
+    first = batches.build(store, "hub-1", EPOCH, T + 900, key)
+    assert first is not None and first.balance is not None
+    assert (first.balance.verdict, first.balance.t0, first.balance.t1) == (Verdict.INCOMPLETE, 0, 0)
+    meters.read(T + 1000, {"a": (40, 0), "feeder": (0, 0)})  # the feeder's first reading
+    meters.read(T + 1600, {"a": (30, 0), "feeder": (30, 0)})
+    second = batches.build(store, "hub-1", EPOCH + 1, T + 1800, key)
+    assert second is not None and second.balance is not None
+    # the first window starts at the feeder's first reading, not at a's
+    b = second.balance
+    assert (b.verdict, b.t0, b.t1, b.households_wh, b.feeder_wh) == (
+        Verdict.OK,
+        T + 1000,
+        T + 1600,
+        30,
+        30,
+    )
+    outbox = Outbox(store, key, "http://127.0.0.1:9", "token")
+    assert outbox.pending() == [first.batch_id, second.batch_id]

@@ -124,6 +124,8 @@ def check(c: Connection, epoch: int, cutoff: int, batch_id: int | None) -> Balan
     previous = c.execute(
         select(b.c.t1, b.c.registers).where(b.c.epoch < epoch).order_by(b.c.epoch.desc())
     ).first()
+    if previous is not None and previous.t1 == 0:
+        previous = None  # only incomplete windows so far: the first window is still to come
     # the readings since the previous window's end, in one query (the ts index)
     recent: dict[str, list[Sample]] = {}
     if previous is not None:
