@@ -5,9 +5,11 @@ operator's review releases or rejects it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from databases import database
 from nacl.signing import SigningKey
 from sqlalchemy import select
 
@@ -113,9 +115,12 @@ class Meters:
         assert all(d.accepted for d in self.ingestor.ingest(messages))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> HubStore:
-    return HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
+    with database(request.param, tmp_path) as url:
+        engine = connect(url)
+        yield HubStore(engine)
+        engine.dispose()
 
 
 def test_a_flagged_epoch_is_held_and_nothing_after_it_is_submitted(store: HubStore) -> None:
@@ -172,7 +177,7 @@ def test_a_flagged_epoch_is_held_and_nothing_after_it_is_submitted(store: HubSto
     assert (row.state, row.last_error, review) == ("refused", "operator_rejected", "rejected")
 
 
-def test_a_released_batch_goes_out_and_a_silent_meter_makes_the_window_incomplete(
+def test_a_released_batch_goes_out_and_a_silent_meter_holds_the_epoch_until_it_balances(
     store: HubStore,
 ) -> None:
     meters = Meters(store, ["a", "feeder"])
@@ -188,18 +193,28 @@ def test_a_released_batch_goes_out_and_a_silent_meter_makes_the_window_incomplet
     assert quiet is not None and quiet.balance is not None
     assert quiet.balance.verdict is Verdict.INCOMPLETE
     assert (quiet.balance.t0, quiet.balance.t1) == (T + 600, T + 600)
-    meters.read(T + 1900, {"a": (7, 0)})
+    outbox = Outbox(store, key, "http://127.0.0.1:9", "token")
+    assert outbox.pending() == [built.batch_id]  # the unbalanced epoch waits
+    meters.read(T + 1900, {"a": (6, 0)})  # a's stored readings arrive
     meters.read(T + 2000, {"feeder": (2, 0)})
     later = batches.build(store, "hub-1", EPOCH + 2, T + 2700, key)
     assert later is not None and later.balance is not None
-    # the window spans both epochs: from the end of the last complete one
-    assert (later.balance.t0, later.balance.t1) == (T + 600, T + 1900)
-    assert (later.balance.households_wh, later.balance.feeder_wh) == (7, 5 + 2 * 700 // 800)
+    # the window spans both epochs: from the end of the last complete one; the feeder's
+    # registers at T + 1900 are 5 Wh + 700/800 of the next 2 Wh (floor: 1)
+    b = later.balance
+    assert (b.t0, b.t1, b.households_wh, b.feeder_wh, b.verdict) == (
+        T + 600,
+        T + 1900,
+        6,
+        6,
+        Verdict.OK,
+    )
+    assert outbox.pending() == [built.batch_id, quiet.batch_id, later.batch_id]
     with store.engine.connect() as c:
         energies = c.execute(
             select(schema.balances.c.energies).where(schema.balances.c.epoch == EPOCH + 2)
         ).scalar_one()
-    assert json.loads(energies) == {"a": [7, 0]}
+    assert json.loads(energies) == {"a": [6, 0]}
 
 
 def test_the_feeder_must_be_a_registered_meter(store: HubStore) -> None:
@@ -236,11 +251,16 @@ def test_the_operator_sees_the_held_epoch_on_the_page_in_json_and_metrics(
     key = SigningKey.generate()
     assert batches.build(store, "hub-1", EPOCH, T + 900, key) is not None
 
-    client = TestClient(create_app(HubContext(store, "hub-1")))
+    client = TestClient(create_app(HubContext(store, "hub-1", installer_token="s3cret")))
     page = client.get("/feeder")
     assert page.status_code == 200
     assert "feeder_imbalance" in page.text and "70 Wh" in page.text and "held" in page.text
-    assert client.get("/api/feeder/balances").json()[0] == {
+    assert "<td>a</td>" not in page.text  # the neighbours see how many are named, not who
+    assert client.get("/api/feeder/balances").status_code == 401
+    wrong = client.get("/api/feeder/balances", headers={"Authorization": "Bearer s3cre"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+    operator = {"Authorization": "Bearer s3cret"}
+    assert client.get("/api/feeder/balances", headers=operator).json()[0] == {
         "epoch": EPOCH,
         "t0": T,
         "t1": T + 600,
@@ -267,3 +287,28 @@ def test_the_operator_sees_the_held_epoch_on_the_page_in_json_and_metrics(
     assert again.exit_code == 2 and "unknown_epoch" in again.output
     released = runner.invoke(hub_cli, ["feeder", "release", str(EPOCH), "--database", url])
     assert released.output == f"batch of epoch {EPOCH}: pending\n"
+
+
+def test_until_the_feeder_meter_reads_the_epochs_are_held_as_incomplete(store: HubStore) -> None:
+    meters = Meters(store, ["a", "feeder"])
+    balances.set_feeder(store, "feeder", LossModel(ppm_per_kw=0))
+    key = SigningKey.generate()
+    meters.read(T, {"a": (0, 0)})
+    first = batches.build(store, "hub-1", EPOCH, T + 900, key)
+    assert first is not None and first.balance is not None
+    assert (first.balance.verdict, first.balance.t0, first.balance.t1) == (Verdict.INCOMPLETE, 0, 0)
+    meters.read(T + 1000, {"a": (40, 0), "feeder": (0, 0)})  # the feeder's first reading
+    meters.read(T + 1600, {"a": (30, 0), "feeder": (30, 0)})
+    second = batches.build(store, "hub-1", EPOCH + 1, T + 1800, key)
+    assert second is not None and second.balance is not None
+    # the first window starts at the feeder's first reading, not at a's
+    b = second.balance
+    assert (b.verdict, b.t0, b.t1, b.households_wh, b.feeder_wh) == (
+        Verdict.OK,
+        T + 1000,
+        T + 1600,
+        30,
+        30,
+    )
+    outbox = Outbox(store, key, "http://127.0.0.1:9", "token")
+    assert outbox.pending() == [first.batch_id, second.batch_id]

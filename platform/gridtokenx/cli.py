@@ -234,6 +234,40 @@ def firmware_flash(
     typer.echo(f"flashed {image} to {port}")
 
 
+@firmware_app.command("harden")
+def firmware_harden(
+    port: Annotated[str | None, typer.Option(help="Serial port of the board.")] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="A secure-boot build to sign, encrypt and write first.")
+    ] = None,
+    keys_dir: Annotated[Path, typer.Option(help="Release keys (made once, 0600).")] = Path(
+        "var/release-keys"
+    ),
+    disable_uart_download: Annotated[bool, typer.Option(help="Updates over the air only.")] = False,
+    virtual_efuses: Annotated[
+        Path | None, typer.Option(help="espefuse --virt on this file instead of a board.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Burn the eFuses (irreversible).")] = False,
+) -> None:
+    """Secure boot v2 + flash encryption (hardware/hardening.md). Prints the plan; burns
+    only with --yes."""
+    from gridtokenx.harden import HardenError, make_keys, plan, run
+
+    try:
+        steps = plan(make_keys(keys_dir), port, image, virtual_efuses, disable_uart_download)
+        for step in steps:
+            typer.echo(
+                f"{'!' if step.irreversible else ' '} {step.what}\n    {' '.join(step.argv)}"
+            )
+        if not yes:
+            typer.echo("nothing burned: run again with --yes (irreversible)")
+            return
+        run(steps, port, virtual_efuses)
+    except HardenError as exc:
+        fail(f"{exc.code}: {exc.message}")
+    typer.echo(f"hardened: {len(steps)} steps done")
+
+
 @firmware_app.command("pubkey")
 def firmware_pubkey(
     port: Annotated[str, typer.Option(help="Serial port of the board.")],

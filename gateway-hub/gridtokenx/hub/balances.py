@@ -124,6 +124,8 @@ def check(c: Connection, epoch: int, cutoff: int, batch_id: int | None) -> Balan
     previous = c.execute(
         select(b.c.t1, b.c.registers).where(b.c.epoch < epoch).order_by(b.c.epoch.desc())
     ).first()
+    if previous is not None and previous.t1 == 0:
+        previous = None  # only incomplete windows so far: the first window is still to come
     # the readings since the previous window's end, in one query (the ts index)
     recent: dict[str, list[Sample]] = {}
     if previous is not None:
@@ -161,6 +163,16 @@ def check(c: Connection, epoch: int, cutoff: int, batch_id: int | None) -> Balan
     }
     feeder_energy = energies.pop(configured.meter_id)
     result = feeder.balance(t0, t1, energies, feeder_energy, configured.model)
+    if not result.flagged:  # this window covers the incomplete ones before it: they balance
+        c.execute(
+            update(schema.batches)
+            .where(
+                schema.batches.c.state == "held",
+                schema.batches.c.last_error == Verdict.INCOMPLETE.value,
+                schema.batches.c.epoch < epoch,
+            )
+            .values(state="pending", last_error=None)
+        )
     if result.flagged:
         history: list[tuple[int, dict[str, Energy]]] = [
             (row.gap_wh, {k: Energy(*v) for k, v in json.loads(row.energies).items()})

@@ -4,8 +4,8 @@ A batch takes every accepted reading not yet in a batch that the hub received be
 epoch's end, so each reading is in exactly one batch however late it arrived (a meter
 coming back from an outage lands in the next batch). Building the batch, numbering its
 readings, balancing the epoch against the feeder meter (hub/balances.py) and queueing it in
-the outbox (`state = pending`, or `held` for the grid operator's review when the balance
-fails) is one transaction.
+the outbox (`state = pending`, or `held` when the balance fails, for the grid operator's
+review, or cannot be made yet, until a later window balances) is one transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import insert, select, update
 
 from gridtokenx.hub import balances, schema
-from gridtokenx.hub.feeder import Balance
+from gridtokenx.hub.feeder import Balance, Verdict
 from gridtokenx.hub.store import HubStore
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import merkle
@@ -87,7 +87,7 @@ def build(store: HubStore, hub_id: str, epoch: int, cutoff: int, key: SigningKey
                 .values(batch_id=batch_id)
             )
         balance = balances.check(c, epoch, cutoff, batch_id)
-        if balance is not None and balance.flagged:
+        if balance is not None and balance.verdict is not Verdict.OK:
             c.execute(
                 update(schema.batches)
                 .where(schema.batches.c.id == batch_id)

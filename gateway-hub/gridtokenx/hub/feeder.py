@@ -22,15 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-OK = "ok"
-IMBALANCE = "feeder_imbalance"
-INCOMPLETE = "incomplete"
-
 
 class Verdict(StrEnum):
-    OK = OK
-    FEEDER_IMBALANCE = IMBALANCE
-    INCOMPLETE = INCOMPLETE  # a meter has no reading at or after the window's start
+    OK = "ok"
+    FEEDER_IMBALANCE = "feeder_imbalance"
+    INCOMPLETE = "incomplete"  # a meter has read nothing since the window's start
 
 
 @dataclass(frozen=True, slots=True)

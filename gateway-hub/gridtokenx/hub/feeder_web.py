@@ -6,12 +6,13 @@ of its own for them.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CollectorRegistry
@@ -46,8 +47,24 @@ class FeederCollector(Collector):
         )
 
 
-def mount(app: FastAPI, store: HubStore, registry: CollectorRegistry, hub_id: str) -> None:
+def mount(
+    app: FastAPI, store: HubStore, registry: CollectorRegistry, hub_id: str, token: str | None
+) -> None:
+    """The page shows verdicts and gaps to the LAN; which meters are named is for the grid
+    operator only (the JSON, with the installer token), not for the neighbours."""
     registry.register(FeederCollector(store))
+
+    def operator(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not token:
+            raise HTTPException(
+                503, {"code": "installer_api_disabled", "message": "set HUB_INSTALLER_TOKEN"}
+            )
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, token.encode()):
+            raise HTTPException(
+                401, {"code": "unauthorized", "message": "a valid installer token is required"}
+            )
+
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
     def rows(limit: int) -> list[dict[str, Any]]:
@@ -55,6 +72,7 @@ def mount(app: FastAPI, store: HubStore, registry: CollectorRegistry, hub_id: st
         for row in out:
             t0, t1 = (datetime.fromtimestamp(row[k], UTC) for k in ("t0", "t1"))
             row["window"] = f"{t0:%Y-%m-%d %H:%M:%S} - {t1:%H:%M:%S}"
+            row["suspects"] = len(row.pop("named"))
         return out
 
     @app.get("/feeder", response_class=HTMLResponse)
@@ -67,6 +85,6 @@ def mount(app: FastAPI, store: HubStore, registry: CollectorRegistry, hub_id: st
             {"hub_id": hub_id, "feeder": configured, "balances": rows(96)},
         )
 
-    @app.get("/api/feeder/balances")
+    @app.get("/api/feeder/balances", dependencies=[Depends(operator)])
     def feeder_balances(limit: int = 96) -> list[dict[str, Any]]:
         return balances.recent(store, max(1, min(limit, 2000)))

@@ -291,7 +291,7 @@ def create_app(ctx: HubContext) -> FastAPI:
         _status_route(MeterStatus.SUSPENDED)
     )
 
-    feeder_web.mount(app, ctx.store, ctx.registry, ctx.hub_id)
+    feeder_web.mount(app, ctx.store, ctx.registry, ctx.hub_id, ctx.installer_token)
 
     @app.get("/health")
     def health() -> JSONResponse:
