@@ -231,3 +231,40 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     assert loose == []
     for name in ("hub.key", "hub.db", "platform/keys.json", "platform/books.db"):
         assert (data / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_agents_log_a_failed_round_and_keep_trading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from sqlalchemy import create_engine
+    from test_platform_api import Clock, Site, fund, signup
+
+    from gridtokenx.agents import Agents
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    site = Site(tmp_path / "platform", None, Clock())
+    seller = signup(site.client, "s@x.org")
+    fund(site, seller, grx=500)
+    agents = Agents(site.trading)
+    live = site.trading.engine
+    site.trading.engine = create_engine(f"sqlite:///{tmp_path}/missing/books.db")  # away
+    worker = threading.Thread(target=agents.run, args=(0.05,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum("this round failed" in r.getMessage() for r in caplog.records) < 2:
+            assert time.monotonic() < deadline and worker.is_alive()
+            time.sleep(0.05)
+        site.trading.engine = live  # the database is back: the same epoch is traded
+        while agents.traded_epoch != site.trading.market.epoch:
+            assert time.monotonic() < deadline and worker.is_alive()
+            time.sleep(0.05)
+    finally:
+        agents.stop.set()
+        worker.join(timeout=10)
+        site.close()
+    orders = site.client.get("/api/v1/orders", headers=seller["auth"]).json()
+    assert [(o["side"], o["quantity_wh"]) for o in orders] == [("sell", 500)]

@@ -455,6 +455,10 @@ def platform_run(
         redis_url=os.environ.get("REDIS_URL") or None,
         demo_grant=demo_grant_thb * 1_000_000,
     )
+    from gridtokenx import logs
+
+    logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines, request ids
+    logs.install(app_)
     admin_password = os.environ.get("GTX_DEMO_ADMIN_PASSWORD")
     if admin_password:  # the demo's operator account
         from contextlib import suppress
