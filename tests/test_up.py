@@ -268,3 +268,67 @@ def test_the_agents_log_a_failed_round_and_keep_trading(
         site.close()
     orders = site.client.get("/api/v1/orders", headers=seller["auth"]).json()
     assert [(o["side"], o["quantity_wh"]) for o in orders] == [("sell", 500)]
+
+
+def test_platform_and_hub_run_alone_create_private_files(tmp_path: Path) -> None:
+    """Without `up`: `platform run` and `hub run` make their databases owner-only too."""
+    api = free_port()
+    env = {**os.environ, "GTX_KEYSTORE_KEY": os.urandom(32).hex()}
+    env.pop("SOLANA_RPC_URL", None)
+    platform = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx",
+            "platform",
+            "run",
+            "--data",
+            str(tmp_path / "p"),
+            "--port",
+            str(api),
+            "--no-scheduler",
+        ],
+        stdout=(tmp_path / "platform.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    hub = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx.hub",
+            "run",
+            "--database",
+            f"sqlite:///{tmp_path / 'h' / 'hub.db'}",
+            "--key-file",
+            str(tmp_path / "h" / "hub.key"),
+            "--mqtt-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+        ],
+        stdout=(tmp_path / "hub.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        Supervisor(say=lambda line: None).wait_ready(
+            Child(
+                "platform",
+                [],
+                tmp_path / "platform.log",
+                http_ready(f"http://127.0.0.1:{api}/ready"),
+                process=platform,
+            ),
+            120,
+        )
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "h" / "hub.key").exists():
+            assert time.monotonic() < deadline and hub.poll() is None
+            time.sleep(0.1)
+    finally:
+        for process in (hub, platform):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    made = [p for p in (tmp_path / "p").rglob("*")] + [p for p in (tmp_path / "h").rglob("*")]
+    assert {p.name for p in made} >= {"books.db", "keys.json", "chain.log", "hub.db", "hub.key"}
+    assert [str(p) for p in made if p.stat().st_mode & 0o077] == []

@@ -430,6 +430,7 @@ def platform_run(
     from gridtokenx.service import Platform
     from gridtokenx.trading import Trading
 
+    os.umask(0o077)  # books, keystore, chain log: personal data and keys, owner only
     try:
         platform = Platform(data, database)
     except KeystoreError as err:
