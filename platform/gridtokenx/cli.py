@@ -329,19 +329,24 @@ def up(
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
 ) -> None:
     """Start the system with embedded defaults (what `make run` runs)."""
+    from gridtokenx.supervisor import ChildFailed
+    from gridtokenx.up import SetupFailed
     from gridtokenx.up import up as start
 
-    start(
-        meters=meters,
-        data=data,
-        mqtt_port=mqtt_port,
-        http_port=http_port,
-        api_port=api_port,
-        hub_epoch_s=hub_epoch_s,
-        epoch_seconds=market_epoch_s,
-        agents=agents,
-        duration=duration,
-    )
+    try:
+        start(
+            meters=meters,
+            data=data,
+            mqtt_port=mqtt_port,
+            http_port=http_port,
+            api_port=api_port,
+            hub_epoch_s=hub_epoch_s,
+            epoch_seconds=market_epoch_s,
+            agents=agents,
+            duration=duration,
+        )
+    except (ChildFailed, SetupFailed) as err:  # what failed and which log says why
+        fail(str(err))
 
 
 def main() -> None:
