@@ -118,7 +118,7 @@ def test_every_dashboard_query_names_an_exported_metric(
     exported |= names(TestClient(hub_app(hub)).get("/metrics").text)
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    assert len(exprs) >= len(dashboard["panels"]) == 16
+    assert len(exprs) >= len(dashboard["panels"]) == 19
     used = set()
     for expr in exprs:
         found = set(re.findall(r"\b(gtx_[a-z0-9_]+)", expr))
@@ -134,5 +134,30 @@ def test_every_dashboard_query_names_an_exported_metric(
         "gtx_epoch_pipeline_failures_total",
         "gtx_ledger_up",
         "gtx_hub_readings_rejected",
+        "gtx_hub_meter_last_reading_timestamp_seconds",
+        "gtx_hub_meter_missing_readings",
     ):
         assert wanted in used
+
+
+def test_hub_per_meter_metrics(tmp_path: Path) -> None:
+    from test_hub_rules import KEY, NOW, ingest, reading, sealed
+
+    from gridtokenx.hub.rules import MeterStatus
+
+    store = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+    store.add_meter("m1", bytes(KEY.verify_key), rated_power_w=5_000, status=MeterStatus.APPROVED)
+    store.add_meter("m2", bytes(32))  # pending, never heard from
+    # seq 1, then 5: 2, 3 and 4 are missing
+    assert ingest(store, sealed(reading(1)), sealed(reading(5, NOW - 300, 1_100))) == [
+        "accepted",
+        "accepted",
+    ]
+    got = samples(TestClient(hub_app(HubContext(store))).get("/metrics").text)
+    assert {k: v for k, v in got.items() if k.startswith("gtx_hub_meter")} == {
+        'gtx_hub_meter_last_reading_timestamp_seconds{meter="m1"}': NOW - 300,
+        'gtx_hub_meter_missing_readings{meter="m1"}': 3,
+        'gtx_hub_meters{status="approved"}': 1,
+        'gtx_hub_meters{status="pending"}': 1,
+    }
+    store.engine.dispose()

@@ -52,6 +52,9 @@ def _error(status: int, code: str, message: str) -> HTTPException:
 
 def create_app(ctx: HubContext) -> FastAPI:
     app = FastAPI(title="GridTokenX hub", version="1", docs_url="/docs")
+    from gridtokenx.hub.metrics import HubMetrics
+
+    HubMetrics(ctx.store).register(ctx.registry)  # per meter: last reading, gaps (metrics.py)
     accepted = Gauge("gtx_hub_readings_accepted", "Accepted readings stored", registry=ctx.registry)
     rejected = Gauge(
         "gtx_hub_readings_rejected",
