@@ -181,7 +181,7 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     api = free_port()
     up = _up(data, first, 45, GTX_LIMIT_PER_IP="12", API_PORT=str(api))
     try:
-        pid = int(_wait_for(first, r"up: hub: ready \(pid (\d+)\)", up, 240).split()[-1][:-1])
+        pid = int(_wait_for(first, r"up: hub: ready \(pid (\d+)\)", up, 480).split()[-1][:-1])
         _wait_for(first, "GridTokenX is up", up, 60)
         os.kill(pid, signal.SIGKILL)  # the hub crashes: up restarts it
         _wait_for(first, r"up: hub: restarted \(pid \d+\), restart 1", up, 30)
@@ -203,7 +203,7 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     api = free_port()
     up = _up(data, second, 15, API_PORT=str(api))
     try:
-        _wait_for(second, "GridTokenX is up", up, 240)
+        _wait_for(second, "GridTokenX is up", up, 480)
         logins = data / "secrets" / "demo-logins.txt"
         assert f"demo logins (0600 file)      {logins}" in second.read_text()
         rows = [line.split() for line in logins.read_text().splitlines()[1:]]
