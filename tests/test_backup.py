@@ -271,3 +271,35 @@ def test_hub_backup_restores_its_database_and_key(tmp_path: Path, kind: str) -> 
         assert err.value.code == "no_key"
         restored.dispose()
         store.engine.dispose()
+
+
+def test_the_postgresql_check_reads_the_exported_snapshot(tmp_path: Path) -> None:
+    """What the audit of a PostgreSQL backup reads is what pg_dump dumps: the snapshot, not
+    rows committed after it."""
+    from sqlalchemy import create_engine, text
+
+    from gridtokenx.backup import books_snapshot
+
+    with database("postgresql", tmp_path) as url:
+        live = create_engine(url)
+        with live.begin() as c:
+            c.execute(text("CREATE TABLE t (x int)"))
+            c.execute(text("INSERT INTO t VALUES (1)"))
+        with books_snapshot(url, tmp_path) as (reader, snapshot, name):
+            with live.begin() as c:
+                c.execute(text("INSERT INTO t VALUES (2)"))
+            for _ in range(2):  # every transaction of the reader, not only the first
+                with reader.connect() as c:
+                    assert c.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
+            assert snapshot and name == "books.dump"
+            hub_backup.dump_database(url, tmp_path, "books", snapshot)
+        with live.connect() as c:
+            assert c.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
+        live.dispose()
+        restored = tmp_path / "r"
+        with database("postgresql", restored) as fresh:
+            hub_backup.restore_database(fresh, tmp_path, "books.dump")
+            engine = create_engine(fresh)
+            with engine.connect() as c:
+                assert c.execute(text("SELECT x FROM t")).scalars().all() == [1]
+            engine.dispose()

@@ -54,7 +54,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded 2-core machine: SimBench, 3 firmware, 2 services
     while "demo login" not in (data / "up.log").read_text(errors="replace"):
         if up.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError((data / "up.log").read_text()[-3000:])

@@ -9,10 +9,12 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from test_hub_outbox import setup as served_hub  # noqa: F401 - a fixture: hub + served platform
 from test_platform_api import EPOCH_S, Clock, Site, fund, signup
 
 from gridtokenx.hub.store import HubStore, connect
@@ -118,7 +120,7 @@ def test_every_dashboard_query_names_an_exported_metric(
     exported |= names(TestClient(hub_app(hub)).get("/metrics").text)
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    assert len(exprs) >= len(dashboard["panels"]) == 16
+    assert len(exprs) >= len(dashboard["panels"]) == 21
     used = set()
     for expr in exprs:
         found = set(re.findall(r"\b(gtx_[a-z0-9_]+)", expr))
@@ -133,6 +135,60 @@ def test_every_dashboard_query_names_an_exported_metric(
         "gtx_settlement_transactions_total",
         "gtx_epoch_pipeline_failures_total",
         "gtx_ledger_up",
+        "gtx_cosign_seconds_bucket",
         "gtx_hub_readings_rejected",
+        "gtx_hub_meter_last_reading_timestamp_seconds",
+        "gtx_hub_meter_missing_readings",
     ):
         assert wanted in used
+
+
+def test_hub_per_meter_metrics(tmp_path: Path) -> None:
+    from test_hub_rules import KEY, NOW, ingest, reading, sealed
+
+    from gridtokenx.hub.rules import MeterStatus
+
+    store = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+    store.add_meter("m1", bytes(KEY.verify_key), rated_power_w=5_000, status=MeterStatus.APPROVED)
+    store.add_meter("m2", bytes(32))  # pending, never heard from
+    # seq 1, then 5: 2, 3 and 4 are missing
+    assert ingest(store, sealed(reading(1)), sealed(reading(5, NOW - 300, 1_100))) == [
+        "accepted",
+        "accepted",
+    ]
+    got = samples(TestClient(hub_app(HubContext(store))).get("/metrics").text)
+    assert {k: v for k, v in got.items() if k.startswith("gtx_hub_meter")} == {
+        'gtx_hub_meter_last_reading_timestamp_seconds{meter="m1"}': NOW - 300,
+        'gtx_hub_meter_missing_readings{meter="m1"}': 3,
+        'gtx_hub_meters{status="approved"}': 1,
+        'gtx_hub_meters{status="pending"}': 1,
+    }
+    store.engine.dispose()
+
+
+def test_cosigning_a_hub_batch_is_timed_and_a_refusal_counted(
+    served_hub: dict[str, Any],  # noqa: F811 - the fixture imported above
+) -> None:
+    import httpx
+    from test_hub_outbox import HUB_TOKEN, NOW, feed
+
+    from gridtokenx.hub import batches
+    from gridtokenx.hub.outbox import Outbox
+
+    store, key, server = (served_hub[k] for k in ("store", "key", "server"))
+    feed(store, range(1, 4), NOW)
+    batches.build(store, "hub-001", 1, NOW + 1, key)
+    assert Outbox(store, key, server.url, HUB_TOKEN).run_once()["submitted"] == 1
+    refused = httpx.post(
+        f"{server.url}/api/v1/hub/batches/99/signatures",
+        headers={"Authorization": f"Bearer {HUB_TOKEN}"},
+        json={"signatures": []},
+    )
+    assert 400 <= refused.status_code < 500, refused.text
+    got = samples(httpx.get(f"{server.url}/metrics").text)
+    cosign = {k: v for k, v in got.items() if k.startswith("gtx_cosign") and "_bucket" not in k}
+    assert {k: v for k, v in cosign.items() if "_sum" not in k and "_created" not in k} == {
+        'gtx_cosign_seconds_count{step="receive"}': 1,
+        'gtx_cosign_seconds_count{step="sign"}': 2,
+        'gtx_cosign_refusals_total{step="sign"}': 1,
+    }

@@ -181,7 +181,7 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     api = free_port()
     up = _up(data, first, 45, GTX_LIMIT_PER_IP="12", API_PORT=str(api))
     try:
-        pid = int(_wait_for(first, r"up: hub: ready \(pid (\d+)\)", up, 240).split()[-1][:-1])
+        pid = int(_wait_for(first, r"up: hub: ready \(pid (\d+)\)", up, 480).split()[-1][:-1])
         _wait_for(first, "GridTokenX is up", up, 60)
         os.kill(pid, signal.SIGKILL)  # the hub crashes: up restarts it
         _wait_for(first, r"up: hub: restarted \(pid \d+\), restart 1", up, 30)
@@ -203,7 +203,7 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     api = free_port()
     up = _up(data, second, 15, API_PORT=str(api))
     try:
-        _wait_for(second, "GridTokenX is up", up, 240)
+        _wait_for(second, "GridTokenX is up", up, 480)
         logins = data / "secrets" / "demo-logins.txt"
         assert f"demo logins (0600 file)      {logins}" in second.read_text()
         rows = [line.split() for line in logins.read_text().splitlines()[1:]]
@@ -231,3 +231,104 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     assert loose == []
     for name in ("hub.key", "hub.db", "platform/keys.json", "platform/books.db"):
         assert (data / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_agents_log_a_failed_round_and_keep_trading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from sqlalchemy import create_engine
+    from test_platform_api import Clock, Site, fund, signup
+
+    from gridtokenx.agents import Agents
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    site = Site(tmp_path / "platform", None, Clock())
+    seller = signup(site.client, "s@x.org")
+    fund(site, seller, grx=500)
+    agents = Agents(site.trading)
+    live = site.trading.engine
+    site.trading.engine = create_engine(f"sqlite:///{tmp_path}/missing/books.db")  # away
+    worker = threading.Thread(target=agents.run, args=(0.05,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum("this round failed" in r.getMessage() for r in caplog.records) < 2:
+            assert time.monotonic() < deadline and worker.is_alive()
+            time.sleep(0.05)
+        site.trading.engine = live  # the database is back: the same epoch is traded
+        while agents.traded_epoch != site.trading.market.epoch:
+            assert time.monotonic() < deadline and worker.is_alive()
+            time.sleep(0.05)
+    finally:
+        agents.stop.set()
+        worker.join(timeout=10)
+        site.close()
+    orders = site.client.get("/api/v1/orders", headers=seller["auth"]).json()
+    assert [(o["side"], o["quantity_wh"]) for o in orders] == [("sell", 500)]
+
+
+def test_platform_and_hub_run_alone_create_private_files(tmp_path: Path) -> None:
+    """Without `up`: `platform run` and `hub run` make their databases owner-only too."""
+    api = free_port()
+    env = {**os.environ, "GTX_KEYSTORE_KEY": os.urandom(32).hex()}
+    env.pop("SOLANA_RPC_URL", None)
+    platform = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx",
+            "platform",
+            "run",
+            "--data",
+            str(tmp_path / "p"),
+            "--port",
+            str(api),
+            "--no-scheduler",
+        ],
+        stdout=(tmp_path / "platform.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    hub = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridtokenx.hub",
+            "run",
+            "--database",
+            f"sqlite:///{tmp_path / 'h' / 'hub.db'}",
+            "--key-file",
+            str(tmp_path / "h" / "hub.key"),
+            "--mqtt-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+        ],
+        stdout=(tmp_path / "hub.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        Supervisor(say=lambda line: None).wait_ready(
+            Child(
+                "platform",
+                [],
+                tmp_path / "platform.log",
+                http_ready(f"http://127.0.0.1:{api}/ready"),
+                process=platform,
+            ),
+            120,
+        )
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "h" / "hub.key").exists():
+            assert time.monotonic() < deadline and hub.poll() is None
+            time.sleep(0.1)
+    finally:
+        for process in (hub, platform):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    made = [p for p in (tmp_path / "p").rglob("*")] + [p for p in (tmp_path / "h").rglob("*")]
+    assert {p.name for p in made} >= {"books.db", "keys.json", "chain.log", "hub.db", "hub.key"}
+    assert [str(p) for p in made if p.stat().st_mode & 0o077] == []

@@ -59,7 +59,7 @@ class Agents:
         t = self.trading
         if t.market.epoch == self.traded_epoch or t.market.halted:
             return 0
-        self.traded_epoch = t.market.epoch
+        epoch = t.market.epoch
         dep = t.platform.dep
         imports = self.imports()
         placed = 0
@@ -78,6 +78,7 @@ class Agents:
                     placed += 1
             except MarketError:
                 continue  # e.g. the per-epoch order limit: the next epoch tries again
+        self.traded_epoch = epoch  # done for this epoch (a round that raised is tried again)
         return placed
 
     def run(self, every_s: float = 1.0) -> None:

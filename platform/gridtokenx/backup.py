@@ -61,7 +61,7 @@ def whole_records(log: bytes) -> bytes:
 
 
 @contextmanager
-def _books_snapshot(url: str, out: Path) -> Iterator[tuple[Engine, str | None, str]]:
+def books_snapshot(url: str, out: Path) -> Iterator[tuple[Engine, str | None, str]]:
     """(an engine reading the snapshot, the PostgreSQL snapshot id, the dump's file name)."""
     if files.dialect(url) == "sqlite":
         name = files.dump_database(url, out, "books")
@@ -126,7 +126,7 @@ def create(
         embedded = not os.environ.get(site.RPC_ENV)
         failures: list[str] = []
         for attempt in range(attempts):
-            with _books_snapshot(url, out) as (engine, snapshot, db_file):
+            with books_snapshot(url, out) as (engine, snapshot, db_file):
                 files.copy_private(data / "keys.json", out / "keys.json")
                 files.copy_private(data / "deployment.json", out / "deployment.json")
                 names = [db_file, "keys.json", "deployment.json"]

@@ -367,19 +367,24 @@ def up(
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
 ) -> None:
     """Start the system with embedded defaults (what `make run` runs)."""
+    from gridtokenx.supervisor import ChildFailed
+    from gridtokenx.up import SetupFailed
     from gridtokenx.up import up as start
 
-    start(
-        meters=meters,
-        data=data,
-        mqtt_port=mqtt_port,
-        http_port=http_port,
-        api_port=api_port,
-        hub_epoch_s=hub_epoch_s,
-        epoch_seconds=market_epoch_s,
-        agents=agents,
-        duration=duration,
-    )
+    try:
+        start(
+            meters=meters,
+            data=data,
+            mqtt_port=mqtt_port,
+            http_port=http_port,
+            api_port=api_port,
+            hub_epoch_s=hub_epoch_s,
+            epoch_seconds=market_epoch_s,
+            agents=agents,
+            duration=duration,
+        )
+    except (ChildFailed, SetupFailed) as err:  # what failed and which log says why
+        fail(str(err))
 
 
 def main() -> None:
@@ -468,6 +473,7 @@ def platform_run(
     from gridtokenx.service import Platform
     from gridtokenx.trading import Trading
 
+    os.umask(0o077)  # books, keystore, chain log: personal data and keys, owner only
     try:
         platform = Platform(data, database)
     except KeystoreError as err:
@@ -493,6 +499,10 @@ def platform_run(
         redis_url=os.environ.get("REDIS_URL") or None,
         demo_grant=demo_grant_thb * 1_000_000,
     )
+    from gridtokenx import logs
+
+    logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines, request ids
+    logs.install(app_)
     admin_password = os.environ.get("GTX_DEMO_ADMIN_PASSWORD")
     if admin_password:  # the demo's operator account
         from contextlib import suppress

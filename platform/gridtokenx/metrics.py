@@ -27,7 +27,8 @@ PIPELINE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 class PlatformMetrics(Collector):
     """Collects the market's and the ledger's figures; `instrument` times the epoch pipeline
-    (close, clear, grid check, settle, record) of a `Trading`."""
+    (close, clear, grid check, settle, record) of a `Trading`, and `register` also times the
+    platform's co-signing of hubs' batches."""
 
     def __init__(self, platform: Any, trading: Any = None) -> None:
         self.platform = platform
@@ -44,12 +45,43 @@ class PlatformMetrics(Collector):
             registry=None,
         )
 
+        self.cosign = Histogram(
+            "gtx_cosign_seconds",
+            "Co-signing a hub's batch: receive (re-verify, propose) and sign (collect, mint)",
+            ["step"],
+            buckets=PIPELINE_BUCKETS,
+            registry=None,
+        )
+        self.cosign_refused = Counter(
+            "gtx_cosign_refusals",
+            "Batches or signatures the co-signer refused or failed on, by step",
+            ["step"],
+            registry=None,
+        )
+
     def register(self, registry: CollectorRegistry) -> None:
-        registry.register(self.pipeline)
-        registry.register(self.failures)
-        registry.register(self)
+        for metric in (self.pipeline, self.failures, self.cosign, self.cosign_refused, self):
+            registry.register(metric)
         if self.trading is not None:
             self.instrument(self.trading)
+        for step, name in (("receive", "receive_batch"), ("sign", "sign_batch")):
+            if hasattr(self.platform, name):
+                self._time_cosign(step, name)
+
+    def _time_cosign(self, step: str, name: str) -> None:
+        inner = getattr(self.platform, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            except Exception:
+                self.cosign_refused.labels(step).inc()
+                raise
+            finally:
+                self.cosign.labels(step).observe(time.perf_counter() - start)
+
+        setattr(self.platform, name, timed)
 
     def instrument(self, trading: Any) -> None:
         """Time every `close_epoch` of this `trading` (the scheduler's and an order's tick)."""

@@ -73,7 +73,7 @@ class Supervisor:
     delays: list[tuple[str, float]] = field(default_factory=list)  # every restart delay given
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, child: Child, timeout: float = 90.0) -> None:
+    def start(self, child: Child, timeout: float = 300.0) -> None:
         """Spawn `child` and wait until its probe answers; raise if it dies or times out."""
         self.children.append(child)
         child.spawn()

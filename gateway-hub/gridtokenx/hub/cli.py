@@ -140,6 +140,7 @@ def run(
     from gridtokenx.hub.mqtt import MqttIngest
     from gridtokenx.hub.web import HubContext, create_app
 
+    os.umask(0o077)  # the database holds households' readings: owner only
     store = open_store(database)
     try:
         key = batches.hub_key(key_file)

@@ -1,0 +1,66 @@
+"""Structured logs: one JSON line per request with its request id, the id echoed to the
+caller (its own when sane, a new one otherwise), and errors logged with the id of the
+request they happened in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_platform_api import Clock, Site
+
+from gridtokenx import logs
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path / "platform", None, Clock())
+    logs.install(s.app)
+    yield s
+    s.close()
+    logging.getLogger("gridtokenx").handlers[:] = []
+    logging.getLogger("gridtokenx").propagate = True
+
+
+def lines(err: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def test_each_request_logs_one_json_line_with_its_id(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure("json")
+    ok = site.client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert ok.headers["X-Request-ID"] == "abc-123"
+    refused = site.client.get("/api/v1/me", headers={"X-Request-ID": "bad id; drop"})
+    fresh = refused.headers["X-Request-ID"]
+    assert refused.status_code == 401 and len(fresh) == 32 and fresh != "bad id"
+    got = lines(capsys.readouterr().err)
+    assert [(e["logger"], e["request_id"], e["path"], e["status"]) for e in got] == [
+        ("gridtokenx.access", "abc-123", "/health", 200),
+        ("gridtokenx.access", fresh, "/api/v1/me", 401),
+    ]
+    assert {e["level"] for e in got} == {"info"} and all(e["method"] == "GET" for e in got)
+
+
+def test_an_error_logged_outside_a_request_has_no_id_and_its_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("json")
+    try:
+        try:
+            raise RuntimeError("ledger away")
+        except RuntimeError:
+            logging.getLogger("gridtokenx.agents").exception("agents: this round failed")
+        (entry,) = lines(capsys.readouterr().err)
+        assert entry["message"] == "agents: this round failed" and "request_id" not in entry
+        assert entry["level"] == "error" and "RuntimeError: ledger away" in str(entry["error"])
+    finally:
+        logging.getLogger("gridtokenx").handlers[:] = []
+        logging.getLogger("gridtokenx").propagate = True
