@@ -101,7 +101,32 @@ def up(
     }
     password = env["GTX_DEMO_ADMIN_PASSWORD"]
     api = f"http://127.0.0.1:{api_port}"
+    cosigners: list[subprocess.Popen[bytes]] = []
     try:
+        # the grid operator's and the auditor's co-signers: each its own process, keystore
+        # and secret (docs/ledger.md); the platform holds none of their keys
+        urls = []
+        for k, role in enumerate(("grid-operator", "auditor"), start=11):
+            cosigner = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "gridtokenx", "cosigner", "run", "--role", role),
+                    *("--keystore", str(data / "cosigners" / role / "keys.json")),
+                    *("--data", str(data / "platform"), "--port", str(api_port + k)),
+                ],
+                stdout=(logs / f"cosigner-{role}.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    "GTX_KEYSTORE_KEY": secret(
+                        secrets_dir / f"{role}.key",
+                        f"GTX_{role.upper().replace('-', '_')}_KEYSTORE_KEY",
+                    ),
+                },
+            )
+            cosigners.append(cosigner)
+            wait_ready(cosigner, logs / f"cosigner-{role}.log", f"{role} co-signer")
+            urls.append(f"{role}=http://127.0.0.1:{api_port + k}")
+        env["GTX_COSIGNERS"] = ",".join(urls)
         platform = subprocess.Popen(
             [
                 sys.executable,
@@ -254,7 +279,8 @@ def up(
     finally:
         stop.set()
         fleet.stop()
-        for process in (hub, platform):  # the hub first: it finishes talking to the platform
+        # the hub first: it finishes talking to the platform, which finishes with its co-signers
+        for process in (hub, platform, *cosigners):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
