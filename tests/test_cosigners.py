@@ -29,7 +29,7 @@ from gridtokenx.ledger import authorities, oracle, tokens
 from gridtokenx.ledger.backend import LedgerError, memo
 from gridtokenx.ledger.deployment import COSIGNERS, PARTIES
 from gridtokenx.ledger.embedded import ChainReader
-from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.keystore import Keystore, KeystoreError
 
 
 @pytest.fixture
@@ -471,3 +471,10 @@ def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
     assert (r.status_code, r.json()["code"]) == (422, "malformed_request")
     authorities_doc = authorities.of_site(data, ChainReader(data / "chain"))
     assert [s["holder"] for s in authorities_doc["authorities"][0]["signers"]] == list(PARTIES)
+    # a site deployed with other co-signers (here: development ones) is not silently reused
+    monkeypatch.delenv(cosigner.COSIGNERS_ENV)
+    Platform(root / "other").books.dispose()
+    monkeypatch.setenv(cosigner.COSIGNERS_ENV, ",".join(f"{r}={u}" for r, u in urls.items()))
+    with pytest.raises(KeystoreError) as err:
+        Platform(root / "other")
+    assert err.value.code == "cosigner_mismatch"

@@ -52,7 +52,7 @@ from gridtokenx.ledger.deployment import (
     governance_key,
     oracle_key,
 )
-from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.keystore import Keystore, KeystoreError
 from gridtokenx.ledger.tokens import Mint
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.errors import WireError
@@ -465,7 +465,16 @@ def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
 
     remote = remote_from_env()
     fresh = not (data / "deployment.json").exists()
-    return site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+    dep = site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+    for role, other in remote.items():  # the deployment must list these very co-signers
+        known = dep.identities.get(role)
+        if known is None or known.oracle != other.oracle_pubkey:
+            raise KeystoreError(
+                "cosigner_mismatch",
+                f"{data}/deployment.json does not list this {role} co-signer's key "
+                "(a deployment made before, or with other co-signers: start from a new DATA)",
+            )
+    return dep
 
 
 def app(cosigner: Cosigner) -> Any:
