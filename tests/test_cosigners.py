@@ -478,3 +478,62 @@ def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
     with pytest.raises(KeystoreError) as err:
         Platform(root / "other")
     assert err.value.code == "cosigner_mismatch"
+
+
+def test_audit_flags_a_mint_its_hub_did_not_sign(chain: Chain, tmp_path: Path) -> None:
+    from gridtokenx import audit, books
+    from gridtokenx.wire import batch as wire_batch
+
+    dep = chain.dep
+    engine = books.connect(f"sqlite:///{tmp_path / 'books.db'}")
+    signing, owners = fleet(chain, 1)
+    books.add_rows(
+        engine,
+        books.meters,
+        [
+            {
+                "meter_id": "m-0",
+                "public_key": bytes(signing["m-0"].verify_key),
+                "owner": str(owners["m-0"]),
+            }
+        ],
+    )
+    two = [dep.oracle("oracle/platform"), dep.oracle("oracle/grid-operator")]
+    for epoch, with_hub in ((1, True), (2, False)):
+        readings = [
+            signed(signing["m-0"], reading("m-0", s, 0, 100 * s))
+            for s in (2 * epoch - 1, 2 * epoch)
+        ]
+        ev = evidence(chain, epoch, readings)
+        books.add_rows(
+            engine,
+            books.batches,
+            [
+                {
+                    "hub_id": "hub-1",
+                    "epoch": epoch,
+                    "root": ev.header.root,
+                    "header": wire_batch.encode_header(ev.header),
+                    "hub_signature": ev.hub_signature,
+                    "hub_key": bytes(chain.hub_signing.verify_key),
+                }
+            ],
+        )
+        books.add_rows(
+            engine,
+            books.batch_readings,
+            [
+                {"hub_id": "hub-1", "epoch": epoch, "idx": k, "raw": raw, "signature": sig}
+                for k, (raw, sig) in enumerate(ev.readings)
+            ],
+        )
+        keys = [*two, chain.hub] if with_hub else two  # without the hub: no memo signature
+        signers = {k.pubkey(): oracle.reviewing_signer(k, lambda: None) for k in keys}
+        oracle.mint_batch(
+            dep.ledger, dep.grx, dep.oracle_multisig, ev, owners, oracle.Marks(oracle.MINT), signers
+        )
+        report = audit.run(dep, engine)
+        if with_hub:
+            assert report.ok and report.checked["mints"] == 1, report.failures
+    assert dep.grx.balance(owners["m-0"]) == 300  # the chain let the second mint through
+    assert len(report.failures) == 1 and "without the consent of hub hub-1" in report.failures[0]

@@ -19,6 +19,7 @@ from gridtokenx.governance import Proposals
 from gridtokenx.ledger import tokens
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.embedded import ChainReader
+from gridtokenx.tables import audit_log
 
 SECRET = bytes(range(32))
 
@@ -181,3 +182,11 @@ def test_governance_from_the_command_line(chain: Chain) -> None:
     assert config is not None and config[32] == 1  # paused, on the chain
     engine = create_engine(f"sqlite:///{data / 'books.db'}")
     assert auditlog.entries(engine, limit=1)[0]["action"] == "governance.pause"
+    audited = gridtokenx("audit", "--data", str(data), env=env)
+    report = json.loads(audited.stdout)
+    assert audited.returncode == 0 and report["checked"]["governance"] == 1, report
+    with engine.begin() as c:  # an executed proposal the audit log does not hold
+        c.execute(audit_log.delete())
+    audited = gridtokenx("audit", "--data", str(data), env=env)
+    assert audited.returncode == 1
+    assert "governance proposal missing from the audit log" in audited.stdout
