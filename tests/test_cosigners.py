@@ -29,7 +29,7 @@ from gridtokenx.ledger import authorities, oracle, tokens
 from gridtokenx.ledger.backend import LedgerError, memo
 from gridtokenx.ledger.deployment import COSIGNERS, PARTIES
 from gridtokenx.ledger.embedded import ChainReader
-from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.keystore import Keystore, KeystoreError
 
 
 @pytest.fixture
@@ -74,6 +74,12 @@ def test_no_single_party_can_mint_pause_or_rotate_and_two_parties_can(chain: Cha
             )
         ]
 
+    def mint_thb(keys: list[Keypair]) -> list[Any]:
+        assert dep.thb_multisig is not None
+        return [
+            dep.thb.mint_ix(alice.pubkey(), 10**6, dep.thb_multisig, [k.pubkey() for k in keys])
+        ]
+
     def rotate_pause(keys: list[Keypair]) -> list[Any]:
         return [
             tokens.set_pause_authority(
@@ -84,9 +90,9 @@ def test_no_single_party_can_mint_pause_or_rotate_and_two_parties_can(chain: Cha
     keys = party_keys(chain)
     assert set(keys) == {"platform", "grid-operator", "auditor", "hub"}
     for party, held in keys.items():  # everything one party holds, together
-        for action in (mint, pause, rotate_mint, rotate_pause):
+        for action in (mint, mint_thb, pause, rotate_mint, rotate_pause):
             assert refused(chain, action(held), held) == "missing_required_signature", party
-    assert grx.supply() == 0 and not grx.is_paused()
+    assert grx.supply() == 0 == dep.thb.supply() and not grx.is_paused()
     assert grx.mint_authority() == dep.oracle_multisig
     assert grx.pause_authority() == dep.governance_multisig
     # the threshold: any two independent parties
@@ -94,6 +100,9 @@ def test_no_single_party_can_mint_pause_or_rotate_and_two_parties_can(chain: Cha
     dep.ledger.send(mint([platform, operator]), [platform, operator])
     dep.ledger.send(mint([operator, auditor]), [operator, auditor])
     assert grx.balance(alice.pubkey()) == 2_000 == grx.supply()
+    banks = [dep.oracle(f"bank/{p}") for p in ("platform", "auditor")]
+    dep.ledger.send(mint_thb(banks), banks)
+    assert dep.thb.balance(alice.pubkey()) == 10**6
     gov_platform, gov_operator, gov_auditor = dep.governance()
     dep.pause([gov_operator, gov_auditor])
     assert grx.is_paused()
@@ -117,7 +126,7 @@ def test_no_keystore_holds_a_threshold_and_authorities_come_from_the_chain(chain
         ("GRX mint", 2),
         ("GRX freeze", 1),
         ("GRX pause", 2),
-        ("THB mint", 1),
+        ("THB mint", 2),
         ("THB freeze", 1),
     ]
     by_name = {a["name"]: a for a in found}
@@ -131,6 +140,9 @@ def test_no_keystore_holds_a_threshold_and_authorities_come_from_the_chain(chain
         {"pubkey": str(dep.registry.pubkey()), "holder": "platform"}
     ]
     assert by_name["THB mint"]["signers"] == [
+        {"pubkey": str(dep.identities[p].bank), "holder": p} for p in PARTIES
+    ]
+    assert by_name["THB freeze"]["signers"] == [
         {"pubkey": str(dep.bank.pubkey()), "holder": "platform"}
     ]
     # no keystore file holds as many signers of any multisig authority as its threshold
@@ -327,6 +339,48 @@ def test_a_batch_minted_with_the_cosigner_and_the_hub_consent(chain: Chain) -> N
     assert code_of(co, ev, mints) == "already_minted"
 
 
+def test_a_cosigner_signs_only_the_top_up_its_memo_names_once(chain: Chain) -> None:
+    dep = chain.dep
+    alice = Keypair()
+    dep.open_wallet(alice.pubkey())
+    co = grid_operator(chain, {}, {})
+    thb = dep.thb.address
+    co._thb = lambda: thb
+    dep.thb_cosigner = (co.bank_pubkey, co.sign_topup)
+    dep.top_up(alice.pubkey(), 2_500_000, "bank-ref-1")  # the platform's key and its review
+    assert dep.thb.balance(alice.pubkey()) == 2_500_000
+    assert dep.top_up(alice.pubkey(), 2_500_000, "bank-ref-1")  # the same reference: once
+    assert dep.thb.balance(alice.pubkey()) == 2_500_000
+    assert dep.thb_multisig is not None
+    platform = dep.oracle("bank/platform").pubkey()
+    payer, blockhash = dep.ledger.payer.pubkey(), dep.ledger.latest_blockhash()
+
+    def message(amount: int, text: str) -> Message:
+        ixs = [
+            dep.thb.mint_ix(alice.pubkey(), amount, dep.thb_multisig, [platform, co.bank_pubkey]),
+            memo(text),
+        ]
+        return Message.new_with_blockhash(ixs, payer, blockhash)
+
+    more = message(9_000_000, f"gtx1 onramp bank-ref-2 {alice.pubkey()} 1000000")
+    assert refused_topup(co, more) == "not_as_described"
+    assert refused_topup(co, message(1, "gtx1 settle 1 x 1/1")) == "not_a_topup"
+    landed = message(2_500_000, f"gtx1 onramp bank-ref-1 {alice.pubkey()} 2500000")
+    assert refused_topup(co, landed) == "already_minted"
+    fresh = f"gtx1 onramp bank-ref-3 {alice.pubkey()} 1000000"
+    co.sign_topup(message(1_000_000, fresh))
+    chain.ledger.svm.expire_blockhash()
+    blockhash = dep.ledger.latest_blockhash()
+    assert refused_topup(co, message(1_000_000, fresh)) == "already_signed"
+    assert dep.thb.balance(alice.pubkey()) == 2_500_000
+
+
+def refused_topup(co: Cosigner, message: Message) -> str:
+    with pytest.raises(CosignRefused) as err:
+        co.sign_topup(message)
+    return err.value.code
+
+
 # -- co-signers in their own processes ---------------------------------------------------------
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[dict[str, Any]]:
@@ -406,6 +460,8 @@ def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
         sigs.append(bytes(key.sign_message(bytes(p.message))))
     done = platform.sign_batch("hub-1", 1, sigs)
     assert done.state == "done" and dep.grx.balance(owner.pubkey()) == 1_400
+    dep.top_up(owner.pubkey(), 3_000_000, "deposit-1")  # co-signed by the grid operator's process
+    assert dep.thb.balance(owner.pubkey()) == 3_000_000
     # the grid operator's process refuses a batch with one forged reading, with its reason
     forged = [*readings[:2], (readings[2][0], bytes(64))]
     body = cosigner.encode_request(oracle.Evidence(header, hub_sig, tuple(forged)), [])
@@ -415,3 +471,69 @@ def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
     assert (r.status_code, r.json()["code"]) == (422, "malformed_request")
     authorities_doc = authorities.of_site(data, ChainReader(data / "chain"))
     assert [s["holder"] for s in authorities_doc["authorities"][0]["signers"]] == list(PARTIES)
+    # a site deployed with other co-signers (here: development ones) is not silently reused
+    monkeypatch.delenv(cosigner.COSIGNERS_ENV)
+    Platform(root / "other").books.dispose()
+    monkeypatch.setenv(cosigner.COSIGNERS_ENV, ",".join(f"{r}={u}" for r, u in urls.items()))
+    with pytest.raises(KeystoreError) as err:
+        Platform(root / "other")
+    assert err.value.code == "cosigner_mismatch"
+
+
+def test_audit_flags_a_mint_its_hub_did_not_sign(chain: Chain, tmp_path: Path) -> None:
+    from gridtokenx import audit, books
+    from gridtokenx.wire import batch as wire_batch
+
+    dep = chain.dep
+    engine = books.connect(f"sqlite:///{tmp_path / 'books.db'}")
+    signing, owners = fleet(chain, 1)
+    books.add_rows(
+        engine,
+        books.meters,
+        [
+            {
+                "meter_id": "m-0",
+                "public_key": bytes(signing["m-0"].verify_key),
+                "owner": str(owners["m-0"]),
+            }
+        ],
+    )
+    two = [dep.oracle("oracle/platform"), dep.oracle("oracle/grid-operator")]
+    for epoch, with_hub in ((1, True), (2, False)):
+        readings = [
+            signed(signing["m-0"], reading("m-0", s, 0, 100 * s))
+            for s in (2 * epoch - 1, 2 * epoch)
+        ]
+        ev = evidence(chain, epoch, readings)
+        books.add_rows(
+            engine,
+            books.batches,
+            [
+                {
+                    "hub_id": "hub-1",
+                    "epoch": epoch,
+                    "root": ev.header.root,
+                    "header": wire_batch.encode_header(ev.header),
+                    "hub_signature": ev.hub_signature,
+                    "hub_key": bytes(chain.hub_signing.verify_key),
+                }
+            ],
+        )
+        books.add_rows(
+            engine,
+            books.batch_readings,
+            [
+                {"hub_id": "hub-1", "epoch": epoch, "idx": k, "raw": raw, "signature": sig}
+                for k, (raw, sig) in enumerate(ev.readings)
+            ],
+        )
+        keys = [*two, chain.hub] if with_hub else two  # without the hub: no memo signature
+        signers = {k.pubkey(): oracle.reviewing_signer(k, lambda: None) for k in keys}
+        oracle.mint_batch(
+            dep.ledger, dep.grx, dep.oracle_multisig, ev, owners, oracle.Marks(oracle.MINT), signers
+        )
+        report = audit.run(dep, engine)
+        if with_hub:
+            assert report.ok and report.checked["mints"] == 1, report.failures
+    assert dep.grx.balance(owners["m-0"]) == 300  # the chain let the second mint through
+    assert len(report.failures) == 1 and "without the consent of hub hub-1" in report.failures[0]

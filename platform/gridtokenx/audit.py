@@ -8,7 +8,9 @@ Checks, each failure reported with the transaction or row it is about:
    (hub signature, each reading's meter signature, Merkle root and ranges);
 3. settlement: each epoch's transfers on the chain are exactly the netting of that epoch's
    trades and refunds in the books, under the memo's settlement root;
-4. escrow: the escrow accounts hold exactly what the open orders have left in escrow.
+4. escrow: the escrow accounts hold exactly what the open orders have left in escrow;
+5. consent and governance: every GRX mint is signed by its batch's hub key, and every
+   executed governance proposal (memo `gtx1 governance <id> ...`) is in the audit log.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from sqlalchemy import Engine
 
-from gridtokenx import books
+from gridtokenx import auditlog, books
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import Landed
 from gridtokenx.ledger.deployment import Deployment
@@ -80,7 +82,23 @@ def run(dep: Deployment, engine: Engine) -> Report:
     _mints(dep, engine, history, report)
     _settlements(dep, engine, history, report)
     _escrow(dep, engine, report)
+    _governance(engine, history, report)
     return report
+
+
+def _governance(engine: Engine, history: list[Landed], report: Report) -> None:
+    logged = {
+        e["detail"].get("transaction")
+        for e in auditlog.entries(engine, limit=1 << 30)
+        if str(e["action"]).startswith("governance.")
+    }
+    for entry in history:
+        proposals = [t for t in entry.memos if t.split(" ")[:2] == ["gtx1", "governance"]]
+        proposals = [t for t in proposals if t.split(" ")[2:3] and t.split(" ")[2].isdigit()]
+        if proposals and entry.signature not in logged:
+            report.fail(f"tx {entry.signature}", "governance proposal missing from the audit log")
+        elif proposals:
+            report.checked["governance"] += 1
 
 
 def _supply(dep: Deployment, history: list[Landed], report: Report) -> None:
@@ -139,6 +157,12 @@ def _mints(dep: Deployment, engine: Engine, history: list[Landed], report: Repor
             report.fail(
                 f"tx {entry.signature}", f"mint names batch {tag_text} the books cannot verify"
             )
+            continue
+        message = entry.tx.message
+        signers = message.account_keys[: message.header.num_required_signatures]
+        hub_key = Pubkey.from_bytes(bytes(batches[hub, int(epoch)]["hub_key"]))
+        if grx_mints and hub_key not in signers:
+            report.fail(f"tx {entry.signature}", f"minted without the consent of hub {hub}")
             continue
         by_meter = {m.meter_id: m for m in found.ranges}
         minted = [r for r in ranges if r[2] != r[1]]  # zero-length entries only set a mark

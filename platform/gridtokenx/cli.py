@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from gridtokenx.cosigner_cli import app as cosigner_app
+from gridtokenx.governance_cli import app as governance_app
 from gridtokenx.hub.cli import app as hub_app
 from gridtokenx.ledger_cli import app as ledger_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
@@ -38,6 +39,7 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(firmware_app, name="firmware")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(cosigner_app, name="cosigner")
+app.add_typer(governance_app, name="governance")
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"

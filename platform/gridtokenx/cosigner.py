@@ -41,16 +41,18 @@ from sqlalchemy import Engine
 from gridtokenx.errors import CodedError, Unavailable
 from gridtokenx.hub import rules
 from gridtokenx.ledger import oracle
-from gridtokenx.ledger.backend import ChainView, Ledger
+from gridtokenx.ledger.backend import MEMO_PROGRAM_ID, ChainView, Ledger, memo
 from gridtokenx.ledger.deployment import (
     COSIGNERS,
     GRX_DECIMALS,
+    THB_DECIMALS,
     Deployment,
     Identity,
+    bank_key,
     governance_key,
     oracle_key,
 )
-from gridtokenx.ledger.keystore import Keystore
+from gridtokenx.ledger.keystore import Keystore, KeystoreError
 from gridtokenx.ledger.tokens import Mint
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.errors import WireError
@@ -176,11 +178,13 @@ class Cosigner:
         registry: Callable[[], Registry],
         config: rules.RuleConfig | None = None,
         clock: Callable[[], float] = time.time,
+        thb: Callable[[], Pubkey] | None = None,
     ) -> None:
         self.role = role
         self.keys = keys
         self.chain = chain
         self._grx = grx  # read when first needed: a co-signer may start before the mint exists
+        self._thb = thb
         self.registry = registry
         self.config = config or rules.RuleConfig()
         self.clock = clock
@@ -196,12 +200,57 @@ class Cosigner:
     def oracle_pubkey(self) -> Pubkey:
         return self.keys.ensure(oracle_key(self.role)).pubkey()
 
+    @property
+    def bank_pubkey(self) -> Pubkey:
+        return self.keys.ensure(bank_key(self.role)).pubkey()
+
     def identity(self) -> dict[str, str]:
         return {
             "role": self.role,
             "oracle": str(self.oracle_pubkey),
             "governance": str(self.keys.ensure(governance_key(self.role)).pubkey()),
+            "bank": str(self.bank_pubkey),
         }
+
+    def sign_topup(self, message: Message) -> Signature:
+        """Co-sign a fiat top-up: exactly one THB MintToChecked to the owner the memo names,
+        of the amount it names, under a reference never minted or signed for before."""
+        if self._thb is None:
+            raise CosignRefused("not_a_signer", "this co-signer does not sign THB top-ups")
+        thb = Mint(cast(Ledger, self.chain), self._thb(), THB_DECIMALS)
+        texts = oracle.memos_of_message(message)
+        parts = texts[0].split(" ") if len(texts) == 1 else []
+        if len(parts) != 5 or parts[:2] != ["gtx1", "onramp"]:
+            raise CosignRefused("not_a_topup", "one memo: gtx1 onramp <ref> <owner> <amount>")
+        try:
+            owner, amount = Pubkey.from_string(parts[3]), int(parts[4])
+        except ValueError:
+            raise CosignRefused("not_a_topup", texts[0][:80]) from None
+        if amount <= 0:
+            raise CosignRefused("not_a_topup", "a positive amount")
+        authority = thb.mint_authority()
+        if authority is None or self.bank_pubkey not in oracle.multisig_signers(
+            self.chain, authority
+        ):
+            raise CosignRefused("not_a_signer", "this key is not among the THB mint's signers")
+        if texts[0] in self.chain.memo_index():
+            raise CosignRefused("already_minted", texts[0][:80])
+        keys = message.account_keys
+        mints = [ix for ix in message.instructions if keys[ix.program_id_index] != MEMO_PROGRAM_ID]
+        signers = [keys[k] for k in bytes(mints[0].accounts)[3:]] if mints else []
+        rebuilt = Message.new_with_blockhash(
+            [thb.mint_ix(owner, amount, authority, signers), memo(texts[0])],
+            keys[0],
+            message.recent_blockhash,
+        )
+        if bytes(rebuilt) != bytes(message) or self.bank_pubkey not in signers:
+            raise CosignRefused("not_as_described", "not exactly the top-up its memo names")
+        digest = hashlib.sha256(bytes(message)).hexdigest()
+        reference = [f"onramp:{parts[2]}"]
+        if not self.journal.allows(reference, digest):
+            raise CosignRefused("already_signed", f"reference {parts[2]} was signed before")
+        self.journal.record(reference, digest)
+        return self.keys.get(bank_key(self.role)).sign_message(bytes(message))
 
     def sign_mint(self, evidence: oracle.Evidence, messages: Sequence[Message]) -> list[Signature]:
         """Review the batch and each message; its signatures, or CosignRefused."""
@@ -311,7 +360,16 @@ class RemoteCosigner:
             raise Unavailable("cosigner_unavailable", f"{self.role}: HTTP {response.status_code}")
         return doc
 
-    def identity(self) -> dict[str, str]:
+    def identity(self, attempts: int = 20) -> dict[str, str]:
+        """Its public keys; a co-signer that is still starting is waited for a little."""
+        for _ in range(attempts - 1):
+            try:
+                return self._identity()
+            except Unavailable:
+                time.sleep(0.25)
+        return self._identity()
+
+    def _identity(self) -> dict[str, str]:
         return {k: str(v) for k, v in self._post("/identity").items()}
 
     @property
@@ -323,6 +381,14 @@ class RemoteCosigner:
     def sign_mint(self, evidence: oracle.Evidence, messages: Sequence[Message]) -> list[Signature]:
         doc = self._post("/sign/mint", encode_request(evidence, messages))
         return [Signature.from_bytes(base64.b64decode(s)) for s in doc["signatures"]]
+
+    @property
+    def bank_pubkey(self) -> Pubkey:
+        return Pubkey.from_string(self.identity()["bank"])
+
+    def sign_topup(self, message: Message) -> Signature:
+        doc = self._post("/sign/topup", {"message": _b64(bytes(message))})
+        return Signature.from_bytes(base64.b64decode(doc["signature"]))
 
 
 def remote_from_env(env: Mapping[str, str] | None = None) -> dict[str, RemoteCosigner]:
@@ -347,19 +413,36 @@ class MintCosigner(Protocol):
         self, evidence: oracle.Evidence, messages: Sequence[Message]
     ) -> list[Signature]: ...
 
+    @property
+    def bank_pubkey(self) -> Pubkey: ...
+
+    def sign_topup(self, message: Message) -> Signature: ...
+
 
 def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[MintCosigner]:
     """The platform's co-signers, in the order it asks them: those GTX_COSIGNERS names
     (their own processes), else the development ones whose keystores this site keeps."""
     remote = remote_from_env()
-    if remote:
-        return [remote[role] for role in COSIGNERS if role in remote]
-    grx = dep.grx.address
-    return [
-        Cosigner(role, dep.parties[role], ledger, lambda: grx, books_registry(engine))
-        for role in COSIGNERS
-        if role in dep.parties
-    ]
+    grx, thb = dep.grx.address, dep.thb.address
+    found: list[MintCosigner] = (
+        [remote[role] for role in COSIGNERS if role in remote]
+        if remote
+        else [
+            Cosigner(
+                role,
+                dep.parties[role],
+                ledger,
+                lambda: grx,
+                books_registry(engine),
+                thb=lambda: thb,
+            )
+            for role in COSIGNERS
+            if role in dep.parties
+        ]
+    )
+    if found and dep.thb_multisig is not None:  # top-ups: the same co-signer reviews
+        dep.thb_cosigner = (found[0].bank_pubkey, found[0].sign_topup)
+    return found
 
 
 def identities(cosigners: Mapping[str, RemoteCosigner]) -> dict[str, Identity]:
@@ -368,7 +451,9 @@ def identities(cosigners: Mapping[str, RemoteCosigner]) -> dict[str, Identity]:
     for role, remote in cosigners.items():
         doc = remote.identity()
         out[role] = Identity(
-            Pubkey.from_string(doc["oracle"]), Pubkey.from_string(doc["governance"])
+            Pubkey.from_string(doc["oracle"]),
+            Pubkey.from_string(doc["governance"]),
+            Pubkey.from_string(doc["bank"]),
         )
     return out
 
@@ -380,7 +465,16 @@ def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
 
     remote = remote_from_env()
     fresh = not (data / "deployment.json").exists()
-    return site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+    dep = site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+    for role, other in remote.items():  # the deployment must list these very co-signers
+        known = dep.identities.get(role)
+        if known is None or known.oracle != other.oracle_pubkey:
+            raise KeystoreError(
+                "cosigner_mismatch",
+                f"{data}/deployment.json does not list this {role} co-signer's key "
+                "(a deployment made before, or with other co-signers: start from a new DATA)",
+            )
+    return dep
 
 
 def app(cosigner: Cosigner) -> Any:
@@ -406,5 +500,21 @@ def app(cosigner: Cosigner) -> Any:
                 {"code": "malformed_request", "message": str(err)[:200]}, status_code=422
             )
         return JSONResponse({"signatures": [_b64(bytes(s)) for s in signatures]})
+
+    @api.post("/sign/topup")
+    async def sign_topup(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            raw = base64.b64decode(body["message"], validate=True)
+            message = Message.from_bytes(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            return JSONResponse(
+                {"code": "malformed_request", "message": str(err)[:200]}, status_code=422
+            )
+        try:
+            signature = cosigner.sign_topup(message)
+        except CosignRefused as err:
+            return JSONResponse({"code": err.code, "message": err.message}, status_code=422)
+        return JSONResponse({"signature": _b64(bytes(signature))})
 
     return api

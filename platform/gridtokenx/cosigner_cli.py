@@ -61,7 +61,7 @@ def run_command(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8101,
 ) -> None:
-    """Serve GET /identity and POST /sign/mint until SIGTERM/SIGINT.
+    """Serve GET /identity, POST /sign/mint and /sign/topup until SIGTERM/SIGINT.
 
     It follows the platform's embedded chain read-only (DATA/chain) and reads the meter
     and hub registry from the books; it never opens the platform's keystore."""
@@ -87,9 +87,14 @@ def run_command(
     def grx() -> Pubkey:
         return Pubkey.from_string(json.loads(deployment.read_text())["grx"])
 
+    def thb() -> Pubkey:
+        return Pubkey.from_string(json.loads(deployment.read_text())["thb"])
+
     # read only: the platform owns the schema and its migrations
     engine = create_engine(books or f"sqlite:///{data / 'books.db'}")
-    cosigner = Cosigner(role, keys, ChainReader(data / "chain"), grx, books_registry(engine))
+    cosigner = Cosigner(
+        role, keys, ChainReader(data / "chain"), grx, books_registry(engine), thb=thb
+    )
     typer.echo(f"cosigner {role}: oracle {cosigner.oracle_pubkey} on {host}:{port} ready")
     uvicorn.run(app(cosigner), host=host, port=port, log_level="warning")
     typer.echo(f"cosigner {role} stopped")

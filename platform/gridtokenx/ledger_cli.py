@@ -19,7 +19,9 @@ def _group() -> None:
 
 @app.command("authorities")
 def authorities_command(
-    data: Annotated[Path, typer.Option(help="The platform's data directory.")] = Path("var/up"),
+    data: Annotated[Path, typer.Option(help="The platform's data directory.")] = Path(
+        "var/up/platform"
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
 ) -> None:
     """Each authority of GRX and THB on the chain: its threshold, signers and holders."""

@@ -209,6 +209,32 @@ def up(
     logins = [(OPERATOR, env["GTX_DEMO_ADMIN_PASSWORD"], "admin")]
     api = f"http://127.0.0.1:{api_port}"
     try:
+        # the grid operator's and the auditor's co-signers: each its own process, keystore
+        # and secret (docs/ledger.md); the platform holds none of their keys
+        urls = []
+        for k, role in enumerate(("grid-operator", "auditor"), start=11):
+            port = api_port + k
+            supervisor.start(
+                Child(
+                    f"{role} co-signer",
+                    [
+                        *(sys.executable, "-m", "gridtokenx", "cosigner", "run", "--role", role),
+                        *("--keystore", str(data / "cosigners" / role / "keys.json")),
+                        *("--data", str(data / "platform"), "--port", str(port)),
+                    ],
+                    logs / f"cosigner-{role}.log",
+                    http_ready(f"http://127.0.0.1:{port}/identity"),
+                    {
+                        **os.environ,
+                        "GTX_KEYSTORE_KEY": secret(
+                            secrets_dir / f"{role}.key",
+                            f"GTX_{role.upper().replace('-', '_')}_KEYSTORE_KEY",
+                        ),
+                    },
+                )
+            )
+            urls.append(f"{role}=http://127.0.0.1:{port}")
+        env["GTX_COSIGNERS"] = ",".join(urls)
         supervisor.start(
             Child(
                 "platform",
@@ -356,7 +382,8 @@ def up(
         stop.set()
         supervisor.stopping.set()
         fleet.stop()
-        supervisor.stop()  # the hub first: it finishes talking to the platform
+        # the hub first: it finishes talking to the platform, which finishes with its co-signers
+        supervisor.stop()
         chips.stop()
         broker.stop()
         print(

@@ -7,7 +7,9 @@
          freeze authority = registry key   (approve = thaw, suspend = freeze)
          pause authority  = governance multisig, 2 of 3: platform, grid operator, auditor
     THB  (Token-2022, 6 decimals, 1 unit = 1 micro-THB)
-         mint and freeze authority = bank key (fiat on/off-ramp)
+         mint authority   = bank multisig, 2 of 3: platform, grid operator, auditor
+                            (every fiat top-up co-signed)
+         freeze authority = the platform's bank key
     escrow key owns the escrow accounts; treasury and grid operator receive fees and wheeling.
 
 Each party's secret keys live in that party's keystore; deployment.json holds addresses and
@@ -18,12 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from solders.keypair import Keypair
+from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import Transaction
 from spl.token.models import AuthorityType
 
 from gridtokenx.ledger import tokens
@@ -50,17 +55,28 @@ def governance_key(party: str) -> str:
     return f"governance/{party}"
 
 
+def bank_key(party: str) -> str:
+    return f"bank/{party}"
+
+
+# A co-signer of THB mints (top-ups): its bank key, and what signs a message after review.
+MoneyCosigner = tuple[Pubkey, Callable[[Message], Signature]]
+
+
 @dataclass(frozen=True)
 class Identity:
     """A party's public keys: what the platform knows of a co-signer it does not host."""
 
     oracle: Pubkey
     governance: Pubkey
+    bank: Pubkey | None = None  # None: a deployment from before THB was co-signed
 
     @classmethod
     def of(cls, keys: Keystore, party: str) -> Identity:
         return cls(
-            keys.ensure(oracle_key(party)).pubkey(), keys.ensure(governance_key(party)).pubkey()
+            keys.ensure(oracle_key(party)).pubkey(),
+            keys.ensure(governance_key(party)).pubkey(),
+            keys.ensure(bank_key(party)).pubkey(),
         )
 
 
@@ -105,6 +121,9 @@ class Deployment:
     # the keystores this process can open: the platform's, and in development the
     # co-signers' (`embedded_cosigner`); a key held elsewhere is never here
     parties: dict[str, Keystore] = field(default_factory=dict)
+    thb_multisig: Pubkey | None = None  # None: THB minted by the bank key alone (older sites)
+    # who co-signs top-ups with the platform (set by the platform; else a hosted keystore)
+    thb_cosigner: MoneyCosigner | None = None
 
     # -- the authorities (keys from the keystore) ---------------------------------------
     @property
@@ -207,6 +226,14 @@ class Deployment:
             metadata=THB_METADATA,
             metadata_authority=governance_multisig,
         )
+        banks = [identities[p].bank for p in PARTIES]
+        thb_multisig = tokens.create_multisig(
+            ledger, [k for k in banks if k is not None], ORACLES_REQUIRED
+        )
+        ledger.send(
+            [thb.set_authority_ix(AuthorityType.MINT_TOKENS, bank.pubkey(), thb_multisig)],
+            [bank],
+        )
         dep = cls(
             ledger,
             keys,
@@ -219,6 +246,7 @@ class Deployment:
             onchain,
             identities=identities,
             parties=hosted,
+            thb_multisig=thb_multisig,
         )
         for name in ("escrow", "treasury", "grid-operator"):
             dep.open_wallet(keys.get(name).pubkey())
@@ -257,10 +285,39 @@ class Deployment:
         done = self.ledger.memo_index().get(text)
         if done:
             return done
-        bank = self.bank
-        return self.ledger.send(
-            [self.thb.mint_ix(owner, micro_thb, bank.pubkey()), memo(text)], [bank]
+        if self.thb_multisig is None:
+            bank = self.bank
+            return self.ledger.send(
+                [self.thb.mint_ix(owner, micro_thb, bank.pubkey()), memo(text)], [bank]
+            )
+        platform = self.keys.get(bank_key("platform"))
+        cosigner = self.thb_cosigner or self._hosted_bank()
+        ixs = [
+            self.thb.mint_ix(owner, micro_thb, self.thb_multisig, [platform.pubkey(), cosigner[0]]),
+            memo(text),
+        ]
+        payer = self.ledger.payer
+        message = Message.new_with_blockhash(ixs, payer.pubkey(), self.ledger.latest_blockhash())
+        payload, given = bytes(message), cosigner[1](message)
+        by_key = {payer.pubkey(): payer.sign_message(payload)}
+        by_key[platform.pubkey()] = platform.sign_message(payload)
+        by_key[cosigner[0]] = given
+        signers = message.account_keys[: message.header.num_required_signatures]
+        return self.ledger.send_transaction(
+            Transaction.populate(message, [by_key[k] for k in signers])
         )
+
+    def _hosted_bank(self) -> MoneyCosigner:
+        """A co-signer's bank key from a keystore this process opens (development)."""
+        for party in COSIGNERS:
+            if party in self.parties:
+                key = self.parties[party].get(bank_key(party))
+
+                def sign(message: Message, key: Keypair = key) -> Signature:
+                    return key.sign_message(bytes(message))
+
+                return key.pubkey(), sign
+        raise KeystoreError("held_elsewhere", "no co-signer for THB top-ups is configured")
 
     def withdraw(self, owner: Keypair, micro_thb: int, reference: str) -> str:
         """Off-ramp: burn THB against a fiat payout, idempotent by reference."""
@@ -341,8 +398,13 @@ class Deployment:
             "governance_multisig": str(self.governance_multisig),
             "metadata_onchain": self.metadata_onchain,
             "registry_name": self.registry_name,
+            "thb_multisig": None if self.thb_multisig is None else str(self.thb_multisig),
             "parties": {
-                p: {"oracle": str(i.oracle), "governance": str(i.governance)}
+                p: {
+                    "oracle": str(i.oracle),
+                    "governance": str(i.governance),
+                    **({"bank": str(i.bank)} if i.bank is not None else {}),
+                }
                 for p, i in self.identities.items()
             },
         }
@@ -354,9 +416,14 @@ class Deployment:
     def load(cls, ledger: Ledger, keys: Keystore, path: Path) -> Deployment:
         doc = json.loads(path.read_text())
         identities = {
-            p: Identity(Pubkey.from_string(i["oracle"]), Pubkey.from_string(i["governance"]))
+            p: Identity(
+                Pubkey.from_string(i["oracle"]),
+                Pubkey.from_string(i["governance"]),
+                Pubkey.from_string(i["bank"]) if "bank" in i else None,
+            )
             for p, i in doc.get("parties", {}).items()
         }
+        thb_multisig = doc.get("thb_multisig")
         return cls(
             ledger,
             keys,
@@ -370,4 +437,5 @@ class Deployment:
             str(doc.get("registry_name", "registry")),
             identities,
             embedded_cosigners(keys),
+            None if thb_multisig is None else Pubkey.from_string(thb_multisig),
         )

@@ -64,6 +64,7 @@ class EmbeddedLedger:
             if len(body) < size or zlib.crc32(body) != crc:
                 break  # torn tail
             tx = Transaction.from_bytes(body)
+            self.svm.expire_blockhash()  # a slot per record: durable nonces advance again
             result = self.svm.send_transaction(tx)
             if isinstance(result, FailedTransactionMetadata):
                 raise LedgerError("replay_diverged", result.meta().logs())
@@ -117,7 +118,11 @@ class EmbeddedLedger:
     def send_transaction(self, tx: Transaction) -> str:
         """Submit a transaction signed elsewhere (e.g. by oracles one by one). The
         blockhash stays valid until a duplicate needs a new one, so signatures gathered
-        over a network round trip still land."""
+        over a network round trip still land. A transaction on another blockhash is a
+        durable-nonce one (a governance proposal signed over days) or a stale one: a new
+        slot begins first, as time would pass on a cluster, so its nonce can advance."""
+        if tx.message.recent_blockhash != self.svm.latest_blockhash():
+            self.svm.expire_blockhash()
         result = self.svm.send_transaction(tx)
         if isinstance(result, FailedTransactionMetadata):
             raise LedgerError(error_code(str(result.err())), result.meta().logs())
@@ -178,6 +183,7 @@ class ChainReader:
             if not self._funded:  # the writer's payer had the same local airdrop
                 self.svm.airdrop(tx.message.account_keys[0], FAUCET_LAMPORTS)
                 self._funded = True
+            self.svm.expire_blockhash()
             result = self.svm.send_transaction(tx)
             if isinstance(result, FailedTransactionMetadata):
                 raise LedgerError("replay_diverged", result.meta().logs())

@@ -395,6 +395,11 @@ def check_mint(
         raise Refused("plan_mismatch", f"batch {evidence.tag}: not the planned mints")
 
 
+def memos_of_message(message: Message) -> list[str]:
+    """The Memo program texts of a message, in order."""
+    return _memos(message)
+
+
 def mint_memo_of(message: Message) -> str:
     """The one memo of a mint transaction's message ("" if it has none)."""
     texts = _memos(message)
