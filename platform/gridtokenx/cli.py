@@ -93,13 +93,13 @@ def clear_command(
         )
     except MarketError as exc:
         fail(str(exc))
-    outcome, errors = clear_file(read_text(orders, "order file"), config)
-    if errors or outcome is None:
-        for error in errors:
+    cleared = clear_file(read_text(orders, "order file"), config)
+    if cleared.errors or cleared.outcome is None:
+        for error in cleared.errors:
             typer.echo(f"{orders}:{error}", err=True)
-        fail(f"{len(errors)} invalid row(s); nothing was cleared")
+        fail(f"{len(cleared.errors)} malformed row(s); nothing was cleared")
         return
-    result = report(outcome, fee_bps)
+    result = report(cleared.outcome, fee_bps, cleared.rejected)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -116,6 +116,10 @@ def clear_command(
             f"  {t['buy_id']} <- {t['sell_id']}: {t['quantity_kwh']} kWh at "
             f"{t['price_thb_per_kwh']} THB/kWh, fee {t['fee_thb']}, wheeling {t['wheeling_thb']}"
         )
+    if cleared.rejected:
+        typer.echo(f"{len(cleared.rejected)} order(s) refused by the market:")
+    for r in cleared.rejected:
+        typer.echo(f"  line {r.line} {r.id}: {r.code}: {r.message}")
 
 
 @bench_app.command("clearing")
