@@ -578,22 +578,16 @@ def scenario_compare(
 
 @bench_app.command("scenario")
 def bench_scenario(
-    households: Annotated[int, typer.Option(min=1)] = 100,
+    households: Annotated[int, typer.Option(min=1, max=2_000)] = 100,
     days: Annotated[int, typer.Option(min=1, max=366)] = 1,
+    grid: Annotated[str | None, typer.Option(help="SimBench grid code.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Time a scenario: physics, readings, market, curtailment and settlement per day."""
-    from gridtokenx.scenarios.config import Scenario
-    from gridtokenx.scenarios.run import run
+    from gridtokenx import bench
+    from gridtokenx.scenarios.config import ScenarioError
 
-    result = run(Scenario(households=households, days=days))
-    emit(
-        {
-            "households": households,
-            "days": days,
-            "epochs": result.epochs,
-            "seconds": round(result.seconds, 3),
-            "seconds_per_day": round(result.seconds / days, 3),
-        },
-        as_json,
-    )
+    try:
+        emit(bench.scenario(households, days, grid), as_json)
+    except ScenarioError as err:
+        fail(str(err))
