@@ -543,9 +543,11 @@ def scenario_run(
         scenario, grid=grid, households=households, days=days, mechanism=mechanism, seed=seed
     )
     from gridtokenx.scenarios.config import ScenarioError
+    from gridtokenx.scenarios.progress import bar
 
     try:
-        result = run(sc, progress=None if as_json else lambda d, n: typer.echo(f"day {d}/{n}"))
+        with bar(sc.name) as progress:
+            result = run(sc, progress=progress)
     except ScenarioError as err:
         fail(str(err))
     text = scenario.read_text() if scenario is not None else None
@@ -565,11 +567,14 @@ def scenario_compare(
 ) -> None:
     """Run several scenarios and put their KPIs side by side (one table, one plot)."""
     from gridtokenx.scenarios import report
+    from gridtokenx.scenarios.progress import bar
     from gridtokenx.scenarios.run import run
 
     results = []
     for k, path in enumerate(scenarios):
-        result = run(_scenario(path))
+        sc = _scenario(path)
+        with bar(f"{k + 1}/{len(scenarios)} {sc.name}") as progress:
+            result = run(sc, progress=progress)
         report.write(result, out / f"{k}-{path.stem}", path.read_text())
         results.append(result)
         typer.echo(f"{path}: {result.epochs} epochs in {result.seconds:.1f} s")

@@ -22,6 +22,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
@@ -101,7 +102,8 @@ def _base_grid(code: str, feeders: int = 1) -> Any:
     return side_by_side(cache.simbench_grid(code), feeders)
 
 
-def run(sc: Scenario, progress: Any = None) -> Result:
+def run(sc: Scenario, progress: Callable[[int, int], None] | None = None) -> Result:
+    """Run `sc`; `progress(epochs done, epochs in all)` is called after every epoch."""
     from gridtokenx.sim.gridcheck import GridChecker, TradeFlow
     from gridtokenx.sim.households import BatteryConfig, PVConfig, equip
 
@@ -329,8 +331,8 @@ def run(sc: Scenario, progress: Any = None) -> Result:
         series["v_max_pu"].append(v_max)
         series["violation_before"].append(before)
         series["violation_after"].append(after)
-        if progress is not None and e % 96 == 0:
-            progress(e // 96, sc.days)
+        if progress is not None:
+            progress(e, total)
 
     totals = [
         kpis.Totals(
