@@ -76,15 +76,63 @@ def test_malformed_rows_are_reported_with_line_numbers_and_nothing_cleared(tmp_p
         "ok,a,buy,1,5,z\n"
         "x,b,hold,1,5,z\n"
         "y,c,sell,one,5,z\n"
-        "z,d,sell,1,12,z\n"
+        "z,d,sell,1,12,z\n"  # well-formed, refused by the market: not a file error
+        "ok,e,sell,1,4,z\n"
     )
     done = gridtokenx("clear", str(bad), "--json")
     assert done.returncode == 2
     assert done.stdout == ""
-    assert "line 3: invalid_side" in done.stderr
-    assert "line 4: invalid_quantity" in done.stderr
-    assert "line 5: price_out_of_bounds" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"{bad}:line 3: invalid_side: side must be buy or sell",
+        f"{bad}:line 4: invalid_quantity: quantity 'one' is not a decimal number",
+        f"{bad}:line 6: duplicate_order_id: id 'ok' is already used on line 2",
+        "error: 3 malformed row(s); nothing was cleared",
+    ]
+
+
+SELF_CROSSING = """id,owner,side,quantity_kwh,price_thb_per_kwh
+b1,alice,buy,1.5,5.00
+s1,carol,sell,1,3.00
+b2,carol,buy,1,4.00
+s2,dave,sell,2,3.80
+z1,erin,sell,1,12
+"""
+
+
+def test_refused_rows_are_listed_and_the_rest_is_cleared(tmp_path: Path) -> None:
+    """carol's buy would cross her own sell (self_trade) and erin's price is out of
+    bounds: both are listed under `rejected`, the others clear at 3.80 THB/kWh."""
+    (tmp_path / "orders.csv").write_text(SELF_CROSSING)
+    done = gridtokenx("clear", str(tmp_path / "orders.csv"), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["rejected"] == [
+        {
+            "line": 4,
+            "id": "b2",
+            "code": "self_trade",
+            "message": "order would trade with the owner's own order s1",
+        },
+        {
+            "line": 6,
+            "id": "z1",
+            "code": "price_out_of_bounds",
+            "message": "price 12000000 uTHB/kWh outside 2000000..8000000",
+        },
+    ]
+    assert [(t["buy_id"], t["sell_id"], t["quantity_wh"]) for t in result["trades"]] == [
+        ("b1", "s1", 1000),
+        ("b1", "s2", 500),
+    ]
+    assert result["clearing_price_uthb_per_kwh"] == 3_800_000
+    assert result["orders"] == {"b1": "filled", "s1": "filled", "s2": "expired"}
+    text = gridtokenx("clear", str(tmp_path / "orders.csv"))
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[-3:] == [
+        "2 order(s) refused by the market:",
+        "  line 4 b2: self_trade: order would trade with the owner's own order s1",
+        "  line 6 z1: price_out_of_bounds: price 12000000 uTHB/kWh outside 2000000..8000000",
+    ]
 
 
 def test_missing_file_and_missing_columns_are_messages(tmp_path: Path) -> None:

@@ -115,3 +115,8 @@ def test_cli_runs_compares_and_benchmarks(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout)
     assert figures["epochs"] == 96 and figures["seconds_per_day"] > 0
+    assert 0 < figures["setup_s"] < figures["seconds"]
+    assert figures["seconds_per_day"] == pytest.approx(
+        figures["seconds"] - figures["setup_s"], abs=0.002
+    )
+    assert (figures["grid"], figures["households"]) == ("1-LV-semiurb5--0-sw", 4)

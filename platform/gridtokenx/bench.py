@@ -239,3 +239,37 @@ def powerflow(grid: str, steps: int) -> dict[str, Any]:
         "max_line_loading_pct": round(float(result.line_loading.max()), 2),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def scenario(households: int, days: int, grid: str | None = None) -> dict[str, Any]:
+    """A scenario of `households` over `days` with the defaults of `Scenario` (grid check,
+    readings, market, settlement): the whole run, its set-up (grid, equipment, chain and
+    the first marks; the grid read from the set-up cache when it is warm) and the cost
+    per day and per household-day. More households than the grid has are placed on as
+    many copies of it as it takes (`Scenario.feeders`)."""
+    from dataclasses import replace
+
+    from gridtokenx.scenarios.config import Scenario
+    from gridtokenx.scenarios.run import _base_grid, run
+
+    sc = Scenario(households=households, days=days)
+    if grid is not None:
+        sc = replace(sc, grid=grid)
+    per_feeder = len(_base_grid(sc.grid).households)
+    sc = replace(sc, feeders=-(-households // per_feeder))  # as many copies as it takes
+    result = run(sc)
+    loop = result.seconds - result.setup_seconds
+    return {
+        "benchmark": "scenario",
+        "grid": sc.grid,
+        "feeders": sc.feeders,
+        "households": households,
+        "days": days,
+        "epochs": result.epochs,
+        "seconds": round(result.seconds, 3),
+        "setup_s": round(result.setup_seconds, 3),
+        "seconds_per_day": round(loop / days, 3),
+        "ms_per_household_day": round(loop * 1000 / (households * days), 2),
+        "trades_digest": result.trades_digest,
+        "peak_rss_mb": peak_rss_mb(),
+    }

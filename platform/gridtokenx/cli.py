@@ -99,13 +99,13 @@ def clear_command(
         )
     except MarketError as exc:
         fail(str(exc))
-    outcome, errors = clear_file(read_text(orders, "order file"), config)
-    if errors or outcome is None:
-        for error in errors:
+    cleared = clear_file(read_text(orders, "order file"), config)
+    if cleared.errors or cleared.outcome is None:
+        for error in cleared.errors:
             typer.echo(f"{orders}:{error}", err=True)
-        fail(f"{len(errors)} invalid row(s); nothing was cleared")
+        fail(f"{len(cleared.errors)} malformed row(s); nothing was cleared")
         return
-    result = report(outcome, fee_bps)
+    result = report(cleared.outcome, fee_bps, cleared.rejected)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -122,6 +122,10 @@ def clear_command(
             f"  {t['buy_id']} <- {t['sell_id']}: {t['quantity_kwh']} kWh at "
             f"{t['price_thb_per_kwh']} THB/kWh, fee {t['fee_thb']}, wheeling {t['wheeling_thb']}"
         )
+    if cleared.rejected:
+        typer.echo(f"{len(cleared.rejected)} order(s) refused by the market:")
+    for r in cleared.rejected:
+        typer.echo(f"  line {r.line} {r.id}: {r.code}: {r.message}")
 
 
 @bench_app.command("clearing")
@@ -599,9 +603,11 @@ def scenario_run(
         scenario, grid=grid, households=households, days=days, mechanism=mechanism, seed=seed
     )
     from gridtokenx.scenarios.config import ScenarioError
+    from gridtokenx.scenarios.progress import bar
 
     try:
-        result = run(sc, progress=None if as_json else lambda d, n: typer.echo(f"day {d}/{n}"))
+        with bar(sc.name) as progress:
+            result = run(sc, progress=progress)
     except ScenarioError as err:
         fail(str(err))
     text = scenario.read_text() if scenario is not None else None
@@ -621,11 +627,14 @@ def scenario_compare(
 ) -> None:
     """Run several scenarios and put their KPIs side by side (one table, one plot)."""
     from gridtokenx.scenarios import report
+    from gridtokenx.scenarios.progress import bar
     from gridtokenx.scenarios.run import run
 
     results = []
     for k, path in enumerate(scenarios):
-        result = run(_scenario(path))
+        sc = _scenario(path)
+        with bar(f"{k + 1}/{len(scenarios)} {sc.name}") as progress:
+            result = run(sc, progress=progress)
         report.write(result, out / f"{k}-{path.stem}", path.read_text())
         results.append(result)
         typer.echo(f"{path}: {result.epochs} epochs in {result.seconds:.1f} s")
@@ -634,22 +643,16 @@ def scenario_compare(
 
 @bench_app.command("scenario")
 def bench_scenario(
-    households: Annotated[int, typer.Option(min=1)] = 100,
+    households: Annotated[int, typer.Option(min=1, max=2_000)] = 100,
     days: Annotated[int, typer.Option(min=1, max=366)] = 1,
+    grid: Annotated[str | None, typer.Option(help="SimBench grid code.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Time a scenario: physics, readings, market, curtailment and settlement per day."""
-    from gridtokenx.scenarios.config import Scenario
-    from gridtokenx.scenarios.run import run
+    from gridtokenx import bench
+    from gridtokenx.scenarios.config import ScenarioError
 
-    result = run(Scenario(households=households, days=days))
-    emit(
-        {
-            "households": households,
-            "days": days,
-            "epochs": result.epochs,
-            "seconds": round(result.seconds, 3),
-            "seconds_per_day": round(result.seconds / days, 3),
-        },
-        as_json,
-    )
+    try:
+        emit(bench.scenario(households, days, grid), as_json)
+    except ScenarioError as err:
+        fail(str(err))

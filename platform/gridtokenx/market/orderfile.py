@@ -4,6 +4,11 @@ CSV columns: id,owner,side,quantity_kwh,price_thb_per_kwh,zone (zone may be omit
 then "default"), optionally tif (gfe|ioc|fok). Numbers are decimal text; quantities
 have at most 3 decimals (Wh), prices at most 6 (uTHB). Rows enter the market in file
 order, which is their submission sequence.
+
+A malformed file (bad header, a row that does not parse, a repeated id) clears nothing and
+names every bad line. A well-formed row the market refuses (self-trade, price or quantity
+out of bounds, open-order limit, unknown zone, a halted market) is listed under
+`rejected` and the rest of the book is cleared.
 """
 
 from __future__ import annotations
@@ -24,12 +29,38 @@ REQUIRED = ("id", "owner", "side", "quantity_kwh", "price_thb_per_kwh")
 
 @dataclass(frozen=True)
 class LineError:
+    """A malformed row (or header): the file is wrong and nothing is cleared."""
+
     line: int
     code: str
     message: str
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A well-formed row the market refused (self-trade, bounds, limits, halt): that
+    order's business, listed in the report while the rest of the book is cleared."""
+
+    line: int
+    id: str
+    code: str
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"line": self.line, "id": self.id, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ClearedFile:
+    """What `clear_file` did: the epoch's outcome (None when the file is malformed),
+    the market's refusals, and the malformed rows."""
+
+    outcome: EpochOutcome | None
+    rejected: list[Rejection]
+    errors: list[LineError]
 
 
 def _order(row: dict[str, str | None]) -> Order:
@@ -59,16 +90,18 @@ def _order(row: dict[str, str | None]) -> Order:
     )
 
 
-def load(text: str, market: Market) -> tuple[list[Order], list[LineError]]:
-    """Place every row into `market`; return the orders and every row's error."""
+def parse(text: str) -> tuple[list[tuple[int, Order]], list[LineError]]:
+    """Every row as (line, order), and every malformed row. Ids must be unique in the
+    file: a report names orders by id."""
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         return [], [LineError(1, "missing_columns", f"header lacks {', '.join(missing)}")]
     reader.fieldnames = header
-    orders: list[Order] = []
+    rows: list[tuple[int, Order]] = []
     errors: list[LineError] = []
+    first_line: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
         if None in row:
@@ -76,28 +109,41 @@ def load(text: str, market: Market) -> tuple[list[Order], list[LineError]]:
             continue
         try:
             order = _order(row)
-            market.place(order)
-        except (UnitError, OrderRejected) as exc:
-            message = exc.message if isinstance(exc, OrderRejected) else str(exc)
-            errors.append(LineError(line, exc.code, message))
+        except UnitError as exc:
+            errors.append(LineError(line, exc.code, str(exc)))
             continue
-        orders.append(order)
-    return orders, errors
+        if order.id in first_line:
+            message = f"id {order.id!r} is already used on line {first_line[order.id]}"
+            errors.append(LineError(line, "duplicate_order_id", message))
+            continue
+        first_line[order.id] = line
+        rows.append((line, order))
+    return rows, errors
 
 
-def clear_file(text: str, config: MarketConfig) -> tuple[EpochOutcome | None, list[LineError]]:
-    """Clear the orders of a file as one epoch; with any error, clear nothing."""
-    market = Market(config)
-    orders, errors = load(text, market)
+def clear_file(text: str, config: MarketConfig) -> ClearedFile:
+    """Clear the orders of a file as one epoch. A malformed file clears nothing; a row
+    the market refuses is listed and the others are cleared."""
+    rows, errors = parse(text)
+    if not errors and not rows:
+        errors = [LineError(1, "no_orders", "the file has no orders")]
     if errors:
-        return None, errors
-    if not orders:
-        return None, [LineError(1, "no_orders", "the file has no orders")]
-    return market.clear_epoch(), []
+        return ClearedFile(None, [], errors)
+    market = Market(config)
+    rejected: list[Rejection] = []
+    for line, order in rows:
+        try:
+            market.place(order)
+        except OrderRejected as exc:
+            rejected.append(Rejection(line, order.id, exc.code, exc.message))
+    return ClearedFile(market.clear_epoch(), rejected, [])
 
 
-def report(outcome: EpochOutcome, fee_bps: int) -> dict[str, Any]:
-    """The JSON report: display numbers in THB/kWh, plus exact integer units (_wh, _uthb)."""
+def report(
+    outcome: EpochOutcome, fee_bps: int, rejected: list[Rejection] | None = None
+) -> dict[str, Any]:
+    """The JSON report: display numbers in THB/kWh, plus exact integer units (_wh, _uthb),
+    and the rows the market refused."""
     price = outcome.clearing_price
     trades = [
         {
@@ -134,6 +180,7 @@ def report(outcome: EpochOutcome, fee_bps: int) -> dict[str, Any]:
         "halted": outcome.halted,
         "trades": trades,
         "orders": {oid: status.value for oid, status in outcome.closed_orders.items()},
+        "rejected": [r.as_json() for r in rejected or []],
         "volume_wh": outcome.volume_wh,
         "clearing_price_uthb_per_kwh": price,
         "welfare_uthb": outcome.welfare_uthb,

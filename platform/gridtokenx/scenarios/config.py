@@ -44,6 +44,7 @@ class Agents:
 class Scenario:
     name: str = "community"
     grid: str = "1-LV-semiurb5--0-sw"
+    feeders: int = 1  # the grid repeated side by side (sim/grid.py `feeders`), for more homes
     households: int = 100
     days: int = 1
     start_day: int = 160  # 9 June: a sunny day of the SimBench year
@@ -58,6 +59,8 @@ class Scenario:
     def __post_init__(self) -> None:
         if self.mechanism not in MECHANISMS:
             raise ScenarioError("bad_mechanism", f"mechanism is one of {', '.join(MECHANISMS)}")
+        if not 1 <= self.feeders <= 50:
+            raise ScenarioError("bad_feeders", "feeders is 1..50")
         if not 1 <= self.households <= 2_000:
             raise ScenarioError("bad_households", "households is 1..2000")
         if not 1 <= self.days <= 366:

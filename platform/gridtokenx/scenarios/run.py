@@ -22,6 +22,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
@@ -69,6 +70,7 @@ class Result:
     checks: dict[str, Any]
     trades_digest: str
     versions: dict[str, str] = field(default_factory=dict)
+    setup_seconds: float = 0.0  # of `seconds`: grid, equipment, chain, first marks
 
 
 def versions() -> dict[str, str]:
@@ -90,28 +92,40 @@ def versions() -> dict[str, str]:
 
 
 @lru_cache(maxsize=2)
-def _base_grid(code: str) -> Any:
-    """A SimBench grid and its year of profiles, loaded once per process (equip copies it)."""
-    from gridtokenx.sim.grid import load_simbench
+def _base_grid(code: str, feeders: int = 1) -> Any:
+    """A SimBench grid and its year of profiles (`feeders` copies side by side): from the
+    set-up cache on disk (see gridtokenx/sim/cache.py), and once per process (equip
+    copies it)."""
+    from gridtokenx.sim import cache
+    from gridtokenx.sim.grid import feeders as side_by_side
 
-    return load_simbench(code)
+    return side_by_side(cache.simbench_grid(code), feeders)
 
 
-def run(sc: Scenario, progress: Any = None) -> Result:
+def run(sc: Scenario, progress: Callable[[int, int], None] | None = None) -> Result:
+    """Run `sc`; `progress(epochs done, epochs in all)` is called after every epoch."""
     from gridtokenx.sim.gridcheck import GridChecker, TradeFlow
     from gridtokenx.sim.households import BatteryConfig, PVConfig, equip
 
     started = time.perf_counter()
-    base = _base_grid(sc.grid)
+    base = _base_grid(sc.grid, sc.feeders)
     if sc.households > len(base.households):
-        raise ScenarioError("bad_households", f"{sc.grid} has {len(base.households)} households")
-    grid, _equipment = equip(
-        base, PVConfig(share=sc.pv_share), BatteryConfig(share=sc.battery_share), seed=sc.seed
-    )
+        raise ScenarioError(
+            "bad_households",
+            f"{sc.grid} x{sc.feeders} feeder(s) has {len(base.households)} households "
+            "(set feeders for more)",
+        )
     n, total = sc.households, sc.days * 96
     start = sc.start_day * 96
-    if start + total > grid.steps:
+    if start + total > base.steps:
         raise ScenarioError("bad_days", "the scenario runs past the end of the profiles' year")
+    grid, _equipment = equip(
+        base,
+        PVConfig(share=sc.pv_share),
+        BatteryConfig(share=sc.battery_share),
+        seed=sc.seed,
+        until=start + total,
+    )
     homes = grid.households[:n]
     net = grid.net_w[start : start + total, :n]
     imp = np.rint(np.clip(net, 0, None) * EPOCH_S / 3600).astype(np.int64)
@@ -130,9 +144,10 @@ def run(sc: Scenario, progress: Any = None) -> Result:
     hub_kp = Keypair.from_seed(bytes(hub))
     dep = Deployment.create(ledger, keys)
     wallets = [Keypair.from_seed(_key(sc.seed, f"wallet/{k}")) for k in range(n)]
+    wallet_keys = [w.pubkey() for w in wallets]  # derived once: pubkey() is not free
     meters = [SigningKey(_key(sc.seed, f"meter/{k}")) for k in range(n)]
     meter_ids = [h.meter_id for h in homes]
-    owners = {meter_ids[k]: wallets[k].pubkey() for k in range(n)}
+    owners = {meter_ids[k]: wallet_keys[k] for k in range(n)}
     meter_keys = {meter_ids[k]: bytes(meters[k].verify_key) for k in range(n)}
     registry = {
         meter_ids[k]: rules.Meter(
@@ -141,9 +156,9 @@ def run(sc: Scenario, progress: Any = None) -> Result:
         for k in range(n)
     }
     budget = sc.agents.thb_budget * 1_000_000
-    for k, w in enumerate(wallets):
-        dep.open_wallet(w.pubkey())
-        dep.top_up(w.pubkey(), budget, f"scenario-{k}")
+    for k, key in enumerate(wallet_keys):
+        dep.open_wallet(key)
+        dep.top_up(key, budget, f"scenario-{k}")
     oracles = [hub_kp, dep.oracle("oracle/platform"), dep.oracle("oracle/grid-operator")]
     marks = oracle.Marks(oracle.MINT)
     checker = GridChecker(grid) if sc.grid_check else None
@@ -183,7 +198,7 @@ def run(sc: Scenario, progress: Any = None) -> Result:
     }
     digest = hashlib.sha256()
     index_of = {m: k for k, m in enumerate(meter_ids)}
-    key_of = {w.pubkey(): w for w in wallets}
+    key_of = dict(zip(wallet_keys, wallets, strict=True))
 
     def batch(epoch: int) -> None:
         """Every meter's reading of this epoch, checked by the hub's rules, batched, minted."""
@@ -235,6 +250,7 @@ def run(sc: Scenario, progress: Any = None) -> Result:
         oracle.mint_batch(ledger, dep.grx, dep.oracle_multisig, evidence, owners, marks, signers)
 
     batch(0)  # the registers at the start: every meter's first mark
+    setup_seconds = time.perf_counter() - started
     for e in range(1, total + 1):
         step = start + e - 1
         registers[:, 0] += imp[e - 1]
@@ -285,8 +301,8 @@ def run(sc: Scenario, progress: Any = None) -> Result:
             ledger_trades.append(
                 st.Trade(
                     f"{e}-{i}",
-                    wallets[b].pubkey(),
-                    wallets[s].pubkey(),
+                    wallet_keys[b],
+                    wallet_keys[s],
                     q,
                     r.buyer_paid,
                     r.net_to_seller,
@@ -315,8 +331,8 @@ def run(sc: Scenario, progress: Any = None) -> Result:
         series["v_max_pu"].append(v_max)
         series["violation_before"].append(before)
         series["violation_after"].append(after)
-        if progress is not None and e % 96 == 0:
-            progress(e // 96, sc.days)
+        if progress is not None:
+            progress(e, total)
 
     totals = [
         kpis.Totals(
@@ -345,7 +361,7 @@ def run(sc: Scenario, progress: Any = None) -> Result:
     community["curtailed_wh"] = sum(series["curtailed_wh"])
     community["epochs_with_violations_before"] = sum(series["violation_before"])
     community["epochs_with_violations_after"] = sum(series["violation_after"])
-    thb_total = sum(dep.thb.balance(w.pubkey()) for w in wallets)
+    thb_total = sum(dep.thb.balance(key) for key in wallet_keys)
     thb_total += dep.thb.balance(dep.treasury.pubkey()) + dep.thb.balance(
         dep.grid_operator.pubkey()
     )
@@ -371,6 +387,7 @@ def run(sc: Scenario, progress: Any = None) -> Result:
         checks,
         digest.hexdigest(),
         versions(),
+        setup_seconds,
     )
 
 
@@ -387,26 +404,39 @@ def _lock(
         owed["thb", t.buyer] = owed.get(("thb", t.buyer), 0) + t.buyer_paid
     escrow = dep.escrow.pubkey()
     items = sorted(owed.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
-    group: list[tuple[str, Pubkey, int]] = []
-    part = 0
-
-    def send(g: list[tuple[str, Pubkey, int]]) -> None:
-        nonlocal part
-        part += 1
-        ixs = [(dep.grx if a == "grx" else dep.thb).transfer_ix(o, escrow, amt) for a, o, amt in g]
-        dep.ledger.send(
-            [*ixs, memo(f"{st.ESCROW} epoch-{epoch} part-{part}")],
-            [key_of[o] for _, o, _ in g],
-        )
-
-    ixs: list[Any] = []
     widest = memo(f"{st.ESCROW} epoch-{epoch} part-999")
-    for (asset, owner), amount in items:
-        ix = (dep.grx if asset == "grx" else dep.thb).transfer_ix(owner, escrow, amount)
-        if group and not fits([*ixs, ix, widest], dep.ledger.payer):
-            send(group)
-            group, ixs = [], []
-        group.append((asset, owner, amount))
-        ixs.append(ix)
-    if group:
-        send(group)
+    ixs = [
+        (dep.grx if asset == "grx" else dep.thb).transfer_ix(owner, escrow, amount)
+        for (asset, owner), amount in items
+    ]
+    start, part = 0, 0
+    while start < len(items):
+        end = _fitting(ixs, start, widest, dep.ledger.payer)
+        part += 1
+        dep.ledger.send(
+            [*ixs[start:end], memo(f"{st.ESCROW} epoch-{epoch} part-{part}")],
+            [key_of[owner] for (_, owner), _ in items[start:end]],
+        )
+        start = end
+
+
+def _fitting(ixs: list[Any], start: int, widest: Any, payer: Keypair) -> int:
+    """The end of the longest run of `ixs` from `start` that fits one transaction with
+    the memo (at least one instruction). A transaction only grows with instructions, so
+    galloping then bisecting finds the same run as adding them one by one."""
+
+    def ok(end: int) -> bool:
+        return end == start + 1 or fits([*ixs[start:end], widest], payer)
+
+    good, step = start + 1, 1
+    while good + step <= len(ixs) and ok(good + step):
+        good += step
+        step *= 2
+    bad = min(good + step, len(ixs) + 1)  # the first end known (or assumed) not to fit
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good

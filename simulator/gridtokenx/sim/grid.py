@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,14 +43,25 @@ class Grid:
     from the grid) after its PV and battery: what its meter counts."""
 
     code: str
-    net: Any  # pandapowerNet
+    net: Any  # pandapowerNet; None for a grid read from the cache (cache.py)
     households: list[Household]
     load_p_w: F64  # [steps, loads]
     load_q_var: F64
     sgen_p_w: F64  # [steps, sgens]
     net_w: F64 = field(default_factory=lambda: np.zeros((0, 0)))  # [steps, households]
+    # the net's element indices in order, kept so that a cached grid needs no pandapower
+    bus_index: tuple[int, ...] = ()
+    line_index: tuple[int, ...] = ()
+    load_index: tuple[int, ...] = ()
+    sgen_index: tuple[int, ...] = ()
+    flow_model: Any = None  # powerflow.FlowModel, when already built
 
     def __post_init__(self) -> None:
+        if self.net is not None and not self.bus_index:
+            self.bus_index = tuple(int(i) for i in self.net.bus.index)
+            self.line_index = tuple(int(i) for i in self.net.line.index)
+            self.load_index = tuple(int(i) for i in self.net.load.index)
+            self.sgen_index = tuple(int(i) for i in self.net.sgen.index)
         if self.net_w.size == 0:
             self.net_w = self.household_net(np.zeros((self.steps, len(self.households))))
 
@@ -57,23 +69,26 @@ class Grid:
     def steps(self) -> int:
         return int(self.load_p_w.shape[0])
 
-    def household_net(self, extra_pv_w: F64) -> F64:
-        """Load minus the grid's own PV minus `extra_pv_w`, per household and step."""
-        net = -extra_pv_w.copy()
+    def household_net(self, extra_pv_w: F64, steps: int | None = None) -> F64:
+        """Load minus the grid's own PV minus `extra_pv_w`, per household and step (the
+        first `steps` steps, or all)."""
+        end = self.steps if steps is None else steps
+        net = -extra_pv_w[:end]
+        loads, sgens = self._load_pos, self._sgen_pos
         for k, h in enumerate(self.households):
             if h.load is not None:
-                net[:, k] += self.load_p_w[:, self._load_pos[h.load]]
+                net[:, k] += self.load_p_w[:end, loads[h.load]]
             if h.sgen is not None:
-                net[:, k] -= self.sgen_p_w[:, self._sgen_pos[h.sgen]]
+                net[:, k] -= self.sgen_p_w[:end, sgens[h.sgen]]
         return net
 
     @property
     def _load_pos(self) -> dict[int, int]:
-        return {int(i): k for k, i in enumerate(self.net.load.index)}
+        return {i: k for k, i in enumerate(self.load_index)}
 
     @property
     def _sgen_pos(self) -> dict[int, int]:
-        return {int(i): k for k, i in enumerate(self.net.sgen.index)}
+        return {i: k for k, i in enumerate(self.sgen_index)}
 
     def injections(self, start: int, steps: int) -> tuple[F64, F64, F64]:
         """(load P, load Q, sgen P) for the power flow, from the households' net power: a
@@ -81,12 +96,24 @@ class Grid:
         end = start + steps
         load_p = self.load_p_w[start:end].copy()
         sgen_p = self.sgen_p_w[start:end].copy()
+        load_cols, net_cols, sgen_cols = self._injection_columns
+        load_p[:, load_cols] = self.net_w[start:end, net_cols]
+        sgen_p[:, sgen_cols] = 0.0
+        return load_p, self.load_q_var[start:end], sgen_p
+
+    @cached_property
+    def _injection_columns(self) -> tuple[list[int], list[int], list[int]]:
+        """Which load columns take which household's net power, and which sgen columns
+        that moves onto a load (`injections` is asked once per epoch and candidate)."""
+        loads, sgens = self._load_pos, self._sgen_pos
+        load_cols, net_cols, sgen_cols = [], [], []
         for k, h in enumerate(self.households):
             if h.load is not None:
-                load_p[:, self._load_pos[h.load]] = self.net_w[start:end, k]
+                load_cols.append(loads[h.load])
+                net_cols.append(k)
                 if h.sgen is not None:
-                    sgen_p[:, self._sgen_pos[h.sgen]] = 0.0
-        return load_p, self.load_q_var[start:end], sgen_p
+                    sgen_cols.append(sgens[h.sgen])
+        return load_cols, net_cols, sgen_cols
 
 
 def _coordinates(net: Any, bus: int) -> tuple[float, float]:
@@ -195,3 +222,85 @@ def load_pandapower(path: str, profiles_csv: str) -> Grid:
             Household(f"hh-{n + 1:03d}", bus, int(i), pv_at.pop(bus, None), zone_of[bus], x, y)
         )
     return Grid(path, net, households, load_p, load_q, sgen_p)
+
+
+def feeders(grid: Grid, copies: int) -> Grid:
+    """`copies` copies of `grid` side by side, each behind its own transformer and source:
+    a community larger than one SimBench grid (several feeders of one substation area;
+    the medium-voltage grid between them is not modelled). Copy c > 0 has its meters
+    named `f<c+1>-<id>`, its element indices shifted past the previous copy's, and the
+    original load and PV profiles shifted by c days (wrapping at the year's end), so the
+    copies do not draw in lockstep. Needs the grid's flow model (cache.simbench_grid);
+    the result has no pandapower net."""
+    from gridtokenx.sim.powerflow import FlowModel
+
+    if copies == 1:
+        return grid
+    model = grid.flow_model
+    if model is None:
+        raise GridError("feeders need the grid's flow model (load it with cache.simbench_grid)")
+    ids = 1 + max(int(v["id"].max()) for v in model.data.values() if len(v))
+    data: dict[str, Any] = {}
+    for name, table in model.data.items():
+        size = len(table)
+        out = np.empty(size * copies, dtype=table.dtype)  # keeps PGM's aligned dtype
+        for c in range(copies):
+            part = out[c * size : (c + 1) * size]
+            part[...] = table
+            for ref in ("id", "node", "from_node", "to_node"):
+                if ref in (table.dtype.names or ()):
+                    part[ref] += c * ids
+        data[name] = out
+
+    def rows(found: list[int], component: str) -> list[int]:
+        size = len(model.data[component]) if component in model.data else 0
+        return [r + c * size for c in range(copies) for r in found]
+
+    flow = FlowModel(
+        data,
+        rows(model.load_rows, "sym_load"),
+        rows(model.sgen_rows, "sym_gen"),
+        rows(model.node_ids, "node"),
+        rows(model.line_ids, "line"),
+        rows(model.trafo_ids, "transformer"),
+    )
+
+    def stride(index: tuple[int, ...]) -> int:
+        return 1 + max(index, default=0)
+
+    bus, load, sgen, line = (
+        stride(grid.bus_index),
+        stride(grid.load_index),
+        stride(grid.sgen_index),
+        stride(grid.line_index),
+    )
+    households = [
+        Household(
+            h.meter_id if c == 0 else f"f{c + 1}-{h.meter_id}",
+            h.bus + c * bus,
+            None if h.load is None else h.load + c * load,
+            None if h.sgen is None else h.sgen + c * sgen,
+            h.zone if c == 0 else f"f{c + 1}-{h.zone}",
+            h.x,
+            h.y,
+        )
+        for c in range(copies)
+        for h in grid.households
+    ]
+
+    def shifted(profile: F64) -> F64:
+        return np.concatenate([np.roll(profile, -c * 96, axis=0) for c in range(copies)], axis=1)
+
+    return Grid(
+        f"{grid.code} x{copies}",
+        None,
+        households,
+        shifted(grid.load_p_w),
+        shifted(grid.load_q_var),
+        shifted(grid.sgen_p_w),
+        bus_index=tuple(i + c * bus for c in range(copies) for i in grid.bus_index),
+        line_index=tuple(i + c * line for c in range(copies) for i in grid.line_index),
+        load_index=tuple(i + c * load for c in range(copies) for i in grid.load_index),
+        sgen_index=tuple(i + c * sgen for c in range(copies) for i in grid.sgen_index),
+        flow_model=flow,
+    )

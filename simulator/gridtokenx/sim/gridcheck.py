@@ -66,15 +66,15 @@ def _severity(flow: FlowResult, limits: tuple[float, float], loading: float) -> 
 def _reason(flow: FlowResult, grid: Grid, limits: tuple[float, float], loading: float) -> str:
     v = flow.v_pu[0]
     if v.max() > limits[1]:
-        bus = int(grid.net.bus.index[int(v.argmax())])
+        bus = grid.bus_index[int(v.argmax())]
         return f"overvoltage {v.max():.3f} p.u. at bus {bus}"
     if v.min() < limits[0]:
-        bus = int(grid.net.bus.index[int(v.argmin())])
+        bus = grid.bus_index[int(v.argmin())]
         return f"undervoltage {v.min():.3f} p.u. at bus {bus}"
     if flow.trafo_loading.size and flow.trafo_loading[0].max() > loading:
         return f"transformer loading {flow.trafo_loading[0].max():.0f}%"
     line = int(flow.line_loading[0].argmax())
-    return f"line {int(grid.net.line.index[line])} loading {flow.line_loading[0].max():.0f}%"
+    return f"line {grid.line_index[line]} loading {flow.line_loading[0].max():.0f}%"
 
 
 class GridChecker:

@@ -41,7 +41,15 @@ class BatteryConfig:
 
 
 def clear_sky_w_per_kwp(site: Site, steps: int, tilt_deg: float, pr: float) -> F64:
-    """AC watts per installed kWp, per quarter hour, facing the equator, clear sky."""
+    """AC watts per installed kWp, per quarter hour, facing the equator, clear sky;
+    computed once per site and settings (cache.py)."""
+    from gridtokenx.sim import cache
+
+    inputs = {**site.__dict__, "steps": steps, "tilt_deg": tilt_deg, "pr": pr}
+    return cache.clear_sky(inputs, lambda: _clear_sky(site, steps, tilt_deg, pr))
+
+
+def _clear_sky(site: Site, steps: int, tilt_deg: float, pr: float) -> F64:
     import pandas as pd
     from pvlib import irradiance
     from pvlib.location import Location
@@ -106,22 +114,38 @@ def equip(
     battery: BatteryConfig | None = BatteryConfig(),
     site: Site = Site(),
     seed: int = 1,
+    until: int | None = None,
 ) -> tuple[Grid, Equipment]:
-    """A copy of `grid` whose households' net power includes pvlib PV and batteries."""
+    """A copy of `grid` whose households' net power includes pvlib PV and batteries.
+
+    With `until`, the copy covers only the first `until` steps (a scenario's end): the
+    same values there as for the whole year, since the batteries run from the year's
+    start either way and the random draws do not depend on it."""
     rng = np.random.default_rng(seed)
     n = len(grid.households)
+    end = grid.steps if until is None else min(until, grid.steps)
     kwp = np.zeros(n)
-    extra = np.zeros((grid.steps, n))
+    extra = np.zeros((end, n))
     if pv is not None and pv.share > 0:
         with_pv = rng.random(n) < pv.share
         kwp[with_pv] = np.round(rng.uniform(pv.kwp_min, pv.kwp_max, with_pv.sum()), 1)
         shape = clear_sky_w_per_kwp(site, grid.steps, pv.tilt_deg, pv.performance_ratio)
         sky = cloudiness(grid.steps, pv.cloudiness, rng)
-        extra = np.outer(shape * sky, kwp)
-    net = grid.household_net(extra)
+        extra = np.outer((shape * sky)[:end], kwp)
+    net = grid.household_net(extra, end)
     has_battery = np.zeros(n, bool)
     if battery is not None and battery.share > 0:
         has_battery = (kwp > 0) & (rng.random(n) < battery.share)
         for k in np.flatnonzero(has_battery):
             net[:, k], _ = self_consumption(net[:, k], battery)
-    return replace(grid, net_w=net), Equipment(tuple(kwp.tolist()), tuple(has_battery.tolist()))
+    equipment = Equipment(tuple(kwp.tolist()), tuple(has_battery.tolist()))
+    if end == grid.steps:
+        return replace(grid, net_w=net), equipment
+    window = replace(
+        grid,
+        load_p_w=grid.load_p_w[:end],
+        load_q_var=grid.load_q_var[:end],
+        sgen_p_w=grid.sgen_p_w[:end],
+        net_w=net,
+    )
+    return window, equipment

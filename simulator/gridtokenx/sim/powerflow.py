@@ -39,46 +39,73 @@ class FlowResult:
         return np.asarray(v.any(axis=1) | over.any(axis=1), dtype=np.bool_)
 
 
+@dataclass(frozen=True)
+class FlowModel:
+    """A grid as power-grid-model input (numpy structured arrays per component) and, for
+    each pandapower element in index order, its row there: what the batch solver needs,
+    built from the pandapower net once and storable without it (see cache.py)."""
+
+    data: dict[str, Any]  # component name -> structured array
+    load_rows: list[int]
+    sgen_rows: list[int]
+    node_ids: list[int]
+    line_ids: list[int]
+    trafo_ids: list[int]
+
+    @classmethod
+    def from_net(cls, net: Any) -> FlowModel:
+        from power_grid_model_io.converters import PandaPowerConverter
+
+        converter = PandaPowerConverter(system_frequency=50.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data, extra = converter.load_input_data(net)
+        return cls(
+            {str(getattr(k, "value", k)): v for k, v in data.items()},
+            _rows(extra, data, "sym_load", "load", "const_power"),
+            _rows(extra, data, "sym_gen", "sgen", None),
+            _ids(extra, data, "node", "bus", len(net.bus)),
+            _ids(extra, data, "line", "line", len(net.line)),
+            _ids(extra, data, "transformer", "trafo", len(net.trafo)),
+        )
+
+
+def _rows(extra: Any, data: Any, component: str, table: str, name: str | None) -> list[int]:
+    """For each pandapower element (by index order), its row in the PGM component."""
+    if component not in data:
+        return []
+    by_index = {}
+    for row, pgm_id in enumerate(data[component]["id"]):
+        ref = extra[int(pgm_id)]["id_reference"]
+        if ref["table"] == table and (name is None or ref.get("name") == name):
+            by_index[ref["index"]] = row
+    return [by_index[k] for k in sorted(by_index)]
+
+
+def _ids(extra: Any, data: Any, component: str, table: str, count: int) -> list[int]:
+    by_index = {}
+    for row, pgm_id in enumerate(data[component]["id"]):
+        ref = extra[int(pgm_id)]["id_reference"]
+        if ref["table"] == table:
+            by_index[ref["index"]] = row
+    return [by_index[k] for k in sorted(by_index)][:count]
+
+
 class BatchSolver:
     """Builds the power-grid-model of a grid once; solves any number of steps."""
 
     def __init__(self, grid: Grid) -> None:
-        from power_grid_model import PowerGridModel
-        from power_grid_model_io.converters import PandaPowerConverter
+        from power_grid_model import ComponentType, PowerGridModel
 
         self.grid = grid
-        converter = PandaPowerConverter(system_frequency=50.0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data, extra = converter.load_input_data(grid.net)
-        self.data = data
-        self.model = PowerGridModel(data)
-        self.load_rows = self._rows(extra, data, "sym_load", "load", "const_power")
-        self.sgen_rows = self._rows(extra, data, "sym_gen", "sgen", None)
-        self.node_ids = self._ids(extra, data, "node", "bus", len(grid.net.bus))
-        self.line_ids = self._ids(extra, data, "line", "line", len(grid.net.line))
-        self.trafo_ids = self._ids(extra, data, "transformer", "trafo", len(grid.net.trafo))
-
-    @staticmethod
-    def _rows(extra: Any, data: Any, component: str, table: str, name: str | None) -> list[int]:
-        """For each pandapower element (by index order), its row in the PGM component."""
-        if component not in data:
-            return []
-        by_index = {}
-        for row, pgm_id in enumerate(data[component]["id"]):
-            ref = extra[int(pgm_id)]["id_reference"]
-            if ref["table"] == table and (name is None or ref.get("name") == name):
-                by_index[ref["index"]] = row
-        return [by_index[k] for k in sorted(by_index)]
-
-    @staticmethod
-    def _ids(extra: Any, data: Any, component: str, table: str, count: int) -> list[int]:
-        by_index = {}
-        for row, pgm_id in enumerate(data[component]["id"]):
-            ref = extra[int(pgm_id)]["id_reference"]
-            if ref["table"] == table:
-                by_index[ref["index"]] = row
-        return [by_index[k] for k in sorted(by_index)][:count]
+        model = grid.flow_model if grid.flow_model is not None else FlowModel.from_net(grid.net)
+        self.data = {ComponentType(k): v for k, v in model.data.items()}
+        self.model = PowerGridModel(self.data)
+        self.load_rows = model.load_rows
+        self.sgen_rows = model.sgen_rows
+        self.node_ids = model.node_ids
+        self.line_ids = model.line_ids
+        self.trafo_ids = model.trafo_ids
 
     def solve(self, load_p_w: F64, load_q_var: F64, sgen_p_w: F64, threads: int = 2) -> FlowResult:
         """Solve every row (step) of the given injections."""
