@@ -15,6 +15,7 @@ from solders.signature import Signature
 from sqlalchemy import select
 
 from gridtokenx import books
+from gridtokenx.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from gridtokenx.ledger import oracle, site
 from gridtokenx.ledger.deployment import PLATFORM_ORACLES
 from gridtokenx.wire import batch as wire_batch
@@ -23,7 +24,9 @@ from gridtokenx.wire.errors import WireError
 
 
 class ServiceError(Exception):
-    """A refusal with a stable code and the HTTP status it maps to."""
+    """A refusal with a stable code and an HTTP status: what `api/app.py` still raises
+    itself (a shim until the API's own errors are kinds of `errors.CodedError`, which is
+    what this module raises)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -97,7 +100,7 @@ class Platform:
             _, owners = self._meters()
             owner = owners.get(meter_id)
             if owner is None:
-                raise ServiceError(404, "unknown_meter", meter_id)
+                raise NotFound("unknown_meter", meter_id)
             minted_to = self.marks.update(self.ledger).get(meter_id)
             first = None
             for entry in self.ledger.history():
@@ -108,13 +111,11 @@ class Platform:
                             first = low
             start = self.certificates.marks.update(self.ledger).get(meter_id, first)
             if minted_to is None or start is None or minted_to <= start:
-                raise ServiceError(
-                    409, "nothing_to_certify", f"{meter_id} has no new verified export"
-                )
+                raise Conflict("nothing_to_certify", f"{meter_id} has no new verified export")
             try:
                 return self.certificates.issue(meter_id, owner, period, start, minted_to)
             except CertificateError as err:
-                raise ServiceError(409, err.code, str(err)) from None
+                raise Conflict(err.code, str(err)) from None
 
     # -- registry ---------------------------------------------------------------------------
     def register_hub(self, hub_id: str, public_key: bytes, token: str) -> None:
@@ -124,7 +125,7 @@ class Platform:
             rows = {r["hub_id"]: r for r in books.rows(self.books, books.hubs)}
             if hub_id in rows:
                 if bytes(rows[hub_id]["public_key"]) != public_key:
-                    raise ServiceError(409, "hub_exists", f"{hub_id} has another key")
+                    raise Conflict("hub_exists", f"{hub_id} has another key")
                 return
             books.add_rows(
                 self.books,
@@ -153,9 +154,9 @@ class Platform:
         for row in books.rows(self.books, books.hubs):
             if hmac.compare_digest(bytes(row["token_sha256"]), digest):
                 if row["status"] != "active":
-                    raise ServiceError(403, "hub_suspended", f"{row['hub_id']} is suspended")
+                    raise Forbidden("hub_suspended", f"{row['hub_id']} is suspended")
                 return str(row["hub_id"])
-        raise ServiceError(401, "bad_token", "unknown hub token")
+        raise Unauthorized("bad_token", "unknown hub token")
 
     def set_status(self, kind: str, key: str, status: str) -> None:
         """Suspend or approve a hub or a meter. A suspended hub's batches are refused; a
@@ -165,7 +166,7 @@ class Platform:
         with self.books.begin() as c:
             done = c.execute(table.update().where(column == key).values(status=status))
         if done.rowcount == 0:
-            raise ServiceError(404, f"unknown_{kind}", key)
+            raise NotFound(f"unknown_{kind}", key)
 
     def register_meter(self, meter_id: str, public_key: bytes, owner: Pubkey) -> None:
         with self.lock:
@@ -175,7 +176,7 @@ class Platform:
                 ).first()
             if found is not None:
                 if bytes(found.public_key) != public_key:
-                    raise ServiceError(409, "meter_exists", f"{meter_id} has another key")
+                    raise Conflict("meter_exists", f"{meter_id} has another key")
                 return
             self.dep.open_wallet(owner)
             books.add_rows(
@@ -196,9 +197,9 @@ class Platform:
         try:
             decoded = wire_batch.decode_header(header)
         except (WireError, ValueError) as err:
-            raise ServiceError(422, "malformed_header", str(err)) from None
+            raise InvalidInput("malformed_header", str(err)) from None
         if decoded.hub_id != hub_id or decoded.epoch != epoch:
-            raise ServiceError(403, "not_your_batch", "the header names another hub or epoch")
+            raise Forbidden("not_your_batch", "the header names another hub or epoch")
         return oracle.Evidence(decoded, signature, tuple(readings))
 
     def receive_batch(
@@ -225,7 +226,7 @@ class Platform:
                     oracle.plan(evidence.header, owners, current),
                 )
             except oracle.Refused as err:
-                raise ServiceError(422, err.code, str(err)) from None
+                raise InvalidInput(err.code, str(err)) from None
             self._store(evidence, hub_key)
             signer_keys = [
                 Pubkey.from_bytes(hub_key),
@@ -254,10 +255,10 @@ class Platform:
         with self.lock:
             pending = self._proposals.get((hub_id, epoch))
             if pending is None:
-                raise ServiceError(409, "stale_proposal", "submit the batch again")
+                raise Conflict("stale_proposal", "submit the batch again")
             evidence, proposals = pending
             if len(signatures) != len(proposals):
-                raise ServiceError(422, "signature_count", f"{len(proposals)} signatures needed")
+                raise InvalidInput("signature_count", f"{len(proposals)} signatures needed")
             hub = Pubkey.from_bytes(self._hub_key(hub_id))
             keys, owners = self._meters()
             marks_now = dict(self.marks.update(self.ledger))
@@ -277,9 +278,9 @@ class Platform:
                 try:
                     sig = Signature.from_bytes(raw)
                 except ValueError:
-                    raise ServiceError(422, "bad_signature", "64 bytes each") from None
+                    raise InvalidInput("bad_signature", "64 bytes each") from None
                 if not sig.verify(hub, bytes(proposal.message)):
-                    raise ServiceError(422, "bad_signature", "not the hub key's signature")
+                    raise InvalidInput("bad_signature", "not the hub key's signature")
                 signers: dict[Pubkey, oracle.Signer] = {
                     hub: _given(sig),
                     **{
@@ -292,7 +293,7 @@ class Platform:
                 try:
                     transactions.append(oracle.submit(self.ledger, proposal, signers))
                 except oracle.Refused as err:
-                    raise ServiceError(422, err.code, str(err)) from None
+                    raise InvalidInput(err.code, str(err)) from None
             del self._proposals[hub_id, epoch]
             self.marks.update(self.ledger)
             self._burn(evidence, owners)
@@ -333,7 +334,7 @@ class Platform:
         for row in books.rows(self.books, books.hubs):
             if row["hub_id"] == hub_id:
                 return bytes(row["public_key"])
-        raise ServiceError(403, "unknown_hub", hub_id)
+        raise Forbidden("unknown_hub", hub_id)
 
     def _store(self, evidence: oracle.Evidence, hub_key: bytes) -> None:
         h = evidence.header
@@ -345,7 +346,7 @@ class Platform:
             ).first()
             if known is not None:
                 if bytes(known.root) != h.root:
-                    raise ServiceError(409, "batch_conflict", "this epoch has another root")
+                    raise Conflict("batch_conflict", "this epoch has another root")
                 return
             c.execute(
                 books.batches.insert().values(

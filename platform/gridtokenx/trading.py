@@ -202,7 +202,7 @@ class Trading:
                 for r in c.execute(
                     select(market_orders)
                     .where(market_orders.c.user_id == user_id)
-                    .order_by(market_orders.c.seq.desc())
+                    .order_by(market_orders.c.epoch.desc(), market_orders.c.seq.desc())
                     .limit(limit)
                 )
             ]

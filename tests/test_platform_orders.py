@@ -1,0 +1,31 @@
+"""Order placement refusals that change nothing (on SQLite: the rule is in the service)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from platform_site import ADMIN_H, Clock, Site, fund, signup
+from sqlalchemy import func, select
+
+from gridtokenx import books
+
+
+def test_an_order_worth_nothing_is_refused_not_a_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path, None, Clock())
+    r = s.client.put("/api/v1/admin/market/parameters", headers=ADMIN_H, json={"min_price": 1})
+    assert r.status_code == 200 and r.json()["min_price"] == 1
+    buyer = signup(s.client, "b@x.org", "consumer")
+    fund(s, buyer, thb=1_000_000)
+    tiny = {"side": "buy", "quantity_wh": 1, "price": 1}  # 1 Wh at 1 uTHB/kWh: 0 uTHB
+    r = s.client.post("/api/v1/orders", headers=buyer["auth"], json=tiny)
+    assert (r.status_code, r.json()["code"]) == (422, "order_too_small")
+    with s.platform.books.connect() as c:
+        assert c.execute(select(func.count()).select_from(books.orders)).scalar_one() == 0
+    assert s.client.get("/api/v1/wallet", headers=buyer["auth"]).json()["thb_micro"] == 1_000_000
+    s.close()
