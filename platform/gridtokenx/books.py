@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     func,
@@ -117,6 +118,16 @@ refunds = Table(
     Column("amount", BigInteger, nullable=False),
 )
 Index("ledger_refunds_epoch", refunds.c.epoch, refunds.c.kind)
+
+cosign_pending = Table(
+    "cosign_pending",
+    metadata,
+    Column("hub_id", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("idx", Integer, primary_key=True),  # the proposal's place: the hub signs in order
+    Column("memo", Text, nullable=False),
+    Column("message", LargeBinary, nullable=False),  # the transaction message to co-sign
+)
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"

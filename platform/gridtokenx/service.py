@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from gridtokenx import books
 from gridtokenx.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from gridtokenx.ledger import oracle, site
+from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.deployment import PLATFORM_ORACLES
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import reading as wire_reading
@@ -76,7 +78,6 @@ class Platform:
         self.marks = oracle.Marks(oracle.MINT)
         self.burn_marks = oracle.Marks("gtx1 burn")
         self.lock = threading.RLock()  # one writer to the ledger at a time
-        self._proposals: dict[tuple[str, int], tuple[oracle.Evidence, list[oracle.Proposal]]] = {}
         self._certificates: Any = None
 
     # -- certificates ---------------------------------------------------------------------------
@@ -246,14 +247,14 @@ class Platform:
             if not proposals:
                 self._burn(evidence, owners)  # a retry after a crash between mint and burn
                 return Outcome("done", transactions=self._landed(evidence))
-            self._proposals[hub_id, epoch] = (evidence, proposals)
+            self._keep_proposals(hub_id, epoch, proposals)
             return Outcome("sign", tuple(proposals))
 
     def sign_batch(self, hub_id: str, epoch: int, signatures: list[bytes]) -> Outcome:
         """The hub's signatures arrive: the platform and grid operator oracles review and
         co-sign, and the transactions are sent (each skipped if it already landed)."""
         with self.lock:
-            pending = self._proposals.get((hub_id, epoch))
+            pending = self._pending(hub_id, epoch)
             if pending is None:
                 raise Conflict("stale_proposal", "submit the batch again")
             evidence, proposals = pending
@@ -294,10 +295,73 @@ class Platform:
                     transactions.append(oracle.submit(self.ledger, proposal, signers))
                 except oracle.Refused as err:
                     raise InvalidInput(err.code, str(err)) from None
-            del self._proposals[hub_id, epoch]
+                except LedgerError as err:
+                    if err.code != "blockhash_not_found":
+                        raise
+                    # the proposal outlived its blockhash (a slow hub; the embedded chain
+                    # after a restart): the hub submits the batch again for fresh ones
+                    self._drop_proposals(hub_id, epoch)
+                    raise Conflict("stale_proposal", "the proposal expired; submit again") from None
+            self._drop_proposals(hub_id, epoch)
             self.marks.update(self.ledger)
             self._burn(evidence, owners)
             return Outcome("done", transactions=tuple(transactions))
+
+    def _keep_proposals(self, hub_id: str, epoch: int, proposals: list[oracle.Proposal]) -> None:
+        """What the hub is asked to sign, in the books (the latest proposal replaces an
+        earlier one), so that its signatures are accepted after a restart."""
+        p = books.cosign_pending
+        with self.books.begin() as c:
+            c.execute(p.delete().where(p.c.hub_id == hub_id, p.c.epoch == epoch))
+            c.execute(
+                p.insert(),
+                [
+                    {
+                        "hub_id": hub_id,
+                        "epoch": epoch,
+                        "idx": k,
+                        "memo": proposal.memo,
+                        "message": bytes(proposal.message),
+                    }
+                    for k, proposal in enumerate(proposals)
+                ],
+            )
+
+    def _drop_proposals(self, hub_id: str, epoch: int) -> None:
+        p = books.cosign_pending
+        with self.books.begin() as c:
+            c.execute(p.delete().where(p.c.hub_id == hub_id, p.c.epoch == epoch))
+
+    def _pending(
+        self, hub_id: str, epoch: int
+    ) -> tuple[oracle.Evidence, list[oracle.Proposal]] | None:
+        """The stored batch and the proposals awaiting its hub's signatures, if any."""
+        p, b, r = books.cosign_pending, books.batches, books.batch_readings
+        with self.books.connect() as c:
+            rows = c.execute(
+                select(p.c.memo, p.c.message)
+                .where(p.c.hub_id == hub_id, p.c.epoch == epoch)
+                .order_by(p.c.idx)
+            ).all()
+            batch = c.execute(
+                select(b.c.header, b.c.hub_signature).where(
+                    b.c.hub_id == hub_id, b.c.epoch == epoch
+                )
+            ).first()
+            readings = c.execute(
+                select(r.c.raw, r.c.signature)
+                .where(r.c.hub_id == hub_id, r.c.epoch == epoch)
+                .order_by(r.c.idx)
+            ).all()
+        if not rows or batch is None:
+            return None
+        evidence = oracle.Evidence(
+            wire_batch.decode_header(bytes(batch.header)),
+            bytes(batch.hub_signature),
+            tuple((bytes(x.raw), bytes(x.signature)) for x in readings),
+        )
+        proposals = [oracle.Proposal(x.memo, Message.from_bytes(bytes(x.message))) for x in rows]
+        return evidence, proposals
 
     def _burn(self, evidence: oracle.Evidence, owners: dict[str, Pubkey]) -> None:
         """Consumption burns (docs/ledger.md): each custodial owner's GRX is burned against
