@@ -1,4 +1,4 @@
-"""Order placement refusals that change nothing (on SQLite: the rule is in the service)."""
+"""Order placement refusals that change nothing, and the books file's mode (SQLite)."""
 
 from __future__ import annotations
 
@@ -28,4 +28,14 @@ def test_an_order_worth_nothing_is_refused_not_a_500(
     with s.platform.books.connect() as c:
         assert c.execute(select(func.count()).select_from(books.orders)).scalar_one() == 0
     assert s.client.get("/api/v1/wallet", headers=buyer["auth"]).json()["thb_micro"] == 1_000_000
+    s.close()
+
+
+def test_the_books_file_is_the_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path, None, Clock())
+    signup(s.client, "someone@x.org")  # personal data in the books
+    for name in ("books.db", "books.db-wal", "books.db-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     s.close()
