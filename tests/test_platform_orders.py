@@ -39,3 +39,22 @@ def test_the_books_file_is_the_owners_only(tmp_path: Path, monkeypatch: pytest.M
     for name in ("books.db", "books.db-wal", "books.db-shm"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     s.close()
+
+
+def test_bench_api_measures_a_baseline_with_the_same_client() -> None:
+    from services import gridtokenx
+
+    done = gridtokenx("bench", "api", "--orders", "40", "--concurrency", "4", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = __import__("json").loads(done.stdout)
+    assert set(figures) == {
+        "orders",
+        "concurrency",
+        "seconds",
+        "orders_per_s",
+        "p50_ms",
+        "p99_ms",
+        "errors",
+        "baseline_rps",
+    }
+    assert figures["errors"] == 0 and figures["baseline_rps"] > 0
