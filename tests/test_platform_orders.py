@@ -58,3 +58,14 @@ def test_bench_api_measures_a_baseline_with_the_same_client() -> None:
         "baseline_rps",
     }
     assert figures["errors"] == 0 and figures["baseline_rps"] > 0
+
+
+def test_order_ids_grow_with_time() -> None:
+    import time
+
+    from gridtokenx.trading import order_id
+
+    first = order_id()
+    time.sleep(0.002)
+    second = order_id()
+    assert first < second and len(first) == len(second) == 22 and first.startswith("o-")
