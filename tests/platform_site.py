@@ -14,14 +14,22 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from nacl.signing import SigningKey
 from services import free_port
+from solders.keypair import Keypair
+from solders.message import Message
 from solders.pubkey import Pubkey
 
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app
+from gridtokenx.ledger.oracle import hub_check
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
+from gridtokenx.wire import batch as wire_batch
+from gridtokenx.wire import cbor
+from gridtokenx.wire.envelope import seal
+from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 
 ADMIN = "admin-" + "a" * 30
 EPOCH_S = 900.0
@@ -112,3 +120,39 @@ def served(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def hub_batch(
+    hub: SigningKey, meter: SigningKey, meter_id: str, epoch: int, exports: list[int]
+) -> tuple[Any, bytes, list[tuple[bytes, bytes]]]:
+    """A hub's batch of one meter's signed readings: (header, hub signature, readings)."""
+    readings = []
+    for k, export in enumerate(exports):
+        raw = encode(
+            Reading(
+                meter_id,
+                epoch * 10 + k,
+                1_790_000_000 + epoch * 900 + k * 300,
+                0,
+                export,
+                300,
+                2300,
+                0,
+                1000,
+                5000,
+            )
+        )
+        readings.append((raw, bytes(cbor.loads(seal(raw, READING_DOMAIN, meter))[1])))
+    header = wire_batch.build("hub-1", epoch, [r for r, _ in readings])
+    signature = hub.sign(wire_batch.BATCH_DOMAIN + wire_batch.encode_header(header)).signature
+    return header, bytes(signature), readings
+
+
+def hub_signatures(hub: SigningKey, proposals: Any, evidence: Any) -> list[bytes]:
+    """What the hub's outbox does with the proposals: check each, sign it with its key."""
+    key = Keypair.from_seed(bytes(hub))
+    out = []
+    for p in proposals:
+        hub_check(Message.from_bytes(bytes(p.message)), evidence)
+        out.append(bytes(key.sign_message(bytes(p.message))))
+    return out

@@ -63,3 +63,11 @@ def test_gateway_hub_code_never_imports_the_platform() -> None:
     } | {"gridtokenx.market"}
     for name in imports_of(ROOT / "gateway-hub"):
         assert not any(name == m or name.startswith(m + ".") for m in platform_modules), name
+
+
+def test_services_and_adapters_import_no_web_framework() -> None:
+    base = ROOT / "platform" / "gridtokenx"
+    for package in ("services", "adapters"):
+        for name in imports_of(base / package):
+            assert name.split(".")[0] not in {"fastapi", "starlette"}, (package, name)
+            assert not name.startswith("gridtokenx.api"), (package, name)

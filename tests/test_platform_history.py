@@ -135,3 +135,24 @@ def test_migration_0005_fills_the_references_of_stored_readings(tmp_path: Path) 
         ).all()
     assert [tuple(g) for g in got] == [(0, "m-a", 3, 1_234, 56), (1, "", 0, 0, 0)]
     upgraded.dispose()
+
+
+def test_bench_growth_prints_empty_and_year_figures() -> None:
+    from services import gridtokenx
+
+    done = gridtokenx("bench", "growth", "--epochs", "40", "--json", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = __import__("json").loads(done.stdout)
+    assert set(figures) == {"empty", "year", "epochs_of_history"}
+    for run in ("empty", "year"):
+        assert figures[run]["orders_per_s"] > 0 and figures[run]["epoch_ms"] > 0
+        assert figures[run]["me_page_ms"] > 0
+    assert figures["year"]["rows"] == {
+        "epochs": 40,
+        "orders": 1_200,
+        "escrows": 1_200,
+        "trades": 1_200,
+        "refunds": 40,
+        "readings": 3_600,
+        "audit_log": 1_200,
+    }

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from databases import database
 from platform_site import EPOCH_S, Clock, Site, fund, signup
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from gridtokenx import audit
+from gridtokenx.errors import Conflict
 from gridtokenx.market.config import Mechanism
 
 SELL = {"side": "sell", "quantity_wh": 1_000, "price": 3_000_000}
@@ -123,3 +125,58 @@ def test_a_partly_filled_order_cancelled_after_a_restart_returns_only_its_rest(
     assert s.platform.dep.grx.balance(seller_key) == 750
     report = audit.run(s.platform.dep, s.platform.books)
     assert [f.split(": ", 1)[1] for f in report.failures] == ["GRX minted without one mint memo"]
+
+
+def test_a_batch_awaiting_co_signature_after_a_restart_is_refused_then_retried_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proposals are kept in the books (every co-signature reads them there); the
+    embedded chain forgets its blockhashes at a restart, so the hub's signatures of the old
+    ones are answered stale_proposal, its retry gets fresh ones, and the mint lands once."""
+    from nacl.signing import SigningKey
+    from platform_site import hub_batch, hub_signatures
+    from sqlalchemy import func, select
+
+    from gridtokenx import books
+    from gridtokenx.ledger.oracle import Evidence
+    from gridtokenx.service import Platform
+    from gridtokenx.wire import batch as wire_batch
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    owner = Keypair().pubkey()
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    first = Platform(tmp_path)
+    first.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    first.register_meter("m-1", bytes(meter.verify_key), owner)
+    header, signature, readings = hub_batch(hub, meter, "m-1", 7, [0, 2_500, 6_000])
+    encoded = wire_batch.encode_header(header)
+    out = first.receive_batch("hub-1", 7, encoded, signature, readings)
+    assert out.state == "sign" and out.proposals
+
+    def pending(p: Platform) -> int:
+        with p.books.connect() as c:
+            q = select(func.count()).select_from(books.cosign_pending)
+            return int(c.execute(q).scalar_one())
+
+    assert pending(first) == len(out.proposals)
+    evidence = Evidence(header, signature, tuple(readings))
+    sigs = hub_signatures(hub, out.proposals, evidence)
+    first.ledger.close()  # type: ignore[attr-defined]
+    first.books.dispose()
+
+    again = Platform(tmp_path)  # the platform restarted while the hub was signing
+    with pytest.raises(Conflict) as err:
+        again.sign_batch("hub-1", 7, sigs)
+    assert err.value.code == "stale_proposal" and pending(again) == 0
+    out = again.receive_batch("hub-1", 7, encoded, signature, readings)  # the hub's retry
+    done = again.sign_batch("hub-1", 7, hub_signatures(hub, out.proposals, evidence))
+    assert done.state == "done" and len(done.transactions) == len(out.proposals)
+    assert again.dep.grx.balance(owner) == 6_000 and pending(again) == 0
+    with pytest.raises(Conflict) as err:  # signed once: nothing is pending any more
+        again.sign_batch("hub-1", 7, sigs)
+    assert err.value.code == "stale_proposal"
+    assert again.receive_batch("hub-1", 7, encoded, signature, readings).state == "done"
+    assert again.dep.grx.balance(owner) == 6_000  # minted once
+    again.ledger.close()  # type: ignore[attr-defined]
+    again.books.dispose()

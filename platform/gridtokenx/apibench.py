@@ -4,7 +4,9 @@ Starts `gridtokenx platform run` in its own process: fresh data, the embedded le
 the per-IP and per-user request limits raised (every client is on 127.0.0.1). Signs up one
 household with THB per 40 orders (the 50 orders per epoch limit holds), then places
 `orders` buy orders from `concurrency` client threads. Every placement is real:
-validation, an escrow transfer on the ledger (fsynced), the order rows, the book.
+validation, an escrow transfer on the ledger (fsynced), the order rows, the book. Then the
+same threads send as many `GET /health` requests: `baseline_rps` shows what the client and
+the HTTP stack alone reach, so that the order figures are the platform's, not the client's.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
             for t in threads:
                 t.join()
             seconds = time.perf_counter() - start
+            baseline = _baseline(base, concurrency, orders)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -140,4 +143,29 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
         "errors": errors,
+        "baseline_rps": baseline,
     }
+
+
+def _baseline(base: str, concurrency: int, requests: int) -> float:
+    """Requests/s of a trivial endpoint (`/health`) from the same client threads against the
+    same server, right after the orders: what the client and HTTP stack alone can do."""
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            while True:
+                with lock:
+                    k = next(counter, None)
+                if k is None:
+                    return
+                c.get("/health")
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return round(requests / (time.perf_counter() - start), 1)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     func,
@@ -118,18 +119,32 @@ refunds = Table(
 )
 Index("ledger_refunds_epoch", refunds.c.epoch, refunds.c.kind)
 
+cosign_pending = Table(
+    "cosign_pending",
+    metadata,
+    Column("hub_id", String(64), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("idx", Integer, primary_key=True),  # the proposal's place: the hub signs in order
+    Column("memo", Text, nullable=False),
+    Column("message", LargeBinary, nullable=False),  # the transaction message to co-sign
+)
+
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def connect(url: str) -> Engine:
     """An engine with the platform's schema migrated to the newest revision (Alembic);
-    SQLite in WAL mode with full sync, so a commit survives a power cut."""
+    SQLite in WAL mode with full sync, so a commit survives a power cut, in a file only its
+    owner may read."""
     from alembic import command
     from alembic.config import Config
 
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)  # users' emails and password hashes: the owner's only (SQLite
+        path.chmod(0o600)  # gives its -wal and -shm files the database file's mode)
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
 

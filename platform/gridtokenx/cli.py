@@ -567,6 +567,17 @@ def bench_api(
     emit(apibench.run(orders, concurrency), as_json)
 
 
+@bench_app.command("growth")
+def bench_growth(
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of history (a year: 35040).")] = 35_040,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Orders/s, epoch close-to-settled and the account page, empty vs a year of history."""
+    from gridtokenx import growthbench
+
+    emit(growthbench.run(epochs), as_json)
+
+
 scenario_app = typer.Typer(
     help="Research scenarios: a community over days or a year.", no_args_is_help=True
 )

@@ -60,6 +60,8 @@ class Exchange:
         self.market.validate(order)
         key = self.wallet(order.owner)
         asset, amount = ("thb", max_cost(order)) if order.is_buy else ("grx", order.quantity_wh)
+        if amount <= 0:  # e.g. 1 Wh at 1 uTHB/kWh: nothing to escrow, nothing it could pay
+            raise OrderRejected("order_too_small", "the order's value rounds to 0 uTHB")
         have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(key.pubkey())
         with self.engine.connect() as c:
             known = c.execute(

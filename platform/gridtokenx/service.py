@@ -10,20 +10,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
 
 from gridtokenx import books, cosigner
-from gridtokenx.errors import CodedError, Unavailable
+from gridtokenx.errors import (
+    CodedError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from gridtokenx.ledger import oracle, site
+from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError
 
 
 class ServiceError(Exception):
-    """A refusal with a stable code and the HTTP status it maps to."""
+    """A refusal with a stable code and an HTTP status: what `api/app.py` still raises
+    itself (a shim until the API's own errors are kinds of `errors.CodedError`, which is
+    what this module raises)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -74,7 +86,6 @@ class Platform:
         self.marks = oracle.Marks(oracle.MINT)
         self.burn_marks = oracle.Marks("gtx1 burn")
         self.lock = threading.RLock()  # one writer to the ledger at a time
-        self._proposals: dict[tuple[str, int], tuple[oracle.Evidence, list[oracle.Proposal]]] = {}
         self._certificates: Any = None
 
     # -- certificates ---------------------------------------------------------------------------
@@ -98,7 +109,7 @@ class Platform:
             _, owners = self._meters()
             owner = owners.get(meter_id)
             if owner is None:
-                raise ServiceError(404, "unknown_meter", meter_id)
+                raise NotFound("unknown_meter", meter_id)
             minted_to = self.marks.update(self.ledger).get(meter_id)
             first = None
             for entry in self.ledger.history():
@@ -109,13 +120,11 @@ class Platform:
                             first = low
             start = self.certificates.marks.update(self.ledger).get(meter_id, first)
             if minted_to is None or start is None or minted_to <= start:
-                raise ServiceError(
-                    409, "nothing_to_certify", f"{meter_id} has no new verified export"
-                )
+                raise Conflict("nothing_to_certify", f"{meter_id} has no new verified export")
             try:
                 return self.certificates.issue(meter_id, owner, period, start, minted_to)
             except CertificateError as err:
-                raise ServiceError(409, err.code, str(err)) from None
+                raise Conflict(err.code, str(err)) from None
 
     # -- registry ---------------------------------------------------------------------------
     def register_hub(self, hub_id: str, public_key: bytes, token: str) -> None:
@@ -125,7 +134,7 @@ class Platform:
             rows = {r["hub_id"]: r for r in books.rows(self.books, books.hubs)}
             if hub_id in rows:
                 if bytes(rows[hub_id]["public_key"]) != public_key:
-                    raise ServiceError(409, "hub_exists", f"{hub_id} has another key")
+                    raise Conflict("hub_exists", f"{hub_id} has another key")
                 return
             books.add_rows(
                 self.books,
@@ -145,9 +154,9 @@ class Platform:
         for row in books.rows(self.books, books.hubs):
             if hmac.compare_digest(bytes(row["token_sha256"]), digest):
                 if row["status"] != "active":
-                    raise ServiceError(403, "hub_suspended", f"{row['hub_id']} is suspended")
+                    raise Forbidden("hub_suspended", f"{row['hub_id']} is suspended")
                 return str(row["hub_id"])
-        raise ServiceError(401, "bad_token", "unknown hub token")
+        raise Unauthorized("bad_token", "unknown hub token")
 
     def set_status(self, kind: str, key: str, status: str) -> None:
         """Suspend or approve a hub or a meter. A suspended hub's batches are refused; a
@@ -157,7 +166,7 @@ class Platform:
         with self.books.begin() as c:
             done = c.execute(table.update().where(column == key).values(status=status))
         if done.rowcount == 0:
-            raise ServiceError(404, f"unknown_{kind}", key)
+            raise NotFound(f"unknown_{kind}", key)
 
     def register_meter(self, meter_id: str, public_key: bytes, owner: Pubkey) -> None:
         with self.lock:
@@ -167,7 +176,7 @@ class Platform:
                 ).first()
             if found is not None:
                 if bytes(found.public_key) != public_key:
-                    raise ServiceError(409, "meter_exists", f"{meter_id} has another key")
+                    raise Conflict("meter_exists", f"{meter_id} has another key")
                 return
             self.dep.open_wallet(owner)
             books.add_rows(
@@ -188,9 +197,9 @@ class Platform:
         try:
             decoded = wire_batch.decode_header(header)
         except (WireError, ValueError) as err:
-            raise ServiceError(422, "malformed_header", str(err)) from None
+            raise InvalidInput("malformed_header", str(err)) from None
         if decoded.hub_id != hub_id or decoded.epoch != epoch:
-            raise ServiceError(403, "not_your_batch", "the header names another hub or epoch")
+            raise Forbidden("not_your_batch", "the header names another hub or epoch")
         return oracle.Evidence(decoded, signature, tuple(readings))
 
     def receive_batch(
@@ -217,7 +226,7 @@ class Platform:
                     oracle.plan(evidence.header, owners, current),
                 )
             except oracle.Refused as err:
-                raise ServiceError(422, err.code, str(err)) from None
+                raise InvalidInput(err.code, str(err)) from None
             self._store(evidence, hub_key)
             signer_keys = [
                 self.dep.oracle("oracle/platform").pubkey(),
@@ -236,19 +245,19 @@ class Platform:
             if not proposals:
                 self._burn(evidence, owners)  # a retry after a crash between mint and burn
                 return Outcome("done", transactions=self._landed(evidence))
-            self._proposals[hub_id, epoch] = (evidence, proposals)
+            self._keep_proposals(hub_id, epoch, proposals)
             return Outcome("sign", tuple(proposals))
 
     def sign_batch(self, hub_id: str, epoch: int, signatures: list[bytes]) -> Outcome:
         """The hub's signatures arrive: the platform and grid operator oracles review and
         co-sign, and the transactions are sent (each skipped if it already landed)."""
         with self.lock:
-            pending = self._proposals.get((hub_id, epoch))
+            pending = self._pending(hub_id, epoch)
             if pending is None:
-                raise ServiceError(409, "stale_proposal", "submit the batch again")
+                raise Conflict("stale_proposal", "submit the batch again")
             evidence, proposals = pending
             if len(signatures) != len(proposals):
-                raise ServiceError(422, "signature_count", f"{len(proposals)} signatures needed")
+                raise InvalidInput("signature_count", f"{len(proposals)} signatures needed")
             hub = Pubkey.from_bytes(self._hub_key(hub_id))
             keys, owners = self._meters()
             marks_now = dict(self.marks.update(self.ledger))
@@ -268,9 +277,9 @@ class Platform:
                 try:
                     sig = Signature.from_bytes(raw)
                 except ValueError:
-                    raise ServiceError(422, "bad_signature", "64 bytes each") from None
+                    raise InvalidInput("bad_signature", "64 bytes each") from None
                 if not sig.verify(hub, bytes(proposal.message)):
-                    raise ServiceError(422, "bad_signature", "not the hub key's signature")
+                    raise InvalidInput("bad_signature", "not the hub key's signature")
                 hub_sigs.append(sig)
             partner = self._partner()
             asked = [
@@ -283,10 +292,10 @@ class Platform:
                 given = dict(
                     zip(map(bytes, asked), partner.sign_mint(evidence, asked), strict=True)
                 )
-            except Unavailable as err:
-                raise ServiceError(503, err.code, err.message) from None
+            except Unavailable:
+                raise
             except CodedError as err:
-                raise ServiceError(422, err.code, err.message) from None
+                raise InvalidInput(err.code, err.message) from None
             platform_key = self.dep.oracle("oracle/platform")
             transactions = []
             for proposal, sig in zip(proposals, hub_sigs, strict=True):
@@ -299,8 +308,15 @@ class Platform:
                 try:
                     transactions.append(oracle.submit(self.ledger, proposal, signers))
                 except oracle.Refused as err:
-                    raise ServiceError(422, err.code, str(err)) from None
-            del self._proposals[hub_id, epoch]
+                    raise InvalidInput(err.code, str(err)) from None
+                except LedgerError as err:
+                    if err.code != "blockhash_not_found":
+                        raise
+                    # the proposal outlived its blockhash (a slow hub; the embedded chain
+                    # after a restart): the hub submits the batch again for fresh ones
+                    self._drop_proposals(hub_id, epoch)
+                    raise Conflict("stale_proposal", "the proposal expired; submit again") from None
+            self._drop_proposals(hub_id, epoch)
             self.marks.update(self.ledger)
             self._burn(evidence, owners)
             return Outcome("done", transactions=tuple(transactions))
@@ -308,8 +324,64 @@ class Platform:
     def _partner(self) -> cosigner.MintCosigner:
         """The co-signer asked to sign mints with the platform (the first configured)."""
         if not self.cosigners:
-            raise ServiceError(503, "no_cosigner", "no co-signer is configured")
+            raise Unavailable("no_cosigner", "no co-signer is configured")
         return self.cosigners[0]
+
+    def _keep_proposals(self, hub_id: str, epoch: int, proposals: list[oracle.Proposal]) -> None:
+        """What the hub is asked to sign, in the books (the latest proposal replaces an
+        earlier one), so that its signatures are accepted after a restart."""
+        p = books.cosign_pending
+        with self.books.begin() as c:
+            c.execute(p.delete().where(p.c.hub_id == hub_id, p.c.epoch == epoch))
+            c.execute(
+                p.insert(),
+                [
+                    {
+                        "hub_id": hub_id,
+                        "epoch": epoch,
+                        "idx": k,
+                        "memo": proposal.memo,
+                        "message": bytes(proposal.message),
+                    }
+                    for k, proposal in enumerate(proposals)
+                ],
+            )
+
+    def _drop_proposals(self, hub_id: str, epoch: int) -> None:
+        p = books.cosign_pending
+        with self.books.begin() as c:
+            c.execute(p.delete().where(p.c.hub_id == hub_id, p.c.epoch == epoch))
+
+    def _pending(
+        self, hub_id: str, epoch: int
+    ) -> tuple[oracle.Evidence, list[oracle.Proposal]] | None:
+        """The stored batch and the proposals awaiting its hub's signatures, if any."""
+        p, b, r = books.cosign_pending, books.batches, books.batch_readings
+        with self.books.connect() as c:
+            rows = c.execute(
+                select(p.c.memo, p.c.message)
+                .where(p.c.hub_id == hub_id, p.c.epoch == epoch)
+                .order_by(p.c.idx)
+            ).all()
+            batch = c.execute(
+                select(b.c.header, b.c.hub_signature).where(
+                    b.c.hub_id == hub_id, b.c.epoch == epoch
+                )
+            ).first()
+            readings = c.execute(
+                select(r.c.raw, r.c.signature)
+                .where(r.c.hub_id == hub_id, r.c.epoch == epoch)
+                .order_by(r.c.idx)
+            ).all()
+        if not rows or batch is None:
+            return None
+        evidence = oracle.Evidence(
+            wire_batch.decode_header(bytes(batch.header)),
+            bytes(batch.hub_signature),
+            tuple((bytes(x.raw), bytes(x.signature)) for x in readings),
+        )
+        proposals = [oracle.Proposal(x.memo, Message.from_bytes(bytes(x.message))) for x in rows]
+        return evidence, proposals
 
     def _burn(self, evidence: oracle.Evidence, owners: dict[str, Pubkey]) -> None:
         """Consumption burns (docs/ledger.md): each custodial owner's GRX is burned against
@@ -346,7 +418,7 @@ class Platform:
         for row in books.rows(self.books, books.hubs):
             if row["hub_id"] == hub_id:
                 return bytes(row["public_key"])
-        raise ServiceError(403, "unknown_hub", hub_id)
+        raise Forbidden("unknown_hub", hub_id)
 
     def _store(self, evidence: oracle.Evidence, hub_key: bytes) -> None:
         h = evidence.header
@@ -358,7 +430,7 @@ class Platform:
             ).first()
             if known is not None:
                 if bytes(known.root) != h.root:
-                    raise ServiceError(409, "batch_conflict", "this epoch has another root")
+                    raise Conflict("batch_conflict", "this epoch has another root")
                 return
             c.execute(
                 books.batches.insert().values(

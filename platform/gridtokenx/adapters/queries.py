@@ -3,12 +3,13 @@ LIMIT, so that their cost follows the page, not the history stored."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from gridtokenx import books
+from gridtokenx import books, tables
 
 
 def trades_of_wallet(engine: Engine, wallet: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -41,14 +42,34 @@ def readings_of_meters(
     if not meter_ids:
         return []
     r = books.batch_readings
-    query = (
-        select(r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh)
-        .where(r.c.meter_id.in_(sorted(meter_ids)))
-        .order_by(r.c.epoch.desc(), r.c.idx.desc())
-        .limit(limit)
-    )
+    columns = (r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh)
+    found: list[dict[str, Any]] = []
     with engine.connect() as c:
-        return [dict(row._mapping) for row in c.execute(query)]
+        for meter_id in sorted(meter_ids):  # one index range each, read newest first
+            query = (
+                select(*columns)
+                .where(r.c.meter_id == meter_id)
+                .order_by(r.c.epoch.desc(), r.c.idx.desc())
+                .limit(limit)
+            )
+            found += [dict(row._mapping) for row in c.execute(query)]
+    found.sort(key=lambda row: (row["epoch"], row["idx"]), reverse=True)
+    return found[:limit]
+
+
+def settlement_transactions(engine: Engine, epochs: Collection[int]) -> dict[int, list[str]]:
+    """The settlement signatures of these epochs (those settled), by primary key."""
+    e = tables.epochs
+    out: dict[int, list[str]] = {}
+    ids = sorted(epochs)
+    with engine.connect() as c:
+        for k in range(0, len(ids), books.CHUNK):
+            query = select(e.c.epoch, e.c.transactions).where(
+                e.c.epoch.in_(ids[k : k + books.CHUNK])
+            )
+            for epoch, transactions in c.execute(query):
+                out[int(epoch)] = list(json.loads(transactions or "[]"))
+    return out
 
 
 def newest_imports(engine: Engine) -> dict[str, int]:

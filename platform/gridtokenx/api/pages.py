@@ -296,11 +296,9 @@ def add_pages(app: FastAPI) -> None:
             for o in (api.trading.orders_of(claims.user_id) if api.trading else [])
         ]
         trades = []
-        epochs_tx = {
-            e["epoch"]: e["transactions"]
-            for e in (api.trading.recent_epochs(500) if api.trading else [])
-        }
-        for t in queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES):
+        newest = queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES)
+        epochs_tx = queries.settlement_transactions(p.books, {t["epoch"] for t in newest})
+        for t in newest:
             buying = t["buyer"] == claims.wallet
             trades.append(
                 {
