@@ -4,6 +4,7 @@ amqtt, each enforcing the passwd and acl the hub generates from its registry."""
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import signal
 import stat
@@ -17,10 +18,20 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from nacl.signing import SigningKey
-from services import ROOT, Mosquitto, free_port, gridtokenx
+from services import (
+    FIRMWARE,
+    ROOT,
+    Mosquitto,
+    free_port,
+    gridtokenx,
+    micropython,
+    mpy_env,
+    run_micropython,
+)
 
 from gridtokenx.hub import credentials
 from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.sim.devices import ChipServer, EmulatedChip
 from gridtokenx.wire.ack import Ack, ack_topic, encode_ack
 from gridtokenx.wire.topics import reading_topic, status_topic
 
@@ -280,3 +291,79 @@ def test_topic_filters_match_like_the_brokers() -> None:
     assert not credentials.allowed(f, "gtx/v1/meters/m1/reading/x")
     assert not credentials.allowed(f, "gtx/v1/meters/m1")
     assert credentials.allowed(["a/#"], "a/b/c") and not credentials.allowed(["a/#"], "b")
+
+
+def test_firmware_and_hub_work_with_their_credentials(
+    tmp_path: Path,
+    broker: AuthMosquitto | AuthAmqtt,
+    registry: tuple[HubStore, dict[str, str], Path],
+) -> None:
+    """The installer's path: first boot, `meter add` (prints the meter's password), the
+    password into the meter's config; the hub logs in as @hub. Readings arrive and are
+    acknowledged (the meter stops only once the hub acked all three)."""
+    store, passwords, auth = registry
+    db = str(store.engine.url)
+    flash = tmp_path / "flash"
+    run_micropython(
+        f"from gtx import store, keys; store.makedirs({str(flash)!r}); "
+        f"keys.load_or_create({str(flash)!r})"
+    )
+    pubkey = (flash / "meter.pub").read_text().strip()
+    done = gridtokenx(
+        "hub", "meter", "add", "mtr-auth", "--pubkey", pubkey, "--approve", "--database", db,
+        "--broker-auth", str(auth),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    password = done.stdout.splitlines()[2].removeprefix("mqtt password: ")
+    broker.reload()
+    hub_password = tmp_path / "hub.mqtt"
+    credentials.write_secret(hub_password, passwords[credentials.HUB_USER])
+    hub = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gridtokenx.hub", "run", "--database", db),
+            *("--mqtt-port", str(broker.port), "--http-port", str(free_port())),
+            *("--key-file", str(tmp_path / "hub.key"), "--min-interval-s", "0"),
+            *("--mqtt-password-file", str(hub_password)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert hub.stdout is not None
+        for line in hub.stdout:
+            if "ready" in line:
+                break
+        chip = EmulatedChip("pzem004t", 1)
+        chip.update(import_wh=7_000)
+        with ChipServer([chip]) as server:
+            config = tmp_path / "meter.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "meter_id": "mtr-auth",
+                        "uart": {"tcp": server.address, "timeout_ms": 50},
+                        "broker": {
+                            "host": "127.0.0.1",
+                            "port": broker.port,
+                            "user": "mtr-auth",
+                            "password": password,
+                        },
+                        "interval_s": 1.05,
+                        "ack_timeout_s": 2,
+                        "data_dir": str(flash),
+                    }
+                )
+            )
+            meter = subprocess.run(
+                [micropython(), str(FIRMWARE / "main.py"), str(config), "3"],
+                env=mpy_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert meter.returncode == 0, meter.stdout + meter.stderr
+        assert [r["seq"] for r in store.readings_of("mtr-auth")] == [3, 2, 1]
+    finally:
+        hub.terminate()
+        hub.wait(timeout=30)
