@@ -52,7 +52,7 @@ class Meter:
         self.status_topic = reading.status_topic(self.meter_id)
         # with "ack": false (a broker without a hub) the broker's PUBACK frees a reading
         self.ack = bool(cfg.get("ack", True))
-        self.ack_timeout_ms = int(cfg.get("ack_timeout_s", 10) * 1000)
+        self.timeout_ms = int(cfg.get("ack_timeout_s", 10) * 1000)  # for an ack
         self.uplink = Uplink(
             cfg,
             "gtx-" + self.meter_id,
@@ -60,9 +60,8 @@ class Meter:
             self._status("offline"),
             self.meter_id if self.ack else None,
         )
-        self.sent_seq = -1  # the reading in flight, waiting for the hub's ack
-        self.sent_session = 0
-        self.sent_at = time.ticks_ms()
+        self.in_flight = (-1, 0, time.ticks_ms())  # (seq, uplink session, sent at) of the
+        # reading waiting for the hub's ack
         self.fault = ""
         self.last_read_ms: _TicksMs | None = None
         self.readings = 0
@@ -127,16 +126,17 @@ class Meter:
         if oldest is None:
             return True
         seq, envelope = oldest
+        sent, session, at = self.in_flight
         if (
-            seq == self.sent_seq
-            and self.sent_session == self.uplink.sessions
+            seq == sent
+            and session == self.uplink.sessions
             and self.uplink.connected
-            and time.ticks_diff(time.ticks_ms(), self.sent_at) < self.ack_timeout_ms
+            and time.ticks_diff(time.ticks_ms(), at) < self.timeout_ms
         ):
             return True  # in flight: its ack is on the way
         if not self.uplink.send(self.reading_topic, envelope):
             return False
-        self.sent_seq, self.sent_session, self.sent_at = seq, self.uplink.sessions, time.ticks_ms()
+        self.in_flight = (seq, self.uplink.sessions, time.ticks_ms())
         return True
 
     def idle(self, wait_ms: int) -> None:

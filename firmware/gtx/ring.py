@@ -27,7 +27,7 @@ class Ring:
         self.head = meta.get("head", 0)
         self.tail = meta.get("tail", 0)
         self.dropped = meta.get("dropped", 0)
-        self.slot = bytearray(SLOT)  # one buffer for every read and write
+        self.block = bytearray(SLOT)  # one buffer for every read and write
         if not store.exists(self.path):
             with open(self.path, "wb"):
                 pass
@@ -46,7 +46,7 @@ class Ring:
         if self.tail - self.head >= self.capacity:
             self.head += 1
             self.dropped += 1
-        slot = self.slot
+        slot = self.block
         n = len(envelope)
         slot[0:2] = n.to_bytes(2, "big")
         slot[6:14] = seq.to_bytes(8, "big")
@@ -61,7 +61,7 @@ class Ring:
     def peek(self) -> tuple | None:
         """(seq, envelope) of the oldest unsettled reading, or None. A torn slot is
         skipped and counted."""
-        slot = self.slot
+        slot = self.block
         while self.head < self.tail:
             with open(self.path, "rb") as f:
                 f.seek((self.head % self.capacity) * SLOT)

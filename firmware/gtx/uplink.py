@@ -7,33 +7,6 @@ from umqtt.simple import MQTTClient
 
 from gtx import cbor
 
-NO_DATA = (11, 110)  # EAGAIN, ETIMEDOUT: nothing arrived, the session is fine
-UINT_MAX = (1 << 63) - 1
-
-
-def ack_topic(meter_id: str) -> str:
-    return "gtx/v1/meters/" + meter_id + "/ack"
-
-
-# The hub's ack (docs/wire-format.md section 4.1) for this meter has exactly one canonical
-# encoding per seq, {0: 1, 1: meter_id, 2: seq}: a fixed prefix up to key 2, then the seq
-# as a shortest-form unsigned integer. Checking those bytes is as strict as decoding and
-# re-encoding, without a CBOR decoder on the meter.
-def ack_prefix(meter_id: str) -> bytes:
-    return b"\xa3" + cbor.encode({0: 1, 1: meter_id})[1:] + b"\x02"
-
-
-def parse_ack(payload: bytes, prefix: bytes) -> int:
-    """The acknowledged seq, or ValueError for anything that is not this meter's ack."""
-    n = len(prefix)
-    if len(payload) <= n or payload[:n] != prefix or payload[n] > 27:
-        raise ValueError("not an ack for this meter")
-    info = payload[n]
-    seq = info if info < 24 else int.from_bytes(payload[n + 1 :], "big")
-    if seq > UINT_MAX or cbor.encode(seq) != payload[n:]:
-        raise ValueError("not an ack for this meter")
-    return seq
-
 
 class Uplink:
     def __init__(
@@ -42,8 +15,9 @@ class Uplink:
         client_id: str,
         status_topic: str | None = None,
         offline_status: bytes | None = None,
-        ack_meter: str | None = None,
+        meter_id: str | None = None,
     ) -> None:
+        """With a meter_id, subscribe to that meter's ack and track `acked`."""
         broker = cfg["broker"]
         self.client = MQTTClient(
             client_id,
@@ -55,11 +29,9 @@ class Uplink:
         )
         if status_topic and offline_status:
             self.client.set_last_will(status_topic, offline_status, retain=True, qos=1)
-        self.ack_meter = ack_meter
-        self.ack_prefix = ack_prefix(ack_meter) if ack_meter is not None else b""
+        self.meter_id = meter_id
         self.acked = -1  # the highest seq the hub has settled, -1 before its first ack
-        self.bad_acks = 0
-        self.client.set_callback(self._message)
+        self.client.set_callback(self)  # acks arrive at __call__
         self.timeout_s = broker.get("timeout_s", 5)
         self.min_backoff_ms = broker.get("min_backoff_ms", 500)
         self.max_backoff_ms = broker.get("max_backoff_ms", 60000)
@@ -68,15 +40,19 @@ class Uplink:
         self.connected = False
         self.sessions = 0  # connections made so far: a new one means resend what is in flight
 
-    def _message(self, topic: bytes, payload: bytes) -> None:
-        if self.ack_meter is None:
+    def __call__(self, topic: bytes, payload: bytes) -> None:
+        """The hub's ack (docs/wire-format.md section 4.1). It has exactly one canonical
+        encoding per seq, {0: 1, 1: meter_id, 2: seq}: this meter's fixed prefix, then the
+        seq as a shortest-form unsigned integer. Checking those bytes is as strict as
+        decoding and re-encoding, without a CBOR decoder. Anything else is ignored."""
+        if self.meter_id is None:
             return
-        try:
-            seq = parse_ack(payload, self.ack_prefix)
-        except ValueError:
-            self.bad_acks += 1
+        start = b"\xa3" + cbor.encode({0: 1, 1: self.meter_id})[1:] + b"\x02"
+        n = len(start)
+        if len(payload) <= n or payload[:n] != start or payload[n] > 27:
             return
-        if seq > self.acked:
+        seq = payload[n] if payload[n] < 24 else int.from_bytes(payload[n + 1 :], "big")
+        if seq < 1 << 63 and cbor.encode(seq) == payload[n:] and seq > self.acked:
             self.acked = seq
 
     def ensure(self) -> bool:
@@ -89,8 +65,8 @@ class Uplink:
         try:
             self.client.connect(clean_session=False)
             self.client.sock.settimeout(self.timeout_s)
-            if self.ack_meter is not None:
-                self.client.subscribe(ack_topic(self.ack_meter), 0)
+            if self.meter_id is not None:  # a long format string is not a qstr
+                self.client.subscribe("gtx/v1/meters/{}/ack".format(self.meter_id), 0)
             self.connected = True
             self.sessions += 1
             self.backoff_ms = self.min_backoff_ms
@@ -134,7 +110,7 @@ class Uplink:
                 self.client.sock.read(self.client._recv_len())
             return True
         except OSError as exc:
-            if exc.args and exc.args[0] in NO_DATA:
+            if exc.args and exc.args[0] in (11, 110):  # EAGAIN, ETIMEDOUT: nothing came
                 return False
             self._lost()
         except Exception:  # a malformed packet: start a new session
