@@ -143,20 +143,39 @@ def test_modbus_crc_and_request_frame() -> None:
 
 def test_ring_keeps_order_drops_oldest_when_full_and_skips_torn_slots(tmp_path: Path) -> None:
     code = f"""
-from gtx.ring import Ring, SLOT
+from gtx.ring import Ring, SLOT, HEADER
 d = {str(tmp_path)!r}
 r = Ring(d, 4)
 for i in range(6):
-    r.append(b"reading-%d" % i)
+    r.append(b"reading-%d" % i, 10 + i)
 print(len(r), r.dropped, r.peek())
 r.pop()
 r = Ring(d, 4)  # a reboot: the ring is read back from flash
 print(len(r), r.peek())
-f = open(d + "/ring.bin", "r+b"); f.seek((r.head % 4) * SLOT + 8); f.write(b"X"); f.close()
+f = open(d + "/ring.bin", "r+b"); f.seek((r.head % 4) * SLOT + HEADER + 2); f.write(b"X"); f.close()
 print(r.peek(), r.dropped)
 """
     lines = run_micropython(code).splitlines()
-    assert lines == ["4 2 b'reading-2'", "3 b'reading-3'", "b'reading-4' 3"]
+    assert lines == ["4 2 (12, b'reading-2')", "3 (13, b'reading-3')", "(14, b'reading-4') 3"]
+
+
+def test_ring_releases_only_what_the_ack_covers(tmp_path: Path) -> None:
+    code = f"""
+from gtx.ring import Ring
+d = {str(tmp_path)!r}
+r = Ring(d, 8)
+for seq in (3, 4, 6, 7):  # seq 5 was skipped by a crash: a gap, not a hole in the ring
+    r.append(b"r%d" % seq, seq)
+print(r.release(2), len(r), r.peek())
+print(r.release(5), len(r), r.peek())
+r = Ring(d, 8)  # what was released stays released after a reboot
+print(len(r), r.peek(), r.release(7), len(r), r.peek(), r.release(100))
+"""
+    assert run_micropython(code).splitlines() == [
+        "0 4 (3, b'r3')",
+        "2 2 (6, b'r6')",
+        "2 (6, b'r6') 2 0 None 0",
+    ]
 
 
 def test_state_is_monotonic_and_counts_resets(tmp_path: Path) -> None:

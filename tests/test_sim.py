@@ -69,6 +69,7 @@ def test_a_day_of_physics_through_the_firmware_fleet(tmp_path: Path) -> None:
             stop,
             duration=20,
             record=True,
+            ack=False,  # no hub here to acknowledge: the broker's PUBACK frees a reading
         )
     finally:
         collector.stop()

@@ -19,6 +19,8 @@ DEFAULTS = {
     "ring_capacity": 1440,
     "data_dir": "data",
     "watchdog_ms": 30000,
+    "ack": True,
+    "ack_timeout_s": 10,
 }
 
 
@@ -48,9 +50,18 @@ class Meter:
         self.chip = chips.make(cfg, master)
         self.reading_topic = reading.reading_topic(self.meter_id)
         self.status_topic = reading.status_topic(self.meter_id)
+        # with "ack": false (a broker without a hub) the broker's PUBACK frees a reading
+        self.ack = bool(cfg.get("ack", True))
+        self.timeout_ms = int(cfg.get("ack_timeout_s", 10) * 1000)  # for an ack
         self.uplink = Uplink(
-            cfg, "gtx-" + self.meter_id, self.status_topic, self._status("offline")
+            cfg,
+            "gtx-" + self.meter_id,
+            self.status_topic,
+            self._status("offline"),
+            self.meter_id if self.ack else None,
         )
+        self.in_flight = (-1, 0, time.ticks_ms())  # (seq, uplink session, sent at) of the
+        # reading waiting for the hub's ack
         self.fault = ""
         self.last_read_ms: _TicksMs | None = None
         self.readings = 0
@@ -90,21 +101,51 @@ class Meter:
         message = reading.encode_reading(
             self.meter_id, seq, ts, imp, exp, interval, v, i, pf, f, flags
         )
-        self.ring.append(reading.seal(message, reading.READING_DOMAIN, self.seed, self.public))
+        self.ring.append(reading.seal(message, reading.READING_DOMAIN, self.seed, self.public), seq)
         self.last_read_ms = now_ms
         self.readings += 1
         return True
 
     def flush(self) -> bool:
-        """Send buffered readings oldest first; stop at the first failure."""
-        while len(self.ring):
-            envelope = self.ring.peek()
-            if envelope is None:
-                break
-            if not self.uplink.send(self.reading_topic, envelope):
-                return False
-            self.ring.pop()
+        """Send buffered readings oldest first; False when a publish failed.
+
+        With acks, one reading is in flight at a time: the hub never sees seq n+1 before n
+        is settled, so a reading a broker lost (hub away, broker restarted) is sent again
+        instead of becoming a gap. It is sent again after a reconnect or when no ack
+        covered it within ack_timeout_s; the hub drops the repeats."""
+        if not self.ack:
+            while True:
+                oldest = self.ring.peek()
+                if oldest is None:
+                    return True
+                if not self.uplink.send(self.reading_topic, oldest[1]):
+                    return False
+                self.ring.pop()
+        self.ring.release(self.uplink.acked)
+        oldest = self.ring.peek()
+        if oldest is None:
+            return True
+        seq, envelope = oldest
+        sent, session, at = self.in_flight
+        if (
+            seq == sent
+            and session == self.uplink.sessions
+            and self.uplink.connected
+            and time.ticks_diff(time.ticks_ms(), at) < self.timeout_ms
+        ):
+            return True  # in flight: its ack is on the way
+        if not self.uplink.send(self.reading_topic, envelope):
+            return False
+        self.in_flight = (seq, self.uplink.sessions, time.ticks_ms())
         return True
+
+    def idle(self, wait_ms: int) -> None:
+        """Wait for the next thing to do: an ack frees a reading at once."""
+        if self.ack:
+            if self.uplink.poll(wait_ms):
+                self.ring.release(self.uplink.acked)
+        else:
+            time.sleep_ms(wait_ms)
 
     def heartbeat(self) -> bool:
         return self.uplink.send(self.status_topic, self._status(self.fault), True)
@@ -144,4 +185,4 @@ def run(config_path: str, max_readings: int = 0) -> Meter:
             return meter
         wait = min(time.ticks_diff(next_read, time.ticks_ms()), 200)
         if wait > 0:
-            time.sleep_ms(wait)
+            meter.idle(wait)

@@ -37,11 +37,31 @@ def _double(p: Point) -> Point:
     return (e * f % P, g * h % P, f * g % P, e * h % P)
 
 
+def _add_affine(p: Point, q: Point) -> Point:
+    """p + q for q in the table's form (y - x, y + x, 2d * x * y) with Z = 1: one
+    multiplication fewer than _add, and three numbers per entry instead of four."""
+    a = (p[1] - p[0]) * q[0] % P
+    b = (p[1] + p[0]) * q[1] % P
+    c = p[3] * q[2] % P
+    d = 2 * p[2] % P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+
+def _affine(p: Point) -> Point:
+    zi = pow(p[2], P - 2, P)
+    x, y = p[0] * zi % P, p[1] * zi % P
+    return ((y - x) % P, (y + x) % P, _D2 * x * y % P)
+
+
 _ZERO = (0, 1, 1, 0)
 _B = (_BX, _BY, 1, _BX * _BY % P)
-_TABLE = [_ZERO]  # k * B for k = 0..15: a 4-bit fixed window
+_TABLE = [(1, 1, 0)]  # k * B for k = 0..15 (a 4-bit fixed window), in _add_affine's form
+_k = _B
 for _ in range(15):
-    _TABLE.append(_add(_TABLE[-1], _B))
+    _TABLE.append(_affine(_k))
+    _k = _add(_k, _B)
+del _k
 
 
 def _base_mul(s: int) -> Point:
@@ -49,7 +69,7 @@ def _base_mul(s: int) -> Point:
     q = _ZERO
     for shift in range(252, -4, -4):
         q = _double(_double(_double(_double(q))))
-        q = _add(q, _TABLE[(s >> shift) & 15])
+        q = _add_affine(q, _TABLE[(s >> shift) & 15])
     return q
 
 

@@ -1,9 +1,11 @@
-# Store-and-forward: a bounded ring of signed envelopes in one flash file.
+# Store-and-forward: a bounded ring of signed readings in one flash file.
 #
-# Fixed slots of SLOT bytes: [length: 2 bytes][CRC-32: 4 bytes][envelope]. The ring's
-# head (oldest unsent) and tail (next free) are absolute counters kept in a small JSON
-# file replaced atomically after the slot is written, so a power cut loses at most the
-# reading being written, never an acknowledged one.
+# Fixed slots of SLOT bytes: [length: 2][CRC-32: 4][seq: 8][envelope], the CRC over seq
+# and envelope. The ring's head (oldest unsettled) and tail (next free) are absolute
+# counters kept in a small JSON file replaced atomically after the slot is written, so a
+# power cut loses at most the reading being written, never one the hub has not settled.
+# A reading leaves the ring only when the hub's ack covers its seq (release), or, for a
+# broker without a hub (`"ack": false`), on the broker's PUBACK (pop).
 #
 # Full ring: the OLDEST reading is dropped (and counted in status as `dropped`). Registers
 # are cumulative, so the energy of a dropped interval is still in the next reading; only
@@ -13,7 +15,7 @@ import binascii
 from gtx import store
 
 SLOT = 256
-HEADER = 6
+HEADER = 14
 
 
 class Ring:
@@ -25,6 +27,7 @@ class Ring:
         self.head = meta.get("head", 0)
         self.tail = meta.get("tail", 0)
         self.dropped = meta.get("dropped", 0)
+        self.block = bytearray(SLOT)  # one buffer for every read and write
         if not store.exists(self.path):
             with open(self.path, "wb"):
                 pass
@@ -37,41 +40,59 @@ class Ring:
             self.meta_path, {"head": self.head, "tail": self.tail, "dropped": self.dropped}
         )
 
-    def append(self, envelope: bytes) -> None:
+    def append(self, envelope: bytes, seq: int) -> None:
         if len(envelope) > SLOT - HEADER:
             raise ValueError("envelope larger than a ring slot")
         if self.tail - self.head >= self.capacity:
             self.head += 1
             self.dropped += 1
-        slot = bytearray(SLOT)
-        slot[0:2] = len(envelope).to_bytes(2, "big")
-        slot[2:6] = (binascii.crc32(envelope) & 0xFFFFFFFF).to_bytes(4, "big")
-        slot[HEADER : HEADER + len(envelope)] = envelope
+        slot = self.block
+        n = len(envelope)
+        slot[0:2] = n.to_bytes(2, "big")
+        slot[6:14] = seq.to_bytes(8, "big")
+        slot[HEADER : HEADER + n] = envelope
+        slot[2:6] = (binascii.crc32(slot[6 : HEADER + n]) & 0xFFFFFFFF).to_bytes(4, "big")
         with open(self.path, "r+b") as f:
             f.seek((self.tail % self.capacity) * SLOT)
             f.write(slot)
         self.tail += 1
         self._save()
 
-    def peek(self) -> bytes | None:
-        """The oldest unsent envelope, or None. A torn slot is skipped and counted."""
+    def peek(self) -> tuple | None:
+        """(seq, envelope) of the oldest unsettled reading, or None. A torn slot is
+        skipped and counted."""
+        slot = self.block
         while self.head < self.tail:
             with open(self.path, "rb") as f:
                 f.seek((self.head % self.capacity) * SLOT)
-                slot = f.read(SLOT)
-            n = int.from_bytes(slot[0:2], "big") if len(slot) == SLOT else 0
-            body = slot[HEADER : HEADER + n]
-            if 0 < n <= SLOT - HEADER and (binascii.crc32(body) & 0xFFFFFFFF) == int.from_bytes(
-                slot[2:6], "big"
-            ):
-                return body
+                got = f.readinto(slot)
+            n = int.from_bytes(slot[0:2], "big") if got == SLOT else 0
+            if 0 < n <= SLOT - HEADER and (
+                binascii.crc32(slot[6 : HEADER + n]) & 0xFFFFFFFF
+            ) == int.from_bytes(slot[2:6], "big"):
+                return int.from_bytes(slot[6:14], "big"), bytes(slot[HEADER : HEADER + n])
             self.head += 1
             self.dropped += 1
             self._save()
         return None
 
     def pop(self) -> None:
-        """Forget the oldest envelope: the broker acknowledged it."""
+        """Forget the oldest reading (the broker acknowledged it; `"ack": false`)."""
         if self.head < self.tail:
             self.head += 1
             self._save()
+
+    def release(self, acked: int) -> int:
+        """Forget every reading the hub's ack covers (seq <= acked), oldest first, and
+        return how many left. Readings are stored in seq order, so it stops at the first
+        one the ack does not cover."""
+        released = 0
+        while True:
+            oldest = self.peek()
+            if oldest is None or oldest[0] > acked:
+                break
+            self.head += 1
+            released += 1
+        if released:
+            self._save()
+        return released

@@ -100,7 +100,7 @@ def cda(orders: int, seed: int = 1) -> dict[str, Any]:
 FIRMWARE_CYCLE = """
 import gc, sys, time, json
 from gtx import app, modbus
-cfg = json.loads(sys.argv[1])
+cfg = app.load_config(sys.argv[1])  # a path: the unix port dies on an argv over ~256 bytes
 mode = sys.argv[2]
 meter = app.Meter(cfg)
 gc.collect()
@@ -161,6 +161,7 @@ def firmware() -> dict[str, Any]:
                 "interval_s": 60,
                 "heartbeat_s": 300,
                 "ring_capacity": 16,
+                "ack": False,  # no hub: the broker's PUBACK frees a reading
                 "watchdog_ms": 30000,
             }
             config = Path(tmp) / "config.json"
@@ -176,7 +177,7 @@ def firmware() -> dict[str, Any]:
                         f"heapsize={heap_kb}k",
                         "-c",
                         FIRMWARE_CYCLE,
-                        json.dumps(cfg),
+                        str(config),
                         mode,
                     ],
                     capture_output=True,

@@ -43,6 +43,7 @@ app.add_typer(governance_app, name="governance")
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"
+ACK_VECTORS = REPO / "docs" / "vectors" / "ack-v1.json"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -197,17 +198,23 @@ def bench_powerflow(
 
 @wire_app.command("vectors")
 def wire_vectors(
-    write: Annotated[bool, typer.Option(help=f"Rewrite {VECTORS.relative_to(REPO)}.")] = False,
+    write: Annotated[bool, typer.Option(help="Rewrite the files in docs/vectors/.")] = False,
+    ack: Annotated[bool, typer.Option(help="Print the ack vectors instead.")] = False,
 ) -> None:
     """Print (or rewrite) the wire-format test vectors."""
+    from gridtokenx.wire import ack as ack_message
     from gridtokenx.wire.vectors import generate
 
-    text = json.dumps(generate(), indent=2) + "\n"
+    texts = {
+        VECTORS: json.dumps(generate(), indent=2) + "\n",
+        ACK_VECTORS: json.dumps(ack_message.vectors(), indent=2) + "\n",
+    }
     if write:
-        VECTORS.write_text(text)
-        typer.echo(f"wrote {VECTORS}")
+        for path, text in texts.items():
+            path.write_text(text)
+            typer.echo(f"wrote {path}")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(texts[ACK_VECTORS if ack else VECTORS])
 
 
 @firmware_app.command("build")
@@ -312,6 +319,9 @@ def sim_run(
     interval_s: Annotated[float, typer.Option(help="Firmware reading interval.")] = 10,
     start_step: Annotated[int, typer.Option(help="Quarter hour of the year to start at.")] = 15_404,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
+    ack: Annotated[
+        bool, typer.Option(help="Meters keep readings until a hub acks them (--no-ack: no hub).")
+    ] = True,
 ) -> None:
     """Run the unchanged firmware for a grid's households against emulated chips."""
     import signal
@@ -351,6 +361,7 @@ def sim_run(
             stop,
             duration,
             in_process=in_process,
+            ack=ack,
         )
     except GridError as exc:
         fail(str(exc))

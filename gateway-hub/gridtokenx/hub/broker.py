@@ -1,19 +1,93 @@
 """An embedded MQTT broker (amqtt) for the default run: no Mosquitto to install.
 
-Production uses Mosquitto with persistence (docs/hub.md); amqtt keeps sessions in memory.
+Production uses Mosquitto with persistence (docs/hub.md); amqtt keeps sessions in memory,
+which is why meters free a reading only on the hub's ack (acks.py). With `auth_dir` it
+enforces the same `passwd` and `acl` files the hub writes for Mosquitto (credentials.py):
+no anonymous clients, a meter publishes only its own topics and reads only its own ack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from gridtokenx.hub.credentials import ACL, PASSWD, Rules, allowed, parse, verify_password
+
+
+class _RegistryFiles:
+    """The hub's `passwd` and `acl`, read again whenever either file changes."""
+
+    def __init__(self, directory: str) -> None:
+        self.passwd, self.acl = Path(directory) / PASSWD, Path(directory) / ACL
+        self._stamp: tuple[int, int] | None = None
+        self._rules = Rules()
+
+    def rules(self) -> Rules:
+        try:
+            stamp = (os.stat(self.passwd).st_mtime_ns, os.stat(self.acl).st_mtime_ns)
+            if stamp != self._stamp:
+                self._rules = parse(self.passwd.read_text(), self.acl.read_text())
+                self._stamp = stamp
+        except OSError:  # no files (yet): nobody is let in
+            self._rules, self._stamp = Rules(), None
+        return self._rules
+
+
+@dataclass
+class _Config:
+    directory: str = ""
+
+
+class RegistryAuth(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped
+    """amqtt authentication against the hub's `passwd`: a known user and its password."""
+
+    Config = _Config
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.files = _RegistryFiles(self.config.directory)
+
+    async def authenticate(self, *, session: Session) -> bool:
+        hashed = self.files.rules().hashes.get(session.username or "")
+        return hashed is not None and verify_password(session.password or "", hashed)
+
+
+class RegistryAcl(BaseTopicPlugin):  # type: ignore[misc]
+    """amqtt topic checks against the hub's `acl`: publish needs `write`, subscribe and
+    receive need `read`, for that user."""
+
+    Config = _Config
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.files = _RegistryFiles(self.config.directory)
+
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:
+        if session is None or session.username is None or topic is None:
+            return False
+        rules = self.files.rules()
+        table = rules.write if action == Action.PUBLISH else rules.read
+        return allowed(table.get(session.username, []), topic)
 
 
 class EmbeddedBroker:
     """amqtt in a background thread: MQTT without installing Mosquitto."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, host: str = "127.0.0.1", auth_dir: Path | None = None) -> None:
+        self.port, self.host, self.auth_dir = port, host, auth_dir
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._broker: object | None = None
@@ -22,9 +96,17 @@ class EmbeddedBroker:
         from amqtt.broker import Broker
 
         self._thread.start()
+        config: dict[str, object] = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}
+        }
+        if self.auth_dir is not None:
+            directory = {"directory": str(self.auth_dir)}
+            config["plugins"] = {
+                f"{__name__}.RegistryAuth": directory,
+                f"{__name__}.RegistryAcl": directory,
+            }
 
         async def start() -> None:
-            config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}}}
             broker = Broker(config, loop=self._loop)
             await broker.start()
             self._broker = broker

@@ -35,6 +35,16 @@ DatabaseOption = Annotated[
 ]
 
 
+AuthDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--broker-auth",
+        envvar="HUB_BROKER_AUTH",
+        help="Directory of the brokers' passwd and acl: rewritten from the registry.",
+    ),
+]
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -58,8 +68,10 @@ def meter_add(
     household: Annotated[str | None, typer.Option(help="The household it belongs to.")] = None,
     approve: Annotated[bool, typer.Option(help="Approve it at once.")] = False,
     database: DatabaseOption = DEFAULT_URL,
+    broker_auth: AuthDirOption = None,
 ) -> None:
-    """Register a meter by its public key (it stays pending until approved)."""
+    """Register a meter by its public key (it stays pending until approved), and issue
+    its MQTT password: printed once, here, and stored only as a hash."""
     try:
         key = bytes.fromhex(pubkey)
     except ValueError:
@@ -72,6 +84,59 @@ def meter_add(
     except RegistrationError as exc:
         fail(f"{exc.code}: {exc.message}")
     typer.echo(f"registered {meter_id} ({status.value})")
+    _issue_meter_password(store, meter_id, broker_auth)
+
+
+def _issue_meter_password(store: HubStore, meter_id: str, broker_auth: Path | None) -> None:
+    from gridtokenx.hub import credentials
+
+    password = credentials.issue(store.engine, meter_id, "meter")
+    typer.echo(f"mqtt user: {meter_id}")
+    typer.echo(f"mqtt password: {password}")
+    typer.echo(
+        "(shown once: put both in the meter's config.json under broker.user and "
+        "broker.password; `gridtokenx hub meter credentials` issues a new one)"
+    )
+    if broker_auth is not None:
+        _write_broker_auth(store, broker_auth)
+
+
+def _write_broker_auth(store: HubStore, directory: Path) -> None:
+    from gridtokenx.hub import credentials
+
+    passwd, acl = credentials.write_files(store.engine, directory)
+    typer.echo(f"wrote {passwd} and {acl} (Mosquitto: send it SIGHUP to reload)")
+
+
+@meter_app.command("credentials")
+def meter_credentials(
+    meter_id: str, database: DatabaseOption = DEFAULT_URL, broker_auth: AuthDirOption = None
+) -> None:
+    """Issue a new MQTT password for a registered meter (the old one stops working)."""
+    store = open_store(database)
+    if meter_id not in {m.meter_id for m in store.meters()}:
+        fail(f"unknown_meter: meter {meter_id!r} is not registered")
+    _issue_meter_password(store, meter_id, broker_auth)
+
+
+@app.command("broker-auth")
+def broker_auth_files(
+    directory: Annotated[Path, typer.Argument(help="Where to write passwd and acl (0600).")],
+    hub_password_file: Annotated[
+        Path | None,
+        typer.Option(help="Also issue the hub's own MQTT password into this file (0600)."),
+    ] = None,
+    database: DatabaseOption = DEFAULT_URL,
+) -> None:
+    """Write the brokers' passwd and acl from the registry (Mosquitto and `hub broker`)."""
+    from gridtokenx.hub import credentials
+
+    store = open_store(database)
+    if hub_password_file is not None:
+        password = credentials.issue(store.engine, credentials.HUB_USER, "hub")
+        credentials.write_secret(hub_password_file, password)
+        typer.echo(f"the hub's MQTT password ({credentials.HUB_USER}) is in {hub_password_file}")
+    _write_broker_auth(store, directory)
 
 
 def _set(meter_id: str, status: MeterStatus, database: str) -> None:
@@ -114,6 +179,29 @@ def meter_list(database: DatabaseOption = DEFAULT_URL) -> None:
         )
 
 
+@app.command("broker")
+def broker(
+    port: Annotated[int, typer.Option(envvar="HUB_MQTT_PORT")] = 1883,
+    host: Annotated[str, typer.Option(help="0.0.0.0 serves the LAN.")] = "127.0.0.1",
+    auth: Annotated[
+        Path | None,
+        typer.Option(envvar="HUB_BROKER_AUTH", help="passwd and acl from `hub broker-auth`."),
+    ] = None,
+) -> None:
+    """Run the embedded MQTT broker (amqtt) alone, until SIGTERM/SIGINT. With --auth it
+    refuses anonymous clients and enforces the hub's ACL (files re-read when changed)."""
+    from gridtokenx.hub.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    embedded = EmbeddedBroker(port, host, auth).start()
+    mode = f"users and ACL from {auth}" if auth else "anonymous clients allowed"
+    typer.echo(f"broker: ready on mqtt://{host}:{port} ({mode})")
+    stop.wait()
+    embedded.stop()
+
+
 @app.command("run")
 def run(
     database: DatabaseOption = DEFAULT_URL,
@@ -131,6 +219,13 @@ def run(
         float, typer.Option(help="How often the outbox submits pending batches.")
     ] = 5.0,
     min_interval_s: Annotated[int, typer.Option(help="Shortest accepted reading interval.")] = 10,
+    mqtt_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HUB_MQTT_PASSWORD_FILE",
+            help="Log in to the broker as the hub (@hub) with this password file.",
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: ingest, batch every epoch, serve the page, until SIGTERM/SIGINT."""
     import uvicorn
@@ -151,7 +246,16 @@ def run(
         mqtt_host,
         mqtt_port,
         client_id=f"gtx-{hub_id}",
-    ).start()
+    )
+    if mqtt_password_file is not None:
+        from gridtokenx.hub.credentials import HUB_USER
+
+        try:
+            password = mqtt_password_file.read_text().strip()
+        except OSError as exc:
+            fail(f"mqtt password file {mqtt_password_file}: {exc}")
+        ingest.client.username_pw_set(HUB_USER, password)
+    ingest.start()
     stop = threading.Event()
     token = os.environ.get("HUB_PLATFORM_TOKEN")
     outbox = None

@@ -39,8 +39,15 @@ class FleetMeter:
 
 class Fleet:
     def __init__(
-        self, data: Path, chips_address: str, mqtt_host: str, mqtt_port: int, interval_s: float
+        self,
+        data: Path,
+        chips_address: str,
+        mqtt_host: str,
+        mqtt_port: int,
+        interval_s: float,
+        ack: bool = True,  # False: no hub listens, the broker's PUBACK frees a reading
     ) -> None:
+        self.ack = ack
         self.data = data
         self.chips_address = chips_address
         self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
@@ -66,6 +73,7 @@ class Fleet:
                     "broker": {"host": self.mqtt_host, "port": self.mqtt_port},
                     "interval_s": self.interval_s,
                     "heartbeat_s": 30,
+                    "ack": self.ack,
                     "data_dir": str(flash.resolve()),
                 }
             )

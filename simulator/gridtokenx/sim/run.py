@@ -47,6 +47,7 @@ def run(
     duration: float = 0,
     record: bool = False,
     in_process: bool = False,
+    ack: bool = True,
 ) -> GridMeters:
     grid = load_simbench(grid_code) if isinstance(grid_code, str) else grid_code
     physics = GridMeters.create(grid, households, speed, start_step)
@@ -55,7 +56,7 @@ def run(
         return _run_in_process(physics, mqtt_host, mqtt_port, data, interval_s, stop, duration)
     chips = ChipServer([m.chip for m in physics.homes]).start()
     clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
-    fleet = Fleet(data, chips.address, mqtt_host, mqtt_port, interval_s)
+    fleet = Fleet(data, chips.address, mqtt_host, mqtt_port, interval_s, ack)
     try:
         keys = data / "meters.tsv"
         with keys.open("w") as f:
