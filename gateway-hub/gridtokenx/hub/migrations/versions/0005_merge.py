@@ -1,11 +1,11 @@
-"""Join the chains that grew side by side from 0003 (bounded rejections, feeder balance).
+"""Join the chains that grew side by side from 0003 (bounded rejections, broker credentials, feeder balance).
 
 Revision ID: 0005
-Revises: 0004, 0004_feeder
+Revises: 0004, 0004_auth, 0004_feeder
 """
 
 revision = "0005"
-down_revision = ("0004", "0004_feeder")
+down_revision = ("0004", "0004_auth", "0004_feeder")
 
 
 def upgrade() -> None:
