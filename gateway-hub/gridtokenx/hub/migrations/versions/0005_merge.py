@@ -1,4 +1,5 @@
-"""Join the chains that grew side by side from 0003 (bounded rejections, broker credentials, feeder balance).
+"""Join the chains that grew side by side from 0003: bounded rejections, broker credentials
+and the feeder balance.
 
 Revision ID: 0005
 Revises: 0004, 0004_auth, 0004_feeder
