@@ -152,8 +152,8 @@ class Meter:
 
 
 def run(config_path: str, max_readings: int = 0) -> Meter:
-    """Run the meter. max_readings > 0 (tests, simulator) stops after that many readings
-    once everything is flushed; 0 runs forever."""
+    """Run the meter. max_readings > 0 (tests) takes that many readings and stops once
+    the hub acknowledged them all; 0 runs forever."""
     cfg = load_config(config_path)
     wdt = port.watchdog(cfg["watchdog_ms"])
     port.network_up(cfg)
@@ -168,7 +168,9 @@ def run(config_path: str, max_readings: int = 0) -> Meter:
     while True:
         wdt.feed()
         now = time.ticks_ms()
-        if time.ticks_diff(now, next_read) >= 0:
+        if time.ticks_diff(now, next_read) >= 0 and not (
+            max_readings and meter.readings >= max_readings
+        ):
             next_read = time.ticks_add(next_read, interval_ms)
             if time.ticks_diff(now, next_read) > 0:  # we fell behind: do not burst
                 next_read = time.ticks_add(now, interval_ms)

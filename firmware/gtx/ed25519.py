@@ -16,15 +16,6 @@ _BX = 15112221349535400772501151409588531511454012693041857206046113283949847762
 _BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
 
 
-def _add(p: Point, q: Point) -> Point:
-    a = (p[1] - p[0]) * (q[1] - q[0]) % P
-    b = (p[1] + p[0]) * (q[1] + q[0]) % P
-    c = p[3] * _D2 * q[3] % P
-    d = 2 * p[2] * q[2] % P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % P, g * h % P, f * g % P, e * h % P)
-
-
 def _double(p: Point) -> Point:
     a = p[0] * p[0] % P
     b = p[1] * p[1] % P
@@ -37,9 +28,9 @@ def _double(p: Point) -> Point:
     return (e * f % P, g * h % P, f * g % P, e * h % P)
 
 
-def _add_affine(p: Point, q: Point) -> Point:
+def _add(p: Point, q: Point) -> Point:
     """p + q for q in the table's form (y - x, y + x, 2d * x * y) with Z = 1: one
-    multiplication fewer than _add, and three numbers per entry instead of four."""
+    multiplication fewer than a general addition, three numbers per entry instead of four."""
     a = (p[1] - p[0]) * q[0] % P
     b = (p[1] + p[0]) * q[1] % P
     c = p[3] * q[2] % P
@@ -49,19 +40,19 @@ def _add_affine(p: Point, q: Point) -> Point:
 
 
 def _affine(p: Point) -> Point:
+    """An extended point in _add's form for q."""
     zi = pow(p[2], P - 2, P)
     x, y = p[0] * zi % P, p[1] * zi % P
     return ((y - x) % P, (y + x) % P, _D2 * x * y % P)
 
 
 _ZERO = (0, 1, 1, 0)
-_B = (_BX, _BY, 1, _BX * _BY % P)
-_TABLE = [(1, 1, 0)]  # k * B for k = 0..15 (a 4-bit fixed window), in _add_affine's form
-_k = _B
-for _ in range(15):
-    _TABLE.append(_affine(_k))
-    _k = _add(_k, _B)
-del _k
+_B = (_BX, _BY, 1, _BX * _BY % P)  # B, then 2B, ... while the table is built
+_TABLE = [(1, 1, 0), _affine(_B)]  # k * B for k = 0..15 (a 4-bit fixed window), _add's form
+for _ in range(14):
+    _B = _add(_B, _TABLE[1])
+    _TABLE.append(_affine(_B))
+del _B
 
 
 def _base_mul(s: int) -> Point:
@@ -69,7 +60,7 @@ def _base_mul(s: int) -> Point:
     q = _ZERO
     for shift in range(252, -4, -4):
         q = _double(_double(_double(_double(q))))
-        q = _add_affine(q, _TABLE[(s >> shift) & 15])
+        q = _add(q, _TABLE[(s >> shift) & 15])
     return q
 
 

@@ -38,7 +38,7 @@ _H0 = (
 )
 
 
-def _compress(h: list[int], block: bytes) -> list[int]:
+def _compress(h: list[int], block: "bytes | bytearray | memoryview") -> list[int]:
     # The message schedule lives in a rolling window of 16 words instead of 80, to keep
     # the heap small on a meter (64-bit words are big integers there).
     w = [int.from_bytes(block[i : i + 8], "big") for i in range(0, 128, 8)]
@@ -67,8 +67,17 @@ def sha512(data: bytes) -> bytes:
     full = n - n % 128
     view = memoryview(data)
     for i in range(0, full, 128):
-        h = _compress(h, bytes(view[i : i + 128]))
-    tail = bytes(view[full:]) + b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
-    for i in range(0, len(tail), 128):
-        h = _compress(h, tail[i : i + 128])
+        h = _compress(h, view[i : i + 128])
+    last = bytearray(128)  # the padded last block(s), filled in place
+    rest = n - full
+    last[:rest] = view[full:]
+    last[rest] = 0x80
+    for i in range(rest + 1, 128):
+        last[i] = 0
+    if rest >= 112:  # no room for the length: it goes in one more block
+        h = _compress(h, last)
+        for i in range(112):
+            last[i] = 0
+    last[112:] = (n * 8).to_bytes(16, "big")
+    h = _compress(h, last)
     return b"".join(x.to_bytes(8, "big") for x in h)
