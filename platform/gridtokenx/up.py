@@ -124,9 +124,8 @@ def up(
                 },
             )
             cosigners.append(cosigner)
-            wait_ready(cosigner, logs / f"cosigner-{role}.log", f"{role} co-signer")
             urls.append(f"{role}=http://127.0.0.1:{api_port + k}")
-        env["GTX_COSIGNERS"] = ",".join(urls)
+        env["GTX_COSIGNERS"] = ",".join(urls)  # the platform waits for them to answer
         platform = subprocess.Popen(
             [
                 sys.executable,
@@ -150,6 +149,8 @@ def up(
             stderr=subprocess.STDOUT,
             env=env,
         )
+        for role, cosigner in zip(("grid-operator", "auditor"), cosigners, strict=True):
+            wait_ready(cosigner, logs / f"cosigner-{role}.log", f"{role} co-signer")
         wait_ready(platform, logs / "platform.log", "platform")
         admin = httpx.Client(
             base_url=api, headers={"Authorization": f"Bearer {env['GTX_ADMIN_TOKEN']}"}, timeout=60
