@@ -360,8 +360,8 @@ class RemoteCosigner:
             raise Unavailable("cosigner_unavailable", f"{self.role}: HTTP {response.status_code}")
         return doc
 
-    def identity(self, attempts: int = 20) -> dict[str, str]:
-        """Its public keys; a co-signer that is still starting is waited for a little."""
+    def identity(self, attempts: int = 240) -> dict[str, str]:
+        """Its public keys; a co-signer still starting is waited for (up to a minute)."""
         for _ in range(attempts - 1):
             try:
                 return self._identity()

@@ -75,8 +75,16 @@ class Supervisor:
 
     def start(self, child: Child, timeout: float = 300.0) -> None:
         """Spawn `child` and wait until its probe answers; raise if it dies or times out."""
+        self.launch(child)
+        self.ready(child, timeout)
+
+    def launch(self, child: Child) -> None:
+        """Spawn `child` and supervise it without waiting (children that start in parallel)."""
         self.children.append(child)
         child.spawn()
+
+    def ready(self, child: Child, timeout: float = 300.0) -> None:
+        """Wait for a launched child's probe, and say so."""
         self.wait_ready(child, timeout)
         self.say(f"{child.name}: ready (pid {child.process.pid if child.process else '-'})")
 

@@ -210,11 +210,13 @@ def up(
     api = f"http://127.0.0.1:{api_port}"
     try:
         # the grid operator's and the auditor's co-signers: each its own process, keystore
-        # and secret (docs/ledger.md); the platform holds none of their keys
-        urls = []
+        # and secret (docs/ledger.md); the platform holds none of their keys. They start
+        # alongside the platform, which waits up to a minute for their identity.
+        urls: list[str] = []
+        cosigners: list[Child] = []
         for k, role in enumerate(("grid-operator", "auditor"), start=11):
             port = api_port + k
-            supervisor.start(
+            cosigners.append(
                 Child(
                     f"{role} co-signer",
                     [
@@ -233,6 +235,7 @@ def up(
                     },
                 )
             )
+            supervisor.launch(cosigners[-1])
             urls.append(f"{role}=http://127.0.0.1:{port}")
         env["GTX_COSIGNERS"] = ",".join(urls)
         supervisor.start(
@@ -261,6 +264,8 @@ def up(
                 env,
             )
         )
+        for cosigner in cosigners:
+            supervisor.ready(cosigner, 60)
         admin = httpx.Client(
             base_url=api, headers={"Authorization": f"Bearer {env['GTX_ADMIN_TOKEN']}"}, timeout=60
         )
