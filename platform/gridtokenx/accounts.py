@@ -22,6 +22,14 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import Engine, delete, insert, select, update
 
+from gridtokenx.errors import (
+    CodedError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from gridtokenx.tables import nonces, refresh_tokens, users
 
 ROLES = ("consumer", "prosumer", "grid_operator", "admin", "hub")
@@ -32,10 +40,28 @@ NONCE_TTL_S = 300
 _hasher = PasswordHasher()
 
 
-class AuthError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+class AuthError(CodedError):
+    """Base of the accounts' refusals; each subclass is one kind of `CodedError`."""
+
+
+class AuthInvalid(AuthError, InvalidInput):
+    """A registration breaks a rule (role, password, wallet)."""
+
+
+class AuthUnauthorized(AuthError, Unauthorized):
+    """Wrong or unknown credentials, tokens or nonces."""
+
+
+class AccountSuspended(AuthError, Forbidden):
+    """The account exists but is suspended."""
+
+
+class AccountConflict(AuthError, Conflict):
+    """The email or wallet already belongs to an account."""
+
+
+class AccountNotFound(AuthError, NotFound):
+    """No such user (or no account for this wallet)."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +101,15 @@ class Accounts:
         user_id: str | None = None,
     ) -> str:
         if role not in ROLES:
-            raise AuthError(422, "bad_role", f"role is one of {', '.join(ROLES)}")
+            raise AuthInvalid("bad_role", f"role is one of {', '.join(ROLES)}")
         if len(password) < 10:
-            raise AuthError(422, "weak_password", "a password has at least 10 characters")
+            raise AuthInvalid("weak_password", "a password has at least 10 characters")
         user_id = user_id or str(uuid.uuid4())
         with self.engine.begin() as c:
             if c.execute(select(users.c.user_id).where(users.c.wallet == str(wallet))).first():
-                raise AuthError(409, "wallet_taken", "this wallet belongs to an account")
+                raise AccountConflict("wallet_taken", "this wallet belongs to an account")
             if c.execute(select(users.c.user_id).where(users.c.email == email.lower())).first():
-                raise AuthError(409, "email_taken", "an account with this email exists")
+                raise AccountConflict("email_taken", "an account with this email exists")
             c.execute(
                 insert(users).values(
                     user_id=user_id,
@@ -109,7 +135,7 @@ class Accounts:
         with self.engine.begin() as c:
             done = c.execute(update(users).where(users.c.user_id == user_id).values(status=status))
             if done.rowcount == 0:
-                raise AuthError(404, "no_user", user_id)
+                raise AccountNotFound("no_user", user_id)
             if status != "active":
                 c.execute(
                     update(refresh_tokens)
@@ -154,9 +180,9 @@ class Accounts:
                 raise VerificationError
             _hasher.verify(row.password_hash, password)
         except (VerificationError, InvalidHashError):
-            raise AuthError(401, "bad_credentials", "wrong email or password") from None
+            raise AuthUnauthorized("bad_credentials", "wrong email or password") from None
         if row.status != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
+            raise AccountSuspended("suspended", "this account is suspended")
         return self._issue(row.user_id, row.role, row.wallet)
 
     def refresh(self, token: str) -> Tokens:
@@ -167,7 +193,7 @@ class Accounts:
                 select(refresh_tokens).where(refresh_tokens.c.token_sha256 == digest)
             ).first()
             if row is None or row.revoked or row.expires_at < self.now():
-                raise AuthError(401, "bad_refresh_token", "unknown, expired or revoked")
+                raise AuthUnauthorized("bad_refresh_token", "unknown, expired or revoked")
             if row.used:  # a replay of a rotated token: revoke the whole login (committed)
                 c.execute(
                     update(refresh_tokens)
@@ -183,9 +209,9 @@ class Accounts:
                 )
                 user = c.execute(select(users).where(users.c.user_id == row.user_id)).one()
         if reused:
-            raise AuthError(401, "refresh_token_reused", "this login is revoked")
+            raise AuthUnauthorized("refresh_token_reused", "this login is revoked")
         if user.status != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
+            raise AccountSuspended("suspended", "this account is suspended")
         return self._issue(user.user_id, user.role, user.wallet, row.family)
 
     def logout(self, token: str) -> None:
@@ -209,14 +235,16 @@ class Accounts:
                 options={"require": ["exp", "sub", "role"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token_expired", "the access token expired: refresh it") from None
+            raise AuthUnauthorized(
+                "token_expired", "the access token expired: refresh it"
+            ) from None
         except jwt.InvalidTokenError:
-            raise AuthError(401, "bad_token", "the access token is not valid") from None
+            raise AuthUnauthorized("bad_token", "the access token is not valid") from None
         if claims.get("typ") != "access":
-            raise AuthError(401, "bad_token", "not an access token")
+            raise AuthUnauthorized("bad_token", "not an access token")
         user = self.user(str(claims["sub"]))
         if user is None or user["status"] != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
+            raise AccountSuspended("suspended", "this account is suspended")
         return Claims(str(claims["sub"]), str(claims["role"]), str(claims.get("wallet", "")))
 
     # -- wallet sign-in ------------------------------------------------------------------
@@ -224,7 +252,7 @@ class Accounts:
         try:
             Pubkey.from_string(wallet)
         except ValueError:
-            raise AuthError(422, "bad_wallet", "not a base58 public key") from None
+            raise AuthInvalid("bad_wallet", "not a base58 public key") from None
         nonce = secrets.token_hex(16)
         with self.engine.begin() as c:
             c.execute(delete(nonces).where(nonces.c.expires_at < self.now()))
@@ -244,7 +272,7 @@ class Accounts:
             row = c.execute(select(nonces).where(nonces.c.nonce == nonce)).first()
             c.execute(delete(nonces).where(nonces.c.nonce == nonce))  # one use, whatever happens
         if row is None or row.wallet != wallet or row.expires_at < self.now():
-            raise AuthError(401, "bad_nonce", "unknown or expired nonce")
+            raise AuthUnauthorized("bad_nonce", "unknown or expired nonce")
         try:
             ok = Signature.from_bytes(signature).verify(
                 Pubkey.from_string(wallet), self.nonce_message(nonce)
@@ -252,11 +280,11 @@ class Accounts:
         except ValueError:
             ok = False
         if not ok:
-            raise AuthError(401, "bad_signature", "the nonce is not signed by this wallet")
+            raise AuthUnauthorized("bad_signature", "the nonce is not signed by this wallet")
         with self.engine.connect() as c:
             user = c.execute(select(users).where(users.c.wallet == wallet)).first()
         if user is None:
-            raise AuthError(404, "no_user", "register this wallet first")
+            raise AccountNotFound("no_user", "register this wallet first")
         if user.status != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
+            raise AccountSuspended("suspended", "this account is suspended")
         return self._issue(user.user_id, user.role, user.wallet)

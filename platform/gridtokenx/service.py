@@ -15,18 +15,68 @@ from solders.signature import Signature
 from sqlalchemy import select
 
 from gridtokenx import books
+from gridtokenx.errors import (
+    CodedError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from gridtokenx.ledger import oracle, site
 from gridtokenx.ledger.deployment import PLATFORM_ORACLES
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.errors import WireError
 
 
-class ServiceError(Exception):
-    """A refusal with a stable code and the HTTP status it maps to."""
+class ServiceError(CodedError):
+    """A refusal of the registry or the co-signer, with a stable code.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+    Call sites still name the kind by a number (404, 409, ...); the constructor turns it into
+    the matching kind subclass at once and keeps no status, so only the edge knows HTTP."""
+
+    def __new__(cls, kind: int, code: str, message: str) -> ServiceError:
+        return super().__new__(
+            _SERVICE_KINDS.get(kind, ServiceInvalid) if cls is ServiceError else cls
+        )
+
+    def __init__(self, kind: int, code: str, message: str) -> None:
+        super().__init__(code, message)
+
+
+class ServiceInvalid(ServiceError, InvalidInput):
+    """The request breaks a rule of the registry or the co-signer."""
+
+
+class ServiceUnauthorized(ServiceError, Unauthorized):
+    """No valid hub or user credentials."""
+
+
+class ServiceForbidden(ServiceError, Forbidden):
+    """Valid credentials that do not allow this (a suspended hub, another hub's batch)."""
+
+
+class ServiceNotFound(ServiceError, NotFound):
+    """An unknown meter, hub, epoch or user."""
+
+
+class ServiceConflict(ServiceError, Conflict):
+    """The request clashes with what is stored (another key, another root)."""
+
+
+class ServiceUnavailable(ServiceError, Unavailable):
+    """A part this instance runs without (accounts, the market)."""
+
+
+_SERVICE_KINDS: dict[int, type[ServiceError]] = {
+    401: ServiceUnauthorized,
+    403: ServiceForbidden,
+    404: ServiceNotFound,
+    409: ServiceConflict,
+    422: ServiceInvalid,
+    503: ServiceUnavailable,
+}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from fastapi import (
     Depends,
     FastAPI,
     Header,
-    HTTPException,
     Query,
     Request,
     Response,
@@ -28,7 +27,6 @@ from fastapi import (
 from fastapi import (
     Path as PathParam,
 )
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
@@ -37,9 +35,10 @@ from sqlalchemy import insert, select
 
 from gridtokenx import auditlog
 from gridtokenx.accounts import SELF_SERVICE_ROLES, Accounts, AuthError, Claims
+from gridtokenx.api import errors
+from gridtokenx.api.limits import BATCH_BODY, DEFAULT_BODY, BodyLimit
+from gridtokenx.errors import RateLimited
 from gridtokenx.events import Fanout, RedisRelay, as_message
-from gridtokenx.ledger.backend import LedgerError
-from gridtokenx.market.errors import MarketError
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Outcome, Platform, ServiceError
 from gridtokenx.tables import idempotency, users
@@ -76,7 +75,7 @@ class MeterIn(BaseModel):
 
 
 class BatchIn(BaseModel):
-    epoch: int = Field(ge=0)
+    epoch: int = Field(strict=True, ge=0)
     header: str = Field(pattern=HEX, max_length=2_000_000)
     hub_signature: str = Field(pattern=r"^[0-9a-fA-F]{128}$")
     readings: list[tuple[str, str]] = Field(max_length=500_000)
@@ -115,15 +114,15 @@ class WalletLoginIn(BaseModel):
 
 class OrderIn(BaseModel):
     side: str = Field(pattern="^(buy|sell)$")
-    quantity_wh: int = Field(gt=0, le=10**9)
-    price: int = Field(gt=0, le=10**12, description="micro-THB per kWh")
+    quantity_wh: int = Field(strict=True, gt=0, le=10**9)
+    price: int = Field(strict=True, gt=0, le=10**12, description="micro-THB per kWh")
     zone: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     tif: str = Field(default="GFE", pattern="^(GFE|IOC|FOK)$")
 
 
 class TopUpIn(BaseModel):
     user_id: str = Field(max_length=36)
-    micro_thb: int = Field(gt=0, le=10**15)
+    micro_thb: int = Field(strict=True, gt=0, le=10**15)
     reference: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -145,10 +144,10 @@ class RevokeIn(BaseModel):
 
 
 class ParametersIn(BaseModel):
-    fee_bps: int | None = Field(default=None, ge=0, le=10_000)
-    min_price: int | None = Field(default=None, gt=0, le=10**12)
-    max_price: int | None = Field(default=None, gt=0, le=10**12)
-    max_quantity_wh: int | None = Field(default=None, gt=0, le=10**9)
+    fee_bps: int | None = Field(strict=True, default=None, ge=0, le=10_000)
+    min_price: int | None = Field(strict=True, default=None, gt=0, le=10**12)
+    max_price: int | None = Field(strict=True, default=None, gt=0, le=10**12)
+    max_quantity_wh: int | None = Field(strict=True, default=None, gt=0, le=10**9)
 
 
 class HaltIn(BaseModel):
@@ -212,6 +211,8 @@ def create_app(
     ws_queue: int = 256,
     demo_grant: int = 0,
     limits_per_minute: tuple[int, int] | None = None,
+    body_limit: int = DEFAULT_BODY,
+    batch_limit: int = BATCH_BODY,
 ) -> FastAPI:
     user_limit, ip_limit = limits_per_minute or limits()
     api = Api(platform, admin_token, trading, accounts, limiter or MemoryLimiter(), demo_grant)
@@ -230,6 +231,7 @@ def create_app(
             relay.close()
 
     app = FastAPI(title="GridTokenX platform", version="1", docs_url="/docs", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=body_limit, larger={"/api/v1/hub/batches": batch_limit})
     app.state.api = api
     app.state.fanout = fanout
     registry = CollectorRegistry()
@@ -242,11 +244,8 @@ def create_app(
         ip = request.client.host if request.client else "-"
         wait = api.limiter.hit(f"ip:{ip}", ip_limit) if request.url.path.startswith("/api/") else 0
         if wait:
-            response: Response = _error(
-                429,
-                "rate_limited",
-                "too many requests from this address",
-                {"Retry-After": str(wait)},
+            response: Response = errors.error_response(
+                RateLimited("rate_limited", "too many requests from this address", wait)
             )
         else:
             response = await call_next(request)
@@ -254,37 +253,7 @@ def create_app(
         latency.observe(time.perf_counter() - start)
         return response
 
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(AuthError)
-    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(MarketError)
-    async def market_error(request: Request, exc: MarketError) -> JSONResponse:
-        status = (
-            429 if exc.code == "order_rate_limited" else 409 if exc.code == "market_halted" else 422
-        )
-        return _error(status, exc.code, exc.message)
-
-    @app.exception_handler(LedgerError)
-    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
-        return _error(409, f"ledger_{exc.code}", "the ledger refused the transaction")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        if isinstance(exc.detail, dict):
-            return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+    errors.install(app)
 
     # -- who is calling ------------------------------------------------------------------------
     def bearer(authorization: str | None) -> str:
@@ -306,11 +275,7 @@ def create_app(
         claims = need_accounts().verify(bearer(authorization))
         wait = api.limiter.hit(f"user:{claims.user_id}", user_limit)
         if wait:
-            raise HTTPException(
-                429,
-                {"code": "rate_limited", "message": f"{user_limit} requests a minute"},
-                headers={"Retry-After": str(wait)},
-            )
+            raise RateLimited("rate_limited", f"{user_limit} requests a minute", wait)
         return claims
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> str:
