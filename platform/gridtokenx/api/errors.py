@@ -78,6 +78,15 @@ def translate(err: Exception) -> CodedError | None:
     return None
 
 
+LEDGER_ERRORS = (LedgerError, SettlementError, CertificateError)
+
+
+def refusal(err: Exception) -> str:
+    """What a page tells the user about a coded or ledger refusal."""
+    coded = err if isinstance(err, CodedError) else translate(err)
+    return str(coded) if coded is not None else str(err)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers: coded errors, ledger errors, framework errors, bugs."""
 
@@ -88,7 +97,7 @@ def install(app: FastAPI) -> None:
     async def foreign(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(translate(exc) or CodedError("internal_error", "internal error"))
 
-    for kind in (LedgerError, SettlementError, CertificateError):
+    for kind in LEDGER_ERRORS:
         app.add_exception_handler(kind, foreign)
 
     @app.exception_handler(HTTPException)
