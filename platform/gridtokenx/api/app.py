@@ -123,4 +123,5 @@ def create_app(
     for module in ROUTERS:
         app.include_router(module.router)
     pages.install(app)
+    app.state.routes = [r for m in (*ROUTERS, *pages.PAGES) for r in m.router.routes]
     return app

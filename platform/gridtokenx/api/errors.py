@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from gridtokenx.errors import (
     CodedError,
@@ -87,6 +88,16 @@ def refusal(err: Exception) -> str:
     return str(coded) if coded is not None else str(err)
 
 
+def allowed_methods(request: Request) -> set[str]:
+    """The methods of every route whose path matches the request's (`app.state.routes`: the
+    routers' own routes, as FastAPI's include keeps them behind a private wrapper)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "routes", request.app.router.routes):
+        if route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers: coded errors, ledger errors, framework errors, bugs."""
 
@@ -101,10 +112,13 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(kind, foreign)
 
     @app.exception_handler(HTTPException)
-    async def framework(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def framework(request: Request, exc: HTTPException) -> JSONResponse:
         status, code = FRAMEWORK.get(exc.status_code, (exc.status_code, "error"))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
         return JSONResponse(
-            {"code": code, "message": str(exc.detail)}, status_code=status, headers=exc.headers
+            {"code": code, "message": str(exc.detail)}, status_code=status, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)

@@ -10,27 +10,47 @@ from sqlalchemy import select
 
 from gridtokenx import auditlog
 from gridtokenx.api.deps import AccountsDep, AdminDep, ApiDep, PlatformDep, TradingDep, pubkey
-from gridtokenx.api.schemas import HaltIn, HubIn, MeterIn, ParametersIn, TopUpIn, UserIn
+from gridtokenx.api.schemas import (
+    AuditOut,
+    HaltIn,
+    HaltOut,
+    HubAddedOut,
+    HubIn,
+    MeterAddedOut,
+    MeterIn,
+    ParametersIn,
+    ParametersOut,
+    SignatureOut,
+    StatusOut,
+    TopUpIn,
+    UserAddedOut,
+    UserIn,
+    UserOut,
+    UserStatusOut,
+    errors,
+)
 from gridtokenx.errors import NotFound
 from gridtokenx.service import Platform
 from gridtokenx.tables import users
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/api/v1/admin", tags=["admin"], responses=errors(401, 403, 404, 409, 413, 422, 429, 503)
+)
 
 
-@router.post("/hubs", status_code=201)
+@router.post("/hubs", status_code=201, response_model=HubAddedOut)
 def add_hub(body: HubIn, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
     platform.register_hub(body.hub_id, bytes.fromhex(body.public_key), body.token)
     auditlog.append(platform.books, actor, "admin.hub_add", {"hub_id": body.hub_id})
     return {"hub_id": body.hub_id}
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=UserAddedOut)
 def add_user(body: UserIn, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
     return {"name": body.name, "wallet": str(platform.register_user(body.name))}
 
 
-@router.post("/meters", status_code=201)
+@router.post("/meters", status_code=201, response_model=MeterAddedOut)
 def add_meter(body: MeterIn, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
     owner = pubkey(body.owner, "owner")
     platform.register_meter(body.meter_id, bytes.fromhex(body.public_key), owner)
@@ -38,12 +58,12 @@ def add_meter(body: MeterIn, actor: AdminDep, platform: PlatformDep) -> dict[str
     return {"meter_id": body.meter_id}
 
 
-@router.post("/users/{user_id}/suspend")
+@router.post("/users/{user_id}/suspend", response_model=UserStatusOut)
 def suspend(user_id: str, actor: AdminDep, api: ApiDep) -> dict[str, str]:
     return {"user_id": user_id, "status": api.set_user_status(user_id, "suspend", actor)}
 
 
-@router.post("/users/{user_id}/approve")
+@router.post("/users/{user_id}/approve", response_model=UserStatusOut)
 def approve(user_id: str, actor: AdminDep, api: ApiDep) -> dict[str, str]:
     return {"user_id": user_id, "status": api.set_user_status(user_id, "approve", actor)}
 
@@ -57,19 +77,19 @@ def set_status(platform: Platform, kind: str, key: str, action: str, actor: str)
     return {"id": key, "status": status}
 
 
-@router.post("/hubs/{hub_id}/{action}")
+@router.post("/hubs/{hub_id}/{action}", response_model=StatusOut)
 def hub_status(hub_id: str, action: str, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
     return set_status(platform, "hub", hub_id, action, actor)
 
 
-@router.post("/meters/{meter_id}/{action}")
+@router.post("/meters/{meter_id}/{action}", response_model=StatusOut)
 def meter_status(
     meter_id: str, action: str, actor: AdminDep, platform: PlatformDep
 ) -> dict[str, str]:
     return set_status(platform, "meter", meter_id, action, actor)
 
 
-@router.post("/topup")
+@router.post("/topup", response_model=SignatureOut)
 def top_up(
     body: TopUpIn, actor: AdminDep, platform: PlatformDep, accounts: AccountsDep
 ) -> dict[str, Any]:
@@ -89,7 +109,7 @@ def top_up(
     return {"transaction": sig}
 
 
-@router.post("/withdraw")
+@router.post("/withdraw", response_model=SignatureOut)
 def withdraw(body: TopUpIn, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
     """Fiat off-ramp: burn a custodial wallet's THB against a payout (idempotent)."""
     name = f"user/{body.user_id}"
@@ -106,24 +126,24 @@ def withdraw(body: TopUpIn, actor: AdminDep, platform: PlatformDep) -> dict[str,
     return {"transaction": sig}
 
 
-@router.put("/market/parameters")
+@router.put("/market/parameters", response_model=ParametersOut)
 def parameters(body: ParametersIn, actor: AdminDep, t: TradingDep) -> dict[str, Any]:
     return t.set_parameters(actor, body.model_dump(exclude_none=True))
 
 
-@router.post("/market/halt")
+@router.post("/market/halt", response_model=HaltOut)
 def halt(body: HaltIn, actor: AdminDep, t: TradingDep) -> dict[str, Any]:
     t.halt(actor, body.reason)
     return {"halted": body.reason}
 
 
-@router.post("/market/resume")
+@router.post("/market/resume", response_model=HaltOut)
 def resume(actor: AdminDep, t: TradingDep) -> dict[str, Any]:
     t.resume(actor)
     return {"halted": None}
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=AuditOut)
 def audit_log(
     actor: AdminDep, platform: PlatformDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
@@ -133,7 +153,7 @@ def audit_log(
     }
 
 
-@router.get("/users")
+@router.get("/users", response_model=list[UserOut])
 def list_users(actor: AdminDep, platform: PlatformDep) -> list[dict[str, Any]]:
     with platform.books.connect() as c:
         return [

@@ -11,10 +11,21 @@ from solders.signature import Signature
 from gridtokenx import auditlog
 from gridtokenx.accounts import SELF_SERVICE_ROLES, Accounts, AuthError, Tokens
 from gridtokenx.api.deps import AccountsDep, ApiDep, IpDep, PlatformDep, UserDep, pubkey
-from gridtokenx.api.schemas import LoginIn, RefreshIn, RegisterIn, WalletLoginIn
+from gridtokenx.api.schemas import (
+    BASE58,
+    LoginIn,
+    MeOut,
+    NonceOut,
+    RefreshIn,
+    RegisteredOut,
+    RegisterIn,
+    TokensOut,
+    WalletLoginIn,
+    errors,
+)
 from gridtokenx.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1", tags=["auth"])
+router = APIRouter(prefix="/api/v1", tags=["auth"], responses=errors(413, 422, 429, 503))
 
 
 def token_json(tokens: Tokens) -> dict[str, Any]:
@@ -26,7 +37,7 @@ def token_json(tokens: Tokens) -> dict[str, Any]:
     }
 
 
-@router.post("/auth/register", status_code=201)
+@router.post("/auth/register", status_code=201, response_model=RegisteredOut, responses=errors(409))
 def register(
     body: RegisterIn, api: ApiDep, accounts: AccountsDep, platform: PlatformDep
 ) -> dict[str, Any]:
@@ -43,7 +54,7 @@ def register(
     return {"user_id": user_id, "wallet": str(wallet), "custodial": custodial}
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", response_model=TokensOut, responses=errors(401, 403))
 def login(body: LoginIn, accounts: AccountsDep, platform: PlatformDep, ip: IpDep) -> dict[str, Any]:
     try:
         tokens = accounts.login(body.email, body.password, ip)
@@ -54,26 +65,24 @@ def login(body: LoginIn, accounts: AccountsDep, platform: PlatformDep, ip: IpDep
     return token_json(tokens)
 
 
-@router.post("/auth/refresh")
+@router.post("/auth/refresh", response_model=TokensOut, responses=errors(401, 403))
 def refresh(body: RefreshIn, accounts: AccountsDep) -> dict[str, Any]:
     return token_json(accounts.refresh(body.refresh_token))
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post("/auth/logout", status_code=204, response_class=Response)
 def logout(body: RefreshIn, accounts: AccountsDep) -> Response:
     accounts.logout(body.refresh_token)
     return Response(status_code=204)
 
 
-@router.get("/auth/nonce")
-def nonce(
-    wallet: Annotated[str, Query(min_length=32, max_length=44)], accounts: AccountsDep
-) -> dict[str, str]:
+@router.get("/auth/nonce", response_model=NonceOut)
+def nonce(wallet: Annotated[str, Query(pattern=BASE58)], accounts: AccountsDep) -> dict[str, str]:
     n = accounts.nonce(wallet)
     return {"nonce": n, "message": Accounts.nonce_message(n).decode()}
 
 
-@router.post("/auth/wallet")
+@router.post("/auth/wallet", response_model=TokensOut, responses=errors(401, 403, 404))
 def wallet_login(body: WalletLoginIn, accounts: AccountsDep) -> dict[str, Any]:
     try:
         signature = bytes(Signature.from_string(body.signature))
@@ -82,7 +91,7 @@ def wallet_login(body: WalletLoginIn, accounts: AccountsDep) -> dict[str, Any]:
     return token_json(accounts.wallet_login(body.wallet, body.nonce, signature))
 
 
-@router.get("/me")
+@router.get("/me", response_model=MeOut, responses=errors(401, 403))
 def me(claims: UserDep, accounts: AccountsDep) -> dict[str, Any]:
     found = accounts.user(claims.user_id) or {}
     return {k: found[k] for k in ("user_id", "email", "role", "wallet", "custodial", "status")}

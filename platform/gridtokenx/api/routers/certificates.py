@@ -12,11 +12,22 @@ from solders.pubkey import Pubkey
 
 from gridtokenx import auditlog
 from gridtokenx.api.deps import AdminDep, PlatformDep, UserDep, pubkey
-from gridtokenx.api.schemas import CertifyIn, CertTransferIn, RetireIn, RevokeIn
+from gridtokenx.api.schemas import (
+    CertificateOut,
+    CertifyIn,
+    CertTransferIn,
+    RetireIn,
+    RevokeIn,
+    errors,
+)
 from gridtokenx.errors import Conflict
 from gridtokenx.service import Platform
 
-router = APIRouter(prefix="/api/v1", tags=["certificates"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["certificates"],
+    responses=errors(401, 403, 404, 409, 413, 422, 429, 503),
+)
 
 
 def cert_json(c: Any) -> dict[str, Any]:
@@ -46,12 +57,12 @@ def custodial_key(platform: Platform, user_id: str) -> Keypair:
     return platform.keys.get(name)
 
 
-@router.get("/certificates")
+@router.get("/certificates", response_model=list[CertificateOut])
 def my_certificates(claims: UserDep, platform: PlatformDep) -> list[dict[str, Any]]:
     return [cert_json(c) for c in platform.certificates.all() if str(c.holder) == claims.wallet]
 
 
-@router.post("/certificates/{mint}/transfer")
+@router.post("/certificates/{mint}/transfer", response_model=CertificateOut)
 def transfer_certificate(
     mint: str, body: CertTransferIn, claims: UserDep, platform: PlatformDep
 ) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def transfer_certificate(
     return under_lock(platform, lambda: platform.certificates.transfer(address, key, to))
 
 
-@router.post("/certificates/{mint}/retire")
+@router.post("/certificates/{mint}/retire", response_model=CertificateOut)
 def retire_certificate(
     mint: str, body: RetireIn, claims: UserDep, platform: PlatformDep
 ) -> dict[str, Any]:
@@ -70,21 +81,21 @@ def retire_certificate(
     )
 
 
-@router.post("/admin/certificates", status_code=201)
+@router.post("/admin/certificates", status_code=201, response_model=CertificateOut)
 def issue_certificate(body: CertifyIn, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
     out = cert_json(platform.certify(body.meter_id, body.period))
     auditlog.append(platform.books, actor, "admin.certificate_issue", {"mint": out["mint"]})
     return out
 
 
-@router.post("/admin/certificates/{mint}/validate")
+@router.post("/admin/certificates/{mint}/validate", response_model=CertificateOut)
 def validate_certificate(mint: str, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
     address = pubkey(mint, "mint")
     auditlog.append(platform.books, actor, "admin.certificate_validate", {"mint": mint})
     return under_lock(platform, lambda: platform.certificates.validate(address))
 
 
-@router.post("/admin/certificates/{mint}/revoke")
+@router.post("/admin/certificates/{mint}/revoke", response_model=CertificateOut)
 def revoke_certificate(
     mint: str, body: RevokeIn, actor: AdminDep, platform: PlatformDep
 ) -> dict[str, Any]:

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from gridtokenx.api.deps import TradingDep
+from gridtokenx.api.schemas import GridStateOut, TopologyOut, errors
 from gridtokenx.errors import NotFound
 from gridtokenx.gridview import GridView
 
-router = APIRouter(prefix="/api/v1/grid", tags=["grid"])
+router = APIRouter(prefix="/api/v1/grid", tags=["grid"], responses=errors(404, 413, 422, 429, 503))
 
 
 def get_grid(t: TradingDep) -> GridView:
@@ -24,12 +25,12 @@ def get_grid(t: TradingDep) -> GridView:
 GridDep = Annotated[GridView, Depends(get_grid)]
 
 
-@router.get("/topology")
+@router.get("/topology", response_model=TopologyOut)
 def grid_topology(view: GridDep) -> dict[str, Any]:
     return view.topology()
 
 
-@router.get("/state")
+@router.get("/state", response_model=GridStateOut)
 def grid_state(view: GridDep) -> dict[str, Any]:
     with view.lock:
         return {k: v for k, v in view.state.items()} or {"epoch": None}

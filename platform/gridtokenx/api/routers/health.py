@@ -9,16 +9,17 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 
 from gridtokenx.api.deps import PlatformDep
+from gridtokenx.api.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthOut)
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=ReadyOut)
 def ready(platform: PlatformDep) -> dict[str, Any]:
     platform.dep.grx.supply()  # the ledger answers
     return {"status": "ready", "grx_mint": str(platform.dep.grx.address)}

@@ -9,11 +9,13 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 
 from gridtokenx.api.deps import HubDep, PlatformDep, unhex
-from gridtokenx.api.schemas import EPOCH_MAX, BatchIn, SignaturesIn
+from gridtokenx.api.schemas import EPOCH_MAX, BatchIn, OutcomeOut, SignaturesIn, errors
 from gridtokenx.errors import InvalidInput
 from gridtokenx.service import Outcome
 
-router = APIRouter(prefix="/api/v1/hub", tags=["hubs"])
+router = APIRouter(
+    prefix="/api/v1/hub", tags=["hubs"], responses=errors(401, 403, 404, 409, 413, 422, 429)
+)
 
 
 def outcome_json(out: Outcome) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def outcome_json(out: Outcome) -> dict[str, Any]:
     }
 
 
-@router.post("/batches")
+@router.post("/batches", response_model=OutcomeOut)
 def submit_batch(body: BatchIn, hub_id: HubDep, platform: PlatformDep) -> dict[str, Any]:
     readings = [(unhex(r, "reading"), unhex(s, "signature")) for r, s in body.readings]
     out = platform.receive_batch(
@@ -38,7 +40,7 @@ def submit_batch(body: BatchIn, hub_id: HubDep, platform: PlatformDep) -> dict[s
     return outcome_json(out)
 
 
-@router.post("/batches/{epoch}/signatures")
+@router.post("/batches/{epoch}/signatures", response_model=OutcomeOut)
 def sign_batch(
     epoch: Annotated[int, PathParam(ge=0, le=EPOCH_MAX)],
     body: SignaturesIn,

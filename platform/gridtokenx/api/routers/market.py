@@ -8,13 +8,21 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 
 from gridtokenx.api.deps import TradingDep
-from gridtokenx.api.schemas import EPOCH_MAX
+from gridtokenx.api.schemas import (
+    EPOCH_MAX,
+    BookOut,
+    CandleOut,
+    CurrentEpochOut,
+    EpochDetailOut,
+    EpochOut,
+    errors,
+)
 from gridtokenx.errors import NotFound
 
-router = APIRouter(prefix="/api/v1/market", tags=["market"])
+router = APIRouter(prefix="/api/v1/market", tags=["market"], responses=errors(413, 422, 429, 503))
 
 
-@router.get("/epochs/current")
+@router.get("/epochs/current", response_model=CurrentEpochOut)
 def current_epoch(t: TradingDep) -> dict[str, Any]:
     epoch = t.market.epoch
     ends = t.ends_at(epoch)
@@ -27,14 +35,14 @@ def current_epoch(t: TradingDep) -> dict[str, Any]:
     }
 
 
-@router.get("/epochs")
+@router.get("/epochs", response_model=list[EpochOut])
 def list_epochs(
     t: TradingDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[dict[str, Any]]:
     return t.recent_epochs(limit)
 
 
-@router.get("/epochs/{epoch}")
+@router.get("/epochs/{epoch}", response_model=EpochDetailOut, responses=errors(404))
 def one_epoch(
     epoch: Annotated[int, PathParam(ge=0, le=EPOCH_MAX)], t: TradingDep
 ) -> dict[str, Any]:
@@ -44,13 +52,13 @@ def one_epoch(
     return found
 
 
-@router.get("/book")
+@router.get("/book", response_model=BookOut)
 def book(t: TradingDep) -> dict[str, Any]:
     with t.lock:
         return {"epoch": t.market.epoch, "depth": t.market.depth()}
 
 
-@router.get("/candles")
+@router.get("/candles", response_model=list[CandleOut])
 def candles(t: TradingDep, limit: Annotated[int, Query(ge=1, le=500)] = 96) -> list[dict[str, Any]]:
     rows = [r for r in t.recent_epochs(limit) if r["clearing_price"] is not None]
     return [

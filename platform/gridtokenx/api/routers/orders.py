@@ -10,14 +10,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import insert, select
 
 from gridtokenx.api.deps import PlatformDep, TradingDep, UserDep
-from gridtokenx.api.schemas import OrderIn
+from gridtokenx.api.schemas import OrderIn, OrderOut, errors
 from gridtokenx.errors import Forbidden
 from gridtokenx.tables import idempotency
 
-router = APIRouter(prefix="/api/v1", tags=["orders"])
+router = APIRouter(
+    prefix="/api/v1", tags=["orders"], responses=errors(401, 403, 409, 413, 422, 429, 503)
+)
 
 
-@router.post("/orders", status_code=201)
+@router.post("/orders", status_code=201, response_model=OrderOut)
 def place(
     body: OrderIn,
     claims: UserDep,
@@ -52,12 +54,12 @@ def place(
     return JSONResponse(row, status_code=201)
 
 
-@router.delete("/orders/{order_id}")
+@router.delete("/orders/{order_id}", response_model=OrderOut)
 def cancel(order_id: str, claims: UserDep, t: TradingDep) -> dict[str, Any]:
     return t.cancel(claims.user_id, order_id)
 
 
-@router.get("/orders")
+@router.get("/orders", response_model=list[OrderOut])
 def my_orders(
     claims: UserDep, t: TradingDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[dict[str, Any]]:

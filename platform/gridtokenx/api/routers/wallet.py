@@ -7,11 +7,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from gridtokenx.api.deps import PlatformDep, UserDep, pubkey
+from gridtokenx.api.schemas import WalletOut, errors
 
-router = APIRouter(prefix="/api/v1", tags=["wallet"])
+router = APIRouter(
+    prefix="/api/v1", tags=["wallet"], responses=errors(401, 403, 413, 422, 429, 503)
+)
 
 
-@router.get("/wallet")
+@router.get("/wallet", response_model=WalletOut)
 def wallet(claims: UserDep, platform: PlatformDep) -> dict[str, Any]:
     owner = pubkey(claims.wallet, "wallet")
     dep = platform.dep
