@@ -172,3 +172,28 @@ def test_routing_errors_and_bugs_are_json_too(site: Site) -> None:
         500,
         {"code": "internal_error", "message": "internal error"},
     )
+
+
+def test_a_hub_past_the_multisig_size_is_refused_and_not_stored(site: Site) -> None:
+    """Found by the schemathesis run: the 9th hub (3 platform oracles + 8 hubs = 11, the SPL
+    multisig's limit) answered 500 after its row was stored."""
+    c = site.client
+
+    def hub(k: int) -> dict[str, str]:
+        key = bytes([k + 1]) * 32
+        return {"hub_id": f"hub-{k}", "public_key": key.hex(), "token": f"token-{k}-" + "t" * 24}
+
+    for k in range(8):
+        r = c.post("/api/v1/admin/hubs", headers=ADMIN_H, json=hub(k))
+        assert r.status_code == 201, r.text
+    r = c.post("/api/v1/admin/hubs", headers=ADMIN_H, json=hub(8))
+    assert (r.status_code, r.json()) == (
+        409,
+        {"code": "oracle_set_full", "message": "an SPL multisig has 11 signers at most"},
+    )
+    batch = {"epoch": 1, "header": "", "hub_signature": "0" * 128, "readings": []}
+    refused = c.post(
+        "/api/v1/hub/batches", headers={"Authorization": f"Bearer {hub(8)['token']}"}, json=batch
+    )
+    assert (refused.status_code, refused.json()["code"]) == (401, "bad_token")
+    assert len(site.platform.dep.oracle_signers) == 11

@@ -163,12 +163,14 @@ class Platform:
                 if bytes(rows[hub_id]["public_key"]) != public_key:
                     raise ServiceError(409, "hub_exists", f"{hub_id} has another key")
                 return
+            hub = Pubkey.from_bytes(public_key)
+            if hub not in self.dep.oracle_signers and len(self.dep.oracle_signers) >= 11:
+                raise ServiceError(409, "oracle_set_full", "an SPL multisig has 11 signers at most")
             books.add_rows(
                 self.books,
                 books.hubs,
                 [{"hub_id": hub_id, "public_key": public_key, "token_sha256": token_hash(token)}],
             )
-            hub = Pubkey.from_bytes(public_key)
             if hub not in self.dep.oracle_signers:
                 platform = [self.keys.get(n) for n in PLATFORM_ORACLES]
                 hubs = [
