@@ -171,7 +171,12 @@ def test_accounts_tokens_and_auth_failures(site: tuple[Site, Clock, Path, str | 
         c.post("/api/v1/auth/refresh", json={"refresh_token": bob["refresh_token"]}).status_code
         == 401
     )
-    # wrong role: a household is not an admin
+    # the logout ended bob's access token too; logged in again, he is still not an admin
+    assert c.get("/api/v1/me", headers=bob["auth"]).json()["code"] == "login_revoked"
+    relogin = c.post(
+        "/api/v1/auth/login", json={"email": "bob@example.org", "password": "correct horse 1"}
+    ).json()
+    bob["auth"] = {"Authorization": f"Bearer {relogin['access_token']}"}
     assert (
         c.post("/api/v1/admin/market/halt", headers=bob["auth"], json={"reason": "x"}).json()[
             "code"

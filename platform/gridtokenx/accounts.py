@@ -2,26 +2,43 @@
 
 - Passwords: Argon2id (argon2-cffi's defaults), never stored or logged in clear.
 - Access tokens: short-lived JWTs (HS256, 15 minutes) naming the user and role.
-- Refresh tokens: random, stored only as SHA-256, single use: each refresh rotates it;
-  presenting a used one revokes its whole family (a stolen token is then useless).
+- Refresh tokens: random, stored only as SHA-256, single use: each refresh rotates it
+  (claimed atomically); presenting a used one revokes its whole family, the login.
+- A login ends (logout, reuse, suspension) for its access tokens too: they name their
+  family, and `verify` refuses a revoked one.
+- Password logins are limited per account and per address, with a lockout that doubles
+  each time; an unknown email takes as long as a wrong password.
 - Wallet sign-in: the user signs a one-time server nonce with its Solana (Ed25519) key.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
+from gridtokenx.auth_tables import login_failures, revoked_logins
+from gridtokenx.errors import (
+    CodedError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from gridtokenx.tables import nonces, refresh_tokens, users
 
 ROLES = ("consumer", "prosumer", "grid_operator", "admin", "hub")
@@ -29,13 +46,55 @@ SELF_SERVICE_ROLES = ("consumer", "prosumer")
 ACCESS_TTL_S = 15 * 60
 REFRESH_TTL_S = 30 * 24 * 3600
 NONCE_TTL_S = 300
+# a revoked login is remembered while its access tokens could still be alive
+KEEP_REVOKED_S = ACCESS_TTL_S + 300
+# login abuse: failures in FAILURE_WINDOW_S before a lockout, per account and per address
+ACCOUNT_FAILURES, ADDRESS_FAILURES = 5, 20
+FAILURE_WINDOW_S = 15 * 60
+LOCKOUT_S, LOCKOUT_MAX_S = 60, 24 * 3600  # doubled for each lockout in a row
+FORGET_S = 24 * 3600  # failures and lockouts untouched this long are forgotten
 _hasher = PasswordHasher()
 
 
-class AuthError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+class AuthError(CodedError):
+    """Base of the accounts' refusals; each subclass is one kind of `CodedError`."""
+
+
+class AuthInvalid(AuthError, InvalidInput):
+    """A registration breaks a rule (role, password, wallet)."""
+
+
+class AuthUnauthorized(AuthError, Unauthorized):
+    """Wrong or unknown credentials, tokens or nonces."""
+
+
+class AccountSuspended(AuthError, Forbidden):
+    """The account exists but is suspended."""
+
+
+class AccountConflict(AuthError, Conflict):
+    """The email or wallet already belongs to an account."""
+
+
+class AccountNotFound(AuthError, NotFound):
+    """No such user (or no account for this wallet)."""
+
+
+class LoginLocked(AuthError, RateLimited):
+    """Too many failed logins for this account or address; `retry_after` says how long."""
+
+
+def dialect_insert(c: Connection, table: Table) -> Any:
+    """An INSERT with ON CONFLICT for the connection's dialect (SQLite or PostgreSQL)."""
+    if c.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown email's password is checked against: the same Argon2 cost."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -75,15 +134,15 @@ class Accounts:
         user_id: str | None = None,
     ) -> str:
         if role not in ROLES:
-            raise AuthError(422, "bad_role", f"role is one of {', '.join(ROLES)}")
+            raise AuthInvalid("bad_role", f"role is one of {', '.join(ROLES)}")
         if len(password) < 10:
-            raise AuthError(422, "weak_password", "a password has at least 10 characters")
+            raise AuthInvalid("weak_password", "a password has at least 10 characters")
         user_id = user_id or str(uuid.uuid4())
         with self.engine.begin() as c:
             if c.execute(select(users.c.user_id).where(users.c.wallet == str(wallet))).first():
-                raise AuthError(409, "wallet_taken", "this wallet belongs to an account")
+                raise AccountConflict("wallet_taken", "this wallet belongs to an account")
             if c.execute(select(users.c.user_id).where(users.c.email == email.lower())).first():
-                raise AuthError(409, "email_taken", "an account with this email exists")
+                raise AccountConflict("email_taken", "an account with this email exists")
             c.execute(
                 insert(users).values(
                     user_id=user_id,
@@ -109,7 +168,7 @@ class Accounts:
         with self.engine.begin() as c:
             done = c.execute(update(users).where(users.c.user_id == user_id).values(status=status))
             if done.rowcount == 0:
-                raise AuthError(404, "no_user", user_id)
+                raise AccountNotFound("no_user", user_id)
             if status != "active":
                 c.execute(
                     update(refresh_tokens)
@@ -118,13 +177,18 @@ class Accounts:
                 )
 
     # -- tokens --------------------------------------------------------------------------
-    def _issue(self, user_id: str, role: str, wallet: str, family: str | None = None) -> Tokens:
-        now = self.now()
+    def _issue(
+        self, c: Connection, user_id: str, role: str, wallet: str, family: str | None = None
+    ) -> Tokens:
+        """A new access token and refresh token of `family` (a new login if None), written in
+        the caller's transaction so that a concurrent revocation of the family covers it."""
+        now, family = self.now(), family or str(uuid.uuid4())
         access = jwt.encode(
             {
                 "sub": user_id,
                 "role": role,
                 "wallet": wallet,
+                "fam": family,
                 "iat": now,
                 "exp": now + ACCESS_TTL_S,
                 "typ": "access",
@@ -133,72 +197,150 @@ class Accounts:
             algorithm="HS256",
         )
         refresh = secrets.token_urlsafe(32)
-        with self.engine.begin() as c:
-            c.execute(
-                insert(refresh_tokens).values(
-                    token_sha256=_sha(refresh),
-                    user_id=user_id,
-                    family=family or str(uuid.uuid4()),
-                    expires_at=now + REFRESH_TTL_S,
-                    used=False,
-                    revoked=False,
-                )
+        c.execute(
+            insert(refresh_tokens).values(
+                token_sha256=_sha(refresh),
+                user_id=user_id,
+                family=family,
+                expires_at=now + REFRESH_TTL_S,
+                used=False,
+                revoked=False,
             )
+        )
         return Tokens(access, refresh)
 
-    def login(self, email: str, password: str) -> Tokens:
+    def _revoke_login(self, c: Connection, family: str) -> None:
+        """End a login: its refresh tokens and (through `revoked_logins`) its access tokens."""
+        now = self.now()
+        c.execute(
+            update(refresh_tokens).where(refresh_tokens.c.family == family).values(revoked=True)
+        )
+        c.execute(delete(revoked_logins).where(revoked_logins.c.revoked_at < now - KEEP_REVOKED_S))
+        c.execute(
+            dialect_insert(c, revoked_logins)
+            .values(family=family, revoked_at=now)
+            .on_conflict_do_nothing(index_elements=[revoked_logins.c.family])
+        )
+
+    def login(self, email: str, password: str, address: str | None = None) -> Tokens:
+        """Password sign-in, limited per account and per address (`address`: the caller's).
+
+        A locked account or address is refused before the password is looked at; an unknown
+        email costs one Argon2 verification like a known one, so timing does not tell."""
+        now = self.now()
+        keys = [f"account:{email.lower()[:254]}"]
+        if address:
+            keys.append(f"address:{address[:64]}")
+        self._refuse_if_locked(keys, now)
         with self.engine.connect() as c:
             row = c.execute(select(users).where(users.c.email == email.lower())).first()
+        stored = row.password_hash if row is not None else None
         try:
-            if row is None or row.password_hash is None:
+            _hasher.verify(stored or _dummy_hash(), password)
+            if stored is None:
                 raise VerificationError
-            _hasher.verify(row.password_hash, password)
         except (VerificationError, InvalidHashError):
-            raise AuthError(401, "bad_credentials", "wrong email or password") from None
-        if row.status != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
-        return self._issue(row.user_id, row.role, row.wallet)
+            self._count_failure(keys, now)
+            raise AuthUnauthorized("bad_credentials", "wrong email or password") from None
+        assert row is not None
+        with self.engine.begin() as c:
+            c.execute(delete(login_failures).where(login_failures.c.key == keys[0]))
+            if row.status != "active":
+                raise AccountSuspended("suspended", "this account is suspended")
+            return self._issue(c, row.user_id, row.role, row.wallet)
+
+    def _refuse_if_locked(self, keys: list[str], now: int) -> None:
+        with self.engine.connect() as c:
+            until = c.execute(
+                select(func.max(login_failures.c.locked_until)).where(
+                    login_failures.c.key.in_(keys)
+                )
+            ).scalar()
+        if until is not None and until > now:
+            raise LoginLocked(
+                "login_locked", "too many failed logins: try again later", int(until - now)
+            )
+
+    def _count_failure(self, keys: list[str], now: int) -> None:
+        """One more failure for each key; the one that reaches its limit locks the key for
+        LOCKOUT_S, doubled for each lockout in a row (up to LOCKOUT_MAX_S)."""
+        table = login_failures
+        with self.engine.begin() as c:
+            c.execute(
+                delete(table).where(table.c.updated_at < now - FORGET_S, table.c.locked_until < now)
+            )
+            for key in keys:
+                c.execute(
+                    dialect_insert(c, table)
+                    .values(key=key, failures=1, lockouts=0, locked_until=0, updated_at=now)
+                    .on_conflict_do_update(
+                        index_elements=[table.c.key],
+                        set_={
+                            "failures": case(
+                                (table.c.updated_at < now - FAILURE_WINDOW_S, 1),
+                                else_=table.c.failures + 1,
+                            ),
+                            "updated_at": now,
+                        },
+                    )
+                )
+                row = c.execute(select(table).where(table.c.key == key)).one()
+                limit = ACCOUNT_FAILURES if key.startswith("account:") else ADDRESS_FAILURES
+                if row.failures >= limit:
+                    lock_s = min(LOCKOUT_MAX_S, LOCKOUT_S * 2 ** min(row.lockouts, 20))
+                    c.execute(
+                        update(table)
+                        .where(table.c.key == key)
+                        .values(failures=0, lockouts=row.lockouts + 1, locked_until=now + lock_s)
+                    )
 
     def refresh(self, token: str) -> Tokens:
-        digest = _sha(token)
-        reused = False
+        """Rotate a refresh token. The token is claimed by one conditional UPDATE, so of two
+        concurrent refreshes exactly one wins; the other is a reuse and ends the whole login
+        (the winner's new tokens included: they were written in the winner's transaction)."""
+        digest, now = _sha(token), self.now()
         with self.engine.begin() as c:
+            claimed = c.execute(
+                update(refresh_tokens)
+                .where(
+                    refresh_tokens.c.token_sha256 == digest,
+                    refresh_tokens.c.used.is_(False),
+                    refresh_tokens.c.revoked.is_(False),
+                    refresh_tokens.c.expires_at >= now,
+                )
+                .values(used=True)
+            ).rowcount
             row = c.execute(
                 select(refresh_tokens).where(refresh_tokens.c.token_sha256 == digest)
             ).first()
-            if row is None or row.revoked or row.expires_at < self.now():
-                raise AuthError(401, "bad_refresh_token", "unknown, expired or revoked")
-            if row.used:  # a replay of a rotated token: revoke the whole login (committed)
-                c.execute(
-                    update(refresh_tokens)
-                    .where(refresh_tokens.c.family == row.family)
-                    .values(revoked=True)
-                )
-                reused = True
-            else:
-                c.execute(
-                    update(refresh_tokens)
-                    .where(refresh_tokens.c.token_sha256 == digest)
-                    .values(used=True)
-                )
+            if claimed == 1 and row is not None:
                 user = c.execute(select(users).where(users.c.user_id == row.user_id)).one()
-        if reused:
-            raise AuthError(401, "refresh_token_reused", "this login is revoked")
-        if user.status != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
-        return self._issue(user.user_id, user.role, user.wallet, row.family)
+                if user.status != "active":
+                    raise AccountSuspended("suspended", "this account is suspended")
+                return self._issue(c, user.user_id, user.role, user.wallet, row.family)
+            if row is None or row.revoked or row.expires_at < now:
+                raise AuthUnauthorized("bad_refresh_token", "unknown, expired or revoked")
+            self._revoke_login(c, row.family)  # a replay of a rotated token (committed)
+        raise AuthUnauthorized("refresh_token_reused", "this login is revoked")
 
     def logout(self, token: str) -> None:
+        """End the login of a refresh token: its refresh and access tokens stop working."""
         with self.engine.begin() as c:
             row = c.execute(
                 select(refresh_tokens.c.family).where(refresh_tokens.c.token_sha256 == _sha(token))
             ).first()
             if row is not None:
-                c.execute(
-                    update(refresh_tokens)
-                    .where(refresh_tokens.c.family == row.family)
-                    .values(revoked=True)
-                )
+                self._revoke_login(c, row.family)
+
+    def logout_access(self, access_token: str) -> None:
+        """End the login an access token belongs to (the pages' session holds only that)."""
+        try:
+            claims = jwt.decode(access_token, self.secret, algorithms=["HS256"])
+        except jwt.InvalidTokenError:
+            return
+        if isinstance(claims.get("fam"), str):
+            with self.engine.begin() as c:
+                self._revoke_login(c, claims["fam"])
 
     def verify(self, access_token: str) -> Claims:
         try:
@@ -209,14 +351,26 @@ class Accounts:
                 options={"require": ["exp", "sub", "role"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token_expired", "the access token expired: refresh it") from None
+            raise AuthUnauthorized(
+                "token_expired", "the access token expired: refresh it"
+            ) from None
         except jwt.InvalidTokenError:
-            raise AuthError(401, "bad_token", "the access token is not valid") from None
+            raise AuthUnauthorized("bad_token", "the access token is not valid") from None
         if claims.get("typ") != "access":
-            raise AuthError(401, "bad_token", "not an access token")
-        user = self.user(str(claims["sub"]))
-        if user is None or user["status"] != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
+            raise AuthUnauthorized("bad_token", "not an access token")
+        with self.engine.connect() as c:
+            status = c.execute(
+                select(users.c.status).where(users.c.user_id == str(claims["sub"]))
+            ).scalar()
+            revoked = c.execute(
+                select(revoked_logins.c.family).where(
+                    revoked_logins.c.family == str(claims.get("fam", ""))
+                )
+            ).first()
+        if revoked is not None:
+            raise AuthUnauthorized("login_revoked", "this login ended: sign in again")
+        if status != "active":
+            raise AccountSuspended("suspended", "this account is suspended")
         return Claims(str(claims["sub"]), str(claims["role"]), str(claims.get("wallet", "")))
 
     # -- wallet sign-in ------------------------------------------------------------------
@@ -224,7 +378,7 @@ class Accounts:
         try:
             Pubkey.from_string(wallet)
         except ValueError:
-            raise AuthError(422, "bad_wallet", "not a base58 public key") from None
+            raise AuthInvalid("bad_wallet", "not a base58 public key") from None
         nonce = secrets.token_hex(16)
         with self.engine.begin() as c:
             c.execute(delete(nonces).where(nonces.c.expires_at < self.now()))
@@ -244,7 +398,7 @@ class Accounts:
             row = c.execute(select(nonces).where(nonces.c.nonce == nonce)).first()
             c.execute(delete(nonces).where(nonces.c.nonce == nonce))  # one use, whatever happens
         if row is None or row.wallet != wallet or row.expires_at < self.now():
-            raise AuthError(401, "bad_nonce", "unknown or expired nonce")
+            raise AuthUnauthorized("bad_nonce", "unknown or expired nonce")
         try:
             ok = Signature.from_bytes(signature).verify(
                 Pubkey.from_string(wallet), self.nonce_message(nonce)
@@ -252,11 +406,12 @@ class Accounts:
         except ValueError:
             ok = False
         if not ok:
-            raise AuthError(401, "bad_signature", "the nonce is not signed by this wallet")
+            raise AuthUnauthorized("bad_signature", "the nonce is not signed by this wallet")
         with self.engine.connect() as c:
             user = c.execute(select(users).where(users.c.wallet == wallet)).first()
         if user is None:
-            raise AuthError(404, "no_user", "register this wallet first")
+            raise AccountNotFound("no_user", "register this wallet first")
         if user.status != "active":
-            raise AuthError(403, "suspended", "this account is suspended")
-        return self._issue(user.user_id, user.role, user.wallet)
+            raise AccountSuspended("suspended", "this account is suspended")
+        with self.engine.begin() as c:
+            return self._issue(c, user.user_id, user.role, user.wallet)

@@ -32,16 +32,6 @@ from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError
 
 
-class ServiceError(Exception):
-    """A refusal with a stable code and an HTTP status: what `api/app.py` still raises
-    itself (a shim until the API's own errors are kinds of `errors.CodedError`, which is
-    what this module raises)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
-
-
 @dataclass(frozen=True)
 class Outcome:
     state: str  # "sign": the hub signs `proposals`; "done": everything landed

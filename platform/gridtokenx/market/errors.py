@@ -1,29 +1,59 @@
-"""The market's errors: one small hierarchy, each carrying a stable machine-readable code."""
+"""The market's errors: one small hierarchy, each carrying a stable machine-readable code.
+
+They are kinds of the platform's `CodedError` (a pure module, no I/O), so the HTTP edge maps
+them like every other refusal: by kind, never by code.
+"""
 
 from __future__ import annotations
 
+from gridtokenx.errors import CodedError, Conflict, InvalidInput, RateLimited
 
-class MarketError(Exception):
+
+class MarketError(CodedError):
     """Base of every market error; `code` is stable and documented in README."""
 
     code = "market_error"
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+        super().__init__(code, message)
 
 
 class OrderRejected(MarketError):
-    """An order (or a cancel) was refused; nothing in the market changed."""
+    """An order (or a cancel) was refused; nothing in the market changed.
+
+    The code decides the kind (`OrderRejected(code, message)` builds the matching subclass):
+    too many orders is a rate limit, a halted market a conflict with its state, anything else
+    invalid input."""
+
+    def __new__(cls, code: str, message: str) -> OrderRejected:
+        kind = _REJECTION_KINDS.get(code, OrderInvalid) if cls is OrderRejected else cls
+        return super().__new__(kind, code, message)
 
 
-class InvalidTransition(MarketError):
+class OrderInvalid(OrderRejected, InvalidInput):
+    """The order breaks a market rule (price band, size, zone, funds, ownership...)."""
+
+
+class OrderRateLimited(OrderRejected, RateLimited):
+    """`order_rate_limited`: the per-user, per-epoch order limit is reached."""
+
+    def __init__(self, code: str, message: str) -> None:
+        RateLimited.__init__(self, code, message, retry_after=1)
+
+
+class MarketHalted(OrderRejected, Conflict):
+    """`market_halted`: the operator stopped trading; retry after the resume."""
+
+
+_REJECTION_KINDS: dict[str, type[OrderRejected]] = {
+    "order_rate_limited": OrderRateLimited,
+    "market_halted": MarketHalted,
+}
+
+
+class InvalidTransition(MarketError, InvalidInput):
     """An epoch was asked to move along an edge its lifecycle does not have."""
 
 
-class WheelingError(MarketError):
+class WheelingError(MarketError, InvalidInput):
     """A wheeling matrix file or value is malformed."""

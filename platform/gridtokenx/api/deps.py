@@ -1,0 +1,155 @@
+"""What a handler needs, as FastAPI dependencies: the parts of this instance, who is calling
+(a user's access token, an admin, a hub), the rate limits, and small parsers of path values.
+
+The parts live in one `Api` on `app.state.api`, made by the factory in `app.py`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from solders.pubkey import Pubkey
+from starlette.requests import HTTPConnection
+
+from gridtokenx import auditlog
+from gridtokenx.accounts import Accounts, Claims
+from gridtokenx.api.limits import ClientAddress
+from gridtokenx.errors import Forbidden, InvalidInput, RateLimited, Unauthorized, Unavailable
+from gridtokenx.events import Fanout
+from gridtokenx.ratelimit import Limiter, MemoryLimiter
+from gridtokenx.service import Platform
+from gridtokenx.trading import Trading
+
+# design defaults, per minute; GTX_LIMIT_PER_USER / GTX_LIMIT_PER_IP change them (the API
+# benchmark raises them: all its clients share one address)
+USER_LIMIT, IP_LIMIT = 100, 300
+
+
+@dataclass
+class Api:
+    """The parts of one platform instance the edge serves."""
+
+    platform: Platform
+    admin_token: str | None = None
+    trading: Trading | None = None
+    accounts: Accounts | None = None
+    limiter: Limiter = field(default_factory=MemoryLimiter)
+    demo_grant: int = 0  # micro-THB given to each new sign-up (demo only)
+    user_limit: int = USER_LIMIT
+    ip_limit: int = IP_LIMIT
+    fanout: Fanout = field(default_factory=Fanout)
+    addresses: ClientAddress = field(default_factory=ClientAddress)
+
+    def set_user_status(self, user_id: str, action: str, actor: str) -> str:
+        """Suspend (freeze its GRX, revoke its logins) or approve (thaw) a user; audited."""
+        if self.accounts is None:
+            raise Unavailable("no_accounts", "user accounts are not enabled here")
+        status = "suspended" if action == "suspend" else "active"
+        self.accounts.set_status(user_id, status)
+        wallet = Pubkey.from_string(str((self.accounts.user(user_id) or {})["wallet"]))
+        with self.platform.lock:
+            if action == "suspend":
+                self.platform.dep.suspend(wallet)
+            else:
+                self.platform.dep.open_wallet(wallet)
+        auditlog.append(self.platform.books, actor, f"admin.user_{action}", {"user_id": user_id})
+        return status
+
+    def welcome(self, user_id: str, wallet: Pubkey) -> None:
+        """Open the new user's wallet; in a demo, give it THB to trade with."""
+        with self.platform.lock:
+            self.platform.dep.open_wallet(wallet)
+            if self.demo_grant > 0:
+                self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
+
+    def client_ip(self, conn: HTTPConnection) -> str:
+        peer = conn.client.host if conn.client else "-"
+        return self.addresses.of(peer, conn.headers.get("x-forwarded-for"))
+
+
+def get_api(conn: HTTPConnection) -> Api:
+    return conn.app.state.api  # type: ignore[no-any-return]
+
+
+ApiDep = Annotated[Api, Depends(get_api)]
+
+
+def get_platform(api: ApiDep) -> Platform:
+    return api.platform
+
+
+def get_accounts(api: ApiDep) -> Accounts:
+    if api.accounts is None:
+        raise Unavailable("no_accounts", "user accounts are not enabled here")
+    return api.accounts
+
+
+def get_trading(api: ApiDep) -> Trading:
+    if api.trading is None:
+        raise Unavailable("no_market", "the market is not enabled here")
+    return api.trading
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+TradingDep = Annotated[Trading, Depends(get_trading)]
+
+
+def bearer(authorization: str | None) -> str:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("no_token", "Authorization: Bearer <token> is required")
+    return authorization.removeprefix("Bearer ")
+
+
+def get_user(
+    api: ApiDep, accounts: AccountsDep, authorization: Annotated[str | None, Header()] = None
+) -> Claims:
+    """The caller's claims from a valid, unrevoked access token, within its rate limit."""
+    claims = accounts.verify(bearer(authorization))
+    wait = api.limiter.hit(f"user:{claims.user_id}", api.user_limit)
+    if wait:
+        raise RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
+    return claims
+
+
+def get_admin(api: ApiDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The acting admin: the operator token, or a user whose role is admin."""
+    token = bearer(authorization)
+    if api.admin_token is not None and hmac.compare_digest(token, api.admin_token):
+        return "admin-token"
+    if api.accounts is not None and token.count(".") == 2:
+        claims = api.accounts.verify(token)
+        if claims.role == "admin":
+            return claims.user_id
+    raise Forbidden("not_admin", "an admin is required")
+
+
+def get_hub(platform: PlatformDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    return platform.hub_of_token(bearer(authorization))
+
+
+def get_ip(api: ApiDep, request: Request) -> str:
+    return api.client_ip(request)
+
+
+UserDep = Annotated[Claims, Depends(get_user)]
+AdminDep = Annotated[str, Depends(get_admin)]
+HubDep = Annotated[str, Depends(get_hub)]
+IpDep = Annotated[str, Depends(get_ip)]
+
+
+def unhex(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise InvalidInput("invalid_request", f"{what} is not hex") from None
+
+
+def pubkey(text: str, what: str) -> Pubkey:
+    try:
+        return Pubkey.from_string(text)
+    except ValueError:
+        raise InvalidInput("invalid_request", f"{what} is not a base58 public key") from None

@@ -1,0 +1,76 @@
+"""`/me`: a household's balances, meter readings, orders (with cancel) and trades with
+settlement links."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from solders.pubkey import Pubkey
+
+from gridtokenx.adapters import queries
+from gridtokenx.api.pages.layout import api_of, back, page, session, thb
+
+router = APIRouter()
+ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
+
+
+@router.get("/me", response_class=HTMLResponse)
+def me_page(request: Request) -> Response:
+    api = api_of(request)
+    claims = session(request)
+    if claims is None:
+        return back("/login")
+    p, dep = api.platform, api.platform.dep
+    owner = Pubkey.from_string(claims.wallet)
+    keys = {str(dep.grx.account_of(owner)), str(dep.thb.account_of(owner)), str(owner)}
+    txs = [
+        {"signature": e.signature, "memos": list(e.memos)}
+        for e in p.ledger.history()[-3000:]
+        if keys & {str(k) for k in e.tx.message.account_keys}
+    ][-30:]
+    wallet = {
+        "wallet": claims.wallet,
+        "grx_wh": dep.grx.balance(owner),
+        "thb_micro": dep.thb.balance(owner),
+        "frozen": dep.grx.is_frozen(owner),
+        "transactions": list(reversed(txs)),
+    }
+    orders = [
+        {**o, "price_thb": thb(o["price"])}
+        for o in (api.trading.orders_of(claims.user_id) if api.trading else [])
+    ]
+    trades = []
+    newest = queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES)
+    epochs_tx = queries.settlement_transactions(p.books, {t["epoch"] for t in newest})
+    for t in newest:
+        buying = t["buyer"] == claims.wallet
+        trades.append(
+            {
+                "epoch": t["epoch"],
+                "side": "buy" if buying else "sell",
+                "wh": t["wh"],
+                "money": ("-" if buying else "+")
+                + thb(t["buyer_paid"] if buying else t["seller_net"]),
+                "transactions": epochs_tx.get(t["epoch"], []),
+            }
+        )
+    mine = queries.meters_of_wallet(p.books, claims.wallet)
+    readings = [
+        {
+            "meter_id": r["meter_id"],
+            "seq": r["seq"],
+            "import_wh": r["import_wh"],
+            "export_wh": r["export_wh"],
+            "batch": f"{r['hub_id']}/{r['epoch']}",
+        }
+        for r in queries.readings_of_meters(p.books, mine, ME_READINGS)
+    ]
+    return page(
+        request,
+        "me.html",
+        claims,
+        wallet=wallet,
+        orders=orders,
+        trades=trades,
+        readings=readings,
+    )

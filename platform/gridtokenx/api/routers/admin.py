@@ -1,0 +1,162 @@
+"""The operator's API: hubs, meters and users (register, suspend, approve), fiat on/off-ramp,
+market parameters and halts, the audit log. Every change is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from gridtokenx import auditlog
+from gridtokenx.api.deps import AccountsDep, AdminDep, ApiDep, PlatformDep, TradingDep, pubkey
+from gridtokenx.api.schemas import (
+    AuditOut,
+    HaltIn,
+    HaltOut,
+    HubAddedOut,
+    HubIn,
+    MeterAddedOut,
+    MeterIn,
+    ParametersIn,
+    ParametersOut,
+    SignatureOut,
+    StatusOut,
+    TopUpIn,
+    UserAddedOut,
+    UserIn,
+    UserOut,
+    UserStatusOut,
+    errors,
+)
+from gridtokenx.errors import NotFound
+from gridtokenx.service import Platform
+from gridtokenx.tables import users
+
+router = APIRouter(
+    prefix="/api/v1/admin", tags=["admin"], responses=errors(401, 403, 404, 409, 413, 422, 429, 503)
+)
+
+
+@router.post("/hubs", status_code=201, response_model=HubAddedOut)
+def add_hub(body: HubIn, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
+    platform.register_hub(body.hub_id, bytes.fromhex(body.public_key), body.token)
+    auditlog.append(platform.books, actor, "admin.hub_add", {"hub_id": body.hub_id})
+    return {"hub_id": body.hub_id}
+
+
+@router.post("/users", status_code=201, response_model=UserAddedOut)
+def add_user(body: UserIn, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
+    return {"name": body.name, "wallet": str(platform.register_user(body.name))}
+
+
+@router.post("/meters", status_code=201, response_model=MeterAddedOut)
+def add_meter(body: MeterIn, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
+    owner = pubkey(body.owner, "owner")
+    platform.register_meter(body.meter_id, bytes.fromhex(body.public_key), owner)
+    auditlog.append(platform.books, actor, "admin.meter_add", {"meter_id": body.meter_id})
+    return {"meter_id": body.meter_id}
+
+
+@router.post("/users/{user_id}/suspend", response_model=UserStatusOut)
+def suspend(user_id: str, actor: AdminDep, api: ApiDep) -> dict[str, str]:
+    return {"user_id": user_id, "status": api.set_user_status(user_id, "suspend", actor)}
+
+
+@router.post("/users/{user_id}/approve", response_model=UserStatusOut)
+def approve(user_id: str, actor: AdminDep, api: ApiDep) -> dict[str, str]:
+    return {"user_id": user_id, "status": api.set_user_status(user_id, "approve", actor)}
+
+
+def set_status(platform: Platform, kind: str, key: str, action: str, actor: str) -> dict[str, str]:
+    if action not in ("suspend", "approve"):
+        raise NotFound("not_found", f"{action}: suspend or approve")
+    status = "suspended" if action == "suspend" else "active"
+    platform.set_status(kind, key, status)
+    auditlog.append(platform.books, actor, f"admin.{kind}_{action}", {"id": key})
+    return {"id": key, "status": status}
+
+
+@router.post("/hubs/{hub_id}/{action}", response_model=StatusOut)
+def hub_status(hub_id: str, action: str, actor: AdminDep, platform: PlatformDep) -> dict[str, str]:
+    return set_status(platform, "hub", hub_id, action, actor)
+
+
+@router.post("/meters/{meter_id}/{action}", response_model=StatusOut)
+def meter_status(
+    meter_id: str, action: str, actor: AdminDep, platform: PlatformDep
+) -> dict[str, str]:
+    return set_status(platform, "meter", meter_id, action, actor)
+
+
+@router.post("/topup", response_model=SignatureOut)
+def top_up(
+    body: TopUpIn, actor: AdminDep, platform: PlatformDep, accounts: AccountsDep
+) -> dict[str, Any]:
+    found = accounts.user(body.user_id)
+    if found is None:
+        raise NotFound("no_user", body.user_id)
+    with platform.lock:
+        sig = platform.dep.top_up(
+            pubkey(str(found["wallet"]), "wallet"), body.micro_thb, body.reference
+        )
+    auditlog.append(
+        platform.books,
+        actor,
+        "admin.topup",
+        {"user_id": body.user_id, "micro_thb": body.micro_thb, "reference": body.reference},
+    )
+    return {"transaction": sig}
+
+
+@router.post("/withdraw", response_model=SignatureOut)
+def withdraw(body: TopUpIn, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
+    """Fiat off-ramp: burn a custodial wallet's THB against a payout (idempotent)."""
+    name = f"user/{body.user_id}"
+    if name not in platform.keys:
+        raise NotFound("no_custodial_wallet", body.user_id)
+    with platform.lock:
+        sig = platform.dep.withdraw(platform.keys.get(name), body.micro_thb, body.reference)
+    auditlog.append(
+        platform.books,
+        actor,
+        "admin.withdraw",
+        {"user_id": body.user_id, "micro_thb": body.micro_thb, "reference": body.reference},
+    )
+    return {"transaction": sig}
+
+
+@router.put("/market/parameters", response_model=ParametersOut)
+def parameters(body: ParametersIn, actor: AdminDep, t: TradingDep) -> dict[str, Any]:
+    return t.set_parameters(actor, body.model_dump(exclude_none=True))
+
+
+@router.post("/market/halt", response_model=HaltOut)
+def halt(body: HaltIn, actor: AdminDep, t: TradingDep) -> dict[str, Any]:
+    t.halt(actor, body.reason)
+    return {"halted": body.reason}
+
+
+@router.post("/market/resume", response_model=HaltOut)
+def resume(actor: AdminDep, t: TradingDep) -> dict[str, Any]:
+    t.resume(actor)
+    return {"halted": None}
+
+
+@router.get("/audit", response_model=AuditOut)
+def audit_log(
+    actor: AdminDep, platform: PlatformDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
+    return {
+        "entries": auditlog.entries(platform.books, limit),
+        "broken_at": auditlog.verify(platform.books),
+    }
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(actor: AdminDep, platform: PlatformDep) -> list[dict[str, Any]]:
+    with platform.books.connect() as c:
+        return [
+            {k: v for k, v in r._mapping.items() if k != "password_hash"}
+            for r in c.execute(select(users).order_by(users.c.created_at))
+        ]

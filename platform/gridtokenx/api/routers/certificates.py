@@ -1,0 +1,104 @@
+"""Renewable-energy certificates: a holder's list, transfer and retire; an admin's issue,
+validate and revoke."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from gridtokenx import auditlog
+from gridtokenx.api.deps import AdminDep, PlatformDep, UserDep, pubkey
+from gridtokenx.api.schemas import (
+    CertificateOut,
+    CertifyIn,
+    CertTransferIn,
+    RetireIn,
+    RevokeIn,
+    errors,
+)
+from gridtokenx.errors import Conflict
+from gridtokenx.service import Platform
+
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["certificates"],
+    responses=errors(401, 403, 404, 409, 413, 422, 429, 503),
+)
+
+
+def cert_json(c: Any) -> dict[str, Any]:
+    return {
+        "mint": str(c.mint),
+        "meter_id": c.meter_id,
+        "period": c.period,
+        "wh": c.wh,
+        "from_wh": c.from_wh,
+        "to_wh": c.to_wh,
+        "source": c.source,
+        "status": c.status,
+        "holder": str(c.holder) if c.holder else None,
+    }
+
+
+def under_lock(platform: Platform, action: Callable[[], Any]) -> dict[str, Any]:
+    """Run a registry action under the ledger lock (its CertificateError maps at the edge)."""
+    with platform.lock:
+        return cert_json(action())
+
+
+def custodial_key(platform: Platform, user_id: str) -> Keypair:
+    name = f"user/{user_id}"
+    if name not in platform.keys:
+        raise Conflict("external_wallet", "sign with your wallet: not custodial")
+    return platform.keys.get(name)
+
+
+@router.get("/certificates", response_model=list[CertificateOut])
+def my_certificates(claims: UserDep, platform: PlatformDep) -> list[dict[str, Any]]:
+    return [cert_json(c) for c in platform.certificates.all() if str(c.holder) == claims.wallet]
+
+
+@router.post("/certificates/{mint}/transfer", response_model=CertificateOut)
+def transfer_certificate(
+    mint: str, body: CertTransferIn, claims: UserDep, platform: PlatformDep
+) -> dict[str, Any]:
+    key, to = custodial_key(platform, claims.user_id), pubkey(body.to_wallet, "to_wallet")
+    address: Pubkey = pubkey(mint, "mint")
+    return under_lock(platform, lambda: platform.certificates.transfer(address, key, to))
+
+
+@router.post("/certificates/{mint}/retire", response_model=CertificateOut)
+def retire_certificate(
+    mint: str, body: RetireIn, claims: UserDep, platform: PlatformDep
+) -> dict[str, Any]:
+    key, address = custodial_key(platform, claims.user_id), pubkey(mint, "mint")
+    return under_lock(
+        platform, lambda: platform.certificates.retire(address, key, body.beneficiary)
+    )
+
+
+@router.post("/admin/certificates", status_code=201, response_model=CertificateOut)
+def issue_certificate(body: CertifyIn, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
+    out = cert_json(platform.certify(body.meter_id, body.period))
+    auditlog.append(platform.books, actor, "admin.certificate_issue", {"mint": out["mint"]})
+    return out
+
+
+@router.post("/admin/certificates/{mint}/validate", response_model=CertificateOut)
+def validate_certificate(mint: str, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
+    address = pubkey(mint, "mint")
+    auditlog.append(platform.books, actor, "admin.certificate_validate", {"mint": mint})
+    return under_lock(platform, lambda: platform.certificates.validate(address))
+
+
+@router.post("/admin/certificates/{mint}/revoke", response_model=CertificateOut)
+def revoke_certificate(
+    mint: str, body: RevokeIn, actor: AdminDep, platform: PlatformDep
+) -> dict[str, Any]:
+    address = pubkey(mint, "mint")
+    auditlog.append(platform.books, actor, "admin.certificate_revoke", {"mint": mint})
+    return under_lock(platform, lambda: platform.certificates.revoke(address, body.reason))
