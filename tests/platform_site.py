@@ -81,7 +81,11 @@ def fund(site: Site, user: dict[str, Any], thb: int = 0, grx: int = 0) -> None:
         r = site.client.post(
             "/api/v1/admin/topup",
             headers=ADMIN_H,
-            json={"user_id": user["user_id"], "micro_thb": thb, "reference": f"t-{thb}"},
+            json={
+                "user_id": user["user_id"],
+                "micro_thb": thb,
+                "reference": f"t-{user['user_id'][:8]}-{thb}",
+            },
         )
         assert r.status_code == 200, r.text
     if grx:

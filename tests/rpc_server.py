@@ -76,6 +76,9 @@ class RpcServer:
             {"blockhash": str(self.svm.latest_blockhash()), "lastValidBlockHeight": self.slot + 150}
         )
 
+    def isBlockhashValid(self, blockhash: str, *_: Any) -> Any:
+        return self.ctx(blockhash == str(self.svm.latest_blockhash()))
+
     def getMinimumBalanceForRentExemption(self, size: int, *_: Any) -> Any:
         return self.svm.minimum_balance_for_rent_exemption(size)
 

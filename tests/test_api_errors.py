@@ -15,10 +15,20 @@ from fastapi.testclient import TestClient
 from gridtokenx.accounts import Accounts, AccountSuspended, AuthUnauthorized
 from gridtokenx.api.app import create_app
 from gridtokenx.api.errors import status_of
-from gridtokenx.errors import CodedError, RateLimited, TooLarge, Unavailable
+from gridtokenx.errors import (
+    CodedError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.market.errors import OrderRejected, WheelingError
-from gridtokenx.service import Platform, ServiceError
+from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
 
 ADMIN = "admin-" + "e" * 30
@@ -66,11 +76,11 @@ def test_each_kind_has_one_status() -> None:
     assert [
         status_of(e)
         for e in (
-            ServiceError(404, "unknown_meter", "m"),
-            ServiceError(409, "hub_exists", "h"),
-            ServiceError(403, "hub_suspended", "h"),
-            ServiceError(401, "bad_token", "t"),
-            ServiceError(422, "bad_signature", "s"),
+            NotFound("unknown_meter", "m"),
+            Conflict("hub_exists", "h"),
+            Forbidden("hub_suspended", "h"),
+            Unauthorized("bad_token", "t"),
+            InvalidInput("bad_signature", "s"),
             AuthUnauthorized("bad_credentials", "x"),
             AccountSuspended("suspended", "x"),
             OrderRejected("market_halted", "x"),
@@ -84,7 +94,7 @@ def test_each_kind_has_one_status() -> None:
         )
     ] == [404, 409, 403, 401, 422, 401, 403, 409, 429, 422, 422, 413, 429, 503, 422]
     # the domain's errors carry no HTTP status any more
-    assert not hasattr(ServiceError(404, "unknown_meter", "m"), "status")
+    assert not hasattr(NotFound("unknown_meter", "m"), "status")
     assert isinstance(OrderRejected("market_halted", "x"), OrderRejected)
 
 
@@ -99,7 +109,7 @@ def test_a_buy_worth_less_than_one_micro_thb_is_refused_not_a_500(site: Site) ->
     r = c.post("/api/v1/orders", headers=alice["auth"], json=order)
     assert (r.status_code, r.json()) == (
         422,
-        {"code": "order_too_small", "message": "the order is worth less than 1 µTHB"},
+        {"code": "order_too_small", "message": "the order's value rounds to 0 uTHB"},
     )
     assert c.get("/api/v1/orders", headers=alice["auth"]).json() == []
     assert site.thb(alice) == 5_000_000

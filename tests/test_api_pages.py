@@ -42,7 +42,7 @@ def test_a_household_signs_up_trades_and_cancels_through_the_pages(client: TestC
     assert "pat@example.org" in r.text and "10" in r.text  # the demo grant, in THB
     r = client.post("/orders", data={"side": "buy", "quantity_wh": "1000", "price_thb": "4.5"})
     assert r.url.path == "/me" and "placed" in r.text
-    order_id = re.search(r"Order (o-[0-9a-f]{16}) placed", r.text)
+    order_id = re.search(r"Order (o-[0-9a-f]{20}) placed", r.text)
     assert order_id is not None
     r = client.post(f"/orders/{order_id.group(1)}/cancel")
     assert "cancelled; its escrow is back" in r.text
@@ -52,7 +52,7 @@ def test_a_household_signs_up_trades_and_cancels_through_the_pages(client: TestC
     assert r.status_code == 200
     r = client.post("/orders", data={"side": "buy", "quantity_wh": "1", "price_thb": "0.000001"})
     assert r.status_code == 200 and r.url.path == "/"
-    assert r.url.params["error"] == "order_too_small: the order is worth less than 1 µTHB"
+    assert r.url.params["error"] == "order_too_small: the order's value rounds to 0 uTHB"
     assert client.get("/").status_code == 200 and 'id="chart"' in client.get("/").text
     assert client.get("/explorer").status_code == 200
     r = client.get("/admin")

@@ -271,6 +271,11 @@ class Platform:
                 if not sig.verify(hub, bytes(proposal.message)):
                     raise InvalidInput("bad_signature", "not the hub key's signature")
                 hub_sigs.append(sig)
+            if not all(self.ledger.blockhash_valid(p.message.recent_blockhash) for p in proposals):
+                # expired (a slow hub; the embedded chain after a restart): found before the
+                # co-signer signs, whose journal signs one message per meter range only
+                self._drop_proposals(hub_id, epoch)
+                raise Conflict("stale_proposal", "the proposal expired; submit again")
             partner = self._partner()
             asked = [
                 p.message

@@ -68,9 +68,6 @@ def translate(err: Exception) -> CodedError | None:
     """A ledger-package error as the kind it is; None if it is not one."""
     if isinstance(err, LedgerError):
         return Conflict(f"ledger_{err.code}", "the ledger refused the transaction")
-    if isinstance(err, SettlementError) and err.code == "bad_escrow":
-        # a buy worth less than 1 µTHB (e.g. 1 Wh at a min_price of 1 µTHB/kWh) escrows 0
-        return InvalidInput("order_too_small", "the order is worth less than 1 µTHB")
     if isinstance(err, SettlementError):
         return InvalidInput(err.code, str(err).removeprefix(f"{err.code}: "))
     if isinstance(err, CertificateError):

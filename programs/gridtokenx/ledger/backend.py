@@ -124,6 +124,10 @@ class Ledger(Protocol):
 
     def latest_blockhash(self) -> Hash: ...
 
+    def blockhash_valid(self, blockhash: Hash) -> bool:
+        """Whether a transaction on `blockhash` can still land (not a durable nonce's)."""
+        ...
+
     def history(self, start: int = 0) -> list[Landed]:
         """The transactions this ledger's payer landed, oldest first, from index `start`."""
         ...

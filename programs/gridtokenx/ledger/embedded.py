@@ -136,6 +136,11 @@ class EmbeddedLedger:
     def latest_blockhash(self) -> Hash:
         return self.svm.latest_blockhash()
 
+    def blockhash_valid(self, blockhash: Hash) -> bool:
+        """Only the current one: the embedded chain keeps no older blockhashes (a restart,
+        or a duplicate that needed a new slot, expires it)."""
+        return blockhash == self.svm.latest_blockhash()
+
     def account_data(self, address: Pubkey) -> bytes | None:
         account = self.svm.get_account(address)
         return None if account is None else bytes(account.data)

@@ -20,6 +20,8 @@ from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.rpc.requests import IsBlockhashValid
+from solders.rpc.responses import IsBlockhashValidResp
 from solders.signature import Signature
 from solders.transaction import Transaction
 
@@ -54,6 +56,13 @@ class RpcLedger:
 
     def latest_blockhash(self) -> Hash:
         return self._run(self.client.get_latest_blockhash()).value.blockhash
+
+    def blockhash_valid(self, blockhash: Hash) -> bool:
+        # solana-py 0.40 has no wrapper for isBlockhashValid: the request and answer types
+        # are solders', sent the way the client sends every call
+        body = IsBlockhashValid(blockhash)
+        answer = self._run(self.client._provider.make_request(body, IsBlockhashValidResp))
+        return bool(answer.value)
 
     def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
         return self.send_transaction(
