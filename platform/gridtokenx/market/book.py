@@ -82,6 +82,10 @@ class ContinuousBook:
         # the one pool of a market without zones, made up front for the flat loop
         self.pool_bids = _Levels(-1)
         self.pool_asks = _Levels(1)
+        if self._open:
+            self._bids[OPEN_POOL] = self.pool_bids
+            self._asks[OPEN_POOL] = self.pool_asks
+        self.rested = False  # depth() shows a pool once an order has rested in it
 
     def _rate(self, seller_pool: str, buyer_pool: str) -> int | None:
         if self._open:
@@ -155,9 +159,8 @@ class ContinuousBook:
 
     def rest(self, order: Order) -> None:
         books = self._bids if order.is_buy else self._asks
+        self.rested = True
         if self._open:
-            self._bids[OPEN_POOL] = self.pool_bids
-            self._asks[OPEN_POOL] = self.pool_asks
             levels = books[OPEN_POOL]
         else:
             found = books.get(order.zone)
@@ -166,7 +169,7 @@ class ContinuousBook:
 
     def depth(self) -> dict[str, dict[str, list[tuple[int, int]]]]:
         """Book depth per pool: {"bids": [(price, Wh)...], "asks": [...]}, best first."""
-        pools = sorted(set(self._bids) | set(self._asks))
+        pools = sorted(set(self._bids) | set(self._asks)) if self.rested else []
         return {
             p: {
                 "bids": self._bids[p].depth() if p in self._bids else [],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from heapq import heappop
+from heapq import heappop, heappush
 
 import numpy as np
 
@@ -240,8 +240,15 @@ class Market:
         if remaining:
             if order.tif is not _GFE:
                 order.status = _CANCELLED
-            else:
-                book.rest(order)
+            else:  # rests: book.rest(order), inlined
+                side = book.pool_bids if buying else book.pool_asks
+                key = -price if buying else price
+                resting_at = side.levels.get(key)
+                if resting_at is None:
+                    resting_at = side.levels[key] = deque()
+                    heappush(side.heap, key)
+                resting_at.append(order)
+                book.rested = True
                 live_orders = self._live.get(owner)
                 if live_orders is None:
                     self._live[owner] = [order]

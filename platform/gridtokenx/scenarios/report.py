@@ -166,6 +166,7 @@ def figures(result: Result) -> dict[str, Any]:
         chosen = np.isin(month, months)
         ax.set_title(f"{name} ({int(chosen.sum()) // 96} days)", fontsize=10)
         ax.set_xlabel("time of day (hours)")
+        ax.set_xlim(0, 24)
         if not chosen.any():
             continue
         drawn = ax

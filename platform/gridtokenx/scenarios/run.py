@@ -231,16 +231,15 @@ def run(sc: Scenario, progress: Callable[[int, int], None] | None = None) -> Res
                 rejected += 1
                 continue
             previous[meter_ids[k]] = rules.Previous(r.seq, r.ts, r.import_wh, r.export_wh, raw)
-            signed.append((raw, decision.signature))
-        header = wire_batch.build("scenario-hub", epoch, [raw for raw, _ in signed])
+            signed.append((r.meter_id, r.seq, raw, decision.signature))
+        header = wire_batch.build("scenario-hub", epoch, [raw for _, _, raw, _ in signed])
         encoded = wire_batch.encode_header(header)
         hub_sig = hub.sign(wire_batch.BATCH_DOMAIN + encoded).signature
-        order = {raw: sig for raw, sig in signed}
-        evidence = oracle.Evidence(
-            header,
-            bytes(hub_sig),
-            tuple((raw, order[raw]) for _, raw in wire_batch.order_leaves(list(order))),
-        )
+        # the leaves in batch order, (meter_id, seq), as wire_batch.order_leaves sorts them,
+        # from the readings made here rather than decoded again
+        signed.sort(key=lambda leaf: (leaf[0], leaf[1]))
+        leaves = tuple((raw, sig) for _, _, raw, sig in signed)
+        evidence = oracle.Evidence(header, bytes(hub_sig), leaves)
         current = marks.update(ledger)
         proposed = oracle.plan(header, owners, current)
         oracle.review(

@@ -75,11 +75,19 @@ class Grid:
         end = self.steps if steps is None else steps
         net = -extra_pv_w[:end]
         loads, sgens = self._load_pos, self._sgen_pos
-        for k, h in enumerate(self.households):
-            if h.load is not None:
-                net[:, k] += self.load_p_w[:end, loads[h.load]]
-            if h.sgen is not None:
-                net[:, k] -= self.sgen_p_w[:end, sgens[h.sgen]]
+        # whole columns at once (each household once: the same additions, in the same order)
+        with_load = [
+            (k, loads[h.load]) for k, h in enumerate(self.households) if h.load is not None
+        ]
+        with_sgen = [
+            (k, sgens[h.sgen]) for k, h in enumerate(self.households) if h.sgen is not None
+        ]
+        if with_load:
+            homes, columns = zip(*with_load, strict=True)
+            net[:, list(homes)] += self.load_p_w[:end, list(columns)]
+        if with_sgen:
+            homes, columns = zip(*with_sgen, strict=True)
+            net[:, list(homes)] -= self.sgen_p_w[:end, list(columns)]
         return net
 
     @property
@@ -298,6 +306,7 @@ def feeders(grid: Grid, copies: int) -> Grid:
         shifted(grid.load_p_w),
         shifted(grid.load_q_var),
         shifted(grid.sgen_p_w),
+        net_w=shifted(grid.net_w),  # the same sums as household_net's, shifted alike
         bus_index=tuple(i + c * bus for c in range(copies) for i in grid.bus_index),
         line_index=tuple(i + c * line for c in range(copies) for i in grid.line_index),
         load_index=tuple(i + c * load for c in range(copies) for i in grid.load_index),
