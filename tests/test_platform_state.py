@@ -180,3 +180,39 @@ def test_a_batch_awaiting_co_signature_after_a_restart_is_refused_then_retried_o
     assert again.dep.grx.balance(owner) == 6_000  # minted once
     again.ledger.close()  # type: ignore[attr-defined]
     again.books.dispose()
+
+
+def test_an_operators_halt_outlives_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from platform_site import ADMIN_H
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    clock = Clock()
+    s = Site(tmp_path, None, clock)
+    seller, buyer = signup(s.client, "s@x.org"), signup(s.client, "b@x.org", "consumer")
+    fund(s, seller, grx=1_000)
+    fund(s, buyer, thb=10_000_000)
+    assert s.client.post("/api/v1/orders", headers=seller["auth"], json=SELL).status_code == 201
+    buy = {"side": "buy", "quantity_wh": 400, "price": 4_000_000}
+    assert s.client.post("/api/v1/orders", headers=buyer["auth"], json=buy).status_code == 201
+    epoch = s.trading.market.epoch
+    r = s.client.post("/api/v1/admin/market/halt", headers=ADMIN_H, json={"reason": "storm"})
+    assert r.status_code == 200
+    clock.now += 2 * EPOCH_S  # the halt lasts past the epoch's end
+    s.close()
+
+    s = Site(tmp_path, None, clock)  # a restart: still halted, the epoch still open
+    r = s.client.post("/api/v1/orders", headers=buyer["auth"], json=buy)
+    assert (r.status_code, r.json()["code"]) == (409, "market_halted")
+    assert s.trading.tick() == []
+    assert s.client.get(f"/api/v1/market/epochs/{epoch}").status_code == 404
+    assert s.client.post("/api/v1/admin/market/resume", headers=ADMIN_H).status_code == 200
+    assert s.trading.tick() == [epoch]  # cleared with the orders placed before the halt
+    done = s.client.get(f"/api/v1/market/epochs/{epoch}").json()
+    assert (done["state"], done["volume_wh"]) == ("settled", 400)
+    s.close()
+    s = Site(tmp_path, None, clock)  # and resumed stays resumed
+    assert s.client.post("/api/v1/orders", headers=buyer["auth"], json=buy).status_code == 201
+    s.close()

@@ -34,7 +34,7 @@ from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
 from gridtokenx.service import Platform
-from gridtokenx.tables import epochs, market_executions, market_orders, users
+from gridtokenx.tables import epochs, market_executions, market_orders, settings, users
 
 MAX_ORDERS_PER_EPOCH = 50
 LIVE = ("open", "partially_filled")
@@ -90,10 +90,15 @@ class Trading:
         self.lock = platform.lock
         self.wallets = Wallets(platform.keys)
         self._load_parameters()
-        self.market = Market(self.config, epoch=self.current_epoch())
+        halted = self._saved_halt()
+        # a halted market stays on the epoch its live orders are in, until the resume
+        epoch = self.current_epoch() if halted is None else self._oldest_live_epoch()
+        self.market = Market(self.config, epoch=epoch)
         self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
         self.listeners: list[Callable[[Event], None]] = []
         self.recover()
+        if halted is not None:  # an operator's halt outlives a restart
+            self.market.halt(halted)
 
     # -- the clock -------------------------------------------------------------------------
     def current_epoch(self) -> int:
@@ -447,17 +452,26 @@ class Trading:
         }
 
     def _save_parameters(self) -> None:
-        from gridtokenx.tables import settings
 
         value = json.dumps({k: v for k, v in self.parameters().items() if k != "mechanism"})
         with self.engine.begin() as c:
             c.execute(settings.delete().where(settings.c.name == "market"))
             c.execute(settings.insert().values(name="market", value=value))
 
+    def _saved_halt(self) -> str | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(settings.c.value).where(settings.c.name == "halt")).first()
+        return None if row is None else str(json.loads(row.value))
+
+    def _oldest_live_epoch(self) -> int:
+        with self.engine.connect() as c:
+            oldest = c.execute(
+                select(func.min(market_orders.c.epoch)).where(market_orders.c.status.in_(LIVE))
+            ).scalar()
+        return self.current_epoch() if oldest is None else int(oldest)
+
     def _load_parameters(self) -> None:
         from dataclasses import replace as with_changes
-
-        from gridtokenx.tables import settings
 
         with self.engine.connect() as c:
             row = c.execute(select(settings.c.value).where(settings.c.name == "market")).first()
@@ -465,14 +479,20 @@ class Trading:
             self.config = with_changes(self.config, **json.loads(row.value))
 
     def halt(self, actor: str, reason: str) -> None:
+        """An operator's halt, kept in the database: a restart does not resume trading."""
         with self.lock:
             self.market.halt(reason)
+            with self.engine.begin() as c:
+                c.execute(settings.delete().where(settings.c.name == "halt"))
+                c.execute(settings.insert().values(name="halt", value=json.dumps(reason)))
             auditlog.append(self.engine, actor, "market.halt", {"reason": reason})
             self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": reason}))
 
     def resume(self, actor: str) -> None:
         with self.lock:
             self.market.resume()
+            with self.engine.begin() as c:
+                c.execute(settings.delete().where(settings.c.name == "halt"))
             auditlog.append(self.engine, actor, "market.resume", {})
             self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": None}))
 
