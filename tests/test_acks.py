@@ -12,7 +12,8 @@ import pytest
 from nacl.signing import SigningKey
 from services import ROOT, Mosquitto, run_micropython
 
-from gridtokenx.hub.acks import AckPublisher, settled
+from gridtokenx.hub.acks import AckPublisher
+from gridtokenx.hub.ingest import settled
 from gridtokenx.hub.rules import Meter, MeterStatus, Previous, RuleConfig, check
 from gridtokenx.wire import envelope
 from gridtokenx.wire.ack import Ack, ack_topic, decode_ack, encode_ack, vectors

@@ -177,7 +177,7 @@ def test_an_unexpected_error_on_one_message_is_an_internal_error_logged_and_coun
     assert any(r.exc_info and r.exc_info[0] is TypeError for r in caplog.records)
 
 
-def test_on_stored_gets_the_highest_stored_seq_per_meter_after_each_commit(
+def test_on_stored_gets_the_highest_settled_seq_per_meter_after_each_commit(
     store: HubStore,
 ) -> None:
     store.add_meter("m2", bytes(KEY.verify_key), status=MeterStatus.APPROVED)
@@ -188,10 +188,12 @@ def test_on_stored_gets_the_highest_stored_seq_per_meter_after_each_commit(
     other = envelope.seal(encode(replace(reading(7), meter_id="m2")), READING_DOMAIN, KEY)
     hub.ingest([(m1, one), (m1, two), (m2, other), (m1, b"junk")])
     assert calls == [{"m1": 2, "m2": 7}]
-    hub.ingest([(m1, one)])  # a re-sent older reading: stored already, so acknowledged
-    assert calls[-1] == {"m1": 2}
+    hub.ingest([(m1, one)])  # a re-sent older reading: stored already, so settled
+    assert calls[-1] == {"m1": 1}
     hub.ingest([(m1, b"junk"), (m1, sealed(reading(1, NOW - 500, 1_001)))])  # a replay
-    assert len(calls) == 2  # nothing stored, nothing to acknowledge
+    assert calls[-1] == {"m1": 1}  # refused by a rule the same bytes never pass: settled
+    hub.ingest([(m1, b"junk")])
+    assert len(calls) == 3  # nothing signed by the meter, nothing to acknowledge
 
 
 # -- item 2: rejections kept bounded ----------------------------------------------------

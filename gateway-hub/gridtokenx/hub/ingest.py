@@ -59,22 +59,31 @@ def _parse_all(work: Sequence[tuple[str, bytes, Meter | None]]) -> list[Decision
     return [_parse(*item) for item in work]
 
 
-def stored_seqs(decisions: Sequence[Decision], heads: dict[str, Previous | None]) -> dict[str, int]:
-    """Per meter with a reading of the batch durably stored (accepted now, or a duplicate of
-    one stored before): the highest sequence number stored for it, its head."""
+def settled(decisions: Sequence[Decision]) -> dict[str, int]:
+    """The highest settled seq per meter among a committed batch's decisions: what the hub
+    acknowledges to the meters (docs/wire-format.md section 4.1, `acks.py`).
+
+    Settled means a final decision about a reading signed by the meter's own key: stored
+    (accepted, or a duplicate of what is stored), or refused by a rule that the same bytes can
+    never pass (replayed, backdated, ...). A reading refused before its signature was checked
+    (unknown, pending or suspended meter, bad signature) is not settled: it stays in the
+    meter's ring and is sent again, e.g. once the meter is approved."""
     out: dict[str, int] = {}
     for d in decisions:
-        if d.verdict is not Verdict.REJECTED and d.reading is not None:
-            head = heads.get(d.reading.meter_id)
-            if head is not None:
-                out[d.reading.meter_id] = head.seq
+        r = d.reading
+        # `reading` is set only once the envelope verified with the topic meter's key;
+        # topic_mismatch is a reading of another meter id, which this meter cannot settle
+        if r is None or d.reason == "topic_mismatch":
+            continue
+        if r.seq > out.get(r.meter_id, -1):
+            out[r.meter_id] = r.seq
     return out
 
 
 class Ingestor:
     """Decides and stores batches. `on_stored`, if given, is called after each commit with
-    `stored_seqs` of the batch (for acknowledging meters end to end); an exception it
-    raises is logged, never retried."""
+    `settled(decisions)` of the batch (the meters' end-to-end acks; `MqttIngest` sets it to
+    `acks.AckPublisher`); an exception it raises is logged, never retried."""
 
     def __init__(
         self,
@@ -137,7 +146,7 @@ class Ingestor:
                 log.exception("could not record an internal error; the message is dropped")
         self._count(decisions)
         if self.on_stored is not None:
-            stored = stored_seqs(decisions, self._heads)
+            stored = settled(decisions)
             if stored:
                 try:
                     self.on_stored(stored)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gridtokenx.hub.acks import AckPublisher, settled
+from gridtokenx.hub.acks import AckPublisher
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import Decision
 from gridtokenx.hub.store import DATABASE_ERRORS
@@ -61,8 +61,8 @@ class MqttIngest:
             manual_ack=True,
         )
         self.client.on_connect = self._on_connect
-        # after each commit: the highest settled seq per meter (acks.py publishes it)
-        self.on_stored: Callable[[dict[str, int]], None] | None = AckPublisher(self.client)
+        if ingestor.on_stored is None:  # after each commit: acks to the meters (acks.py)
+            ingestor.on_stored = AckPublisher(self.client)
         self.client.on_subscribe = lambda *a: self.connected.set()
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = lambda c, u, msg: self._queue.put(msg)
@@ -156,8 +156,6 @@ class MqttIngest:
                     except Exception:  # a bug in one status must not stop ingest
                         log.exception("internal error on a status message")
             self.last_commit = time.time()
-            if self.on_stored is not None:
-                self.on_stored(settled(decisions))
             for m in batch:
                 self.client.ack(m.mid, m.qos)
             if self.on_batch is not None:
