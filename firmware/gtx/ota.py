@@ -55,11 +55,23 @@ def _decode(b: bytes) -> tuple | None:
     return (x, y, 1, x * y % p)
 
 
+def _add(p: tuple, q: tuple) -> tuple:
+    """p + q for any two extended points (X, Y, Z, T): ed25519._add takes q only in its
+    signing table's form, which a public key is not."""
+    m = ed25519.P
+    a = (p[1] - p[0]) * (q[1] - q[0]) % m
+    b = (p[1] + p[0]) * (q[1] + q[0]) % m
+    c = p[3] * ed25519._D2 * q[3] % m
+    d = 2 * p[2] * q[2] % m
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % m, g * h % m, f * g % m, e * h % m)
+
+
 def _mul(k: int, q: tuple) -> tuple:
     r = ed25519._ZERO
     while k:
         if k & 1:
-            r = ed25519._add(r, q)
+            r = _add(r, q)
         q = ed25519._double(q)
         k >>= 1
     return r
@@ -77,7 +89,7 @@ def verify(public: bytes, message: bytes, signature: bytes) -> bool:
     k = int.from_bytes(sha512(signature[:32] + public + message), "little") % ed25519.L
     p = ed25519.P
     minus_ka = _mul(k, (p - a[0], a[1], a[2], p - a[3]))  # -A = (-x, y)
-    return ed25519._encode(ed25519._add(ed25519._base_mul(s), minus_ka)) == signature[:32]
+    return ed25519._encode(_add(ed25519._base_mul(s), minus_ka)) == signature[:32]
 
 
 # -- the update --------------------------------------------------------------------------
