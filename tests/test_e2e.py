@@ -54,24 +54,29 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 300  # a loaded 2-core machine: SimBench, 3 firmware, 2 services
-    while "demo login" not in (data / "up.log").read_text(errors="replace"):
-        if up.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((data / "up.log").read_text()[-3000:])
-        time.sleep(0.5)
-    # the demo logins (email password role) are in a 0600 file, not printed
-    logins = [
-        line.split() for line in (data / "secrets" / "demo-logins.txt").read_text().splitlines()[1:]
-    ]
-    yield {
-        "url": f"http://127.0.0.1:{api_port}",
-        "prosumer": logins[1][0],
-        "password": logins[1][1],
-        "operator_password": logins[0][1],
-        "data": data,
-    }
-    up.send_signal(signal.SIGTERM)
-    up.wait(timeout=60)
+    try:  # `up` is stopped whatever happens, a start that times out included
+        deadline = time.monotonic() + 300  # a loaded 2-core machine: SimBench, 3 firmware, ...
+        while "demo login" not in (data / "up.log").read_text(errors="replace"):
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((data / "up.log").read_text()[-3000:])
+            time.sleep(0.5)
+        # the demo logins (email password role) are in a 0600 file, not printed
+        lines = (data / "secrets" / "demo-logins.txt").read_text().splitlines()[1:]
+        logins = [line.split() for line in lines]
+        yield {
+            "url": f"http://127.0.0.1:{api_port}",
+            "prosumer": logins[1][0],
+            "password": logins[1][1],
+            "operator_password": logins[0][1],
+            "data": data,
+        }
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
 
 
 def shot(page: Any, name: str) -> None:
