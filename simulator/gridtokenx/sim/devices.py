@@ -1,17 +1,21 @@
-"""Emulated energy chips: pymodbus servers speaking Modbus RTU (over TCP) with the
-register maps of registers.py, and fault injection for the firmware's error paths."""
+"""Emulated energy chips: pymodbus servers speaking Modbus RTU (over TCP, or on a
+pseudo-terminal as on a serial line) with the register maps of registers.py, and fault
+injection for the firmware's error paths."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import socket
 import threading
+import tty
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gridtokenx.sim.registers import PZEM_COUNT, SDM_COUNT, ChipValues, registers
@@ -79,7 +83,7 @@ class ChipServer:
         self.fault = Fault.NONE
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
     @property
     def address(self) -> str:
@@ -94,16 +98,19 @@ class ChipServer:
             return data[:-1] + bytes([data[-1] ^ 0x5A])
         return data
 
+    def _make_server(self) -> ModbusTcpServer | ModbusSerialServer:
+        return ModbusTcpServer(
+            [c.device() for c in self.chips],
+            framer=FramerType.RTU,
+            address=(self.host, self.port),
+            trace_packet=self._trace,
+        )
+
     def start(self) -> ChipServer:
         self._thread.start()
 
         async def serve() -> None:
-            self._server = ModbusTcpServer(
-                [c.device() for c in self.chips],
-                framer=FramerType.RTU,
-                address=(self.host, self.port),
-                trace_packet=self._trace,
-            )
+            self._server = self._make_server()
             await self._server.serve_forever(background=True)
 
         asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=10)
@@ -123,3 +130,65 @@ class ChipServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PtyChipServer(ChipServer):
+    """The same chips on a serial line: a pair of pseudo-terminals joined like a
+    null-modem cable. pymodbus serves one end as a serial port (pyserial); a meter opens
+    `device`, the other end, as it would open /dev/ttyUSB0."""
+
+    def __init__(self, chips: list[EmulatedChip], baudrate: int = 9600) -> None:
+        super().__init__(chips)
+        self.baudrate = baudrate
+        self._ends = [os.openpty(), os.openpty()]  # (master, slave) each
+        for _, slave in self._ends:
+            tty.setraw(slave)  # bytes as they are: no echo, no line editing
+        self._stop_r, self._stop_w = os.pipe()
+        self._bridge = threading.Thread(target=self._carry, daemon=True)
+
+    @property
+    def device(self) -> str:
+        """The meter's end of the line (a /dev/pts/N path)."""
+        return os.ttyname(self._ends[1][1])
+
+    @property
+    def address(self) -> str:
+        return self.device
+
+    def _carry(self) -> None:
+        """Copy bytes between the two masters, as the cable would."""
+        (a, _), (b, _) = self._ends
+        while True:
+            ready, _, _ = select.select([a, b, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:  # no one has that end open right now
+                    continue
+                os.write(b if fd == a else a, data)
+
+    def _make_server(self) -> ModbusSerialServer:
+        return ModbusSerialServer(
+            [c.device() for c in self.chips],
+            framer=FramerType.RTU,
+            port=os.ttyname(self._ends[0][1]),
+            baudrate=self.baudrate,
+            trace_packet=self._trace,
+        )
+
+    def start(self) -> PtyChipServer:
+        self._bridge.start()
+        super().start()
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        os.write(self._stop_w, b"x")
+        self._bridge.join(timeout=10)
+        for fd in (*self._ends[0], *self._ends[1], self._stop_r, self._stop_w):
+            os.close(fd)
+
+    def __enter__(self) -> PtyChipServer:
+        return self.start()
