@@ -19,13 +19,19 @@ class Uplink:
     ) -> None:
         """With a meter_id, subscribe to that meter's ack and track `acked`."""
         broker = cfg["broker"]
+        ssl = None
+        if "ca" in broker:  # MQTT over TLS with the site's CA pinned (gtx/tls.py)
+            from gtx.tls import context
+
+            ssl = context(broker["ca"])
         self.client = MQTTClient(
             client_id,
             broker["host"],
-            broker.get("port", 1883),
+            broker.get("port", 8883 if ssl else 1883),
             user=broker.get("user"),
             password=broker.get("password"),
             keepalive=broker.get("keepalive_s", 60),
+            ssl=ssl,
         )
         if status_topic and offline_status:
             self.client.set_last_will(status_topic, offline_status, retain=True, qos=1)

@@ -91,11 +91,11 @@ class StreamSocket(socket.socket):
 
 
 class StreamSSLSocket(ssl.SSLSocket):
-    """ssl.SSLSocket with the same stream methods (what SSLContext.wrap_socket returns
-    once install() ran)."""
+    """ssl.SSLSocket with the same stream methods (what tls_context's wrap_socket
+    returns)."""
 
     def read(self, n: int = 1024, buffer: Any = None) -> bytes | None:  # type: ignore[override]
-        return _read_exact(self.recv, n)
+        return _read_exact(lambda k: ssl.SSLSocket.read(self, k), n)
 
     def write(self, data: bytes | str, n: int | None = None) -> int:  # type: ignore[override]
         return _write_all(self.sendall, data, n)
@@ -112,7 +112,6 @@ def install() -> None:
         ("sleep_ms", _sleep_ms),
     ):
         setattr(time, name, fn)
-    ssl.SSLContext.sslsocket_class = StreamSSLSocket
     for path in (str(FIRMWARE / "lib"), str(FIRMWARE)):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -128,6 +127,18 @@ def install() -> None:
     _BOARD_PORT = gtx.port  # its TcpUart serves "uart": {"tcp": ...} here too
     sys.modules["gtx.port"] = sys.modules[__name__]
     gtx.port = sys.modules[__name__]
+    sys.modules["gtx.tls"] = types.ModuleType("gtx.tls")  # gtx/tls.py is MicroPython's
+    sys.modules["gtx.tls"].context = tls_context  # type: ignore[attr-defined]
+
+
+def tls_context(ca_path: str) -> ssl.SSLContext:
+    """The site's CA pinned, as gtx/tls.py does on MicroPython: only that CA is trusted and
+    the broker's name is checked against its certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    with open(ca_path, "rb") as f:
+        ctx.load_verify_locations(cadata=f.read())  # DER bytes
+    ctx.sslsocket_class = StreamSSLSocket
+    return ctx
 
 
 class SerialUart:

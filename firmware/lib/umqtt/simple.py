@@ -1,6 +1,8 @@
 # umqtt.simple 1.3.4 from micropython-lib (MIT licence, see LICENSE beside this file).
 # Vendored by GridTokenX with one change: the u-prefixed imports (usocket, ustruct,
-# ubinascii) are written without the prefix, which current MicroPython requires.
+# ubinascii) are written without the prefix, which current MicroPython requires; and
+# `ssl` is an SSLContext whose wrap_socket gets the broker's name (as in umqtt.simple
+# 1.4), so that TLS checks the broker's certificate against it.
 import socket
 import struct
 from binascii import hexlify
@@ -11,7 +13,7 @@ class MQTTException(Exception):
 class MQTTClient:
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
-                 ssl=False, ssl_params={}):
+                 ssl=None):
         if port == 0:
             port = 8883 if ssl else 1883
         self.client_id = client_id
@@ -19,7 +21,6 @@ class MQTTClient:
         self.server = server
         self.port = port
         self.ssl = ssl
-        self.ssl_params = ssl_params
         self.pid = 0
         self.cb = None
         self.user = user
@@ -60,8 +61,7 @@ class MQTTClient:
         addr = socket.getaddrinfo(self.server, self.port)[0][-1]
         self.sock.connect(addr)
         if self.ssl:
-            import ussl
-            self.sock = ussl.wrap_socket(self.sock, **self.ssl_params)
+            self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
         premsg = bytearray(b"\x10\0\0\0\0\0")
         msg = bytearray(b"\x04MQTT\x04\x02\0\0")
 

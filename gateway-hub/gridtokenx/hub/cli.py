@@ -226,6 +226,13 @@ def run(
             help="Log in to the broker as the hub (@hub) with this password file.",
         ),
     ] = None,
+    mqtt_ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HUB_MQTT_CA",
+            help="MQTT over TLS, trusting only this CA (ca.pem of `gridtokenx certs`).",
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: ingest, batch every epoch, serve the page, until SIGTERM/SIGINT."""
     import uvicorn
@@ -255,6 +262,16 @@ def run(
         except OSError as exc:
             fail(f"mqtt password file {mqtt_password_file}: {exc}")
         ingest.client.username_pw_set(HUB_USER, password)
+    scheme = "mqtt"
+    if mqtt_ca is not None:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=str(mqtt_ca))
+        except (OSError, ssl.SSLError) as exc:
+            fail(f"mqtt CA {mqtt_ca}: {exc}")
+        ingest.client.tls_set_context(context)  # the broker's name is checked against it
+        scheme = "mqtts"
     ingest.start()
     stop = threading.Event()
     token = os.environ.get("HUB_PLATFORM_TOKEN")
@@ -295,7 +312,7 @@ def run(
     batcher = threading.Thread(target=batch_every_epoch, name="hub-batches", daemon=True)
     batcher.start()
     typer.echo(
-        f"hub {hub_id}: ingesting from mqtt://{mqtt_host}:{mqtt_port} into {database}"
+        f"hub {hub_id}: ingesting from {scheme}://{mqtt_host}:{mqtt_port} into {database}"
         f" (pid {os.getpid()})"
     )
     while not ingest.connected.wait(1.0):
