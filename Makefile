@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy platform/gridtokenx gateway-hub/gridtokenx simulator/gridtokenx programs/gridtokenx
+	$(BIN)/mypy platform/gridtokenx gateway-hub/gridtokenx simulator/gridtokenx programs/gridtokenx firmware/linux
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/gtx firmware/main.py
 
 pytest: $(STAMP)

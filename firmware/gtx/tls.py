@@ -25,7 +25,7 @@ class _Tls:
 class Context:
     def __init__(self, ca_path: str) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # (stubs lack it)
         with open(ca_path, "rb") as f:
             ctx.load_verify_locations(cadata=f.read())
         self.ctx = ctx

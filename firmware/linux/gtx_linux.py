@@ -81,7 +81,13 @@ def _write_all(sendall: Any, data: bytes | str, n: int | None) -> int:
 
 
 class StreamSocket(socket.socket):
-    """socket.socket with MicroPython's stream methods, for umqtt.simple."""
+    """socket.socket with MicroPython's stream methods, for umqtt.simple. It starts with
+    a 10 s timeout, so that connecting to a broker that is away cannot outlast the
+    watchdog (the uplink sets its own timeouts once connected)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settimeout(10)
 
     def read(self, n: int) -> bytes | None:
         return _read_exact(self.recv, n)
@@ -104,6 +110,7 @@ class StreamSSLSocket(ssl.SSLSocket):
 def install() -> None:
     """Give this CPython the MicroPython names the firmware uses; put firmware/ first on
     the path and make this module the firmware's `gtx.port`."""
+    os.umask(0o077)  # meter.key, the ring and the state file: owner only
     for name, fn in (
         ("ticks_ms", _ticks_ms),
         ("ticks_us", _ticks_us),
@@ -117,11 +124,11 @@ def install() -> None:
             sys.path.insert(0, path)
     import umqtt.simple
 
-    umqtt.simple.socket = types.SimpleNamespace(  # type: ignore[attr-defined]
+    umqtt.simple.socket = types.SimpleNamespace(
         socket=StreamSocket, getaddrinfo=socket.getaddrinfo
     )
     import gtx
-    import gtx.port  # type: ignore[import-not-found]
+    import gtx.port
 
     global _BOARD_PORT
     _BOARD_PORT = gtx.port  # its TcpUart serves "uart": {"tcp": ...} here too
@@ -150,6 +157,7 @@ class SerialUart:
         self.cfg = cfg
         self.device = str(cfg["device"])
         self.serial: Any = None
+        self.failing = False
 
     def _open(self) -> Any:
         if self.serial is None:
@@ -168,10 +176,13 @@ class SerialUart:
             if self.cfg.get("rts_de"):  # a TTL transceiver whose DE/RE follows RTS
                 port.rs485_mode = serial.rs485.RS485Settings()
             self.serial = port
+            self.failing = False
         return self.serial
 
     def _drop(self, exc: Exception) -> None:
-        print("serial", self.device, "failed:", exc)
+        if self.serial is not None or not self.failing:  # once per outage in the journal
+            print("serial", self.device, "failed:", exc)
+        self.failing = True
         if self.serial is not None:
             try:
                 self.serial.close()
@@ -256,9 +267,8 @@ def network_up(cfg: dict[str, Any], wait_ms: int = 15000) -> bool:
 def main(argv: list[str]) -> None:
     config = argv[1] if len(argv) > 1 else "config.json"
     limit = int(argv[2]) if len(argv) > 2 else 0
-    os.umask(0o077)  # meter.key, the ring and the state file: owner only
     install()
-    from gtx import app  # type: ignore[import-not-found]
+    from gtx import app
 
     app.run(config, limit)
 

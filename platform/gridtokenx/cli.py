@@ -247,6 +247,57 @@ def firmware_flash(
     typer.echo(f"flashed {image} to {port}")
 
 
+@firmware_app.command("install-linux")
+def firmware_install_linux(
+    config: Annotated[Path, typer.Option(help="The meter's config.json (uart.device).")],
+    root: Annotated[Path, typer.Option(help="/ on the Pi, or a mounted SD card.")] = Path("/"),
+    prefix: Annotated[str, typer.Option(help="Where the firmware goes.")] = "/opt/gridtokenx-meter",
+    python: Annotated[str, typer.Option(help="The Pi's CPython (3.10+ with pyserial).")] = (
+        "/usr/bin/python3"
+    ),
+    data_dir: Annotated[str, typer.Option(help="The meter's key, state and ring.")] = (
+        "/var/lib/gridtokenx-meter"
+    ),
+) -> None:
+    """Install the firmware on a Linux computer as the systemd service gridtokenx-meter
+    (hardware/raspberry-pi.md)."""
+    from gridtokenx.provision import ProvisionError
+    from gridtokenx.provision_linux import SERVICE, install_linux
+
+    try:
+        done = install_linux(config, root, prefix, python, data_dir)
+    except ProvisionError as exc:
+        fail(str(exc))
+    typer.echo(f"installed {done.prefix}, {done.config} (0600) and {done.unit}")
+    typer.echo(f"start it: systemctl daemon-reload && systemctl enable --now {SERVICE}")
+
+
+@app.command("certs")
+def certs(
+    directory: Annotated[Path, typer.Argument(help="The site's certificate directory.")],
+    site: Annotated[str, typer.Option(help="The site's name, in the certificates.")] = "site",
+    broker_host: Annotated[
+        list[str], typer.Option(help="A name or address meters and the hub reach Mosquitto at.")
+    ] = ["127.0.0.1"],  # noqa: B006 (typer reads the default)
+    server_host: Annotated[
+        list[str] | None, typer.Option(help="A name of the HTTPS server (default: the broker's).")
+    ] = None,
+) -> None:
+    """Make a site's CA (kept if it exists) and the broker's and an HTTPS server's
+    certificates, for MQTT over TLS on 8883 with the CA pinned on meters."""
+    from gridtokenx.hub.certs import CertError, make_site
+
+    try:
+        made = make_site(directory, site, broker_host, server_host or [])
+    except CertError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"{'made a new' if made.ca_created else 'kept the'} site CA {directory / 'ca.pem'};"
+        f" issued broker.pem and server.pem (keys 0600)"
+    )
+    typer.echo(f'meters pin {made.ca_der}: "broker": {{"port": 8883, "ca": "ca.der"}}')
+
+
 @firmware_app.command("harden")
 def firmware_harden(
     port: Annotated[str | None, typer.Option(help="Serial port of the board.")] = None,

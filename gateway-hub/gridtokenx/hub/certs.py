@@ -75,11 +75,17 @@ def _names(hosts: list[str]) -> list[x509.GeneralName]:
         try:
             out.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            if not host or len(host) > 253 or not all(
-                part and len(part) <= 63 and part.replace("-", "").isalnum()
-                for part in host.split(".")
+            if (
+                not host
+                or len(host) > 253
+                or not all(
+                    part and len(part) <= 63 and part.replace("-", "").isalnum()
+                    for part in host.split(".")
+                )
             ):
-                raise CertError("bad_host", f"{host!r} is neither an IP address nor a DNS name")
+                raise CertError(
+                    "bad_host", f"{host!r} is neither an IP address nor a DNS name"
+                ) from None
             out.append(x509.DNSName(host))
     return out
 
@@ -100,7 +106,9 @@ def _load_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
     return key, cert
 
 
-def _new_ca(site: str, now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _new_ca(
+    site: str, now: datetime.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"GridTokenX site CA {site}")])
     cert = (

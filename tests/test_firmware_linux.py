@@ -1,0 +1,506 @@
+"""The firmware on Linux (CPython, pyserial) and over TLS, end to end with real parts: the
+installed service tree reading an emulated SDM630 over a pseudo-terminal (a serial line
+as a USB-RS485 adapter gives one), a real Mosquitto (plain and TLS with the site CA of
+`gridtokenx certs`), the real hub storing what it accepts. Only the chip is emulated:
+it is outside the machine. systemd itself is not started (the unit file is checked with
+systemd-analyze, and its watchdog protocol with a socket of our own)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from services import FIRMWARE, Collector, Mosquitto, free_port, gridtokenx, micropython, mpy_env
+
+from gridtokenx.hub.certs import CertError, make_site
+from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.sim.devices import ChipServer, EmulatedChip, Fault, PtyChipServer
+from gridtokenx.wire import envelope
+from gridtokenx.wire.status import STATUS_DOMAIN, decode_status
+
+pytestmark = pytest.mark.slow
+
+LINUX_MAIN = FIRMWARE / "linux" / "gtx_linux.py"
+
+
+def register(meter_id: str, pubkey: str, db: str) -> None:
+    done = hub_cli("meter", "add", meter_id, "--pubkey", pubkey, "--approve", db=db)
+    assert done.returncode == 0, done.stderr
+
+
+def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gridtokenx.hub", *args, "--database", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class Hub:
+    """`gridtokenx-hub run` in a process of its own."""
+
+    def __init__(self, db: str, port: int, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtokenx.hub",
+                "run",
+                "--database",
+                db,
+                "--mqtt-port",
+                str(port),
+                "--http-port",
+                str(free_port()),
+                "--key-file",
+                str(Path(db.removeprefix("sqlite:///")).with_name("hub.key")),
+                "--min-interval-s",
+                "0",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.banner = []
+        for line in self.proc.stdout:  # until it is subscribed and serving
+            self.banner.append(line)
+            if "ready" in line:
+                break
+        assert self.proc.poll() is None, "".join(self.banner)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return "".join(self.banner) + out
+
+
+def make_key_linux(data: Path) -> str:
+    """First boot on the Pi makes the meter's key; the installer reads the public half."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import gtx_linux; gtx_linux.install(); "
+        "from gtx import keys, store; store.makedirs(sys.argv[2]); "
+        "keys.load_or_create(sys.argv[2])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(LINUX_MAIN.parent), str(data)], check=True, timeout=60
+    )
+    return (data / "meter.pub").read_text().strip()
+
+
+def make_key_micropython(data: Path) -> str:
+    subprocess.run(
+        [
+            micropython(),
+            "-c",
+            f"from gtx import store, keys; store.makedirs({str(data)!r}); "
+            f"keys.load_or_create({str(data)!r})",
+        ],
+        env=mpy_env(),
+        check=True,
+        timeout=60,
+    )
+    return (data / "meter.pub").read_text().strip()
+
+
+@pytest.fixture
+def sdm630() -> Iterator[tuple[EmulatedChip, PtyChipServer]]:
+    chip = EmulatedChip("sdm630", 7)
+    chip.update(
+        import_wh=4_321_000,
+        export_wh=98_765,
+        voltage_dv=2405,
+        current_ma=12_500,
+        pf_milli=-870,
+        freq_chz=4998,
+    )
+    line = PtyChipServer([chip]).start()
+    yield chip, line
+    line.stop()
+
+
+def test_installed_linux_meter_reads_an_sdm630_over_a_pty_and_the_hub_accepts_it(
+    tmp_path: Path, sdm630: tuple[EmulatedChip, PtyChipServer]
+) -> None:
+    _, line = sdm630
+    broker = Mosquitto(tmp_path / "broker").start()
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    data = tmp_path / "state"
+    try:
+        pubkey = make_key_linux(data)
+        register("mtr-pi", pubkey, db)
+        config = tmp_path / "meter.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "meter_id": "mtr-pi",
+                    "chip": "sdm630",
+                    "unit": 7,
+                    "uart": {"device": line.device, "baudrate": 9600, "timeout_ms": 50},
+                    "broker": {"host": "127.0.0.1", "port": broker.port, "timeout_s": 2},
+                    "interval_s": 1.1,
+                }
+            )
+        )
+        root = tmp_path / "root"
+        done = gridtokenx(
+            "firmware", "install-linux", "--config", str(config), "--root", str(root),
+            "--python", sys.executable, "--data-dir", str(data),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        installed = json.loads((root / "etc/gridtokenx-meter/config.json").read_text())
+        hub = Hub(db, broker.port)
+        meter = subprocess.run(
+            [
+                sys.executable,
+                str(root / "opt/gridtokenx-meter/linux/gtx_linux.py"),
+                str(root / "etc/gridtokenx-meter/config.json"),
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert meter.returncode == 0, meter.stdout + meter.stderr
+        assert "stopped cleanly" in hub.stop()
+    finally:
+        broker.stop()
+    assert installed["data_dir"] == str(data)
+    store = HubStore(connect(db))
+    rows = store.readings_of("mtr-pi")
+    assert [r["seq"] for r in rows] == [3, 2, 1]  # acked by the hub: it stopped after three
+    assert {(r["import_wh"], r["export_wh"]) for r in rows} == {(4_321_000, 98_765)}
+    assert store.counts() == {"accepted": 3}
+    store.engine.dispose()
+    # the meter's files are the owner's only (os.umask in gtx_linux.install)
+    for name in ("meter.key", "state.json", "ring.bin", "ring.json"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+
+
+def test_a_silent_chip_or_a_vanished_adapter_is_a_signed_chip_timeout(
+    tmp_path: Path, sdm630: tuple[EmulatedChip, PtyChipServer]
+) -> None:
+    _, line = sdm630
+    line.fault = Fault.SILENT
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port).start()
+    procs = []
+    try:
+        for name, device in (("silent", line.device), ("unplugged", "/dev/ttyGTX-missing")):
+            config = tmp_path / f"{name}.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "meter_id": name,
+                        "chip": "sdm630",
+                        "unit": 7,
+                        "uart": {"device": device, "timeout_ms": 30},
+                        "broker": {"host": "127.0.0.1", "port": broker.port},
+                        "interval_s": 0.3,
+                        "heartbeat_s": 60,
+                        "modbus_timeout_ms": 100,
+                        "modbus_retries": 0,
+                        "data_dir": str(tmp_path / name),
+                        "ack": False,
+                    }
+                )
+            )
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(LINUX_MAIN), str(config)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        statuses = collector.wait_for("status", 2)  # before the kill (its will: offline)
+        readings = collector.of("reading")
+        for proc in procs:
+            assert proc.poll() is None  # still running: a fault is reported, not a crash
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        collector.stop()
+        broker.stop()
+    faults = {}
+    for payload in statuses:
+        message, signature = envelope.unwrap(payload)
+        status = decode_status(message)
+        public = bytes.fromhex((tmp_path / status.meter_id / "meter.pub").read_text())
+        envelope.verify(message, signature, STATUS_DOMAIN, public)
+        faults[status.meter_id] = status.fault
+    assert faults == {"silent": "chip_timeout", "unplugged": "chip_timeout"}
+    assert readings == []
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    made = make_site(tmp_path / "site", "test", ["127.0.0.1", "broker.test"], [])
+    assert made.ca_created
+    return made.directory
+
+
+def tls_broker(directory: Path, site: Path) -> Mosquitto:
+    """Mosquitto with one listener, TLS only, on the site's broker certificate."""
+    broker = Mosquitto(directory)
+    broker.conf.write_text(
+        f"listener {broker.port} 127.0.0.1\n"
+        f"cafile {site / 'ca.pem'}\n"
+        f"certfile {site / 'broker.pem'}\n"
+        f"keyfile {site / 'broker.key'}\n"
+        "tls_version tlsv1.2\n"
+        f"user {getpass.getuser()}\n"
+        "allow_anonymous true\n"
+        "persistence true\n"
+        f"persistence_location {directory}/\n"
+    )
+    return broker.start()
+
+
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_tls_round_trip_firmware_to_mosquitto_to_hub(
+    tmp_path: Path, site: Path, runtime: str
+) -> None:
+    """MicroPython's ssl (unix port, mbedtls) and CPython's on Linux: the hub stores what
+    the meter sent over TLS and its ack comes back over TLS (the meter stops after it)."""
+    broker = tls_broker(tmp_path / "broker", site)
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    data = tmp_path / "flash"
+    chip = EmulatedChip("sdm630", 7)
+    chip.update(import_wh=777_000, export_wh=1_234)
+    try:
+        pubkey = make_key_micropython(data) if runtime == "micropython" else make_key_linux(data)
+        register("mtr-tls", pubkey, db)
+        hub = Hub(db, broker.port, "--mqtt-ca", str(site / "ca.pem"))
+        with ExitStack() as stack:
+            if runtime == "micropython":  # no pyserial there: the same chip over RTU/TCP
+                tcp = stack.enter_context(ChipServer([chip]))
+                uart: dict[str, object] = {"tcp": tcp.address, "timeout_ms": 50}
+                env = mpy_env(FIRMWARE, FIRMWARE / "lib", Path(".frozen"))  # its ssl module
+                main = [micropython(), str(FIRMWARE / "main.py")]
+            else:
+                line = stack.enter_context(PtyChipServer([chip]))
+                uart = {"device": line.device, "timeout_ms": 50}
+                env, main = dict(os.environ), [sys.executable, str(LINUX_MAIN)]
+            config = tmp_path / "meter.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "meter_id": "mtr-tls",
+                        "chip": "sdm630",
+                        "unit": 7,
+                        "uart": uart,
+                        "broker": {
+                            "host": "127.0.0.1",
+                            "port": broker.port,
+                            "ca": str(site / "ca.der"),
+                            "timeout_s": 5,
+                        },
+                        "interval_s": 1.1,
+                        "data_dir": str(data),
+                    }
+                )
+            )
+            meter = subprocess.run(
+                [*main, str(config), "2"], env=env, capture_output=True, text=True, timeout=120
+            )
+        assert meter.returncode == 0, meter.stdout + meter.stderr
+        out = hub.stop()
+    finally:
+        broker.stop()
+    assert f"ingesting from mqtts://127.0.0.1:{broker.port}" in out
+    store = HubStore(connect(db))
+    assert [(r["seq"], r["import_wh"], r["export_wh"]) for r in store.readings_of("mtr-tls")] == [
+        (2, 777_000, 1_234),
+        (1, 777_000, 1_234),
+    ]
+    assert store.counts() == {"accepted": 2}
+    store.engine.dispose()
+
+
+UPLINK_TRY = """
+import sys
+from gtx.uplink import Uplink
+u = Uplink({"broker": {"host": sys.argv[1], "port": int(sys.argv[2]), "ca": sys.argv[3],
+            "timeout_s": 3}}, "probe")
+print("connected" if u.ensure() else "refused")
+"""
+
+
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_meters_refuse_a_broker_of_another_ca_or_another_name(
+    tmp_path: Path, site: Path, runtime: str
+) -> None:
+    other = make_site(tmp_path / "other", "other", ["127.0.0.1"], []).directory
+    broker = tls_broker(tmp_path / "broker", site)
+
+    def probe(host: str, ca: Path) -> str:
+        if runtime == "micropython":
+            argv = [micropython(), "-c", UPLINK_TRY, host, str(broker.port), str(ca)]
+            env = mpy_env(FIRMWARE, FIRMWARE / "lib", Path(".frozen"))
+        else:
+            code = (
+                f"import sys; sys.path.insert(0, {str(LINUX_MAIN.parent)!r}); import gtx_linux; "
+                f"gtx_linux.install(); exec({UPLINK_TRY!r})"
+            )
+            argv, env = [sys.executable, "-c", code, host, str(broker.port), str(ca)], None
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    try:
+        assert probe("127.0.0.1", site / "ca.der") == "connected"
+        assert probe("127.0.0.1", other / "ca.der") == "refused"  # pinned: not our CA
+        assert probe("localhost", site / "ca.der") == "refused"  # not a name in its cert
+    finally:
+        broker.stop()
+
+
+def test_certs_keep_the_ca_and_write_keys_owner_only(tmp_path: Path) -> None:
+    done = gridtokenx(
+        "certs", str(tmp_path / "site"), "--site", "demo", "--broker-host", "10.0.0.5",
+        "--broker-host", "hub.local",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "made a new site CA" in done.stdout
+    site = tmp_path / "site"
+    ca = (site / "ca.pem").read_bytes()
+    for name in ("ca.key", "broker.key", "server.key"):
+        assert stat.S_IMODE((site / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((site / "ca.der").stat().st_mode) == 0o644
+    from cryptography import x509
+
+    broker = x509.load_pem_x509_certificate((site / "broker.pem").read_bytes())
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in names] == ["10.0.0.5", "hub.local"]
+    assert broker.issuer == x509.load_pem_x509_certificate(ca).subject
+    again = gridtokenx("certs", str(site), "--broker-host", "10.0.0.6")
+    assert again.returncode == 0 and "kept the site CA" in again.stdout
+    assert (site / "ca.pem").read_bytes() == ca  # meters stay pinned to it
+    assert "PRIVATE KEY" not in done.stdout + again.stdout
+
+
+def test_certs_refuse_a_bad_name_and_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(CertError) as refused:
+        make_site(tmp_path / "site", "x", ["127.0.0.1", "bad name!"], [])
+    assert refused.value.code == "bad_host"
+    assert not (tmp_path / "site").exists()
+    done = gridtokenx("certs", str(tmp_path / "site"), "--broker-host", "-")
+    assert done.returncode == 2 and "bad_host" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_hub_refuses_an_unreadable_ca_with_a_message(tmp_path: Path) -> None:
+    done = hub_cli(
+        "run", "--mqtt-ca", str(tmp_path / "missing.pem"), "--key-file",
+        str(tmp_path / "hub.key"), db=f"sqlite:///{tmp_path / 'hub.db'}",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "mqtt CA" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_install_linux_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "site", "t", ["10.0.0.5"], []).directory
+    config = tmp_path / "meter.json"
+    config.write_text(
+        json.dumps(
+            {
+                "meter_id": "mtr-0007",
+                "chip": "sdm120",
+                "uart": {"device": "/dev/serial/by-id/usb-FTDI-if00", "baudrate": 9600},
+                "broker": {
+                    "host": "10.0.0.5",
+                    "port": 8883,
+                    "ca": str(site / "ca.der"),
+                    "user": "mtr-0007",
+                    "password": "secret-from-hub",
+                },
+            }
+        )
+    )
+    root = tmp_path / "root"
+    done = gridtokenx("firmware", "install-linux", "--config", str(config), "--root", str(root))
+    assert done.returncode == 0, done.stderr
+    assert "secret-from-hub" not in done.stdout + done.stderr
+    installed = root / "etc/gridtokenx-meter/config.json"
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o600
+    cfg = json.loads(installed.read_text())
+    assert cfg["broker"]["ca"] == "/etc/gridtokenx-meter/ca.der"
+    assert cfg["data_dir"] == "/var/lib/gridtokenx-meter"
+    assert (root / "etc/gridtokenx-meter/ca.der").read_bytes() == (site / "ca.der").read_bytes()
+    for part in ("gtx/app.py", "gtx/tls.py", "lib/umqtt/simple.py", "linux/gtx_linux.py"):
+        assert (root / "opt/gridtokenx-meter" / part).read_bytes() == (FIRMWARE / part).read_bytes()
+    unit = (root / "etc/systemd/system/gridtokenx-meter.service").read_text()
+    assert (
+        "ExecStart=/usr/bin/python3 /opt/gridtokenx-meter/linux/gtx_linux.py "
+        "/run/credentials/gridtokenx-meter.service/config.json"
+    ) in unit.splitlines()
+    for line in (
+        "LoadCredential=config.json:/etc/gridtokenx-meter/config.json",
+        "DynamicUser=yes",
+        "SupplementaryGroups=dialout",
+        "WatchdogSec=60",
+        "Type=notify",
+        "StateDirectory=gridtokenx-meter",
+    ):
+        assert line in unit.splitlines()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax was not checked")
+    checked = subprocess.run(
+        [analyze, "verify", "--man=no", str(root / "etc/systemd/system/gridtokenx-meter.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    complaints = [
+        line
+        for line in checked.stderr.splitlines()
+        if "gridtokenx-meter.service" in line and "gtx_linux.py" not in line
+    ]
+    assert complaints == [], checked.stderr
+
+
+def test_install_linux_refuses_a_board_config(tmp_path: Path) -> None:
+    board = json.loads((FIRMWARE / "config.example.json").read_text())  # uart pins, wifi
+    config = tmp_path / "board.json"
+    config.write_text(json.dumps(board))
+    done = gridtokenx("firmware", "install-linux", "--config", str(config), "--root", str(tmp_path))
+    assert done.returncode == 2 and "serial device" in done.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_systemd_watchdog_and_readiness_reach_notify_socket(tmp_path: Path) -> None:
+    """What systemd gets from the service: READY=1 once, then WATCHDOG=1 (sd_notify)."""
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        server.settimeout(10)
+        code = (
+            f"import sys; sys.path.insert(0, {str(LINUX_MAIN.parent)!r}); import gtx_linux; "
+            "w = gtx_linux.watchdog(30000); w.feed(); w.feed()"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "NOTIFY_SOCKET": address},
+            check=True,
+            timeout=60,
+        )
+        got = [server.recv(64), server.recv(64)]
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.recv(64)  # the second feed within a second sent nothing
+    assert got == [b"READY=1", b"WATCHDOG=1"]
