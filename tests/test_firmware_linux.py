@@ -21,7 +21,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from services import FIRMWARE, Collector, Mosquitto, free_port, gridtokenx, micropython, mpy_env
+from services import (
+    FIRMWARE,
+    ROOT,
+    Collector,
+    Mosquitto,
+    free_port,
+    gridtokenx,
+    micropython,
+    mpy_env,
+)
 
 from gridtokenx.hub.certs import CertError, make_site
 from gridtokenx.hub.store import HubStore, connect
@@ -255,15 +264,18 @@ def site(tmp_path: Path) -> Path:
 
 
 def tls_broker(directory: Path, site: Path) -> Mosquitto:
-    """Mosquitto with one listener, TLS only, on the site's broker certificate."""
+    """Mosquitto with one listener, TLS only: deploy/mosquitto/tls.conf as shipped, with
+    its port and the site's certificate directory put in."""
     broker = Mosquitto(directory)
+    shipped = (ROOT / "deploy" / "mosquitto" / "tls.conf").read_text()
+    for old, new in (
+        ("listener 8883\n", f"listener {broker.port} 127.0.0.1\n"),
+        ("/etc/mosquitto/certs/", f"{site}/"),
+    ):
+        assert old in shipped
+        shipped = shipped.replace(old, new)
     broker.conf.write_text(
-        f"listener {broker.port} 127.0.0.1\n"
-        f"cafile {site / 'ca.pem'}\n"
-        f"certfile {site / 'broker.pem'}\n"
-        f"keyfile {site / 'broker.key'}\n"
-        "tls_version tlsv1.2\n"
-        f"user {getpass.getuser()}\n"
+        shipped + f"user {getpass.getuser()}\n"
         "allow_anonymous true\n"
         "persistence true\n"
         f"persistence_location {directory}/\n"
@@ -290,12 +302,9 @@ def test_tls_round_trip_firmware_to_mosquitto_to_hub(
             if runtime == "micropython":  # no pyserial there: the same chip over RTU/TCP
                 tcp = stack.enter_context(ChipServer([chip]))
                 uart: dict[str, object] = {"tcp": tcp.address, "timeout_ms": 50}
-                env = mpy_env(FIRMWARE, FIRMWARE / "lib", Path(".frozen"))  # its ssl module
-                main = [micropython(), str(FIRMWARE / "main.py")]
             else:
                 line = stack.enter_context(PtyChipServer([chip]))
                 uart = {"device": line.device, "timeout_ms": 50}
-                env, main = dict(os.environ), [sys.executable, str(LINUX_MAIN)]
             config = tmp_path / "meter.json"
             config.write_text(
                 json.dumps(
@@ -315,8 +324,22 @@ def test_tls_round_trip_firmware_to_mosquitto_to_hub(
                     }
                 )
             )
+            cwd = None
+            if runtime == "micropython":  # the .mpy image a board gets, the CA beside it
+                image = tmp_path / "image"
+                built = gridtokenx(
+                    "firmware", "build", "--config", str(config), "--out", str(image)
+                )
+                assert built.returncode == 0, built.stderr
+                assert (image / "ca.der").read_bytes() == (site / "ca.der").read_bytes()
+                assert json.loads((image / "config.json").read_text())["broker"]["ca"] == "ca.der"
+                env = mpy_env(image, image / "lib", Path(".frozen"))  # .frozen: its ssl module
+                argv = [micropython(), "main.py", "config.json", "2"]
+                cwd = image  # a board's working directory is its root
+            else:
+                env, argv = dict(os.environ), [sys.executable, str(LINUX_MAIN), str(config), "2"]
             meter = subprocess.run(
-                [*main, str(config), "2"], env=env, capture_output=True, text=True, timeout=120
+                argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120
             )
         assert meter.returncode == 0, meter.stdout + meter.stderr
         out = hub.stop()

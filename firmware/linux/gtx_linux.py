@@ -124,9 +124,7 @@ def install() -> None:
             sys.path.insert(0, path)
     import umqtt.simple
 
-    umqtt.simple.socket = types.SimpleNamespace(
-        socket=StreamSocket, getaddrinfo=socket.getaddrinfo
-    )
+    umqtt.simple.socket = types.SimpleNamespace(socket=StreamSocket, getaddrinfo=socket.getaddrinfo)
     import gtx
     import gtx.port
 
@@ -195,7 +193,8 @@ class SerialUart:
             port = self._open()
             port.write(data)
             port.flush()  # until the last bit left: the chip answers right after
-        except OSError as exc:  # serial.SerialException is an OSError
+        except (OSError, ValueError) as exc:  # SerialException is an OSError; ValueError:
+            # a setting the port refuses (rts_de on a driver without RS485 mode)
             self._drop(exc)
 
     def read(self, n: int) -> bytes | None:

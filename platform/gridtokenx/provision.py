@@ -59,8 +59,10 @@ def sources() -> list[Path]:
 
 
 def build(config: Path, out: Path) -> Path:
-    """Compile the firmware into `out` (gtx/*.mpy, lib/, main.py, config.json)."""
-    check_config(config)
+    """Compile the firmware into `out` (gtx/*.mpy, lib/, main.py, config.json, and the
+    site CA as ca.der when the config names one in broker.ca)."""
+    cfg = check_config(config)
+    ca_der = site_ca(cfg, config)
     mpy_cross = _tool("mpy-cross")
     if out.exists():
         shutil.rmtree(out)
@@ -77,8 +79,29 @@ def build(config: Path, out: Path) -> Path:
             raise ProvisionError(f"mpy-cross failed on {rel}: {done.stderr.strip()}")
     shutil.copy(FIRMWARE / "main.py", out / "main.py")
     shutil.copy(FIRMWARE / "lib" / "umqtt" / "LICENSE", out / "lib" / "umqtt" / "LICENSE")
-    shutil.copy(config, out / "config.json")
+    if ca_der is None:
+        shutil.copy(config, out / "config.json")
+    else:  # the board's working directory is its root: the CA goes beside the config
+        (out / "ca.der").write_bytes(ca_der)
+        cfg["broker"]["ca"] = "ca.der"
+        (out / "config.json").write_text(json.dumps(cfg))
     return out
+
+
+def site_ca(cfg: dict[str, Any], config: Path) -> bytes | None:
+    """The DER site CA a config pins (broker.ca, relative to the config's directory)."""
+    if "ca" not in cfg["broker"]:
+        return None
+    ca = Path(str(cfg["broker"]["ca"]))
+    if not ca.is_absolute():
+        ca = config.parent / ca
+    try:
+        der = ca.read_bytes()
+    except OSError as exc:
+        raise ProvisionError(f"cannot read the site CA {ca}: {exc.strerror}") from None
+    if not der.startswith(b"\x30"):
+        raise ProvisionError(f"{ca} is not a DER certificate (use ca.der of gridtokenx certs)")
+    return der
 
 
 def _mpremote(port: str, *args: str, cwd: Path | None = None) -> str:
@@ -99,9 +122,10 @@ def flash(image: Path, port: str) -> None:
     """Copy a built image onto the board at `port` and reset it."""
     if not (image / "main.py").exists() or not (image / "config.json").exists():
         raise ProvisionError(f"{image} is not a built image (run gridtokenx firmware build)")
-    _mpremote(
-        port, "cp", "-r", "gtx", "lib", "main.py", "config.json", ":", "+", "reset", cwd=image
-    )
+    files = ["gtx", "lib", "main.py", "config.json"]
+    if (image / "ca.der").exists():
+        files.append("ca.der")
+    _mpremote(port, "cp", "-r", *files, ":", "+", "reset", cwd=image)
 
 
 def pubkey(port: str, data_dir: str = "data") -> str:

@@ -23,8 +23,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from gridtokenx.provision import FIRMWARE, ProvisionError, check_config
+from gridtokenx.provision import FIRMWARE, ProvisionError, site_ca, check_config
 
 SERVICE = "gridtokenx-meter"
 STATE_DIR = f"/var/lib/{SERVICE}"
@@ -82,7 +83,7 @@ def _write(path: Path, data: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def check_linux_config(path: Path) -> dict[str, object]:
+def check_linux_config(path: Path) -> dict[str, Any]:
     cfg = check_config(path)
     uart = cfg["uart"]
     if not isinstance(uart, dict) or not ("device" in uart or "tcp" in uart):
@@ -113,23 +114,13 @@ def install_linux(
         shutil.copytree(
             FIRMWARE / part, target / part, ignore=shutil.ignore_patterns("__pycache__")
         )
-    broker = cfg["broker"]
-    assert isinstance(broker, dict)  # check_config
-    if "ca" in broker:
-        ca = Path(str(broker["ca"]))
-        if not ca.is_absolute():
-            ca = config.parent / ca
-        try:
-            der = ca.read_bytes()
-        except OSError as exc:
-            raise ProvisionError(f"cannot read the site CA {ca}: {exc.strerror}") from None
-        if not der.startswith(b"\x30"):
-            raise ProvisionError(f"{ca} is not a DER certificate (use ca.der of gridtokenx certs)")
+    der = site_ca(cfg, config)
+    if der is not None:
         ca_file = _inside(root, CONFIG_DIR) / "ca.der"
         ca_file.parent.mkdir(parents=True, exist_ok=True)
         ca_file.write_bytes(der)
         os.chmod(ca_file, 0o644)
-        broker["ca"] = f"{CONFIG_DIR}/ca.der"
+        cfg["broker"]["ca"] = f"{CONFIG_DIR}/ca.der"
     cfg["data_dir"] = data_dir
     config_file = _inside(root, CONFIG_DIR) / "config.json"
     _write(config_file, json.dumps(cfg, indent=2) + "\n", 0o600)
