@@ -527,3 +527,59 @@ def test_systemd_watchdog_and_readiness_reach_notify_socket(tmp_path: Path) -> N
         with pytest.raises(BlockingIOError):
             server.recv(64)  # the second feed within a second sent nothing
     assert got == [b"READY=1", b"WATCHDOG=1"]
+
+
+def test_sim_run_serial_puts_each_chip_on_a_pty_read_by_linux_meters(tmp_path: Path) -> None:
+    """`gridtokenx sim run --serial`: the grid's emulated chips on serial lines, each read
+    by the firmware as a Raspberry Pi runs it; what they sign is what the physics did."""
+    import threading
+
+    from gridtokenx.sim.run import run
+    from gridtokenx.wire.reading import READING_DOMAIN, decode
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port).start()
+    try:
+        physics = run(
+            "1-LV-semiurb4--0-sw",
+            2,
+            4_320.0,
+            "127.0.0.1",
+            broker.port,
+            tmp_path / "sim",
+            1.0,
+            96 * 160,
+            threading.Event(),
+            duration=12,
+            record=True,
+            ack=False,  # no hub: the broker's PUBACK frees a reading
+            serial=True,
+        )
+    finally:
+        collector.stop()
+        broker.stop()
+    keys = {
+        meter_id: bytes.fromhex(public)
+        for meter_id, public, _bus in (
+            line.split("\t") for line in (tmp_path / "sim" / "meters.tsv").read_text().splitlines()
+        )
+    }
+    for meter_id in keys:
+        config = json.loads((tmp_path / "sim" / f"{meter_id}.json").read_text())
+        assert config["uart"]["device"].startswith("/dev/pts/")
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for topic, payload in collector.messages:
+        if topic.endswith("/reading"):
+            raw, signature = envelope.unwrap(payload)
+            meter_id = topic.split("/")[3]
+            envelope.verify(raw, signature, READING_DOMAIN, keys[meter_id])
+            r = decode(raw)
+            seen.setdefault(meter_id, []).append((r.import_wh, r.export_wh))
+    assert set(seen) == set(keys)
+    for index, home in enumerate(physics.homes):
+        states = {regs[index] for _, _, regs in physics.log}
+        states.add((home.base_import, home.base_export))
+        published = seen[home.home.meter_id]
+        assert len(published) >= 3
+        assert all(p in states for p in published)  # what the chip showed at some instant
+        assert published == sorted(published)

@@ -373,6 +373,10 @@ def sim_run(
     ack: Annotated[
         bool, typer.Option(help="Meters keep readings until a hub acks them (--no-ack: no hub).")
     ] = True,
+    serial: Annotated[
+        bool,
+        typer.Option(help="Each chip on a serial line (pty); the firmware as on a Raspberry Pi."),
+    ] = False,
 ) -> None:
     """Run the unchanged firmware for a grid's households against emulated chips."""
     import signal
@@ -413,6 +417,7 @@ def sim_run(
             duration,
             in_process=in_process,
             ack=ack,
+            serial=serial,
         )
     except GridError as exc:
         fail(str(exc))

@@ -1,5 +1,6 @@
-"""A fleet of meters running the real firmware (MicroPython unix port) against emulated
-chips: each first boots to make its key, then reads, signs and publishes like a board."""
+"""A fleet of meters running the real firmware (MicroPython unix port, or CPython with the
+Linux port layer and pyserial) against emulated chips: each first boots to make its key,
+then reads, signs and publishes like a board (or a Raspberry Pi)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ class Fleet:
         mqtt_port: int,
         interval_s: float,
         ack: bool = True,  # False: no hub listens, the broker's PUBACK frees a reading
+        linux: bool = False,  # CPython + firmware/linux/gtx_linux.py, chips on serial lines
     ) -> None:
         self.ack = ack
+        self.linux = linux
         self.data = data
         self.chips_address = chips_address
         self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
@@ -58,8 +61,16 @@ class Fleet:
         self.env = dict(os.environ, MICROPYPATH=f"{fw}:{fw / 'lib'}")
         (data / "logs").mkdir(parents=True, exist_ok=True)
 
-    def add(self, meter_id: str, chip: EmulatedChip) -> FleetMeter:
-        """Configure a meter and boot it once (its key is made on the device then)."""
+    def _firmware(self) -> list[str]:
+        import sys
+
+        if self.linux:
+            return [sys.executable, str(firmware_dir() / "linux" / "gtx_linux.py")]
+        return [micropython(), str(firmware_dir() / "main.py")]
+
+    def add(self, meter_id: str, chip: EmulatedChip, device: str | None = None) -> FleetMeter:
+        """Configure a meter and boot it once (its key is made on the device then). With
+        `device`, the chip is on that serial line instead of the RTU-over-TCP one."""
         flash = self.data / meter_id
         flash.mkdir(parents=True, exist_ok=True)
         config = self.data / f"{meter_id}.json"
@@ -69,7 +80,11 @@ class Fleet:
                     "meter_id": meter_id,
                     "chip": chip.chip,
                     "unit": chip.unit,
-                    "uart": {"tcp": self.chips_address, "timeout_ms": 100},
+                    "uart": (
+                        {"device": device, "timeout_ms": 100}
+                        if device
+                        else {"tcp": self.chips_address, "timeout_ms": 100}
+                    ),
                     "broker": {"host": self.mqtt_host, "port": self.mqtt_port},
                     "interval_s": self.interval_s,
                     "heartbeat_s": 30,
@@ -78,23 +93,25 @@ class Fleet:
                 }
             )
         )
+        boot = f"from gtx import keys; keys.load_or_create({str(flash)!r})"
+        if self.linux:
+            linux = firmware_dir() / "linux"
+            boot = f"import sys; sys.path.insert(0, {str(linux)!r}); import gtx_linux; " + (
+                f"gtx_linux.install(); {boot}"
+            )
         subprocess.run(
-            [micropython(), "-c", f"from gtx import keys; keys.load_or_create({str(flash)!r})"],
-            env=self.env,
-            check=True,
-            capture_output=True,
+            [self._firmware()[0], "-c", boot], env=self.env, check=True, capture_output=True
         )
         meter = FleetMeter(meter_id, chip, flash, config, (flash / "meter.pub").read_text().strip())
         self.meters.append(meter)
         return meter
 
     def start(self) -> None:
-        main = firmware_dir() / "main.py"
         for m in self.meters:
             log = (self.data / "logs" / f"{m.meter_id}.log").open("ab")
             self.procs.append(
                 subprocess.Popen(
-                    [micropython(), str(main), str(m.config)],
+                    [*self._firmware(), str(m.config)],
                     env=self.env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

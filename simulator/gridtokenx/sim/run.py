@@ -1,7 +1,9 @@
 """`gridtokenx sim run`: a SimBench neighbourhood's meters, without any hardware.
 
 Emulated chips follow the households' profiles and the power flow; the unchanged firmware
-runs for each on the MicroPython unix port and publishes signed readings to a broker.
+runs for each on the MicroPython unix port and publishes signed readings to a broker. With
+`serial`, each chip is on a serial line of its own (a pseudo-terminal) and the firmware runs
+as on a Raspberry Pi: CPython, the Linux port layer, pyserial.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from gridtokenx.sim.devices import ChipServer
+from gridtokenx.sim.devices import ChipServer, PtyChipServer
 from gridtokenx.sim.fleet import Fleet
 from gridtokenx.sim.grid import Grid, load_pandapower, load_simbench
 from gridtokenx.sim.meters import GridMeters
@@ -48,20 +50,23 @@ def run(
     record: bool = False,
     in_process: bool = False,
     ack: bool = True,
+    serial: bool = False,
 ) -> GridMeters:
     grid = load_simbench(grid_code) if isinstance(grid_code, str) else grid_code
     physics = GridMeters.create(grid, households, speed, start_step)
     physics.record = record
     if in_process:
         return _run_in_process(physics, mqtt_host, mqtt_port, data, interval_s, stop, duration)
+    # one RS485 line for all (RTU over TCP), or a serial line per meter (a Pi each)
+    lines = [PtyChipServer([m.chip]).start() for m in physics.homes] if serial else []
     chips = ChipServer([m.chip for m in physics.homes]).start()
     clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
-    fleet = Fleet(data, chips.address, mqtt_host, mqtt_port, interval_s, ack)
+    fleet = Fleet(data, chips.address, mqtt_host, mqtt_port, interval_s, ack, linux=serial)
     try:
         keys = data / "meters.tsv"
         with keys.open("w") as f:
-            for m in physics.homes:
-                meter = fleet.add(m.home.meter_id, m.chip)
+            for k, m in enumerate(physics.homes):
+                meter = fleet.add(m.home.meter_id, m.chip, lines[k].device if serial else None)
                 f.write(f"{meter.meter_id}\t{meter.public_key}\t{m.home.bus}\n")
         clock.start()
         fleet.start()
@@ -75,6 +80,8 @@ def run(
         stop.set()
         fleet.stop()
         chips.stop()
+        for line in lines:
+            line.stop()
     return physics
 
 
