@@ -80,6 +80,11 @@ def _write_all(sendall: Any, data: bytes | str, n: int | None) -> int:
     return len(view)
 
 
+def _getaddrinfo(host: str, port: int) -> list[Any]:
+    """IPv4 addresses only: umqtt.simple connects an AF_INET socket to the first one."""
+    return socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+
+
 class StreamSocket(socket.socket):
     """socket.socket with MicroPython's stream methods, for umqtt.simple. It starts with
     a 10 s timeout, so that connecting to a broker that is away cannot outlast the
@@ -124,7 +129,7 @@ def install() -> None:
             sys.path.insert(0, path)
     import umqtt.simple
 
-    umqtt.simple.socket = types.SimpleNamespace(socket=StreamSocket, getaddrinfo=socket.getaddrinfo)
+    umqtt.simple.socket = types.SimpleNamespace(socket=StreamSocket, getaddrinfo=_getaddrinfo)
     import gtx
     import gtx.port
 

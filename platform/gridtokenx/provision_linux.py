@@ -44,6 +44,7 @@ Type=notify
 NotifyAccess=main
 ExecStart={python} {prefix}/linux/gtx_linux.py {credentials}/config.json
 LoadCredential=config.json:{config_dir}/config.json
+Environment=PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 WatchdogSec=60
 Restart=always
 RestartSec=5
