@@ -497,6 +497,21 @@ def test_install_linux_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
     assert complaints == [], checked.stderr
 
 
+def test_install_linux_and_certs_say_what_they_cannot_write(tmp_path: Path) -> None:
+    config = tmp_path / "meter.json"
+    config.write_text(
+        json.dumps({"meter_id": "m1", "uart": {"device": "/dev/ttyUSB0"}, "broker": {"host": "h"}})
+    )
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    done = gridtokenx("firmware", "install-linux", "--config", str(config), "--root", str(blocked))
+    assert done.returncode == 2 and "cannot write" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    done = gridtokenx("certs", str(blocked / "site"))
+    assert done.returncode == 2 and "cannot write" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_install_linux_refuses_a_board_config(tmp_path: Path) -> None:
     board = json.loads((FIRMWARE / "config.example.json").read_text())  # uart pins, wifi
     config = tmp_path / "board.json"

@@ -291,6 +291,8 @@ def certs(
         made = make_site(directory, site, broker_host, server_host or [])
     except CertError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {exc.filename or directory}: {exc.strerror}")
     typer.echo(
         f"{'made a new' if made.ca_created else 'kept the'} site CA {directory / 'ca.pem'};"
         f" issued broker.pem and server.pem (keys 0600)"

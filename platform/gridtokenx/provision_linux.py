@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridtokenx.provision import FIRMWARE, ProvisionError, site_ca, check_config
+from gridtokenx.provision import FIRMWARE, ProvisionError, check_config, site_ca
 
 SERVICE = "gridtokenx-meter"
 STATE_DIR = f"/var/lib/{SERVICE}"
@@ -108,6 +108,17 @@ def install_linux(
     cfg = check_linux_config(config)
     if not prefix.startswith("/") or not python.startswith("/"):
         raise ProvisionError("prefix and python must be absolute paths")
+    try:
+        return _install(cfg, config, root, prefix, python, data_dir)
+    except OSError as exc:
+        raise ProvisionError(
+            f"cannot write {exc.filename or root}: {exc.strerror} (as root: sudo)"
+        ) from None
+
+
+def _install(
+    cfg: dict[str, Any], config: Path, root: Path, prefix: str, python: str, data_dir: str
+) -> Installed:
     target = _inside(root, prefix)
     for part in ("gtx", "lib", "linux"):
         if (target / part).exists():
