@@ -203,13 +203,22 @@ def test_installed_linux_meter_reads_an_sdm630_over_a_pty_and_the_hub_accepts_it
 def test_a_silent_chip_or_a_vanished_adapter_is_a_signed_chip_timeout(
     tmp_path: Path, sdm630: tuple[EmulatedChip, PtyChipServer]
 ) -> None:
-    _, line = sdm630
+    """Three meters whose line gives nothing: a chip that stopped answering, an adapter
+    that is not there, and a port refusing the RS485 mode it was asked for (a pty has no
+    TIOCSRS485; the same chip answers the first reading of a meter without rts_de)."""
+    chip, line = sdm630
     line.fault = Fault.SILENT
+    good_line = PtyChipServer([chip]).start()
     broker = Mosquitto(tmp_path / "broker").start()
     collector = Collector(broker.port).start()
     procs = []
+    meters = (
+        ("silent", {"device": line.device}),
+        ("unplugged", {"device": "/dev/ttyGTX-missing"}),
+        ("no-rs485", {"device": good_line.device, "rts_de": True}),
+    )
     try:
-        for name, device in (("silent", line.device), ("unplugged", "/dev/ttyGTX-missing")):
+        for name, uart in meters:
             config = tmp_path / f"{name}.json"
             config.write_text(
                 json.dumps(
@@ -217,7 +226,7 @@ def test_a_silent_chip_or_a_vanished_adapter_is_a_signed_chip_timeout(
                         "meter_id": name,
                         "chip": "sdm630",
                         "unit": 7,
-                        "uart": {"device": device, "timeout_ms": 30},
+                        "uart": {**uart, "timeout_ms": 30},
                         "broker": {"host": "127.0.0.1", "port": broker.port},
                         "interval_s": 0.3,
                         "heartbeat_s": 60,
@@ -231,11 +240,11 @@ def test_a_silent_chip_or_a_vanished_adapter_is_a_signed_chip_timeout(
             procs.append(
                 subprocess.Popen(
                     [sys.executable, str(LINUX_MAIN), str(config)],
-                    stdout=subprocess.DEVNULL,
+                    stdout=(tmp_path / f"{name}.log").open("w"),
                     stderr=subprocess.STDOUT,
                 )
             )
-        statuses = collector.wait_for("status", 2)  # before the kill (its will: offline)
+        statuses = collector.wait_for("status", 3)  # before the kill (its will: offline)
         readings = collector.of("reading")
         for proc in procs:
             assert proc.poll() is None  # still running: a fault is reported, not a crash
@@ -245,6 +254,9 @@ def test_a_silent_chip_or_a_vanished_adapter_is_a_signed_chip_timeout(
             proc.wait()
         collector.stop()
         broker.stop()
+        good_line.stop()
+    log = (tmp_path / "no-rs485.log").read_text()
+    assert log.count("Failed to set RS485 mode") == 1, log  # once per outage, not per read
     faults = {}
     for payload in statuses:
         message, signature = envelope.unwrap(payload)
@@ -252,7 +264,7 @@ def test_a_silent_chip_or_a_vanished_adapter_is_a_signed_chip_timeout(
         public = bytes.fromhex((tmp_path / status.meter_id / "meter.pub").read_text())
         envelope.verify(message, signature, STATUS_DOMAIN, public)
         faults[status.meter_id] = status.fault
-    assert faults == {"silent": "chip_timeout", "unplugged": "chip_timeout"}
+    assert faults == {name: "chip_timeout" for name, _ in meters}
     assert readings == []
 
 

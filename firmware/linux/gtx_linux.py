@@ -177,7 +177,11 @@ class SerialUart:
                 exclusive=True,  # a second meter process on the same line is an error
             )
             if self.cfg.get("rts_de"):  # a TTL transceiver whose DE/RE follows RTS
-                port.rs485_mode = serial.rs485.RS485Settings()
+                try:  # the kernel's RS485 mode (TIOCSRS485): not every driver has it
+                    port.rs485_mode = serial.rs485.RS485Settings()
+                except (OSError, ValueError):
+                    port.close()
+                    raise
             self.serial = port
             self.failing = False
         return self.serial
