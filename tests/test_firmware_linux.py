@@ -57,6 +57,20 @@ def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+RUNNING: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_orphan_hubs() -> Iterator[None]:
+    """A test that failed half-way leaves no hub behind."""
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Hub:
     """`gridtokenx-hub run` in a process of its own."""
 
@@ -83,8 +97,9 @@ class Hub:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        RUNNING.append(self.proc)
         assert self.proc.stdout is not None
-        self.banner = []
+        self.banner: list[str] = []
         for line in self.proc.stdout:  # until it is subscribed and serving
             self.banner.append(line)
             if "ready" in line:
@@ -610,3 +625,84 @@ def test_sim_run_serial_puts_each_chip_on_a_pty_read_by_linux_meters(tmp_path: P
         assert len(published) >= 3
         assert all(p in states for p in published)  # what the chip showed at some instant
         assert published == sorted(published)
+
+
+def test_a_site_as_shipped_pi_meter_over_tls_with_its_own_login(
+    tmp_path: Path, site: Path, sdm630: tuple[EmulatedChip, PtyChipServer]
+) -> None:
+    """The production path: deploy/mosquitto/mosquitto.conf with tls.conf appended (ports
+    and paths replaced), users and ACL from the hub's registry; a Linux meter reading an
+    SDM630 over a pty logs in with its own password over TLS; the hub as @hub over TLS."""
+    _, line = sdm630
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    auth, hub_password = tmp_path / "auth", tmp_path / "hub.mqtt"
+    done = gridtokenx(
+        "hub", "broker-auth", str(auth), "--hub-password-file", str(hub_password),
+        "--database", db,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = tmp_path / "state"
+    pubkey = make_key_linux(data)
+    done = gridtokenx(
+        "hub", "meter", "add", "mtr-site", "--pubkey", pubkey, "--approve", "--database", db,
+        "--broker-auth", str(auth),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    password = done.stdout.splitlines()[2].removeprefix("mqtt password: ")
+    broker = Mosquitto(tmp_path / "broker")
+    text = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    text += (ROOT / "deploy" / "mosquitto" / "tls.conf").read_text()
+    tls_port = free_port()
+    for old, new in (
+        ("listener 1883\n", f"listener {free_port()} 127.0.0.1\n"),
+        ("listener 8883\n", f"listener {tls_port} 127.0.0.1\n"),
+        ("/etc/mosquitto/gridtokenx/", f"{auth}/"),
+        ("/etc/mosquitto/certs/", f"{site}/"),
+        ("persistence_location /var/lib/mosquitto/", f"persistence_location {broker.directory}/"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    broker.conf.write_text(text + f"user {getpass.getuser()}\n")
+    broker.port = tls_port  # what start() waits for
+    broker.start()
+    try:
+        hub = Hub(
+            db,
+            tls_port,
+            *("--mqtt-ca", str(site / "ca.pem"), "--mqtt-password-file", str(hub_password)),
+        )
+        config = tmp_path / "meter.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "meter_id": "mtr-site",
+                    "chip": "sdm630",
+                    "unit": 7,
+                    "uart": {"device": line.device, "timeout_ms": 50},
+                    "broker": {
+                        "host": "127.0.0.1",
+                        "port": tls_port,
+                        "ca": str(site / "ca.der"),
+                        "user": "mtr-site",
+                        "password": password,
+                    },
+                    "interval_s": 1.1,
+                    "data_dir": str(data),
+                }
+            )
+        )
+        meter = subprocess.run(
+            [sys.executable, str(LINUX_MAIN), str(config), "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert meter.returncode == 0, meter.stdout + meter.stderr
+        out = hub.stop()
+    finally:
+        broker.stop()
+    assert f"mqtts://127.0.0.1:{tls_port}" in out
+    store = HubStore(connect(db))
+    assert [r["seq"] for r in store.readings_of("mtr-site")] == [2, 1]
+    assert store.counts() == {"accepted": 2}
+    store.engine.dispose()
