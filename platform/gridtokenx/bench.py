@@ -133,7 +133,9 @@ def firmware() -> dict[str, Any]:
     (chip read over Modbus from an emulated PZEM-004T, CBOR, Ed25519, ring
     write, QoS 1 publish to a private Mosquitto) runs under `micropython -X heapsize=N`
     for shrinking N: the smallest N that works is `peak_heap_kb`. On the unix port the
-    firmware's own bytecode lives in that heap too (`baseline_heap_kb`)."""
+    firmware's own bytecode lives in that heap too (`baseline_heap_kb`). `peak_heap_kb_tls`
+    is the same cycle over MQTT over TLS (the site CA pinned): the unix port's mbedtls
+    allocates its record buffers in that heap as well."""
     import json
     import shutil
     import subprocess
@@ -202,6 +204,7 @@ def firmware() -> dict[str, Any]:
                     low = mid
                 else:
                     high = mid
+            tls_kb = _firmware_tls_heap(micropython, mosquitto, cfg, Path(tmp) / "tls")
         finally:
             broker.terminate()
             broker.wait()
@@ -213,7 +216,70 @@ def firmware() -> dict[str, Any]:
         "encode_us": round(timing["encode_us"], 1),
         "peak_heap_kb": high,
         "baseline_heap_kb": round(timing["baseline"] / 1024, 1),
+        "peak_heap_kb_tls": tls_kb,
     }
+
+
+def _firmware_tls_heap(micropython: str, mosquitto: str, cfg: dict[str, Any], tmp: Any) -> int:
+    """The bench cycle's smallest heap with the uplink on MQTT over TLS: a private
+    Mosquitto with a TLS listener on a site's certificates, the .mpy image with ca.der."""
+    import getpass
+    import json
+    import subprocess
+
+    from gridtokenx.hub.certs import make_site
+    from gridtokenx.provision import build
+    from gridtokenx.sim.devices import free_port
+
+    site = make_site(tmp / "site", "bench", ["127.0.0.1"], []).directory
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\ncafile {site}/ca.pem\ncertfile {site}/broker.pem\n"
+        f"keyfile {site}/broker.key\nuser {getpass.getuser()}\nallow_anonymous true\n"
+    )
+    broker = subprocess.Popen(
+        [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.5)
+        config = tmp / "config.json"
+        config.write_text(
+            json.dumps(
+                {
+                    **cfg,
+                    "broker": {"host": "127.0.0.1", "port": port, "ca": str(site / "ca.der")},
+                    "data_dir": str(tmp / "flash"),
+                }
+            )
+        )
+        image = build(config, tmp / "image")  # config.json with "ca": "ca.der" beside it
+        env = {"MICROPYPATH": f"{image}:{image / 'lib'}:.frozen", "PATH": "/usr/bin:/bin"}
+
+        def works(heap_kb: int) -> bool:
+            argv = [micropython, "-X", f"heapsize={heap_kb}k", "-c", FIRMWARE_CYCLE]
+            done = subprocess.run(
+                [*argv, "config.json", "cycle"],
+                capture_output=True,
+                env=env,
+                cwd=image,
+                timeout=120,
+            )
+            return done.returncode == 0
+
+        low, high = 8, 1024
+        if not works(high):
+            raise RuntimeError("a meter cycle over TLS failed even with 1 MB of heap")
+        while high - low > 2:
+            mid = (low + high) // 2
+            if works(mid):
+                high = mid
+            else:
+                low = mid
+        return high
+    finally:
+        broker.terminate()
+        broker.wait()
 
 
 def powerflow(grid: str, steps: int) -> dict[str, Any]:
