@@ -706,3 +706,50 @@ def test_a_site_as_shipped_pi_meter_over_tls_with_its_own_login(
     assert [r["seq"] for r in store.readings_of("mtr-site")] == [2, 1]
     assert store.counts() == {"accepted": 2}
     store.engine.dispose()
+
+
+def test_linux_meter_reads_an_rtu_over_tcp_converter_too(tmp_path: Path) -> None:
+    """A uart with "tcp" on Linux is a serial-to-Ethernet converter: gtx/port.py's TcpUart,
+    under CPython."""
+    from gridtokenx.wire.reading import READING_DOMAIN, decode
+
+    chip = EmulatedChip("sdm120", 3)
+    chip.update(import_wh=55_000, export_wh=4_400)
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port).start()
+    try:
+        with ChipServer([chip]) as server:
+            config = tmp_path / "meter.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "meter_id": "mtr-tcp",
+                        "chip": "sdm120",
+                        "unit": 3,
+                        "uart": {"tcp": server.address, "timeout_ms": 50},
+                        "broker": {"host": "127.0.0.1", "port": broker.port},
+                        "interval_s": 0.3,
+                        "data_dir": str(tmp_path / "flash"),
+                        "ack": False,
+                    }
+                )
+            )
+            done = subprocess.run(
+                [sys.executable, str(LINUX_MAIN), str(config), "2"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        payloads = collector.wait_for("reading", 2)
+    finally:
+        collector.stop()
+        broker.stop()
+    public = bytes.fromhex((tmp_path / "flash" / "meter.pub").read_text())
+    got = []
+    for payload in payloads:
+        message, signature = envelope.unwrap(payload)
+        envelope.verify(message, signature, READING_DOMAIN, public)
+        r = decode(message)
+        got.append((r.seq, r.import_wh, r.export_wh))
+    assert got == [(1, 55_000, 4_400), (2, 55_000, 4_400)]
