@@ -1,5 +1,5 @@
 # umqtt.simple 1.3.4 from micropython-lib (MIT licence, see LICENSE beside this file).
-# Vendored by GridTokenX with one change: the u-prefixed imports (usocket, ustruct,
+# Vendored by GridTokenX with two changes: the u-prefixed imports (usocket, ustruct,
 # ubinascii) are written without the prefix, which current MicroPython requires; and
 # `ssl` is an SSLContext whose wrap_socket gets the broker's name (as in umqtt.simple
 # 1.4), so that TLS checks the broker's certificate against it.
