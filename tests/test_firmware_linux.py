@@ -539,6 +539,31 @@ def test_install_linux_and_certs_say_what_they_cannot_write(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "broker,message",
+    [
+        ({"host": "h", "port": 8883}, "port 8883 is MQTT over TLS: add broker.ca"),
+        ({"host": "h", "port": 1883, "ca": "ca.der"}, "with port 1883, the plain listener"),
+        ({"host": "h", "ca": "missing.der"}, "cannot read the site CA"),
+        ({"host": "h", "ca": "meter.json"}, "is not a DER certificate"),
+    ],
+)
+def test_build_and_install_refuse_a_tls_config_that_cannot_work(
+    tmp_path: Path, broker: dict[str, object], message: str
+) -> None:
+    config = tmp_path / "meter.json"
+    config.write_text(
+        json.dumps({"meter_id": "m1", "uart": {"device": "/dev/ttyUSB0"}, "broker": broker})
+    )
+    for argv in (
+        ("firmware", "install-linux", "--config", str(config), "--root", str(tmp_path / "r")),
+        ("firmware", "build", "--config", str(config), "--out", str(tmp_path / "image")),
+    ):
+        done = gridtokenx(*argv)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "image").exists()
+
+
 def test_install_linux_refuses_a_board_config(tmp_path: Path) -> None:
     board = json.loads((FIRMWARE / "config.example.json").read_text())  # uart pins, wifi
     config = tmp_path / "board.json"

@@ -51,6 +51,13 @@ def check_config(path: Path) -> dict[str, Any]:
         raise ProvisionError(f"chip must be one of {', '.join(CHIPS)}")
     if not isinstance(cfg["broker"], dict) or "host" not in cfg["broker"]:
         raise ProvisionError("broker needs a host")
+    port, tls = cfg["broker"].get("port"), "ca" in cfg["broker"]
+    if tls and port == 1883:
+        raise ProvisionError("broker.ca (TLS) with port 1883, the plain listener: use 8883")
+    if port == 8883 and not tls:
+        raise ProvisionError(
+            "port 8883 is MQTT over TLS: add broker.ca, the site CA (ca.der of gridtokenx certs)"
+        )
     return cfg
 
 

@@ -109,7 +109,7 @@ def install_linux(
     if not prefix.startswith("/") or not python.startswith("/"):
         raise ProvisionError("prefix and python must be absolute paths")
     try:
-        return _install(cfg, config, root, prefix, python, data_dir)
+        return _install(cfg, site_ca(cfg, config), root, prefix, python, data_dir)
     except OSError as exc:
         raise ProvisionError(
             f"cannot write {exc.filename or root}: {exc.strerror} (as root: sudo)"
@@ -117,7 +117,7 @@ def install_linux(
 
 
 def _install(
-    cfg: dict[str, Any], config: Path, root: Path, prefix: str, python: str, data_dir: str
+    cfg: dict[str, Any], der: bytes | None, root: Path, prefix: str, python: str, data_dir: str
 ) -> Installed:
     target = _inside(root, prefix)
     for part in ("gtx", "lib", "linux"):
@@ -126,7 +126,6 @@ def _install(
         shutil.copytree(
             FIRMWARE / part, target / part, ignore=shutil.ignore_patterns("__pycache__")
         )
-    der = site_ca(cfg, config)
     if der is not None:
         ca_file = _inside(root, CONFIG_DIR) / "ca.der"
         ca_file.parent.mkdir(parents=True, exist_ok=True)
