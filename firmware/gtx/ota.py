@@ -237,6 +237,8 @@ class Slots:
         try:
             with open(path, "rb") as f:
                 _unpack(f, size, root)
+        except ValueError:  # a name that is not UTF-8
+            raise UpdateRefused("bad_image") from None
         finally:
             os.remove(path)
         s["trial"] = {"slot": free, "version": version, "sha256": digest.hex()}
