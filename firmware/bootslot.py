@@ -101,7 +101,7 @@ def failed(exc: Exception) -> None:
         import machine
 
         machine.reset()
-    except ImportError:
+    except (ImportError, AttributeError):  # the unix port's machine has no reset
         sys.exit(1)
 
 
@@ -112,5 +112,5 @@ def restart() -> None:
         import machine
 
         machine.reset()
-    except ImportError:
+    except (ImportError, AttributeError):
         sys.exit(75)

@@ -221,8 +221,10 @@ class Slots:
         """Fetch the update an offer names from the hub (HTTP GET `url`), hashing it as it
         streams to flash, and install it: 1 KB in memory at a time."""
         version, size, digest = check_head(offer, release_key, self.running()[0])
+        if self.state().get("rolled_back", {}).get("sha256") == digest.hex():
+            raise UpdateRefused("rolled_back")  # it failed to start here once: not again
         path = self.dir + "/download.bin"
-        got = _download(url, offer, path, feed)
+        got = _download(url, offer, size, path, feed)
         if got[0] != size:
             raise UpdateRefused("bad_size")
         if got[1] != digest:
@@ -247,9 +249,10 @@ class Slots:
         return version
 
 
-def _download(url: str, offer: bytes, path: str, feed: object) -> tuple:
-    """(image size, SHA-256) of the body of `url` written to `path`; the body must start
-    with the offer's 108 bytes (the hub serves the update file as it was signed)."""
+def _download(url: str, offer: bytes, size: int, path: str, feed: object) -> tuple:
+    """(bytes got, SHA-256) of the image in the body of `url` (at most `size` bytes read),
+    written to `path`; the body must start with the offer's 108 bytes (the hub serves the
+    update file as it was signed)."""
     if not url.startswith("http://"):
         raise UpdateRefused("bad_url")
     host, _, rest = url[7:].partition("/")
@@ -259,19 +262,19 @@ def _download(url: str, offer: bytes, path: str, feed: object) -> tuple:
         s.settimeout(10)
         s.connect(socket.getaddrinfo(name, int(port or 80))[0][-1])
         s.send(("GET /" + rest + " HTTP/1.0\r\nHost: " + host + "\r\n\r\n").encode())
-        f = s.makefile("rb")
+        f = s  # MicroPython's sockets are streams (makefile() is the socket itself)
         line = f.readline()
         if line[9:12] != b"200":
             raise UpdateRefused("fetch_failed")
         while f.readline() not in (b"\r\n", b"\n", b""):
             pass
         if f.read(HEAD) != offer:
-            raise UpdateRefused("bad_hash")
+            raise UpdateRefused("not_offered")
         h = hashlib.sha256()
         n = 0
         with open(path, "wb") as out:
-            while n <= MAX_IMAGE:
-                chunk = f.read(1024)
+            while n < size:
+                chunk = f.read(min(1024, size - n))
                 if not chunk:
                     break
                 h.update(chunk)

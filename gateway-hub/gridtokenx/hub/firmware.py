@@ -48,6 +48,15 @@ def publish(store: HubStore, update: bytes, release_key: VerifyKey) -> Published
             .order_by(schema.firmware_images.c.version.desc())
             .limit(1)
         ).scalar()
+        same = c.execute(
+            select(schema.firmware_images.c.version).where(
+                schema.firmware_images.c.sha256 == checked.sha256.hex()
+            )
+        ).scalar()
+        if same is not None:
+            raise FirmwareError(
+                "already_published", f"this image is published already, as version {same}"
+            )
         if newest is not None and checked.version <= newest:
             raise FirmwareError(
                 "not_newer", f"version {checked.version} is not above the published {newest}"

@@ -46,6 +46,11 @@ class Update:
     sha256: bytes
     size: int
 
+    @classmethod
+    def of_head(cls, head: bytes) -> Update:
+        """The fields of an update's (already checked) first 108 bytes, e.g. an offer."""
+        return cls(int.from_bytes(head[4:8], "big"), head[12:44], int.from_bytes(head[8:12], "big"))
+
     @property
     def name(self) -> str:
         """Where the hub serves it: /firmware/{name}."""

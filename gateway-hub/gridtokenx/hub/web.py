@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gridtokenx.hub import batches, feeder_web, firmware, views
+from gridtokenx.hub import batches, feeder_web, firmware, updates, views
 from gridtokenx.hub.metrics import HubMetrics
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
@@ -313,9 +313,12 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     @app.get("/api/firmware", dependencies=[Depends(installer)])
     def firmware_state() -> dict[str, Any]:
-        """The published images (newest first, the one offered) and what each meter runs."""
+        """The published images (newest first), the version on offer to the meters now
+        (published to the broker; None before the first), and what each meter runs."""
+        head = ctx.ingest.offered if ctx.ingest is not None else None
         return {
             "published": [firmware.as_json(p) for p in firmware.published(ctx.store)],
+            "offered": None if head is None else updates.Update.of_head(head).version,
             "meters": firmware.fleet(ctx.store),
         }
 
