@@ -222,6 +222,7 @@ def test_an_offered_update_is_taken_confirmed_reported_and_a_broken_one_rolled_b
             )
         code, out = meter.boot(2)
         assert code == 0 and "update refused: bad_hash" in out, out
+        assert not (flash / "ota" / "download.bin").exists()
         state = json.loads((flash / "ota" / "state.json").read_text())
         assert (state["running"], state["version"], state["trial"]) == ("a", 2, None)
         with engine.begin() as c:  # the operator takes the bad file away

@@ -224,11 +224,16 @@ class Slots:
         if self.state().get("rolled_back", {}).get("sha256") == digest.hex():
             raise UpdateRefused("rolled_back")  # it failed to start here once: not again
         path = self.dir + "/download.bin"
-        got = _download(url, offer, size, path, feed)
-        if got[0] != size:
-            raise UpdateRefused("bad_size")
-        if got[1] != digest:
-            raise UpdateRefused("bad_hash")
+        try:
+            got = _download(url, offer, size, path, feed)
+            if got[0] != size:
+                raise UpdateRefused("bad_size")
+            if got[1] != digest:
+                raise UpdateRefused("bad_hash")
+        except UpdateRefused:
+            if store.exists(path):
+                os.remove(path)
+            raise
         return self._put(version, digest, path, size)
 
     def _put(self, version: int, digest: bytes, path: str, size: int) -> int:
@@ -311,14 +316,21 @@ def step(meter: object, wdt: object) -> None:
         return
     url = cfg.get("update_url") or "http://" + cfg["broker"]["host"] + ":8080"
     try:
+        key = bytes.fromhex(cfg["release_key"])
+    except ValueError:
+        key = b""  # verifies nothing: refused as bad_signature
+    try:
         version = Slots(data).take(
             offer,
-            bytes.fromhex(cfg["release_key"]),
+            key,
             url + "/firmware/" + offer[12:44].hex() + ".gtxu",
             wdt.feed,  # type: ignore[attr-defined]
         )
     except UpdateRefused as exc:
         print("update refused:", exc.reason)
+        return
+    except (OSError, MemoryError) as exc:  # flash full, out of memory: the running
+        print("update failed:", exc)  # image goes on, the next offer tries again
         return
     print("image", version, "installed: restarting into it")
     m.uplink.close()
