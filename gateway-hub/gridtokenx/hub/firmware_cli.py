@@ -52,12 +52,12 @@ def publish(
         _fail("invalid_release_key", "the release key is 64 hex characters (32 bytes)")
         return
     try:
+        if update.stat().st_size > updates.HEAD + updates.MAX_IMAGE:
+            _fail("bad_size", "larger than a meter accepts (4 MiB image)")
         raw = update.read_bytes()
     except OSError as exc:
         _fail("unreadable_update", f"{update}: {exc.strerror}")
         return
-    if len(raw) > updates.HEAD + updates.MAX_IMAGE:
-        _fail("bad_size", "larger than a meter accepts (4 MiB image)")
     try:
         p = firmware.publish(_store(database), raw, key)
     except FirmwareError as err:
