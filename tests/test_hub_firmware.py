@@ -1,12 +1,15 @@
-"""The hub's side of firmware updates, in process on SQLite: what it publishes (only what
-the release key signed, only newer), what it serves, and how it judges what meters report."""
+"""The hub's side of firmware updates, in process on SQLite and PostgreSQL: what it
+publishes (only what the release key signed, only newer), what it serves, and how it
+judges what meters report."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from databases import database
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
 
@@ -24,12 +27,14 @@ def image(text: bytes) -> bytes:
     return updates.pack({"gtx/app.py": text})
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> HubStore:
-    s = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
-    for meter_id in ("m1", "m2", "m3"):
-        s.add_meter(meter_id, bytes(SigningKey(meter_id.encode() * 16).verify_key))
-    return s
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
+    with database(request.param, tmp_path) as url:
+        s = HubStore(connect(url))
+        for meter_id in ("m1", "m2", "m3"):
+            s.add_meter(meter_id, bytes(SigningKey(meter_id.encode() * 16).verify_key))
+        yield s
+        s.engine.dispose()
 
 
 def test_only_newer_images_the_release_key_signed_are_published(store: HubStore) -> None:
