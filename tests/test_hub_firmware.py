@@ -106,3 +106,10 @@ def test_the_hub_serves_published_files_and_shows_the_fleet(store: HubStore) -> 
     page = client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert f"v9 {'0' * 12} unknown image" in page and "not reported" in page
     assert "unknown image" not in client.get("/").text  # the LAN sees no meter list
+    metrics = client.get("/metrics").text
+    for line in (
+        'gtx_hub_firmware_meters{image="published"} 0.0',
+        'gtx_hub_firmware_meters{image="cable"} 0.0',
+        'gtx_hub_firmware_meters{image="unknown"} 1.0',
+    ):
+        assert line in metrics.splitlines()

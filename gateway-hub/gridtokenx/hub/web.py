@@ -99,6 +99,12 @@ def create_app(ctx: HubContext) -> FastAPI:
     )
     outbox = Gauge("gtx_hub_outbox_depth", "Batches not yet on the ledger", registry=ctx.registry)
     requests = Counter("gtx_hub_http_requests", "HTTP requests", ["path"], registry=ctx.registry)
+    images = Gauge(
+        "gtx_hub_firmware_meters",
+        "Meters by the firmware image they report: published, cable, unknown",
+        ["image"],
+        registry=ctx.registry,
+    )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -354,6 +360,9 @@ def create_app(ctx: HubContext) -> FastAPI:
             lag.set(time.time() - ctx.ingest.last_commit if ctx.ingest.last_commit else 0)
             backlog.set(ctx.ingest.backlog)
         outbox.set(batches.pending(ctx.store))
+        verdicts = [m["image"] for m in firmware.fleet(ctx.store).values()]
+        for verdict in ("published", "cable", "unknown"):  # alert on unknown > 0
+            images.labels(verdict).set(verdicts.count(verdict))
         return PlainTextResponse(
             generate_latest(ctx.registry).decode(), media_type="text/plain; version=0.0.4"
         )
