@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy platform/gridtokenx gateway-hub/gridtokenx simulator/gridtokenx programs/gridtokenx firmware/linux
-	$(BIN)/mypy --config-file firmware/mypy.ini firmware/gtx firmware/main.py
+	$(BIN)/mypy --config-file firmware/mypy.ini firmware/gtx firmware/main.py firmware/bootslot.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

@@ -31,6 +31,7 @@ from services import (
 
 from gridtokenx.hub import credentials
 from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.hub.updates import OFFER_TOPIC
 from gridtokenx.sim.devices import ChipServer, EmulatedChip
 from gridtokenx.wire.ack import Ack, ack_topic, encode_ack
 from gridtokenx.wire.topics import reading_topic, status_topic
@@ -180,7 +181,7 @@ def test_a_meter_publishes_only_its_own_topics_and_reads_only_its_own_ack(
     hub = Client(broker.port, credentials.HUB_USER, passwords[credentials.HUB_USER], "hub")
     hub.subscribe("gtx/v1/meters/+/reading", "gtx/v1/meters/+/status")
     own = Client(broker.port, "m1", passwords["m1"], "m1-own")
-    own.subscribe(ack_topic("m1"))
+    own.subscribe(ack_topic("m1"), OFFER_TOPIC)
     snoop = Client(broker.port, "m1", passwords["m1"], "m1-snoop")  # m1 reaching further
     snoop.subscribe("gtx/v1/meters/+/reading", "gtx/v1/meters/#", ack_topic("m2"), "#")
     m1 = Client(broker.port, "m1", passwords["m1"], "m1")
@@ -188,21 +189,29 @@ def test_a_meter_publishes_only_its_own_topics_and_reads_only_its_own_ack(
     m1.publish(status_topic("m1"), b"m1 status")
     m1.publish(reading_topic("m2"), b"forged m2 reading")  # another meter's topic
     m1.publish(ack_topic("m1"), encode_ack(Ack("m1", 999)))  # only the hub writes acks
+    m1.publish(OFFER_TOPIC, b"forged offer")  # and firmware offers
     hub.publish(ack_topic("m1"), encode_ack(Ack("m1", 1)), retain=True)
     hub.publish(ack_topic("m2"), encode_ack(Ack("m2", 5)), retain=True)
+    hub.publish(OFFER_TOPIC, b"offer", retain=True)
     time.sleep(1.0)
     assert sorted(hub.messages) == [
         (reading_topic("m1"), b"m1 reading"),
         (status_topic("m1"), b"m1 status"),
     ]
-    assert own.messages == [(ack_topic("m1"), encode_ack(Ack("m1", 1)))]
+    assert sorted(own.messages) == [
+        (OFFER_TOPIC, b"offer"),
+        (ack_topic("m1"), encode_ack(Ack("m1", 1))),
+    ]
     # the snoop may see nothing of anyone else (its own ack through a wildcard is its own)
-    assert [t for t, _ in snoop.messages if t != ack_topic("m1")] == []
+    assert [t for t, _ in snoop.messages if t not in (ack_topic("m1"), OFFER_TOPIC)] == []
     late = Client(broker.port, "m1", passwords["m1"], "m1-late")  # retained acks
     late.subscribe(ack_topic("m1"), ack_topic("m2"))
     time.sleep(0.5)
-    # (amqtt may deliver a retained message more than once; never another meter's)
-    assert set(late.messages) == {(ack_topic("m1"), encode_ack(Ack("m1", 1)))}
+    # (amqtt may deliver a retained message more than once, and here also the retained
+    # offer m1 may read but did not subscribe to; never another meter's)
+    assert set(late.messages) - {(OFFER_TOPIC, b"offer")} == {
+        (ack_topic("m1"), encode_ack(Ack("m1", 1)))
+    }
     for c in (hub, own, snoop, m1, late):
         c.close()
 
@@ -267,9 +276,11 @@ def test_meter_add_prints_the_password_once_and_keeps_only_hashes(tmp_path: Path
         "topic read gtx/v1/meters/+/reading",
         "topic read gtx/v1/meters/+/status",
         "topic write gtx/v1/meters/+/ack",
+        "topic write gtx/v1/firmware/offer",
         "",
         "user mtr-9",
         "topic read gtx/v1/meters/mtr-9/ack",
+        "topic read gtx/v1/firmware/offer",
         "topic write gtx/v1/meters/mtr-9/reading",
         "topic write gtx/v1/meters/mtr-9/status",
     ]

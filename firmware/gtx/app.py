@@ -2,12 +2,14 @@
 import json
 import time
 
+from micropython import const
+
 from gtx import chips, clock, keys, port, reading, store
 from gtx.modbus import ChipError, RtuMaster
 from gtx.ring import Ring
 from gtx.uplink import Uplink
 
-TYPE_CHECKING = False  # mypy reads the block below; MicroPython skips it
+TYPE_CHECKING = const(0)  # mypy reads the block below; MicroPython compiles it away
 if TYPE_CHECKING:
     from _mpy_shed.time_mp import _TicksMs
 
@@ -36,8 +38,10 @@ def load_config(path: str) -> dict:
 
 
 class Meter:
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict, image: tuple = (0, b"", False)) -> None:
+        """image: (version, SHA-256, on trial) of the running image, from bootslot."""
         self.cfg = cfg
+        self.image = image
         self.meter_id = cfg["meter_id"]
         data = cfg["data_dir"]
         store.makedirs(data)
@@ -76,6 +80,7 @@ class Meter:
             len(self.ring),
             self.ring.dropped,
             fault,
+            self.image,
         )
         return reading.seal(message, reading.STATUS_DOMAIN, self.seed, self.public)
 
@@ -151,14 +156,14 @@ class Meter:
         return self.uplink.send(self.status_topic, self._status(self.fault), True)
 
 
-def run(config_path: str, max_readings: int = 0) -> Meter:
+def run(config_path: str, max_readings: int = 0, image: tuple = (0, b"", False)) -> Meter:
     """Run the meter. max_readings > 0 (tests) takes that many readings and stops once
     the hub acknowledged them all; 0 runs forever."""
     cfg = load_config(config_path)
     wdt = port.watchdog(cfg["watchdog_ms"])
     port.network_up(cfg)
     clock.sync(cfg.get("ntp_host"))
-    meter = Meter(cfg)
+    meter = Meter(cfg, image)
     print("meter", meter.meter_id, "public key", meter.public.hex())
     interval_ms = int(cfg["interval_s"] * 1000)
     heartbeat_ms = int(cfg["heartbeat_s"] * 1000)
@@ -176,6 +181,13 @@ def run(config_path: str, max_readings: int = 0) -> Meter:
                 next_read = time.ticks_add(now, interval_ms)
             meter.measure()
         flushed = meter.flush()
+        offer = meter.uplink.offer  # a newer image offered, or a trial image ran a cycle:
+        if offer and int.from_bytes(offer[4:8], "big") <= meter.image[0]:
+            offer = meter.uplink.offer = None
+        if offer or meter.image[2] and meter.readings and flushed and not len(meter.ring):
+            from gtx import ota  # only now: none of it weighs on the reading cycle
+
+            ota.step(meter, wdt)
         if (meter.fault != reported_fault or time.ticks_diff(now, next_beat) >= 0) and (
             meter.heartbeat()
         ):

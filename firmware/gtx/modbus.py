@@ -3,7 +3,9 @@
 # nothing here ever returns registers from a frame that failed a check.
 import time
 
-TYPE_CHECKING = False  # mypy reads the block below; MicroPython skips it
+from micropython import const
+
+TYPE_CHECKING = const(0)  # mypy reads the block below; MicroPython compiles it away
 if TYPE_CHECKING:
     from _mpy_shed.time_mp import _TicksMs
 

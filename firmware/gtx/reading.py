@@ -40,8 +40,17 @@ def encode_reading(
 
 
 def encode_status(
-    meter_id: str, ts: int, uptime_s: int, last_seq: int, buffered: int, dropped: int, fault: str
+    meter_id: str,
+    ts: int,
+    uptime_s: int,
+    last_seq: int,
+    buffered: int,
+    dropped: int,
+    fault: str,
+    image: tuple,
 ) -> bytes:
+    """Keys 8 and 9: the running image's version and SHA-256 (image[0], image[1]; 0 and
+    empty for the image flashed by cable, whose hash the meter does not know)."""
     return cbor.encode(
         {
             0: 1,
@@ -52,6 +61,8 @@ def encode_status(
             5: buffered,
             6: dropped,
             7: fault,
+            8: image[0],
+            9: image[1],
         }
     )
 

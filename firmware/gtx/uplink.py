@@ -37,6 +37,7 @@ class Uplink:
             self.client.set_last_will(status_topic, offline_status, retain=True, qos=1)
         self.meter_id = meter_id
         self.acked = -1  # the highest seq the hub has settled, -1 before its first ack
+        self.offer: bytes | None = None  # the hub's firmware offer: an update's 108-byte head
         self.client.set_callback(self)  # acks arrive at __call__
         self.timeout_s = broker.get("timeout_s", 5)
         self.min_backoff_ms = broker.get("min_backoff_ms", 500)
@@ -51,6 +52,10 @@ class Uplink:
         encoding per seq, {0: 1, 1: meter_id, 2: seq}: this meter's fixed prefix, then the
         seq as a shortest-form unsigned integer. Checking those bytes is as strict as
         decoding and re-encoding, without a CBOR decoder. Anything else is ignored."""
+        if topic == b"gtx/v1/firmware/offer":
+            if len(payload) == 108:
+                self.offer = payload
+            return
         if self.meter_id is None:
             return
         start = b"\xa3" + cbor.encode({0: 1, 1: self.meter_id})[1:] + b"\x02"
@@ -73,6 +78,7 @@ class Uplink:
             self.client.sock.settimeout(self.timeout_s)
             if self.meter_id is not None:  # a long format string is not a qstr
                 self.client.subscribe("gtx/v1/meters/{}/ack".format(self.meter_id), 0)
+            self.client.subscribe("gtx/v1/firmware/offer", 0)  # retained: arrives at once
             self.connected = True
             self.sessions += 1
             self.backoff_ms = self.min_backoff_ms

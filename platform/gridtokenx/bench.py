@@ -125,6 +125,19 @@ else:
     print(json.dumps({"baseline": baseline}))
 """
 
+# Its own run: names in FIRMWARE_CYCLE are interned on the meter and count for its heap.
+UPDATE_VERIFY = """
+import time, json
+from gtx import ed25519, ota
+seed = bytes(range(32))
+public = ed25519.public_key(seed)
+signature = ed25519.sign(seed, b"x" * 44, public)
+t = time.ticks_us()
+for i in range(5):
+    assert ota.verify(public, b"x" * 44, signature)
+print(json.dumps({"verify_us": time.ticks_diff(time.ticks_us(), t) / 5}))
+"""
+
 
 def firmware() -> dict[str, Any]:
     """Sign and encode timings, and the smallest heap a full meter cycle runs in.
@@ -195,6 +208,15 @@ def firmware() -> dict[str, Any]:
             timing = run("time", 2048)
             if timing is None:
                 raise RuntimeError("the firmware benchmark failed to run on micropython")
+            verify = subprocess.run(
+                [micropython, "-c", UPDATE_VERIFY],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                check=True,
+            )
+            verify_us = json.loads(verify.stdout.strip().splitlines()[-1])["verify_us"]
             low, high = 8, 512
             if run("cycle", high) is None:
                 raise RuntimeError("a meter cycle failed even with 512 KB of heap")
@@ -214,6 +236,7 @@ def firmware() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "sign_ms": round(timing["sign_us"] / 1000, 2),
         "encode_us": round(timing["encode_us"], 1),
+        "update_verify_ms": round(verify_us / 1000, 2),  # once per update taken
         "peak_heap_kb": high,
         "baseline_heap_kb": round(timing["baseline"] / 1024, 1),
         "peak_heap_kb_tls": tls_kb,

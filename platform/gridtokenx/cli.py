@@ -44,6 +44,7 @@ app.add_typer(governance_app, name="governance")
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"
 ACK_VECTORS = REPO / "docs" / "vectors" / "ack-v1.json"
+UPDATE_VECTORS = REPO / "docs" / "vectors" / "update-v1.json"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -200,21 +201,24 @@ def bench_powerflow(
 def wire_vectors(
     write: Annotated[bool, typer.Option(help="Rewrite the files in docs/vectors/.")] = False,
     ack: Annotated[bool, typer.Option(help="Print the ack vectors instead.")] = False,
+    update: Annotated[bool, typer.Option(help="Print the firmware update vectors.")] = False,
 ) -> None:
     """Print (or rewrite) the wire-format test vectors."""
+    from gridtokenx.hub import updates
     from gridtokenx.wire import ack as ack_message
     from gridtokenx.wire.vectors import generate
 
     texts = {
         VECTORS: json.dumps(generate(), indent=2) + "\n",
         ACK_VECTORS: json.dumps(ack_message.vectors(), indent=2) + "\n",
+        UPDATE_VECTORS: json.dumps(updates.vectors(), indent=2) + "\n",
     }
     if write:
         for path, text in texts.items():
             path.write_text(text)
             typer.echo(f"wrote {path}")
     else:
-        sys.stdout.write(texts[ACK_VECTORS if ack else VECTORS])
+        sys.stdout.write(texts[UPDATE_VECTORS if update else ACK_VECTORS if ack else VECTORS])
 
 
 @firmware_app.command("build")
@@ -332,6 +336,64 @@ def firmware_harden(
     except HardenError as exc:
         fail(f"{exc.code}: {exc.message}")
     typer.echo(f"hardened: {len(steps)} steps done")
+
+
+OtaKeyOption = Annotated[
+    Path,
+    typer.Option("--key", help="The release key for updates (made once, 0600; never on the hub)."),
+]
+
+
+def _release_key(path: Path, create: bool) -> Any:
+    import os
+
+    from nacl.signing import SigningKey
+
+    if path.exists():
+        try:
+            return SigningKey(bytes.fromhex(path.read_text().strip()))
+        except ValueError:
+            fail(f"{path} is not a release key (64 hex characters)")
+    if not create:
+        fail(f"no release key at {path}: make one with `gridtokenx firmware release-key`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = SigningKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(bytes(key).hex() + "\n")
+    return key
+
+
+@firmware_app.command("release-key")
+def firmware_release_key(key: OtaKeyOption = Path("var/release-keys/ota.key")) -> None:
+    """Make the release key once (or read it) and print its public key: put that in each
+    meter's config as `release_key` and give it to the hub (`HUB_RELEASE_KEY`)."""
+    typer.echo(bytes(_release_key(key, True).verify_key).hex())
+
+
+@firmware_app.command("sign")
+def firmware_sign(
+    version: Annotated[int, typer.Option(help="Above every version the meters run.")],
+    out: Annotated[Path, typer.Option(help="The update file to write.")],
+    source: Annotated[
+        Path, typer.Option(help="Firmware tree: its gtx/ and lib/ are the image.")
+    ] = REPO / "firmware",
+    key: OtaKeyOption = Path("var/release-keys/ota.key"),
+) -> None:
+    """Sign the firmware's gtx/ and lib/ as an update (docs/wire-format.md section 7),
+    for `gridtokenx hub firmware publish`."""
+    from gridtokenx.hub import updates
+
+    try:
+        raw = updates.build(
+            updates.pack(updates.firmware_files(source)), version, _release_key(key, False)
+        )
+    except updates.UpdateError as exc:
+        fail(f"{exc.code}: cannot build an update of {source} as version {version}")
+    out.write_bytes(raw)
+    typer.echo(
+        f"signed version {version}: {out} ({len(raw)} bytes, image sha256 {raw[12:44].hex()})"
+    )
 
 
 @firmware_app.command("pubkey")

@@ -62,7 +62,8 @@ def check_config(path: Path) -> dict[str, Any]:
 
 
 def sources() -> list[Path]:
-    return sorted((FIRMWARE / "gtx").glob("*.py")) + sorted((FIRMWARE / "lib").rglob("*.py"))
+    gtx, lib = sorted((FIRMWARE / "gtx").glob("*.py")), sorted((FIRMWARE / "lib").rglob("*.py"))
+    return [FIRMWARE / "bootslot.py", *gtx, *lib]  # bootslot: the stage that picks the image
 
 
 def build(config: Path, out: Path) -> Path:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from gridtokenx.hub.feeder_cli import feeder_app
+from gridtokenx.hub.firmware_cli import firmware_app
 from gridtokenx.hub.rules import MeterStatus, RuleConfig
 from gridtokenx.hub.store import DEFAULT_URL, HubStore, RegistrationError, connect
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 meter_app = typer.Typer(help="Register, approve and suspend meters.", no_args_is_help=True)
 app.add_typer(meter_app, name="meter")
 app.add_typer(feeder_app, name="feeder")
+app.add_typer(firmware_app, name="firmware")
 
 DatabaseOption = Annotated[
     str,

@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Column, Engine, String, Table, delete, insert, select
 
 from gridtokenx.hub import schema
+from gridtokenx.hub.updates import OFFER_TOPIC
 from gridtokenx.wire.ack import ACKS, ack_topic
 from gridtokenx.wire.topics import READINGS, STATUSES, reading_topic, status_topic
 
@@ -101,10 +102,10 @@ def rules(engine: Engine) -> Rules:
         out.hashes[row.username] = row.password_hash
         if row.role == "hub":
             out.read[row.username] = [READINGS, STATUSES]
-            out.write[row.username] = [ACKS]
+            out.write[row.username] = [ACKS, OFFER_TOPIC]
         else:
             meter = row.username
-            out.read[meter] = [ack_topic(meter)]
+            out.read[meter] = [ack_topic(meter), OFFER_TOPIC]
             out.write[meter] = [reading_topic(meter), status_topic(meter)]
     return out
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gridtokenx.hub import firmware, updates
 from gridtokenx.hub.acks import AckPublisher
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import Decision
@@ -46,6 +47,9 @@ class MqttIngest:
         self.host, self.port = host, port
         self.batch_max, self.batch_wait_s = batch_max, batch_wait_s
         self.statuses: dict[str, Status] = {}
+        self.offered: bytes | None = None  # the firmware offer last published (retained)
+        self.offer_every_s = 5.0
+        self._next_offer = 0.0
         self.connected = threading.Event()
         self.last_commit = 0.0
         self.failing_since: float | None = None  # the database refuses the current batch
@@ -77,6 +81,7 @@ class MqttIngest:
         properties: object = None,
     ) -> None:
         client.subscribe([(topics.READINGS, 1), (topics.STATUSES, 1)])
+        self.offered, self._next_offer = None, 0.0  # publish the offer again: cheap
 
     def start(self) -> MqttIngest:
         self._worker.start()
@@ -116,9 +121,25 @@ class MqttIngest:
             return
         if status.meter_id == meter_id:
             self.statuses[meter_id] = status
+            firmware.report(self.ingestor.store, status)
+
+    def _offer(self) -> None:
+        """Publish the newest published image's offer, retained, when it changed (`gridtokenx
+        hub firmware publish` writes only the database; this process reads it)."""
+        if time.monotonic() < self._next_offer or not self.connected.is_set():
+            return
+        self._next_offer = time.monotonic() + self.offer_every_s
+        try:
+            head = firmware.offer(self.ingestor.store)
+        except DATABASE_ERRORS:
+            return  # the next tick asks again
+        if head is not None and head != self.offered:
+            self.client.publish(updates.OFFER_TOPIC, head, qos=1, retain=True)
+            self.offered = head
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            self._offer()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:

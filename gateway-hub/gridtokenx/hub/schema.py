@@ -161,3 +161,25 @@ balances = Table(
     Column("review", String(16)),  # the operator's: released | rejected
     Column("reviewed_at", BigInteger),
 )
+
+# Firmware updates (hub/firmware.py): the update files the operator published (signed with
+# the release key, checked before they are stored), and what each meter says it runs.
+firmware_images = Table(
+    "firmware_images",
+    metadata,
+    Column("sha256", String(64), primary_key=True),  # of the image, hex
+    Column("version", BigInteger, nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("update", LargeBinary, nullable=False),  # the whole signed file, byte for byte
+    Column("published_at", BigInteger, nullable=False),
+)
+
+meter_images = Table(
+    "meter_images",
+    metadata,
+    Column("meter_id", String(64), ForeignKey("meters.meter_id"), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),  # "" for the image flashed by cable
+    Column("status_ts", BigInteger, nullable=False),  # the signed status's own ts
+    Column("reported_at", BigInteger, nullable=False),
+)

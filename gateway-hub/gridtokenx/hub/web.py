@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,13 +20,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gridtokenx.hub import batches, feeder_web, views
+from gridtokenx.hub import batches, feeder_web, firmware, updates, views
 from gridtokenx.hub.metrics import HubMetrics
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
@@ -50,6 +51,7 @@ class HubContext:
 
 
 LINK_DOMAIN = b"gridtokenx/household-link/v1\x00"
+UPDATE_NAME = re.compile(r"[0-9a-f]{64}\.gtxu")
 LINK_SECRET = "household_links"
 
 
@@ -97,6 +99,12 @@ def create_app(ctx: HubContext) -> FastAPI:
     )
     outbox = Gauge("gtx_hub_outbox_depth", "Batches not yet on the ledger", registry=ctx.registry)
     requests = Counter("gtx_hub_http_requests", "HTTP requests", ["path"], registry=ctx.registry)
+    images = Gauge(
+        "gtx_hub_firmware_meters",
+        "Meters by the firmware image they report: published, cable, unknown",
+        ["image"],
+        registry=ctx.registry,
+    )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -160,6 +168,7 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     def meter_rows() -> list[dict[str, Any]]:
         out = []
+        images = firmware.fleet(ctx.store)
         for m in ctx.store.meters():
             recent = ctx.store.readings_of(m.meter_id, 2)
             out.append(
@@ -169,6 +178,7 @@ def create_app(ctx: HubContext) -> FastAPI:
                     "status": m.status.value,
                     "last": _when(recent[0]["ts"]) if recent else None,
                     "power": views.live_power_w(recent),
+                    "firmware": images.get(m.meter_id),
                 }
             )
         return out
@@ -185,6 +195,7 @@ def create_app(ctx: HubContext) -> FastAPI:
             "index.html",
             {
                 "meters": meter_rows() if installer_view else [],
+                "published": firmware.published(ctx.store) if installer_view else [],
                 "installer": installer_view,
                 "hub_id": ctx.hub_id,
                 "platform_url": ctx.platform_url,
@@ -295,6 +306,28 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     feeder_web.mount(app, ctx.store, ctx.registry, ctx.hub_id, ctx.installer_token)
 
+    @app.get("/firmware/{name}")
+    def firmware_file(name: str) -> Response:
+        """A published update file, for the meters to fetch (signed: no secret in it)."""
+        requests.labels("/firmware").inc()
+        if not UPDATE_NAME.fullmatch(name):
+            raise _error(404, "unknown_image", "no such update file")
+        raw = firmware.update_file(ctx.store, name.removesuffix(".gtxu"))
+        if raw is None:
+            raise _error(404, "unknown_image", "no such update file")
+        return Response(raw, media_type="application/octet-stream")
+
+    @app.get("/api/firmware", dependencies=[Depends(installer)])
+    def firmware_state() -> dict[str, Any]:
+        """The published images (newest first), the version on offer to the meters now
+        (published to the broker; None before the first), and what each meter runs."""
+        head = ctx.ingest.offered if ctx.ingest is not None else None
+        return {
+            "published": [firmware.as_json(p) for p in firmware.published(ctx.store)],
+            "offered": None if head is None else updates.Update.of_head(head).version,
+            "meters": firmware.fleet(ctx.store),
+        }
+
     @app.get("/health")
     def health() -> JSONResponse:
         """Liveness that tells the truth: 503 while ingest is stuck (database refusing the
@@ -327,6 +360,9 @@ def create_app(ctx: HubContext) -> FastAPI:
             lag.set(time.time() - ctx.ingest.last_commit if ctx.ingest.last_commit else 0)
             backlog.set(ctx.ingest.backlog)
         outbox.set(batches.pending(ctx.store))
+        verdicts = [m["image"] for m in firmware.fleet(ctx.store).values()]
+        for verdict in ("published", "cable", "unknown"):  # alert on unknown > 0
+            images.labels(verdict).set(verdicts.count(verdict))
         return PlainTextResponse(
             generate_latest(ctx.registry).decode(), media_type="text/plain; version=0.0.4"
         )

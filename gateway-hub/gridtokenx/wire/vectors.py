@@ -78,7 +78,7 @@ def generate() -> dict[str, Any]:
     status = Status("mtr-0001", 1_767_225_600, 3_600, 60, 3, 0, "")
     raw_status = encode_status(status)
     out["status"] = {
-        "fields": asdict(status),
+        "fields": {k: v for k, v in asdict(status).items() if not k.startswith("image_")},
         "cbor_hex": _hex(raw_status),
         "envelope_hex": _hex(envelope.seal(raw_status, STATUS_DOMAIN, key)),
     }
