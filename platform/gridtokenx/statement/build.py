@@ -56,9 +56,7 @@ def _proved(c: Any, tag: tuple[str, int], cache: dict[tuple[str, int], Any]) -> 
                 b.c.hub_id == tag[0], b.c.epoch == tag[1]
             )
         ).one()
-        raws = c.execute(
-            select(r.c.raw).where(r.c.hub_id == tag[0], r.c.epoch == tag[1])
-        ).scalars()
+        raws = c.execute(select(r.c.raw).where(r.c.hub_id == tag[0], r.c.epoch == tag[1])).scalars()
         ordered = wire_batch.order_leaves([bytes(x) for x in raws])
         leaves = [signed_bytes(raw) for _, raw in ordered]
         where = {(x.meter_id, x.seq): k for k, (x, _) in enumerate(ordered)}
@@ -67,7 +65,7 @@ def _proved(c: Any, tag: tuple[str, int], cache: dict[tuple[str, int], Any]) -> 
 
 
 def _reading_item(c: Any, row: Any, cache: dict[tuple[str, int], Any]) -> dict[str, Any]:
-    batch, leaves, where = _proved(c, (row.hub_id, int(row.epoch)), cache)
+    _, leaves, where = _proved(c, (row.hub_id, int(row.epoch)), cache)
     index = where[(row.meter_id, int(row.seq))]
     return {
         "batch": f"{row.hub_id}/{row.epoch}",
@@ -151,14 +149,13 @@ def build(
         ).all()
         f = books.refunds
         refunds = c.execute(
-            select(f).where(
-                f.c.owner == wallet, f.c.kind == "epoch", f.c.epoch.between(lo, hi)
-            )
+            select(f).where(f.c.owner == wallet, f.c.kind == "epoch", f.c.epoch.between(lo, hi))
         ).all()
         settled_epochs = {int(x.epoch) for x in [*trades, *refunds]}
         trees: dict[int, tuple[list[bytes], dict[str, int]]] = {}
         for e in sorted(settled_epochs):  # the epoch's settlement tree, as settlement built it
-            leaves, where = [], {}
+            leaves: list[bytes] = []
+            where: dict[str, int] = {}
             for x in c.execute(select(t).where(t.c.epoch == e).order_by(t.c.trade_id)):
                 where[f"trade {x.trade_id}"] = len(leaves)
                 leaves.append(_trade_leaf(x))
@@ -210,8 +207,8 @@ def build(
             "transactions": settlements.get(e, []),
         }
     _chain_items(chain, epochs, meters, cache, accounts["grx_account"], epoch)
-    for e in epochs.values():
-        _amounts(e)
+    for entry in epochs.values():
+        _amounts(entry)
     _carry(epochs, opening)
     hubs: dict[str, str] = {}
     batches: dict[str, Any] = {}

@@ -111,4 +111,3 @@ def check(doc: Mapping[str, Any], chain: ChainView) -> list[Failure]:
         if thb_in != e["received_uthb"] + refunded["thb"]:
             fail("ledger_mismatch", f"{where} settlement", f"the chain paid {thb_in} uTHB")
     return failures
-

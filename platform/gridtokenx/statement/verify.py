@@ -20,7 +20,7 @@ from gridtokenx.units import receipt
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import merkle
 from gridtokenx.wire.errors import WireError
-from gridtokenx.wire.reading import READING_DOMAIN, Reading, decode, signed_bytes
+from gridtokenx.wire.reading import Reading, decode, signed_bytes
 
 FORMAT = "gridtokenx-statement/1"
 
