@@ -329,3 +329,62 @@ def test_the_account_page_and_the_api_download_the_households_own_statement(
         assert r.status_code == 200 and r.json() == run["buyer"]
     finally:
         site.client.cookies.clear()
+
+
+def _first(doc: dict[str, Any]) -> tuple[str, str]:
+    """The first failure's code and item."""
+    failure = verify(doc)[0]
+    return failure.code, failure.item
+
+
+VECTOR = Path(__file__).resolve().parents[1] / "docs" / "vectors" / "statement-v1.json"
+
+
+def test_the_documented_vector_verifies_and_each_alteration_is_named() -> None:
+    doc = json.loads(VECTOR.read_text())
+    assert verify(doc) == []
+    e0, e1 = doc["epochs"]
+    assert [(e["epoch"], e["export_wh"], e["minted_wh"], e["burned_wh"]) for e in (e0, e1)] == [
+        (1_988_888, 2_000, 2_000, 2),
+        (1_988_889, 2_000, 2_000, 2),
+    ]
+    t = e0["trades"][0]
+    assert (t["energy_value"], t["fee"], t["seller_net"], e0["received_uthb"]) == (
+        3_900_000,
+        39_000,
+        3_861_000,
+        3_861_000,
+    )
+    altered = copy.deepcopy(doc)
+    _reencoded(altered["epochs"][1]["readings"][1], export_wh=5_001)
+    assert _first(altered) == (
+        "bad_meter_signature",
+        "reading pv-1/5",
+    )
+    altered = copy.deepcopy(doc)
+    altered["epochs"][0]["trades"][0]["seller_net"] += 1
+    altered["epochs"][0]["received_uthb"] += 1
+    assert _first(altered) == (
+        "amount_mismatch",
+        "epoch 1988888 trade 1988888-0",
+    )
+    altered = copy.deepcopy(doc)
+    altered["epochs"][0]["refunds"][0]["amount"] = 301
+    assert [(f.code, f.item) for f in verify(altered)] == [
+        (
+            "bad_inclusion_proof",
+            "epoch 1988888 refund " + doc["epochs"][0]["refunds"][0]["order_id"],
+        )
+    ]
+    altered = copy.deepcopy(doc)
+    altered["batches"]["hub-1/1988889"]["hub_signature"] = "00" * 64
+    assert _first(altered) == (
+        "bad_hub_signature",
+        "batch hub-1/1988889",
+    )
+    altered = copy.deepcopy(doc)
+    del altered["epochs"][0]["readings"][1]  # a reading left out of the statement
+    assert _first(altered) == (
+        "header_mismatch",
+        "readings of pv-1 in batch hub-1/1988888",
+    )

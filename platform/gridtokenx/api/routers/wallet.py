@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from gridtokenx.api.deps import ApiDep, PlatformDep, UserDep, pubkey
-from gridtokenx.api.schemas import WalletOut, errors
+from gridtokenx.api.schemas import StatementOut, WalletOut, errors
 
 router = APIRouter(
     prefix="/api/v1", tags=["wallet"], responses=errors(401, 403, 413, 422, 429, 503)
@@ -56,7 +56,10 @@ def statement_download(api: Any, user_id: str, first: str, last: str) -> Respons
 
 @router.get(
     "/statement",
-    responses={200: {"content": {"application/json": {}}, "description": "The statement"}},
+    responses={
+        200: {"model": StatementOut, "description": "The statement, as a file"},
+        **errors(404),
+    },
 )
 def statement(
     claims: UserDep,
