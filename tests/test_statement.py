@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from databases import database
 from nacl.signing import SigningKey
 from platform_site import EPOCH_S, Clock, Site, fund, served, signup
 from typer.testing import CliRunner
@@ -54,15 +55,23 @@ def feed(
     assert all(d.accepted for d in decisions), [d.reason for d in decisions]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Two households through hub and platform: a PV home sells to a consuming home."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """Two households through hub and platform (its books on SQLite or PostgreSQL): a PV
+    home sells to a consuming home."""
     tmp = tmp_path_factory.mktemp("statement")
+    with database(request.param, tmp) as url:
+        yield from _run(tmp, None if request.param == "sqlite" else url)
+
+
+def _run(tmp: Path, books_url: str | None) -> Iterator[dict[str, Any]]:
     mp = pytest.MonkeyPatch()
     mp.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
     mp.delenv("SOLANA_RPC_URL", raising=False)
     clock = Clock()
-    site = Site(tmp / "platform", None, clock)
+    site = Site(tmp / "platform", books_url, clock)
     seller = signup(site.client, "pv@x.org")
     buyer = signup(site.client, "home@x.org", "consumer")
     fund(site, buyer, thb=50_000_000)
@@ -116,7 +125,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         name: build(site.platform.books, site.platform.ledger, mints, u["user_id"], day, day)
         for name, u in (("seller", seller), ("buyer", buyer))
     }
-    yield {"site": site, "first": first, "day": day, "users": (seller, buyer), **statements}
+    yield {
+        "site": site,
+        "url": books_url,
+        "first": first,
+        "day": day,
+        "users": (seller, buyer),
+        **statements,
+    }
     site.close()
     mp.undo()
 
@@ -266,6 +282,7 @@ def test_the_commands_write_and_verify_with_an_exit_code_per_failure(
             str(out),
             "--data",
             str(site.platform.data),
+            *(["--database", run["url"]] if run["url"] else []),
         ],
     )
     assert done.exit_code == 0, done.output
