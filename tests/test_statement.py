@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from databases import database
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from platform_site import EPOCH_S, Clock, Site, fund, served, signup
 from typer.testing import CliRunner
@@ -405,3 +407,45 @@ def test_the_documented_vector_verifies_and_each_alteration_is_named() -> None:
         "header_mismatch",
         "readings of pv-1 in batch hub-1/1988888",
     )
+
+
+def _paths(x: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield at
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        yield from _paths(v, (*at, k))
+
+
+VECTOR_PATHS = list(_paths(json.loads(VECTOR.read_text())))[1:]
+JUNK = [None, "x", -1, [], {}, 2**70, "zz", 1.5, True, "00" * 32, [1], {"a": 1}, 1e300]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(VECTOR_PATHS), st.sampled_from(JUNK))
+def test_any_field_replaced_by_junk_is_a_named_failure_never_a_crash(
+    at: tuple[Any, ...], junk: Any
+) -> None:
+    doc = json.loads(VECTOR.read_text())
+    parent = doc
+    for k in at[:-1]:
+        parent = parent[k]
+    old, parent[at[-1]] = parent[at[-1]], junk
+    failures = verify(doc)
+    assert all(f.code in EXIT_CODES for f in failures)
+    if (
+        at[-1] in ("user_id", "grx_account", "thb_account", "transaction")
+        or at[-2:-1] == ("transactions",)
+        or (at[-1] == "refunds" and junk == [])
+    ):
+        return  # not checked offline (the ledger check looks at them)
+    if junk != old:
+        assert failures, at
+
+
+def test_an_epoch_outside_its_period_is_named() -> None:
+    doc = json.loads(VECTOR.read_text())
+    doc["period"]["to"] = doc["period"]["from"] = "2026-09-20"
+    assert _first(doc) == ("period_mismatch", "period")
+    doc = json.loads(VECTOR.read_text())
+    doc["epochs"][1]["starts_at"] += 900
+    assert _first(doc) == ("period_mismatch", "epoch 1988889")

@@ -9,6 +9,7 @@ are in docs/statement.md; `chain.py` adds the ledger checks when a ledger is at 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ EXIT_CODES = {
     "amount_mismatch": 8,
     "ledger_missing": 9,
     "ledger_mismatch": 10,
+    "period_mismatch": 11,
 }
 
 
@@ -65,14 +67,14 @@ def exit_code(failures: list[Failure]) -> int:
 # -- reading the shape ------------------------------------------------------------------------
 
 
-def _field(obj: Any, name: str, kind: type, item: str) -> Any:
+def _field(obj: Any, name: str, kind: type | tuple[type, ...], item: str) -> Any:
     if not isinstance(obj, Mapping) or name not in obj:
         raise Malformed(item, f"missing {name!r}")
     value = obj[name]
     if kind is int and (type(value) is not int):
         raise Malformed(item, f"{name!r} must be an integer")
-    if kind is not int and not isinstance(value, kind):
-        raise Malformed(item, f"{name!r} must be a {kind.__name__}")
+    if kind is not int and (not isinstance(value, kind) or type(value) is bool):
+        raise Malformed(item, f"{name!r} must be a {kind}")
     return value
 
 
@@ -119,6 +121,7 @@ class Verifier:
         self.failures: list[Failure] = []
         self.batches: dict[str, _Batch] = {}
         self.meter_keys: dict[str, bytes] = {}
+        self.used: set[str] = set()  # batches a proved reading is in
 
     def fail(self, code: str, item: str, message: str) -> None:
         self.failures.append(Failure(code, item, message))
@@ -150,8 +153,34 @@ class Verifier:
                 if reading.meter_id != meter_id:
                     self.fail("header_mismatch", f"opening reading of {meter_id}", "other meter")
                 bases[meter_id] = (reading.import_wh, reading.export_wh)
+        lo, hi, epoch_s = self._period(_field(doc, "period", dict, "statement"))
         for e in _field(doc, "epochs", list, "statement"):
+            epoch = _field(e, "epoch", int, "statement")
+            if not lo <= epoch <= hi or _field(e, "starts_at", (int, float), "statement") != (
+                epoch * epoch_s
+            ):
+                self.fail("period_mismatch", f"epoch {epoch}", "not an epoch of the period")
             self._epoch(e, wallet, bases, last_mint)
+        for tag in sorted(set(self.batches) - self.used):
+            self.fail("header_mismatch", f"batch {tag}", "none of its readings is in the statement")
+
+    def _period(self, period: Any) -> tuple[int, int, float]:
+        """The period's epochs, recomputed from its UTC days and epoch length."""
+        epoch_s = _field(period, "epoch_s", (int, float), "period")
+        first, last = _field(period, "from", str, "period"), _field(period, "to", str, "period")
+        stated = _field(period, "epochs", list, "period")
+        if not 1 <= epoch_s <= 86_400:
+            raise Malformed("period", "epoch_s must be 1..86400 s")
+        try:
+            start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+            t0 = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
+            t1 = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
+        except (ValueError, OverflowError):
+            raise Malformed("period", "dates are YYYY-MM-DD") from None
+        lo, hi = int(t0 // epoch_s), int(t1 // epoch_s) - 1
+        if stated != [lo, hi]:
+            self.fail("period_mismatch", "period", f"the days are epochs {lo}..{hi}")
+        return lo, hi, float(epoch_s)
 
     def _key(self, keys: Mapping[str, Any], name: str, item: str) -> bytes:
         key = _hex(keys, name, item, 32)
@@ -212,6 +241,7 @@ class Verifier:
         ):
             self.fail("bad_inclusion_proof", item, f"not in the root of batch {tag}")
             return None
+        self.used.add(tag)
         return reading
 
     def _epoch(
@@ -264,6 +294,8 @@ class Verifier:
             imported += span.import_last_wh - base[0]
             export += span.export_last_wh - base[1]
             bases[meter_id] = (span.import_last_wh, span.export_last_wh)
+        if "settlement" in e:
+            self._settled(e, where)
         minted = self._mints(e, where, ranges, last_mint)
         burned = self._burns(e, epoch, where, ranges)
         bought, sold, paid, received = self._trades(e, wallet, where)
@@ -346,6 +378,9 @@ class Verifier:
 
     def _settled(self, e: Any, where: str) -> tuple[bytes, int]:
         s = _field(e, "settlement", dict, where)
+        transactions = _field(s, "transactions", list, f"{where} settlement")
+        if not all(isinstance(t, str) for t in transactions):
+            raise Malformed(f"{where} settlement", "'transactions' holds signatures")
         return _hex(s, "root", f"{where} settlement", 32), _field(s, "size", int, where)
 
     def _trades(self, e: Any, wallet: str, where: str) -> tuple[int, int, int, int]:
