@@ -449,3 +449,33 @@ def test_an_epoch_outside_its_period_is_named() -> None:
     doc = json.loads(VECTOR.read_text())
     doc["epochs"][1]["starts_at"] += 900
     assert _first(doc) == ("period_mismatch", "epoch 1988889")
+
+
+def test_the_verifier_runs_without_the_platform() -> None:
+    """What `verify` loads: the wire modules, the rounding rule, PyNaCl; no database, web
+    framework or ledger client (it runs offline on a household's computer)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gridtokenx.statement.verify; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'fastapi', 'solders', 'solana', 'spl', 'httpx') "
+        "or m.startswith('gridtokenx')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(
+        [
+            "gridtokenx",
+            "gridtokenx.statement",
+            "gridtokenx.statement.verify",
+            "gridtokenx.units",
+            "gridtokenx.wire",
+            "gridtokenx.wire.batch",
+            "gridtokenx.wire.cbor",
+            "gridtokenx.wire.envelope",
+            "gridtokenx.wire.errors",
+            "gridtokenx.wire.merkle",
+            "gridtokenx.wire.reading",
+        ]
+    )
