@@ -187,7 +187,7 @@ def test_a_buyers_statement_verifies_and_its_burns_follow_its_grx(run: dict[str,
 
 
 def test_the_statement_holds_against_the_chain(run: dict[str, Any]) -> None:
-    reader = ChainReader(run["site"].platform.data / "chain")
+    reader = chain.from_chain(ChainReader(run["site"].platform.data / "chain"))
     assert chain.check(run["seller"], reader) == []
     assert chain.check(run["buyer"], reader) == []
     doc = copy.deepcopy(run["buyer"])
@@ -199,6 +199,40 @@ def test_the_statement_holds_against_the_chain(run: dict[str, Any]) -> None:
         "ledger_mismatch",
         f"epoch {run['first'] + 1} burn home-1:1300-2000",
     )
+
+
+def test_the_statement_holds_against_an_rpc_node(run: dict[str, Any], tmp_path: Path) -> None:
+    """The same checks through JSON-RPC `getTransaction` (the node is tests/rpc_server.py
+    over LiteSVM, holding the run's chain replayed: what it fakes is the network)."""
+    from rpc_server import RpcServer
+    from solders.litesvm import LiteSVM
+    from solders.transaction_metadata import FailedTransactionMetadata
+
+    from gridtokenx.ledger.embedded import FAUCET_LAMPORTS
+
+    server = RpcServer()
+    try:
+        server.svm = LiteSVM().with_blockhash_check(False)
+        history = ChainReader(run["site"].platform.data / "chain").history()
+        server.svm.airdrop(history[0].tx.message.account_keys[0], FAUCET_LAMPORTS)
+        for slot, entry in enumerate(history, 2):
+            server.svm.expire_blockhash()
+            assert not isinstance(server.svm.send_transaction(entry.tx), FailedTransactionMetadata)
+            server.txs.append((entry.tx, slot))
+        assert chain.check(run["buyer"], chain.from_rpc(server.url)) == []
+        out = tmp_path / "s.json"
+        out.write_text(json.dumps(run["seller"]))
+        done = CliRunner().invoke(app, ["verify", str(out), "--rpc", server.url])
+        assert done.exit_code == 0, done.output
+        doc = copy.deepcopy(run["seller"])
+        doc["epochs"][0]["mints"][0]["transaction"] = doc["epochs"][0]["burns"][0]["transaction"]
+        out.write_text(json.dumps(doc))
+        done = CliRunner().invoke(app, ["verify", str(out), "--rpc", server.url])
+        assert done.exit_code == EXIT_CODES["ledger_mismatch"] == 10
+        first = run["first"]
+        assert f"ledger_mismatch epoch {first} mint pv-1:1000-3000" in done.output
+    finally:
+        server.close()
 
 
 def _reencoded(item: dict[str, Any], **change: int) -> None:

@@ -21,7 +21,7 @@ from gridtokenx import books, tables
 from gridtokenx.adapters import queries
 from gridtokenx.errors import InvalidInput, NotFound
 from gridtokenx.ledger.backend import ChainView
-from gridtokenx.ledger.oracle import MINT, parse_ranges
+from gridtokenx.ledger.oracle import BATCH, MINT, parse_ranges
 from gridtokenx.ledger.settlement import BURN
 from gridtokenx.statement.chain import BURN_CHECKED, moved
 from gridtokenx.statement.verify import FORMAT
@@ -212,11 +212,17 @@ def build(
     _carry(epochs, opening)
     hubs: dict[str, str] = {}
     batches: dict[str, Any] = {}
+    memos = chain.memo_index()
     for (hub_id, e), (batch, _, _) in sorted(cache.items()):
         hubs[hub_id] = bytes(batch.hub_key).hex()
-        batches[f"{hub_id}/{e}"] = {
+        tag = f"{hub_id}/{e}"
+        header = wire_batch.decode_header(bytes(batch.header))
+        prefix = f"{BATCH} {tag} {header.root.hex()} "
+        batches[tag] = {
             "header": bytes(batch.header).hex(),
             "hub_signature": bytes(batch.hub_signature).hex(),
+            # the transaction recording the batch on the chain (its hub signs the memo)
+            "record": next((sig for text, sig in memos.items() if text.startswith(prefix)), ""),
         }
     return {
         "format": FORMAT,

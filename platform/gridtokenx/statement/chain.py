@@ -7,13 +7,18 @@ A ledger is read through the read-only `ChainView` (the embedded chain's log rep
 
 from __future__ import annotations
 
+import asyncio
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solders.signature import Signature
+from solders.transaction import Transaction
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 
-from gridtokenx.ledger.backend import ChainView, Landed
+from gridtokenx.ledger.backend import ChainView, Landed, memos_of
 from gridtokenx.statement.verify import Failure
 from gridtokenx.wire import batch as wire_batch
 
@@ -38,28 +43,67 @@ def moved(entry: Landed, kind: int, account: str) -> int:
     return total
 
 
-def landed_by_signature(chain: ChainView, signatures: Iterable[str]) -> dict[str, Landed]:
-    wanted = set(signatures)
-    return {e.signature: e for e in chain.history() if e.signature in wanted}
+Fetch = Callable[[Collection[str]], dict[str, Landed]]  # signatures -> those that landed
 
 
-def check(doc: Mapping[str, Any], chain: ChainView) -> list[Failure]:
-    """The statement's transactions are on this chain with its memos and amounts."""
+def from_chain(chain: ChainView) -> Fetch:
+    """Look transactions up in a chain's history (the embedded chain's log)."""
+
+    def fetch(signatures: Collection[str]) -> dict[str, Landed]:
+        wanted = set(signatures)
+        return {e.signature: e for e in chain.history() if e.signature in wanted}
+
+    return fetch
+
+
+def from_rpc(url: str, timeout: float = 30) -> Fetch:
+    """Look transactions up one by one on an RPC node (`getTransaction`); one that failed
+    or is unknown is missing."""
+
+    def fetch(signatures: Collection[str]) -> dict[str, Landed]:
+        async def run() -> dict[str, Landed]:
+            out: dict[str, Landed] = {}
+            async with AsyncClient(url, commitment=Confirmed, timeout=timeout) as client:
+                for text in sorted(set(signatures)):
+                    try:
+                        signature = Signature.from_string(text)
+                    except ValueError:
+                        continue
+                    found = (await client.get_transaction(signature, encoding="base64")).value
+                    if found is None:
+                        continue
+                    meta = found.transaction.meta
+                    if meta is not None and meta.err is not None:
+                        continue
+                    tx = Transaction.from_bytes(bytes(found.transaction.transaction))
+                    out[text] = Landed(text, tx, memos_of(tx))
+            return out
+
+        return asyncio.run(run())
+
+    return fetch
+
+
+def check(doc: Mapping[str, Any], fetch: Fetch) -> list[Failure]:
+    """The statement's transactions landed, with its memos and amounts."""
     failures: list[Failure] = []
     grx, thb = str(doc["grx_account"]), str(doc["thb_account"])
     epochs = doc["epochs"]
     wanted = [x["transaction"] for e in epochs for x in [*e["mints"], *e["burns"]]]
     wanted += [sig for e in epochs for sig in e.get("settlement", {}).get("transactions", [])]
-    landed = landed_by_signature(chain, wanted)
-    memos = chain.memo_index()
+    wanted += [b["record"] for b in doc["batches"].values()]
+    landed = fetch(wanted)
 
     def fail(code: str, item: str, message: str) -> None:
         failures.append(Failure(code, item, message))
 
     for tag, b in doc["batches"].items():
         root = wire_batch.decode_header(bytes.fromhex(b["header"])).root.hex()
-        if not any(text.startswith(f"gtx1 batch {tag} {root} ") for text in memos):
-            fail("ledger_missing", f"batch {tag}", "no batch record with this root on the chain")
+        record = landed.get(b["record"])
+        if record is None:
+            fail("ledger_missing", f"batch {tag}", f"its record {b['record']} is not found")
+        elif not any(text.startswith(f"gtx1 batch {tag} {root} ") for text in record.memos):
+            fail("ledger_mismatch", f"batch {tag}", "its record names another root")
     for e in epochs:
         where = f"epoch {e['epoch']}"
         minted: dict[str, int] = {}
@@ -90,19 +134,22 @@ def check(doc: Mapping[str, Any], chain: ChainView) -> list[Failure]:
             continue
         prefix = f"gtx1 settle {e['epoch']} {settlement['root']} "
         grx_in = thb_in = 0
+        parts: set[str] = set()
         for sig in settlement["transactions"]:
             entry = landed.get(sig)
             if entry is None:
                 fail("ledger_missing", f"{where} settlement", f"transaction {sig} is not found")
                 continue
-            if not any(text.startswith(prefix) for text in entry.memos):
+            part = [t.removeprefix(prefix) for t in entry.memos if t.startswith(prefix)]
+            if not part:
                 fail("ledger_mismatch", f"{where} settlement", f"{sig} settles another root")
                 continue
+            parts.add(part[0])
             grx_in += moved(entry, TRANSFER_CHECKED, grx)
             thb_in += moved(entry, TRANSFER_CHECKED, thb)
-        parts = [t for t in memos if t.startswith(prefix)]
-        if len(parts) != len(settlement["transactions"]):
-            fail("ledger_mismatch", f"{where} settlement", f"the chain has {len(parts)} parts")
+        n = len(settlement["transactions"])
+        if parts and parts != {f"{k}/{n}" for k in range(1, n + 1)}:
+            fail("ledger_mismatch", f"{where} settlement", f"not all {n} parts: {sorted(parts)}")
         refunded = {"grx": 0, "thb": 0}
         for r in e["refunds"]:
             refunded[r["asset"]] = refunded.get(r["asset"], 0) + r["amount"]

@@ -103,9 +103,9 @@ def verify_command(
     if not failures:
         failures = verify(doc, pinned)
     if not failures and (data is not None or rpc):
-        from gridtokenx.statement.chain import check
+        from gridtokenx.statement.chain import check, from_chain, from_rpc
 
-        failures = check(doc, _chain(data, rpc))
+        failures = check(doc, from_rpc(rpc) if rpc else from_chain(_chain(data, None)))
     for failure in failures:
         typer.echo(f"FAIL {failure}", err=True)
     if failures:

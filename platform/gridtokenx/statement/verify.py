@@ -194,6 +194,7 @@ class Verifier:
         item = f"batch {tag}"
         header_bytes = _hex(b, "header", item)
         signature = _hex(b, "hub_signature", item, 64)
+        _field(b, "record", str, item)  # its ledger transaction (checked with a ledger)
         try:
             header = wire_batch.decode_header(header_bytes)
         except (WireError, ValueError) as err:
