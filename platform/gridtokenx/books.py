@@ -102,6 +102,10 @@ trades = Table(
     Column("seller_net", BigInteger, nullable=False),
     Column("fee", BigInteger, nullable=False),
     Column("wheeling", BigInteger, nullable=False),
+    # the rates the amounts above were computed from (units.receipt), for statements
+    Column("price", BigInteger),  # uTHB per kWh
+    Column("wheeling_rate", BigInteger),  # uTHB per kWh
+    Column("fee_bps", Integer),
 )
 Index("ledger_trades_buy", trades.c.buy_id)
 Index("ledger_trades_sell", trades.c.sell_id)

@@ -15,6 +15,7 @@ from gridtokenx.hub.cli import app as hub_app
 from gridtokenx.ledger_cli import app as ledger_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
 from gridtokenx.market.errors import MarketError
+from gridtokenx.statement.cli import statement_command, verify_command
 
 app = typer.Typer(
     help="GridTokenX: a peer-to-peer energy market from the meter to Solana.",
@@ -40,6 +41,8 @@ app.add_typer(firmware_app, name="firmware")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(cosigner_app, name="cosigner")
 app.add_typer(governance_app, name="governance")
+app.command("statement")(statement_command)
+app.command("verify")(verify_command)
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"

@@ -175,6 +175,9 @@ class Exchange:
                     "seller_net": r.net_to_seller,
                     "fee": r.fee,
                     "wheeling": r.wheeling,
+                    "price": t.price,
+                    "wheeling_rate": t.wheeling_rate,
+                    "fee_bps": t.fee_bps,
                 }
             )
         with self.engine.connect() as c:

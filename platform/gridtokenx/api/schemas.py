@@ -164,6 +164,22 @@ class WalletOut(Out):
     transactions: list[TransactionOut]
 
 
+class StatementOut(Out):
+    """A household's statement (docs/statement.md): `gridtokenx verify FILE` checks it."""
+
+    format: str
+    user_id: str
+    wallet: str
+    grx_account: str
+    thb_account: str
+    period: dict[str, Any]
+    meters: dict[str, str]
+    hubs: dict[str, str]
+    batches: dict[str, dict[str, str]]
+    opening: dict[str, dict[str, Any]]
+    epochs: list[dict[str, Any]]
+
+
 class CurrentEpochOut(Out):
     epoch: int
     ends_at: float

@@ -1,7 +1,10 @@
-"""`/me`: a household's balances, meter readings, orders (with cancel) and trades with
-settlement links."""
+"""`/me`: a household's balances, meter readings, orders (with cancel), trades with
+settlement links, and the download of its statement."""
 
 from __future__ import annotations
+
+import datetime as dt
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -9,9 +12,20 @@ from solders.pubkey import Pubkey
 
 from gridtokenx.adapters import queries
 from gridtokenx.api.pages.layout import api_of, back, page, session, thb
+from gridtokenx.api.routers.wallet import statement_download
 
 router = APIRouter()
 ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
+
+
+@router.get("/me/statement")
+def me_statement(request: Request) -> Response:
+    """The statement download behind the account page's form (the session's user only)."""
+    claims = session(request)
+    if claims is None:
+        return back("/login")
+    first, last = (request.query_params.get(k, "")[:10] for k in ("from", "to"))
+    return statement_download(api_of(request), claims.user_id, first, last)
 
 
 @router.get("/me", response_class=HTMLResponse)
@@ -73,4 +87,7 @@ def me_page(request: Request) -> Response:
         orders=orders,
         trades=trades,
         readings=readings,
+        today=dt.datetime.fromtimestamp(api.trading.clock() if api.trading else time.time(), dt.UTC)
+        .date()
+        .isoformat(),
     )

@@ -1,13 +1,16 @@
-"""A household's balances and the ledger transactions that touch its wallet."""
+"""A household's balances, the ledger transactions that touch its wallet, and its
+statement to check itself (docs/statement.md)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
-from gridtokenx.api.deps import PlatformDep, UserDep, pubkey
-from gridtokenx.api.schemas import WalletOut, errors
+from gridtokenx.api.deps import ApiDep, PlatformDep, UserDep, pubkey
+from gridtokenx.api.schemas import StatementOut, WalletOut, errors
 
 router = APIRouter(
     prefix="/api/v1", tags=["wallet"], responses=errors(401, 403, 413, 422, 429, 503)
@@ -31,3 +34,38 @@ def wallet(claims: UserDep, platform: PlatformDep) -> dict[str, Any]:
         "frozen": dep.grx.is_frozen(owner),
         "transactions": list(reversed(txs)),
     }
+
+
+def statement_download(api: Any, user_id: str, first: str, last: str) -> Response:
+    """The statement as a file to save (`gridtokenx verify FILE` checks it)."""
+    from gridtokenx.statement.build import build
+
+    p = api.platform
+    epoch_s = api.trading.epoch_s if api.trading is not None else 900.0
+    mints = (str(p.dep.grx.address), str(p.dep.thb.address))
+    doc = build(p.books, p.ledger, mints, user_id, first, last, epoch_s)
+    return Response(
+        json.dumps(doc, indent=1),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="statement-{first}-{last}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get(
+    "/statement",
+    responses={
+        200: {"model": StatementOut, "description": "The statement, as a file"},
+        **errors(404),
+    },
+)
+def statement(
+    claims: UserDep,
+    api: ApiDep,
+    first: Annotated[str, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")],
+    last: Annotated[str, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")],
+) -> Response:
+    """The signed-in household's statement of these UTC days (at most 93)."""
+    return statement_download(api, claims.user_id, first, last)
