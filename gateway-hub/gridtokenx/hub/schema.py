@@ -117,6 +117,9 @@ batches = Table(
     Column("submitted_ref", String(128)),
     Column("chain_txs", Text),  # JSON list of the ledger's transaction signatures
     Column("last_error", String(200)),
+    # readings retention (hub/retention.py): the archive file its pruned readings are in
+    Column("archive", String(200)),
+    Column("archived_at", BigInteger),
 )
 
 # Secrets the hub makes for itself on first use, e.g. the key of the household page links.

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gridtokenx.hub import batches, feeder_web, views
+from gridtokenx.hub import batches, feeder_web, retention, views
 from gridtokenx.hub.metrics import HubMetrics
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
@@ -47,6 +47,7 @@ class HubContext:
     utc_offset_s: int = 7 * 3600  # Bangkok: "today" on the page is the household's day
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     link_secret: bytes | None = None  # None: the store's `household_links` secret
+    archive_dir: Path | None = None  # readings retention's archive (hub/retention.py)
 
 
 LINK_DOMAIN = b"gridtokenx/household-link/v1\x00"
@@ -260,6 +261,8 @@ def create_app(ctx: HubContext) -> FastAPI:
         if not 0 <= seq <= UINT_MAX:
             raise _error(422, "invalid_seq", f"seq must be 0..{UINT_MAX}")
         found = batches.proof(ctx.store, meter_id, seq)
+        if found is None and ctx.archive_dir is not None:
+            found = retention.archived_proof(ctx.store, ctx.archive_dir, meter_id, seq)
         if found is None:
             raise _error(404, "not_batched", "no such reading, or not in a batch yet")
         return found
