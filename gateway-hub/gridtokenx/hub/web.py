@@ -200,9 +200,9 @@ def create_app(ctx: HubContext) -> FastAPI:
             raise _error(404, "unknown_meter", f"no meter {meter_id!r}")
         now = int(time.time())
         local_midnight = now - (now + ctx.utc_offset_s) % 86_400
-        recent = ctx.store.readings_of(meter_id, 2000)  # newest first
-        today = [r for r in reversed(recent) if r["ts"] >= local_midnight - 900]
-        qs = views.quarters(today, local_midnight)
+        recent = ctx.store.readings_of(meter_id, 10)  # newest first
+        since = local_midnight - views.QUARTER  # the quarter before: the first delta's base
+        qs = views.quarters_of_buckets(ctx.store.quarter_registers(meter_id, since), local_midnight)
         device: Status | None = ctx.ingest.statuses.get(meter_id) if ctx.ingest else None
         earned_wh, chain = batches.on_chain(ctx.store, meter_id)
         page = TEMPLATES.TemplateResponse(
