@@ -561,7 +561,7 @@ def platform_run(
         redis_url=os.environ.get("REDIS_URL") or None,
         demo_grant=demo_grant_thb * 1_000_000,
     )
-    from gridtokenx import logs
+    from gridtokenx.hub import logs
 
     logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines, request ids
     logs.install(app_)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gridtokenx.hub import retention
+from gridtokenx.hub import logs, retention
 from gridtokenx.hub.feeder_cli import feeder_app
 from gridtokenx.hub.rules import MeterStatus, RuleConfig
 from gridtokenx.hub.store import DEFAULT_URL, HubStore, RegistrationError, connect
@@ -255,6 +255,7 @@ def run(
     from gridtokenx.hub.web import HubContext, create_app
 
     os.umask(0o077)  # the database holds households' readings: owner only
+    logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines on stderr
     store = open_store(database)
     try:
         key = batches.hub_key(key_file)
@@ -335,6 +336,7 @@ def run(
             archive_dir=archive_dir,
         )
     )
+    logs.install(app_)  # a request id per request, on its log lines and in the response
     server = uvicorn.Server(
         uvicorn.Config(app_, host=http_host, port=http_port, log_level="warning")
     )

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gridtokenx.hub import batches, feeder_web, retention, views
-from gridtokenx.hub.metrics import HubMetrics
+from gridtokenx.hub.metrics import HubMetrics, IngestMetrics
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
 from gridtokenx.hub.store import DATABASE_ERRORS, HubStore, RegistrationError
@@ -83,6 +83,8 @@ def create_app(ctx: HubContext) -> FastAPI:
     app = FastAPI(title="GridTokenX hub", version="1", docs_url="/docs")
     secret = ctx.link_secret or ctx.store.secret(LINK_SECRET)
     HubMetrics(ctx.store).register(ctx.registry)  # per meter: last reading, gaps (metrics.py)
+    # by verdict and reason, ingest durations: the running ingest's (none without one)
+    (ctx.ingest.ingestor.metrics if ctx.ingest else IngestMetrics()).register(ctx.registry)
     accepted = Gauge("gtx_hub_readings_accepted", "Accepted readings stored", registry=ctx.registry)
     rejected = Gauge(
         "gtx_hub_readings_rejected",
