@@ -76,6 +76,7 @@ def site(
             "server": server,
             "data": tmp_path / "platform",
             "books_url": books_url,
+            "hub_url": hub_url,
         }
         store.engine.dispose()
         platform.books.dispose()
@@ -108,7 +109,17 @@ def test_prune_archives_with_proofs_and_audit_still_traces_every_mint(
 
     # not yet N days old: nothing goes
     hub_archive = tmp_path / "hub-archive"
-    assert retention.prune(store, hub_archive, days=7) == []
+    done = gridtokenx(
+        *("hub", "retention", "--days", "7", "--archive-dir", str(hub_archive)),
+        *("--database", site["hub_url"]),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "batches": 0,
+        "readings": 0,
+        "files": [],
+        "archive": str(hub_archive),
+    }
     now = int(time.time()) + 8 * DAY
     pruned = retention.prune(store, hub_archive, days=7, now=now)
     assert [(p.epoch, p.readings, p.file) for p in pruned] == [
