@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, insert, select, update
 
 from gridtokenx.hub import schema
 from gridtokenx.hub.store import HubStore
@@ -79,6 +79,18 @@ def _prune_batch(store: HubStore, directory: Path, batch_id: int) -> Pruned:
     with store.engine.begin() as c:
         c.execute(delete(r).where(r.c.batch_id == batch_id))
         c.execute(
+            insert(schema.archived_ranges),
+            [
+                {
+                    "meter_id": m.meter_id,
+                    "first_seq": m.first_seq,
+                    "last_seq": m.last_seq,
+                    "batch_id": batch_id,
+                }
+                for m in header.ranges
+            ],
+        )
+        c.execute(
             update(b).where(b.c.id == batch_id).values(archive=name, archived_at=int(time.time()))
         )
     return Pruned(batch.epoch, len(rows), name)
@@ -89,36 +101,36 @@ def archived_proof(
 ) -> dict[str, object] | None:
     """The inclusion proof of a pruned reading, from its batch's archive (the same answer
     as batches.proof gave before pruning), or None."""
-    b = schema.batches
+    a, b = schema.archived_ranges, schema.batches
     with store.engine.connect() as c:
-        rows = c.execute(
+        row = c.execute(
             select(b.c.epoch, b.c.header, b.c.signature, b.c.state, b.c.archive)
-            .where(b.c.archive.is_not(None))
-            .order_by(b.c.epoch)
-        ).all()
-    for row in rows:
-        header = wire_batch.decode_header(bytes(row.header))
-        span = next((m for m in header.ranges if m.meter_id == meter_id), None)
-        if span is None or not span.first_seq <= seq <= span.last_seq:
-            continue
-        document = json.loads(gzip.decompress((directory / row.archive).read_bytes()))
-        found = next(
-            (x for x in document["readings"] if (x["meter_id"], x["seq"]) == (meter_id, seq)),
-            None,
-        )
-        if found is None:
-            return None  # a gap inside the meter's range
-        return {
-            "meter_id": meter_id,
-            "seq": seq,
-            "epoch": row.epoch,
-            "root": header.root.hex(),
-            "index": found["index"],
-            "size": header.count,
-            "path": found["path"],
-            "signed_bytes": signed_bytes(bytes.fromhex(found["raw"])).hex(),
-            "header": bytes(row.header).hex(),
-            "hub_signature": bytes(row.signature).hex() if row.signature else None,
-            "state": row.state,
-        }
-    return None
+            .join(a, a.c.batch_id == b.c.id)
+            .where(a.c.meter_id == meter_id, a.c.first_seq <= seq, a.c.last_seq >= seq)
+        ).first()
+    if row is None:
+        return None
+    data = (directory / row.archive).read_bytes()
+    if len(data) > archive.MAX_BYTES:
+        return None
+    document = json.loads(gzip.decompress(data))
+    found = next(
+        (x for x in document["readings"] if (x["meter_id"], x["seq"]) == (meter_id, seq)),
+        None,
+    )
+    if found is None:
+        return None  # a gap inside the meter's range
+    header = wire_batch.decode_header(bytes(row.header))
+    return {
+        "meter_id": meter_id,
+        "seq": seq,
+        "epoch": row.epoch,
+        "root": header.root.hex(),
+        "index": found["index"],
+        "size": header.count,
+        "path": found["path"],
+        "signed_bytes": signed_bytes(bytes.fromhex(found["raw"])).hex(),
+        "header": bytes(row.header).hex(),
+        "hub_signature": bytes(row.signature).hex() if row.signature else None,
+        "state": row.state,
+    }

@@ -122,6 +122,16 @@ batches = Table(
     Column("archived_at", BigInteger),
 )
 
+# Each meter's sequence range in an archived batch: where a pruned reading's proof is.
+archived_ranges = Table(
+    "archived_ranges",
+    metadata,
+    Column("meter_id", String(64), primary_key=True),
+    Column("first_seq", BigInteger, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+)
+
 # Secrets the hub makes for itself on first use, e.g. the key of the household page links.
 hub_secrets = Table(
     "hub_secrets",
