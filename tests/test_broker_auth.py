@@ -380,3 +380,42 @@ def test_firmware_and_hub_work_with_their_credentials(
     finally:
         hub.terminate()
         hub.wait(timeout=30)
+
+
+def test_shipped_mosquitto_drops_oversized_messages_and_lets_the_hub_hold_many(
+    tmp_path: Path, registry: tuple[HubStore, dict[str, str], Path]
+) -> None:
+    """message_size_limit is the wire format's 512 bytes; max_inflight_messages lets the
+    hub hold more than Mosquitto's default 20 unacknowledged readings (one commit)."""
+    _, passwords, auth = registry
+    broker = AuthMosquitto(tmp_path / "mosquitto", auth)
+    broker.start()
+    try:
+        received: list[int] = []
+        got_all = threading.Event()
+        hub = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="hub", clean_session=False, manual_ack=True
+        )
+        hub.username_pw_set(credentials.HUB_USER, passwords[credentials.HUB_USER])
+
+        def on_message(c: object, u: object, m: mqtt.MQTTMessage) -> None:
+            received.append(len(m.payload))  # never acknowledged
+            if len(received) >= 300:
+                got_all.set()
+
+        hub.on_message = on_message
+        hub.connect("127.0.0.1", broker.port)
+        hub.loop_start()
+        hub.subscribe("gtx/v1/meters/+/reading", qos=1)
+        time.sleep(0.5)
+        meter = Client(broker.port, "m1", passwords["m1"], "m1")
+        meter.publish(reading_topic("m1"), b"x" * 513)  # one byte over: dropped
+        for _ in range(300):
+            meter.publish(reading_topic("m1"), b"r" * 512)
+        assert got_all.wait(20), len(received)
+        assert received == [512] * 300
+        meter.close()
+        hub.disconnect()
+        hub.loop_stop()
+    finally:
+        broker.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_platform_api import Clock, Site
 
-from gridtokenx import logs
+from gridtokenx.hub import logs
 
 
 @pytest.fixture
@@ -64,3 +64,32 @@ def test_an_error_logged_outside_a_request_has_no_id_and_its_traceback(
     finally:
         logging.getLogger("gridtokenx").handlers[:] = []
         logging.getLogger("gridtokenx").propagate = True
+
+
+def test_the_hub_logs_json_lines_with_request_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from gridtokenx.hub.store import HubStore, connect
+    from gridtokenx.hub.web import HubContext, create_app
+
+    store = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+    app = create_app(HubContext(store))
+    logs.install(app)
+    logs.configure("json")
+    try:
+        client = TestClient(app)
+        ok = client.get("/ready", headers={"X-Request-ID": "hub-req-1"})
+        missing = client.get("/api/proof/m1/1")
+        assert ok.headers["X-Request-ID"] == "hub-req-1" and missing.status_code == 401
+        fresh = missing.headers["X-Request-ID"]
+        got = lines(capsys.readouterr().err)
+        assert [(e["logger"], e["request_id"], e["path"], e["status"]) for e in got] == [
+            ("gridtokenx.access", "hub-req-1", "/ready", 200),
+            ("gridtokenx.access", fresh, "/api/proof/m1/1", 401),
+        ]
+    finally:
+        logging.getLogger("gridtokenx").handlers[:] = []
+        logging.getLogger("gridtokenx").propagate = True
+        store.engine.dispose()

@@ -120,7 +120,7 @@ def test_every_dashboard_query_names_an_exported_metric(
     exported |= names(TestClient(hub_app(hub)).get("/metrics").text)
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    assert len(exprs) >= len(dashboard["panels"]) == 21
+    assert len(exprs) >= len(dashboard["panels"]) == 23
     used = set()
     for expr in exprs:
         found = set(re.findall(r"\b(gtx_[a-z0-9_]+)", expr))
@@ -139,6 +139,9 @@ def test_every_dashboard_query_names_an_exported_metric(
         "gtx_hub_readings_rejected",
         "gtx_hub_meter_last_reading_timestamp_seconds",
         "gtx_hub_meter_missing_readings",
+        "gtx_hub_readings_total",
+        "gtx_hub_ingest_seconds_bucket",
+        "gtx_hub_ingest_backlog",
     ):
         assert wanted in used
 
@@ -192,3 +195,36 @@ def test_cosigning_a_hub_batch_is_timed_and_a_refusal_counted(
         'gtx_cosign_seconds_count{step="sign"}': 2,
         'gtx_cosign_refusals_total{step="sign"}': 1,
     }
+
+
+def test_hub_ingest_counts_verdicts_and_reasons_and_times_batches(tmp_path: Path) -> None:
+    from nacl.signing import SigningKey
+    from test_hub_rules import KEY, NOW, reading, sealed
+
+    from gridtokenx.hub.ingest import Ingestor
+    from gridtokenx.hub.mqtt import MqttIngest
+    from gridtokenx.hub.rules import MeterStatus, RuleConfig
+    from gridtokenx.wire.topics import reading_topic
+
+    store = HubStore(connect(f"sqlite:///{tmp_path / 'hub.db'}"))
+    store.add_meter("m1", bytes(KEY.verify_key), status=MeterStatus.APPROVED)
+    ingestor = Ingestor(store, RuleConfig(min_interval_s=10), clock=lambda: NOW)
+    mqtt = MqttIngest(ingestor)  # never connected: only its ingestor is used here
+    topic = reading_topic("m1")
+    first, second = sealed(reading(1)), sealed(reading(2, NOW - 540, 1_050))
+    forged = sealed(reading(3, NOW - 480, 1_100), SigningKey(b"\x01" * 32))
+    ingestor.ingest([(topic, first), (topic, second), (topic, forged)])
+    ingestor.ingest([(topic, second), (topic, b"\xff junk")])
+    got = samples(TestClient(hub_app(HubContext(store, ingest=mqtt))).get("/metrics").text)
+    assert {k: v for k, v in got.items() if k.startswith("gtx_hub_readings_total")} == {
+        'gtx_hub_readings_total{reason="ok",verdict="accepted"}': 2,
+        'gtx_hub_readings_total{reason="bad_signature",verdict="rejected"}': 1,
+        'gtx_hub_readings_total{reason="duplicate",verdict="duplicate"}': 1,
+        'gtx_hub_readings_total{reason="malformed_cbor",verdict="rejected"}': 1,
+    }
+    assert got["gtx_hub_ingest_seconds_count"] == 2
+    assert (
+        got["gtx_hub_ingest_batch_messages_count"],
+        got["gtx_hub_ingest_batch_messages_sum"],
+    ) == (2, 5)
+    store.engine.dispose()

@@ -4,6 +4,7 @@ private files, and the printed audit command working as printed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -160,16 +162,29 @@ def _up(data: Path, log: Path, duration: int, **env: str) -> subprocess.Popen[by
             "--duration",
             str(duration),
             "--http-port",
-            str(free_port()),
+            env.pop("HTTP_PORT", None) or str(free_port()),
             "--api-port",
             env.pop("API_PORT"),
             "--mqtt-port",
-            str(free_port()),
+            env.pop("MQTT_PORT", None) or str(free_port()),
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},
     )
+
+
+def _meter_configs(data: Path) -> list[dict[str, Any]]:
+    """The simulated meters' config.json files (broker credentials included)."""
+    configs = [json.loads(p.read_text()) for p in sorted(data.glob("*.json"))]
+    return [c for c in configs if "meter_id" in c]
+
+
+def _accepted(http_port: int) -> float:
+    """Readings the hub accepted since it started (its metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+    found = re.search(r'gtx_hub_readings_total\{reason="ok",verdict="accepted"\} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
@@ -200,10 +215,22 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
 
     # a second start on the same data directory
     second = tmp_path / "second.log"
-    api = free_port()
-    up = _up(data, second, 15, API_PORT=str(api))
+    api, hub_http, mqtt_port = free_port(), free_port(), free_port()
+    up = _up(data, second, 40, API_PORT=str(api), HTTP_PORT=str(hub_http), MQTT_PORT=str(mqtt_port))
     try:
         _wait_for(second, "GridTokenX is up", up, 480)
+        # the embedded broker refuses anonymous clients; the meters (their new passwords
+        # in their configs) and the hub (@hub) log in, and readings keep arriving
+        from test_broker_auth import login
+
+        assert login(mqtt_port, None, None) is False
+        meter_config = _meter_configs(data)[0]
+        assert login(mqtt_port, "nobody", meter_config["broker"]["password"]) is False
+        stored = _accepted(hub_http)
+        deadline = time.monotonic() + 30
+        while _accepted(hub_http) <= stored and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _accepted(hub_http) > stored
         logins = data / "secrets" / "demo-logins.txt"
         assert f"demo logins (0600 file)      {logins}" in second.read_text()
         rows = [line.split() for line in logins.read_text().splitlines()[1:]]
@@ -222,6 +249,9 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     # nothing secret printed, in up's output or in the children's logs
     printed = first.read_text() + second.read_text()
     printed += "".join(p.read_text(errors="replace") for p in (data / "logs").iterdir())
+    meter_passwords = [config["broker"]["password"] for config in _meter_configs(data)]
+    assert len(meter_passwords) == 2
+    assert not any(password in printed for password in meter_passwords)
     for path in (data / "secrets").iterdir():
         for value in path.read_text().split():
             if len(value) >= 16 and "@" not in value:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -537,6 +538,10 @@ def audit_command(
     database: Annotated[
         str | None, typer.Option(help="The books' database URL (default: DATA/books.db).")
     ] = None,
+    archive_dir: Annotated[
+        Path | None,
+        typer.Option(help="Readings pruned by `gridtokenx retention` (default: DATA/archive)."),
+    ] = None,
 ) -> None:
     """Replay the chain and the books; exit 0 only when everything reconciles."""
     from gridtokenx import audit, books
@@ -553,9 +558,49 @@ def audit_command(
     ledger = open_ledger(data, keys)
     dep = Deployment.load(ledger, keys, data / "deployment.json")
     engine = books.connect(database or f"sqlite:///{data / 'books.db'}")
-    report = audit.run(dep, engine)
+    report = audit.run(dep, engine, archive_dir or data / "archive")
     typer.echo(json.dumps(report.as_dict(), indent=1))
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("retention")
+def retention_command(
+    days: Annotated[
+        int, typer.Option(min=1, envvar="GTX_RETENTION_DAYS", help="Keep readings this long.")
+    ],
+    data: Annotated[Path, typer.Option(help="The platform's data directory.")] = Path("var/up"),
+    database: Annotated[
+        str | None, typer.Option(help="The books' database URL (default: DATA/books.db).")
+    ] = None,
+    archive_dir: Annotated[
+        Path | None, typer.Option(help="Where pruned readings go (default: DATA/archive).")
+    ] = None,
+) -> None:
+    """Archive (with Merkle proofs) and prune the books' readings of minted batches older
+    than DAYS days; `gridtokenx audit` still traces their mints from the archive."""
+    from gridtokenx import books, retention
+    from gridtokenx.ledger.deployment import Deployment
+    from gridtokenx.ledger.keystore import KeystoreError
+    from gridtokenx.ledger.site import open_keystore, open_ledger
+
+    if not (data / "deployment.json").exists():
+        fail(f"no ledger deployment in {data} (deployment.json is missing)")
+    try:
+        keys = open_keystore(data)
+    except KeystoreError as err:
+        fail(str(err))
+    dep = Deployment.load(open_ledger(data, keys), keys, data / "deployment.json")
+    engine = books.connect(database or f"sqlite:///{data / 'books.db'}")
+    directory = archive_dir or data / "archive"
+    os.umask(0o077)
+    pruned = retention.prune(engine, dep.ledger.history(), directory, days)
+    summary = {
+        "batches": len(pruned),
+        "readings": sum(p.readings for p in pruned),
+        "files": [p.file for p in pruned],
+        "archive": str(directory),
+    }
+    typer.echo(json.dumps(summary))
 
 
 @bench_app.command("settle")
@@ -639,7 +684,7 @@ def platform_run(
         redis_url=os.environ.get("REDIS_URL") or None,
         demo_grant=demo_grant_thb * 1_000_000,
     )
-    from gridtokenx import logs
+    from gridtokenx.hub import logs
 
     logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines, request ids
     logs.install(app_)

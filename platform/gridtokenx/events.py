@@ -95,8 +95,16 @@ class RedisRelay:
         self.redis.publish(CHANNEL, json.dumps(as_message(event), default=str))
 
     def _listen(self) -> None:
+        """Survives Redis going away: redis-py reconnects and re-subscribes on the next
+        read (/ready reports Redis meanwhile)."""
+        import redis
+
         while not self.stop.is_set():
-            message = self.pubsub.get_message(timeout=0.5)
+            try:
+                message = self.pubsub.get_message(timeout=0.5)
+            except redis.ConnectionError:
+                self.stop.wait(1.0)
+                continue
             if message and message.get("type") == "message":
                 self.deliver(json.loads(message["data"]))
 

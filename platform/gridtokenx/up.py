@@ -151,6 +151,15 @@ def call(send: Callable[[], httpx.Response], attempts: int = 10) -> httpx.Respon
     )
 
 
+def mqtt_password(done: subprocess.CompletedProcess[str]) -> str:
+    """The MQTT password `hub meter add|credentials` issued (printed once, captured here,
+    never shown: it goes into the meter's 0600 config)."""
+    for line in done.stdout.splitlines():
+        if line.startswith("mqtt password: "):
+            return line.removeprefix("mqtt password: ").strip()
+    raise SetupFailed(f"hub: no MQTT password issued ({done.stderr.strip()[-200:]})")
+
+
 def _ok(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 300:
         raise SetupFailed(f"platform: {response.status_code} {response.text[:200]}")
@@ -191,7 +200,10 @@ def up(
     grid = load_simbench(grid_code)
     physics = GridMeters.create(grid, meters, speed, NOON_IN_JUNE, exporters_first=True)
     db = f"sqlite:///{(data / 'hub.db').resolve()}"
-    broker = EmbeddedBroker(mqtt_port).start()
+    # the embedded broker lets in only the hub's registry: passwd and acl in broker-auth/,
+    # rewritten as meters are registered (anonymous clients are refused)
+    broker_auth = data / "broker-auth"
+    broker = EmbeddedBroker(mqtt_port, auth_dir=broker_auth).start()
     chips = ChipServer([m.chip for m in physics.homes]).start()
     clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
     clock.start()
@@ -280,7 +292,7 @@ def up(
         _ok(call(lambda: admin.post("/api/v1/admin/hubs", json=hub_body)))
         for m in physics.homes:
             meter = fleet.add(m.home.meter_id, m.chip)
-            subprocess.run(  # the installer registers the key the meter made (once)
+            registered = subprocess.run(  # the installer registers the key the meter made
                 [
                     sys.executable,
                     "-m",
@@ -296,11 +308,21 @@ def up(
                     # simulated time runs `speed` times faster than the readings' intervals
                     "--rated-w",
                     str(min(1_000_000, int(23_000 * speed))),
-                    "--database",
-                    db,
+                    *("--database", db, "--broker-auth", str(broker_auth)),
                 ],
                 capture_output=True,
+                text=True,
             )
+            if "meter_exists" in registered.stderr:  # an earlier start: a new password
+                registered = subprocess.run(
+                    [
+                        *(sys.executable, "-m", "gridtokenx.hub", "meter", "credentials"),
+                        *(meter.meter_id, "--database", db, "--broker-auth", str(broker_auth)),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
+            fleet.login(meter.meter_id, meter.meter_id, mqtt_password(registered))
             # each household is a user of the platform owning its meter, with its own password
             email = f"{m.home.meter_id}@demo.gridtokenx.local"
             password = secret(secrets_dir / f"password-{m.home.meter_id}", None, 8)
@@ -320,6 +342,15 @@ def up(
             }
             _ok(call(partial(admin.post, "/api/v1/admin/meters", json=meter_body)))
         login_file = demo_logins(secrets_dir / "demo-logins.txt", logins)
+        hub_mqtt = secrets_dir / "hub.mqtt"  # the hub's own broker password (@hub)
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "gridtokenx.hub", "broker-auth", str(broker_auth)),
+                *("--hub-password-file", str(hub_mqtt), "--database", db),
+            ],
+            capture_output=True,
+            check=True,
+        )
         supervisor.start(
             Child(
                 "hub",
@@ -344,6 +375,8 @@ def up(
                     str(data / "hub.key"),
                     "--min-interval-s",
                     str(interval_s // 2),
+                    "--mqtt-password-file",
+                    str(hub_mqtt),
                 ],
                 logs / "hub.log",
                 http_ready(f"http://127.0.0.1:{http_port}/ready"),
@@ -354,7 +387,7 @@ def up(
         print(
             f"GridTokenX is up: {meters} households of {grid_code} with meters running the\n"
             f"firmware on emulated chips (simulated time x{speed:g} from a June noon),\n"
-            f"  MQTT broker (embedded amqtt)  mqtt://127.0.0.1:{mqtt_port}\n"
+            f"  MQTT broker (embedded amqtt)  mqtt://127.0.0.1:{mqtt_port} (no anonymous)\n"
             f"  hub household page           http://127.0.0.1:{http_port}/\n"
             f"  hub metrics                  http://127.0.0.1:{http_port}/metrics\n"
             f"  market (trading pages)       {api}/\n"

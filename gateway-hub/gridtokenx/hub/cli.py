@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from gridtokenx.hub import logs, retention
 from gridtokenx.hub.feeder_cli import feeder_app
 from gridtokenx.hub.firmware_cli import firmware_app
 from gridtokenx.hub.rules import MeterStatus, RuleConfig
@@ -36,6 +38,21 @@ DatabaseOption = Annotated[
     ),
 ]
 
+RETENTION_HELP = (
+    "Archive and prune readings of on-chain batches made more than this many days ago "
+    "(docs/operations.md, readings retention). Unset: keep every reading."
+)
+RetentionOption = Annotated[
+    int | None, typer.Option(min=1, envvar="HUB_RETENTION_DAYS", help=RETENTION_HELP)
+]
+ArchiveOption = Annotated[
+    Path,
+    typer.Option(
+        "--archive-dir",
+        envvar="HUB_ARCHIVE_DIR",
+        help="Where pruned readings are archived (one .json.gz per batch, with proofs).",
+    ),
+]
 
 AuthDirOption = Annotated[
     Path | None,
@@ -235,6 +252,8 @@ def run(
             help="MQTT over TLS, trusting only this CA (ca.pem of `gridtokenx certs`).",
         ),
     ] = None,
+    retention_days: RetentionOption = None,
+    archive_dir: ArchiveOption = Path("var/archive"),
 ) -> None:
     """Run the hub: ingest, batch every epoch, serve the page, until SIGTERM/SIGINT."""
     import uvicorn
@@ -245,6 +264,7 @@ def run(
     from gridtokenx.hub.web import HubContext, create_app
 
     os.umask(0o077)  # the database holds households' readings: owner only
+    logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines on stderr
     store = open_store(database)
     try:
         key = batches.hub_key(key_file)
@@ -308,6 +328,12 @@ def run(
                             f"{built.header.count} readings, root {built.header.root.hex()}"
                         )
                     handled = current
+                    if retention_days is not None:
+                        for pruned in retention.prune(store, archive_dir, retention_days):
+                            typer.echo(
+                                f"hub {hub_id}: archived {pruned.readings} readings of epoch "
+                                f"{pruned.epoch} to {archive_dir / pruned.file}"
+                            )
                 except Exception as exc:  # database away: try again next second
                     typer.echo(f"hub {hub_id}: batch failed ({exc.__class__.__name__}), retrying")
 
@@ -320,8 +346,16 @@ def run(
     while not ingest.connected.wait(1.0):
         typer.echo(f"hub {hub_id}: waiting for the broker at {mqtt_host}:{mqtt_port}")
     app_ = create_app(
-        HubContext(store, hub_id, ingest, platform_url, os.environ.get("HUB_INSTALLER_TOKEN"))
+        HubContext(
+            store,
+            hub_id,
+            ingest,
+            platform_url,
+            os.environ.get("HUB_INSTALLER_TOKEN"),
+            archive_dir=archive_dir,
+        )
     )
+    logs.install(app_)  # a request id per request, on its log lines and in the response
     server = uvicorn.Server(
         uvicorn.Config(app_, host=http_host, port=http_port, log_level="warning")
     )
@@ -340,6 +374,28 @@ def run(
     batcher.join(timeout=5)
     ingest.stop()
     typer.echo("hub stopped cleanly")
+
+
+@app.command("retention")
+def retention_run(
+    days: Annotated[int, typer.Option(min=1, envvar="HUB_RETENTION_DAYS", help=RETENTION_HELP)],
+    archive_dir: ArchiveOption = Path("var/archive"),
+    database: DatabaseOption = DEFAULT_URL,
+) -> None:
+    """Archive and prune now the readings of on-chain batches older than DAYS days."""
+    os.umask(0o077)
+    store = open_store(database)
+    pruned = retention.prune(store, archive_dir, days)
+    typer.echo(
+        json.dumps(
+            {
+                "batches": len(pruned),
+                "readings": sum(p.readings for p in pruned),
+                "files": [p.file for p in pruned],
+                "archive": str(archive_dir),
+            }
+        )
+    )
 
 
 from gridtokenx.hub.backupcli import app as backup_app  # noqa: E402

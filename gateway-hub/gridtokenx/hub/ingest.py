@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from gridtokenx.hub.metrics import IngestMetrics
 from gridtokenx.hub.rules import (
     Decision,
     Meter,
@@ -97,6 +98,7 @@ class Ingestor:
         self.config = config or RuleConfig()
         self.clock = clock
         self.counters = Counters()
+        self.metrics = IngestMetrics()
         self._meters: dict[str, Meter] = {}
         self._meters_at = -1e9
         self._heads: dict[str, Previous | None] = {}
@@ -124,6 +126,7 @@ class Ingestor:
 
         Raises only database errors (DATABASE_ERRORS): then nothing of the batch is stored
         and the caller may retry it whole."""
+        start = time.perf_counter()
         try:
             decisions = self._ingest(messages)
         except DATABASE_ERRORS:
@@ -145,6 +148,8 @@ class Ingestor:
             except Exception:  # not even the rejection can be written: log it, go on
                 log.exception("could not record an internal error; the message is dropped")
         self._count(decisions)
+        self.metrics.seconds.observe(time.perf_counter() - start)
+        self.metrics.batch.observe(len(messages))
         if self.on_stored is not None:
             stored = settled(decisions)
             if stored:
@@ -199,6 +204,12 @@ class Ingestor:
         return decisions
 
     def _count(self, decisions: Sequence[Decision]) -> None:
+        per: dict[tuple[str, str], int] = {}
+        for d in decisions:
+            key = (d.verdict.value, d.reason or "ok")
+            per[key] = per.get(key, 0) + 1
+        for (verdict, reason), n in per.items():
+            self.metrics.decisions.labels(verdict, reason).inc(n)
         for d in decisions:
             if d.verdict is Verdict.ACCEPTED:
                 self.counters.accepted += 1

@@ -1,12 +1,13 @@
-"""The hub's per-meter metrics, read from its database at scrape time (so a restart loses
+"""The hub's metrics. Per meter, read from its database at scrape time (so a restart loses
 none): when each meter was last heard from, how many readings it is missing, and the meters
-by status. Alongside the ingest metrics of web.py."""
+by status. Per process (IngestMetrics): every decision by verdict and reason, and how long
+each ingest batch took to decide and commit. Alongside the gauges of web.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -54,3 +55,32 @@ class HubMetrics(Collector):
             for value, n in c.execute(select(status, func.count()).group_by(status)):
                 meters.add_metric([value], n)
         yield from (last, missing, meters)
+
+
+class IngestMetrics:
+    """Counters and a histogram the ingest updates as it goes (registry=None: the web app
+    registers them in its registry, `register`)."""
+
+    def __init__(self) -> None:
+        self.decisions = Counter(
+            "gtx_hub_readings",
+            "Messages decided by the ingest, by verdict (accepted, duplicate, rejected) and reason",
+            ["verdict", "reason"],
+            registry=None,
+        )
+        self.seconds = Histogram(
+            "gtx_hub_ingest_seconds",
+            "Time to decide and durably store one batch of messages",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=None,
+        )
+        self.batch = Histogram(
+            "gtx_hub_ingest_batch_messages",
+            "Messages per ingest batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=None,
+        )
+
+    def register(self, registry: CollectorRegistry) -> None:
+        for metric in (self.decisions, self.seconds, self.batch):
+            registry.register(metric)

@@ -117,6 +117,19 @@ batches = Table(
     Column("submitted_ref", String(128)),
     Column("chain_txs", Text),  # JSON list of the ledger's transaction signatures
     Column("last_error", String(200)),
+    # readings retention (hub/retention.py): the archive file its pruned readings are in
+    Column("archive", String(200)),
+    Column("archived_at", BigInteger),
+)
+
+# Each meter's sequence range in an archived batch: where a pruned reading's proof is.
+archived_ranges = Table(
+    "archived_ranges",
+    metadata,
+    Column("meter_id", String(64), primary_key=True),
+    Column("first_seq", BigInteger, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
 )
 
 # Secrets the hub makes for itself on first use, e.g. the key of the household page links.

@@ -18,7 +18,18 @@ from typing import Any
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -40,6 +51,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, sqlite3.Error, 
 PAYLOAD_HEAD_BYTES = 64
 DETAIL_CHARS = 200
 REJECTIONS_KEPT = 10_000
+QUARTER_S = 900  # the household page's bars (and TimescaleDB's readings_15m buckets)
 READING_COLUMNS = tuple(
     column.name for column in schema.readings.columns if column.name != "batch_id"
 )
@@ -102,6 +114,7 @@ class HubStore:
     def __init__(self, engine: Engine, rejections_kept: int = REJECTIONS_KEPT) -> None:
         self.engine = engine
         self.rejections_kept = rejections_kept
+        self._timescale: bool | None = None
 
     # -- meters -------------------------------------------------------------------------
 
@@ -358,6 +371,51 @@ class HubStore:
             return [
                 {k: v for k, v in r._mapping.items() if k not in ("raw", "signature")} for r in rows
             ]
+
+    def timescale(self) -> bool:
+        """Whether migration 0007 made readings a TimescaleDB hypertable with the
+        `readings_15m` continuous aggregate (checked once)."""
+        if self._timescale is None:
+            self._timescale = False
+            if self.engine.dialect.name == "postgresql":
+                with self.engine.connect() as c:
+                    found = c.execute(
+                        text("SELECT 1 FROM pg_class WHERE relname = 'readings_15m'")
+                    ).first()
+                    self._timescale = found is not None
+        return self._timescale
+
+    def quarter_registers(self, meter_id: str, since: int) -> list[tuple[int, ...]]:
+        """(quarter start, first and last import register, first and last export register,
+        readings) per 15 minutes from `since`: from the continuous aggregate on
+        TimescaleDB, else by GROUP BY (registers never go down: min is the first, max the
+        last)."""
+        if self.timescale():
+            sql = text(
+                "SELECT bucket, import_first_wh, import_last_wh, export_first_wh, "
+                "export_last_wh, readings FROM readings_15m "
+                "WHERE meter_id = :m AND bucket >= :since ORDER BY bucket"
+            )
+            with self.engine.connect() as c:
+                rows = c.execute(sql, {"m": meter_id, "since": since - since % QUARTER_S})
+                return [tuple(int(v) for v in row) for row in rows]
+        r = schema.readings.c
+        bucket = (r.ts - r.ts % QUARTER_S).label("bucket")
+        query = (
+            select(
+                bucket,
+                func.min(r.import_wh),
+                func.max(r.import_wh),
+                func.min(r.export_wh),
+                func.max(r.export_wh),
+                func.count(),
+            )
+            .where(r.meter_id == meter_id, r.ts >= since - since % QUARTER_S)
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+        with self.engine.connect() as c:
+            return [tuple(int(v) for v in row) for row in c.execute(query)]
 
     def gaps_of(self, meter_id: str) -> list[tuple[int, int]]:
         with self.engine.connect() as c:

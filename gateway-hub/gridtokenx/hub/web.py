@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gridtokenx.hub import batches, feeder_web, firmware, updates, views
-from gridtokenx.hub.metrics import HubMetrics
+from gridtokenx.hub import batches, feeder_web, firmware, retention, updates, views
+from gridtokenx.hub.metrics import HubMetrics, IngestMetrics
 from gridtokenx.hub.mqtt import MqttIngest
 from gridtokenx.hub.rules import MeterStatus
 from gridtokenx.hub.store import DATABASE_ERRORS, HubStore, RegistrationError
@@ -48,6 +48,7 @@ class HubContext:
     utc_offset_s: int = 7 * 3600  # Bangkok: "today" on the page is the household's day
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     link_secret: bytes | None = None  # None: the store's `household_links` secret
+    archive_dir: Path | None = None  # readings retention's archive (hub/retention.py)
 
 
 LINK_DOMAIN = b"gridtokenx/household-link/v1\x00"
@@ -84,6 +85,8 @@ def create_app(ctx: HubContext) -> FastAPI:
     app = FastAPI(title="GridTokenX hub", version="1", docs_url="/docs")
     secret = ctx.link_secret or ctx.store.secret(LINK_SECRET)
     HubMetrics(ctx.store).register(ctx.registry)  # per meter: last reading, gaps (metrics.py)
+    # by verdict and reason, ingest durations: the running ingest's (none without one)
+    (ctx.ingest.ingestor.metrics if ctx.ingest else IngestMetrics()).register(ctx.registry)
     accepted = Gauge("gtx_hub_readings_accepted", "Accepted readings stored", registry=ctx.registry)
     rejected = Gauge(
         "gtx_hub_readings_rejected",
@@ -210,9 +213,9 @@ def create_app(ctx: HubContext) -> FastAPI:
             raise _error(404, "unknown_meter", f"no meter {meter_id!r}")
         now = int(time.time())
         local_midnight = now - (now + ctx.utc_offset_s) % 86_400
-        recent = ctx.store.readings_of(meter_id, 2000)  # newest first
-        today = [r for r in reversed(recent) if r["ts"] >= local_midnight - 900]
-        qs = views.quarters(today, local_midnight)
+        recent = ctx.store.readings_of(meter_id, 10)  # newest first
+        since = local_midnight - views.QUARTER  # the quarter before: the first delta's base
+        qs = views.quarters_of_buckets(ctx.store.quarter_registers(meter_id, since), local_midnight)
         device: Status | None = ctx.ingest.statuses.get(meter_id) if ctx.ingest else None
         earned_wh, chain = batches.on_chain(ctx.store, meter_id)
         page = TEMPLATES.TemplateResponse(
@@ -271,6 +274,8 @@ def create_app(ctx: HubContext) -> FastAPI:
         if not 0 <= seq <= UINT_MAX:
             raise _error(422, "invalid_seq", f"seq must be 0..{UINT_MAX}")
         found = batches.proof(ctx.store, meter_id, seq)
+        if found is None and ctx.archive_dir is not None:
+            found = retention.archived_proof(ctx.store, ctx.archive_dir, meter_id, seq)
         if found is None:
             raise _error(404, "not_batched", "no such reading, or not in a batch yet")
         return found

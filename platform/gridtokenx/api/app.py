@@ -95,6 +95,7 @@ def create_app(
 
     app = FastAPI(title="GridTokenX platform", version="1", docs_url="/docs", lifespan=lifespan)
     app.state.api = api
+    app.state.redis_url = redis_url  # /ready pings it
     app.state.fanout = api.fanout
     app.state.metrics = registry = CollectorRegistry()
     requests = Counter("gtx_api_requests", "API requests", ["method", "status"], registry=registry)

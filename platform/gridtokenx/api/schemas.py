@@ -328,6 +328,7 @@ class HealthOut(Out):
 class ReadyOut(Out):
     status: str
     grx_mint: str
+    checks: dict[str, str]  # dependency -> ok | not configured
 
 
 WHY = {

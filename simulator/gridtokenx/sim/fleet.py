@@ -106,6 +106,15 @@ class Fleet:
         self.meters.append(meter)
         return meter
 
+    def login(self, meter_id: str, user: str, password: str) -> None:
+        """Put a meter's broker credentials (`hub meter add` issues them) in its config,
+        which then holds a secret: owner-only."""
+        meter = next(m for m in self.meters if m.meter_id == meter_id)
+        config = json.loads(meter.config.read_text())
+        config["broker"] |= {"user": user, "password": password}
+        meter.config.chmod(0o600)
+        meter.config.write_text(json.dumps(config))
+
     def start(self) -> None:
         for m in self.meters:
             log = (self.data / "logs" / f"{m.meter_id}.log").open("ab")

@@ -1,9 +1,10 @@
-"""Structured logs for the platform: one JSON object per line on stderr, and a request id
+"""Structured logs for the hub and the platform (here, so the hub needs nothing of the
+platform): one JSON object per line on stderr, and a request id
 per HTTP request (the caller's `X-Request-ID` when it is sane, else a new one) that is
 echoed in the response and carried by every log line written while the request runs.
 
 `GTX_LOG_FORMAT=text` keeps plain lines for a terminal; JSON is the default for
-`gridtokenx platform run`, so a log shipper needs no parsing rules.
+`gridtokenx platform run` and `gridtokenx hub run`, so a log shipper needs no parsing rules.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "json", level: int = logging.INFO) -> None:
-    """Send the platform's logs to stderr, as JSON lines or plain text."""
+    """Send the `gridtokenx` loggers to stderr, as JSON lines or plain text."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
