@@ -124,6 +124,7 @@ class Trading:
     ) -> dict[str, Any]:
         """Place an order with its escrow; `record` runs in the transaction that writes the
         order row (the Idempotency-Key's response is kept with the order, or neither)."""
+        self.require_approved(user_id)
         with self.lock:
             self.tick()
             epoch = self.market.epoch
@@ -495,6 +496,12 @@ class Trading:
                 c.execute(settings.delete().where(settings.c.name == "halt"))
             auditlog.append(self.engine, actor, "market.resume", {})
             self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": None}))
+
+    def require_approved(self, user_id: str) -> None:
+        """A signed-up account trades once approved (an operator or the KYC step); the
+        demo's agents and registry-made households have no account row and are approved."""
+        if self.user_status(user_id) == "pending":
+            raise OrderRejected("not_approved", "this account waits for an operator's approval")
 
     def user_status(self, user_id: str) -> str | None:
         with self.engine.connect() as c:

@@ -108,6 +108,27 @@ class HaltIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class ProposalIn(BaseModel):
+    kind: str = Field(pattern=r"^(pause|resume|rotate-oracle|rotate-governance|fee)$")
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=4,
+        description="party and key (a rotation), bps (the fee); nothing otherwise",
+    )
+    signers: list[str] = Field(
+        min_length=1,
+        max_length=3,
+        description="the parties whose keys the message names: platform, grid-operator, auditor",
+    )
+
+
+class ProposalSignatureIn(BaseModel):
+    signer: str = Field(pattern=BASE58, description="the signing party's public key")
+    signature: str = Field(
+        pattern=r"^[A-Za-z0-9+/=]{86,88}$", description="base64 of its signature of `message`"
+    )
+
+
 # -- answers ---------------------------------------------------------------------------------
 # Answers allow fields beyond those named here, so a service may add one without breaking
 # the contract; the named ones are promised.
@@ -135,6 +156,7 @@ class RegisteredOut(Out):
     user_id: str
     wallet: str
     custodial: bool
+    status: str = Field(description="pending (may not trade until approved) or active")
 
 
 class NonceOut(Out):
@@ -329,3 +351,20 @@ WHY = {
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route or router: these statuses, each with the error schema."""
     return {s: {"model": ErrorOut, "description": WHY[s]} for s in statuses}
+
+
+class ProposalOut(Out):
+    id: int
+    kind: str
+    args: dict[str, str]
+    authority: str
+    signers: list[str]
+    message: str
+    signatures: dict[str, str]
+    status: str
+    transaction: str | None
+    missing: list[str]
+
+
+class ProposalsOut(Out):
+    proposals: list[ProposalOut]
