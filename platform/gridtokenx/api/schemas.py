@@ -93,6 +93,33 @@ class RetireIn(BaseModel):
     beneficiary: str = Field(min_length=1, max_length=200)
 
 
+B64 = r"^[A-Za-z0-9+/=]*$"
+
+
+class Signed(BaseModel):
+    """A message the platform prepared, signed by the household's own wallet key."""
+
+    message: str = Field(pattern=B64, min_length=4, max_length=4096)
+    signature: str = Field(pattern=r"^[A-Za-z0-9+/=]{86,88}$")
+
+
+class AllowanceIn(BaseModel):
+    grx_wh: int = Field(strict=True, ge=0, le=2**63, description="GRX the delegate may move")
+    thb_micro: int = Field(strict=True, ge=0, le=2**63, description="THB it may move")
+
+
+class AllowanceSignedIn(AllowanceIn, Signed):
+    pass
+
+
+class RetireSignedIn(RetireIn, Signed):
+    pass
+
+
+class CertTransferSignedIn(CertTransferIn, Signed):
+    pass
+
+
 class RevokeIn(BaseModel):
     reason: str = Field(pattern=r"^[A-Za-z0-9 ._,:-]{1,200}$")
 
@@ -183,6 +210,10 @@ class WalletOut(Out):
     grx_wh: int
     thb_micro: int
     frozen: bool
+    custodial: bool
+    delegate: str = Field(description="the key a self-custody wallet approves")
+    allowance_grx_wh: int = Field(description="GRX the delegate may still move (self-custody)")
+    allowance_thb_micro: int = Field(description="THB the delegate may still move")
     transactions: list[TransactionOut]
 
 
@@ -368,3 +399,7 @@ class ProposalOut(Out):
 
 class ProposalsOut(Out):
     proposals: list[ProposalOut]
+
+
+class PreparedOut(Out):
+    message: str = Field(description="base64 of the message the wallet key signs")
