@@ -15,6 +15,7 @@ from gridtokenx.hub.cli import app as hub_app
 from gridtokenx.ledger_cli import app as ledger_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
 from gridtokenx.market.errors import MarketError
+from gridtokenx.wallet_cli import app as wallet_app
 
 app = typer.Typer(
     help="GridTokenX: a peer-to-peer energy market from the meter to Solana.",
@@ -40,6 +41,7 @@ app.add_typer(firmware_app, name="firmware")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(cosigner_app, name="cosigner")
 app.add_typer(governance_app, name="governance")
+app.add_typer(wallet_app, name="wallet")
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"

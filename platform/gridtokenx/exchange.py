@@ -69,6 +69,11 @@ class Exchange:
         if known is None:
             if have < amount:
                 raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
+            left = st.allowance_left(self.dep, key, asset)  # a self-custody wallet's grant
+            if left is not None and left < amount:
+                raise OrderRejected(
+                    "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
+                )
             st.lock(self.dep, key, order.id, asset, amount)
             books.add_rows(
                 self.engine,

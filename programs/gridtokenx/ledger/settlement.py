@@ -60,6 +60,15 @@ def _signing(holder: Holder) -> tuple[Pubkey | None, Keypair]:
     return None, holder
 
 
+def allowance_left(dep: Deployment, holder: Holder, asset: str) -> int | None:
+    """What the delegate may still move of a self-custody holder's `asset` (None: custodial,
+    no allowance applies)."""
+    if not isinstance(holder, Delegated):
+        return None
+    granted = _mint(dep, asset).allowance(holder.owner)
+    return granted[1] if granted and granted[0] == holder.delegate.pubkey() else 0
+
+
 class SettlementError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
