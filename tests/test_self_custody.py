@@ -136,3 +136,38 @@ def test_a_self_custody_household_from_export_to_a_retired_certificate(
         if path.is_file():
             blob = path.read_bytes()
             assert seed not in blob and seed.hex().encode() not in blob, path
+
+
+def test_the_wallet_signs_only_what_it_was_asked_for() -> None:
+    """What a household's tool refuses to sign, whatever the platform prepares."""
+    from solders.keypair import Keypair
+    from solders.message import Message
+
+    from gridtokenx.ledger.backend import memo
+    from gridtokenx.ledger.tokens import Mint
+    from gridtokenx.wallet_cli import approval_problem, retire_problem
+
+    me, delegate, thief, payer = (Keypair().pubkey() for _ in range(4))
+    grx, thb = Mint(None, Keypair().pubkey(), 3), Mint(None, Keypair().pubkey(), 6)  # type: ignore[arg-type]
+
+    def message(*ixs: Any) -> Message:
+        return Message(list(ixs), payer)
+
+    asked = message(grx.approve_ix(me, delegate, 4_000), thb.approve_ix(me, delegate, 0))
+    assert approval_problem(asked, me, delegate, 4_000, 0) is None
+    assert approval_problem(asked, me, delegate, 5_000, 0) == "not the amounts asked for"
+    other = message(grx.approve_ix(me, thief, 4_000), thb.approve_ix(me, delegate, 0))
+    assert approval_problem(other, me, delegate, 4_000, 0) == (
+        "not an approval of this wallet's accounts to the platform's delegate"
+    )
+    sneaky = message(grx.approve_ix(me, delegate, 4_000), grx.transfer_ix(me, thief, 1))
+    assert approval_problem(sneaky, me, delegate, 4_000, 0) == "not two ApproveChecked instructions"
+    cert = Mint(None, Keypair().pubkey(), 3)  # type: ignore[arg-type]
+    text = f"gtx1 cert retire {cert.address} for=Pat"
+    retire = message(cert.burn_ix(me, 5_000), memo(text, [me]))
+    assert retire_problem(retire, me, str(cert.address)) is None
+    assert retire_problem(retire, me, str(grx.address)) == "not this wallet's certificate"
+    moved = message(cert.transfer_ix(me, thief, 5_000), memo(text, [me]))
+    assert retire_problem(moved, me, str(cert.address)) == (
+        "not a burn of the certificate with its memo"
+    )

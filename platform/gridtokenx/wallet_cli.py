@@ -124,6 +124,49 @@ def _instructions(message: Message) -> list[tuple[Pubkey, bytes, list[Pubkey]]]:
     ]
 
 
+# -- what the wallet agrees to sign (pure: tests/test_self_custody.py) -------------------------
+def approval_problem(
+    message: Message, me: Pubkey, delegate: Pubkey, grx_wh: int, thb_micro: int
+) -> str | None:
+    """None if the message only approves this wallet's accounts to the platform's delegate
+    for the amounts asked."""
+    found = _instructions(message)
+    if len(found) != 2 or any(
+        p != TOKEN_2022 or d[:1] != bytes([APPROVE_CHECKED]) for p, d, _ in found
+    ):
+        return "not two ApproveChecked instructions"
+    if any(len(a) != 4 or a[2] != delegate or a[3] != me for _, _, a in found):
+        return "not an approval of this wallet's accounts to the platform's delegate"
+    if sorted(int.from_bytes(d[1:9], "little") for _, d, _ in found) != sorted([grx_wh, thb_micro]):
+        return "not the amounts asked for"
+    return None
+
+
+def retire_problem(message: Message, me: Pubkey, mint: str) -> str | None:
+    """None if the message only burns this wallet's certificate `mint`, with its memo."""
+    found = _instructions(message)
+    if [p for p, _, _ in found] != [TOKEN_2022, MEMO] or found[0][1][:1] != bytes([BURN_CHECKED]):
+        return "not a burn of the certificate with its memo"
+    if found[0][2][2:3] != [me] or str(found[0][2][1]) != mint:
+        return "not this wallet's certificate"
+    if not found[1][1].decode(errors="replace").startswith(f"gtx1 cert retire {mint} for="):
+        return "not the retirement memo"
+    return None
+
+
+def transfer_problem(message: Message, me: Pubkey, mint: str, to: str) -> str | None:
+    """None if the message only moves this wallet's certificate `mint` to `to`."""
+    found = _instructions(message)
+    if [p for p, _, _ in found] != [ASSOCIATED, TOKEN_2022, TOKEN_2022, MEMO]:
+        return "not an account opening, thaw, transfer and memo"
+    _, data, accounts = found[2]
+    if data[:1] != bytes([TRANSFER_CHECKED]) or accounts[3:4] != [me] or str(accounts[1]) != mint:
+        return "not a transfer of this wallet's certificate"
+    if found[3][1].decode(errors="replace") != f"gtx1 cert transfer {mint} {to}":
+        return "not the transfer memo"
+    return None
+
+
 def _out(doc: Any) -> None:
     typer.echo(json.dumps(doc))
 
@@ -186,15 +229,7 @@ def approve(
     me = session.key.pubkey()
 
     def check(message: Message) -> str | None:
-        found = _instructions(message)
-        amounts = sorted([grx_wh, thb_micro])
-        if len(found) != 2 or any(p != TOKEN_2022 or d[0] != APPROVE_CHECKED for p, d, _ in found):
-            return "not two ApproveChecked instructions"
-        if any(a[2] != delegate or a[3] != me for _, _, a in found):
-            return "not an approval of this wallet's accounts to the platform's delegate"
-        if sorted(int.from_bytes(d[1:9], "little") for _, d, _ in found) != amounts:
-            return "not the amounts asked for"
-        return None
+        return approval_problem(message, me, delegate, grx_wh, thb_micro)
 
     signature = session.sign(prepared["message"], check)
     _out(
@@ -246,18 +281,10 @@ def certificates(
             _fail("--beneficiary is needed to retire")
         body = {"beneficiary": beneficiary}
         path = f"/api/v1/certificates/{retire}/retire"
-        memo = f"gtx1 cert retire {retire} for="
 
         def check(message: Message) -> str | None:
-            found = _instructions(message)
-            programs = [p for p, _, _ in found]
-            if programs != [TOKEN_2022, MEMO] or found[0][1][0] != BURN_CHECKED:
-                return "not a burn of the certificate with its memo"
-            if found[0][2][2] != me or str(found[0][2][1]) != retire:
-                return "not this wallet's certificate"
-            if not found[1][1].decode(errors="replace").startswith(memo):
-                return "not the retirement memo"
-            return None
+            return retire_problem(message, me, str(retire))
+
     elif transfer:
         if not to:
             _fail("--to is needed to transfer")
@@ -265,16 +292,8 @@ def certificates(
         path = f"/api/v1/certificates/{transfer}/transfer"
 
         def check(message: Message) -> str | None:
-            found = _instructions(message)
-            programs = [p for p, _, _ in found]
-            if programs != [ASSOCIATED, TOKEN_2022, TOKEN_2022, MEMO]:
-                return "not an account opening, thaw, transfer and memo"
-            move = found[2]
-            if move[1][0] != TRANSFER_CHECKED or move[2][3] != me or str(move[2][1]) != transfer:
-                return "not a transfer of this wallet's certificate"
-            if found[3][1].decode(errors="replace") != f"gtx1 cert transfer {transfer} {to}":
-                return "not the transfer memo"
-            return None
+            return transfer_problem(message, me, str(transfer), str(to))
+
     else:
         _out(session.get("/api/v1/certificates"))
         return
