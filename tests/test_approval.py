@@ -91,6 +91,9 @@ def test_the_operator_page_approves_users_hubs_and_meters(site: Site) -> None:
     # a household is not an operator: its posts to the operator's forms change nothing
     r = site.client.post(f"/admin/users/{pat['user_id']}/approve")
     assert r.url.path == "/login"
+    r = site.client.post("/login", data={"email": "pat@example.org", "password": "correct horse 1"})
+    assert "waits for an operator's approval" in site.client.get("/me").text
+    site.client.post("/logout")
     assert site.accounts.user(pat["user_id"])["status"] == "pending"  # type: ignore[index]
     operator_session(site)
     page = site.client.get("/admin").text
