@@ -127,6 +127,19 @@ def test_a_self_custody_household_from_export_to_a_retired_certificate(
             "certificates", "--retire", cert["mint"], "--beneficiary", "Pat's household"
         )
         assert (retired["mint"], retired["status"]) == (cert["mint"], "retired")
+        # more export: a second certificate, which it transfers to the buyer by its signature
+        submit(s.platform, hub, meter, 2, [6_000, 8_000], [300, 300])
+        second = c.post(
+            "/api/v1/admin/certificates",
+            headers=ADMIN_H,
+            json={"meter_id": "m-1", "period": "2026-07"},
+        ).json()
+        assert second["wh"] == 3_000
+        c.post(f"/api/v1/admin/certificates/{second['mint']}/validate", headers=ADMIN_H)
+        moved = wallet("certificates", "--transfer", second["mint"], "--to", buyer["wallet"])
+        assert (moved["status"], moved["holder"]) == ("active", buyer["wallet"])
+        theirs = c.get("/api/v1/certificates", headers=buyer["auth"]).json()
+        assert [x["mint"] for x in theirs] == [second["mint"]]
 
     # the key never left its file: not in the platform's keystore, books or chain
     seed = bytes(Keystore(file, PASS["GTX_WALLET_PASSPHRASE"]).get("wallet"))[:32]
