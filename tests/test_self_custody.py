@@ -20,6 +20,7 @@ from services import gridtokenx
 from solders.pubkey import Pubkey
 from test_platform_certificates import submit
 
+from gridtokenx import audit
 from gridtokenx.ledger.keystore import Keystore
 
 PASS = {"GTX_WALLET_PASSPHRASE": "pat's long wallet passphrase", "GTX_WALLET_PASSWORD": "x" * 12}
@@ -141,6 +142,9 @@ def test_a_self_custody_household_from_export_to_a_retired_certificate(
         theirs = c.get("/api/v1/certificates", headers=buyer["auth"]).json()
         assert [x["mint"] for x in theirs] == [second["mint"]]
 
+    # the chain reconciles with the books (delegate-signed escrow and burns included)
+    report = audit.run(s.platform.dep, s.platform.books)
+    assert report.ok, report.failures
     # the key never left its file: not in the platform's keystore, books or chain
     seed = bytes(Keystore(file, PASS["GTX_WALLET_PASSPHRASE"]).get("wallet"))[:32]
     assert s.platform.keys.name_of(address) is None
