@@ -45,7 +45,9 @@ class Clock:
 
 
 class Site:
-    def __init__(self, data: Path, url: str | None, clock: Clock, **market: Any) -> None:
+    def __init__(
+        self, data: Path, url: str | None, clock: Clock, auto_approve: bool = True, **market: Any
+    ) -> None:
         self.platform = Platform(data, url)
         config = MarketConfig(breaker_bps=NO_BREAKER, **market)
         self.trading = Trading(self.platform, config, EPOCH_S, clock)
@@ -56,6 +58,7 @@ class Site:
             self.trading,
             self.accounts,
             limits_per_minute=(100_000, 100_000),
+            auto_approve=auto_approve,
         )
         self.client = TestClient(self.app)
 

@@ -40,7 +40,9 @@ class Site:
         self.clock = Clock()
         self.platform = Platform(data, url)
         self.accounts = Accounts(self.platform.books, b"a" * 32, clock=self.clock)
-        self.app = create_app(self.platform, None, None, self.accounts, **options)
+        self.app = create_app(
+            self.platform, None, None, self.accounts, **options, auto_approve=True
+        )
 
     def client(self, host: str = "203.0.113.7") -> TestClient:
         return TestClient(self.app, client=(host, 50000))
@@ -188,7 +190,9 @@ def test_a_spoofed_forwarded_for_header_changes_nothing(lite: Site) -> None:
     r = login(attacker, "spoof@example.org", headers={"X-Forwarded-For": "192.0.2.250"})
     assert r.json()["code"] == "login_locked"
     # the per-address request limit ignores the header as well
-    limited = create_app(lite.platform, None, None, lite.accounts, limits_per_minute=(100, 3))
+    limited = create_app(
+        lite.platform, None, None, lite.accounts, limits_per_minute=(100, 3), auto_approve=True
+    )
     c = TestClient(limited, client=("198.51.100.20", 1))
     codes = [
         c.get("/api/v1/me", headers={"X-Forwarded-For": f"192.0.2.{k}"}).status_code
@@ -206,6 +210,7 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(lite: Site) -> None
         lite.accounts,
         limits_per_minute=(10**6, 10**6),
         proxies=("10.0.0.0/8",),
+        auto_approve=True,
     )
     proxy = TestClient(app, client=("10.1.2.3", 1))
     for k in range(ADDRESS_FAILURES):

@@ -42,7 +42,9 @@ class Site:
             self.platform, MarketConfig(breaker_bps=NO_BREAKER), 900.0, lambda: 1_790_000_010.0
         )
         self.accounts = Accounts(self.platform.books, b"e" * 32)
-        self.app = create_app(self.platform, ADMIN, self.trading, self.accounts, **options)
+        self.app = create_app(
+            self.platform, ADMIN, self.trading, self.accounts, **options, auto_approve=True
+        )
         self.client = TestClient(self.app)
 
     def household(self, email: str, thb: int = 0) -> dict[str, Any]:

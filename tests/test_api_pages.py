@@ -29,7 +29,12 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClie
         platform, MarketConfig(breaker_bps=NO_BREAKER), 900.0, lambda: 1_790_000_010.0
     )
     app = create_app(
-        platform, ADMIN, trading, Accounts(platform.books, b"p" * 32), demo_grant=10_000_000
+        platform,
+        ADMIN,
+        trading,
+        Accounts(platform.books, b"p" * 32),
+        demo_grant=10_000_000,
+        auto_approve=True,
     )
     yield TestClient(app)
     platform.books.dispose()

@@ -43,7 +43,9 @@ class Site:
         self.platform = Platform(data, url)
         self.trading = Trading(self.platform, MarketConfig(breaker_bps=NO_BREAKER), EPOCH_S, clock)
         self.accounts = Accounts(self.platform.books, b"k" * 32)
-        self.app = create_app(self.platform, ADMIN, self.trading, self.accounts, limiter)
+        self.app = create_app(
+            self.platform, ADMIN, self.trading, self.accounts, limiter, auto_approve=True
+        )
         self.client = TestClient(self.app)
 
     def close(self) -> None:
@@ -344,9 +346,12 @@ def test_market_parameters_change_and_survive_a_restart(
     r = c.put(
         "/api/v1/admin/market/parameters",
         headers=admin_h(),
-        json={"fee_bps": 250, "max_quantity_wh": 5_000},
+        json={"min_price": 250, "max_quantity_wh": 5_000},
     )
-    assert r.status_code == 200 and r.json()["fee_bps"] == 250
+    assert r.status_code == 200 and r.json()["min_price"] == 250
+    # the fee is not the admin's alone: a governance proposal (tests/test_governance_api.py)
+    r = c.put("/api/v1/admin/market/parameters", headers=admin_h(), json={"fee_bps": 250})
+    assert (r.status_code, r.json()["code"]) == (409, "fee_by_governance")
     bad = c.put(
         "/api/v1/admin/market/parameters", headers=admin_h(), json={"min_price": 9, "max_price": 5}
     )
@@ -362,7 +367,7 @@ def test_market_parameters_change_and_survive_a_restart(
     s.platform.ledger.close()  # type: ignore[attr-defined]
     s.close()
     again = Site(data, url, clock)
-    assert again.trading.parameters()["fee_bps"] == 250
+    assert again.trading.parameters()["min_price"] == 250
     again.close()
 
 

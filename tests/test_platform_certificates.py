@@ -79,6 +79,7 @@ def test_certificates_for_verified_export(tmp_path: Path, monkeypatch: pytest.Mo
             ADMIN,
             Trading(platform, MarketConfig(), 900.0, Clock()),
             Accounts(platform.books, b"k" * 32),
+            auto_approve=True,
         )
     )
     alice, bob = signup(client, "alice@x.org"), signup(client, "bob@x.org")
@@ -163,7 +164,9 @@ def test_consumption_burns_grx_against_the_import_register(
 ) -> None:
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
     platform = Platform(tmp_path)
-    client = TestClient(create_app(platform, ADMIN, None, Accounts(platform.books, b"k" * 32)))
+    client = TestClient(
+        create_app(platform, ADMIN, None, Accounts(platform.books, b"k" * 32), auto_approve=True)
+    )
     alice = signup(client, "alice@x.org")
     hub, meter = SigningKey.generate(), SigningKey.generate()
     platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
@@ -183,7 +186,9 @@ def test_consumption_burns_grx_against_the_import_register(
 def test_operators_suspend_hubs_and_meters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
     platform = Platform(tmp_path)
-    client = TestClient(create_app(platform, ADMIN, None, Accounts(platform.books, b"k" * 32)))
+    client = TestClient(
+        create_app(platform, ADMIN, None, Accounts(platform.books, b"k" * 32), auto_approve=True)
+    )
     alice = signup(client, "alice@x.org")
     hub, meter = SigningKey.generate(), SigningKey.generate()
     platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
@@ -218,6 +223,7 @@ def test_the_certificates_page_lists_and_retires(
             ADMIN,
             Trading(platform, MarketConfig(), 900.0, Clock()),
             Accounts(platform.books, b"k" * 32),
+            auto_approve=True,
         )
     )
     alice = signup(client, "alice@x.org")

@@ -49,7 +49,7 @@ def test_the_pipeline_checks_and_serves_the_grid(
     clock = Clock()
     trading = Trading(platform, MarketConfig(breaker_bps=NO_BREAKER), EPOCH_S, clock, grid=view)
     accounts = Accounts(platform.books, b"k" * 32)
-    client = TestClient(create_app(platform, ADMIN, trading, accounts))
+    client = TestClient(create_app(platform, ADMIN, trading, accounts, auto_approve=True))
 
     class S:  # what fund() needs
         pass
@@ -84,6 +84,12 @@ def test_the_pipeline_checks_and_serves_the_grid(
     assert len(client.get("/api/v1/grid/topology").json()["buses"]) > 10
     assert client.get("/api/v1/grid/curtailments").status_code == 200
     bare = TestClient(
-        create_app(platform, ADMIN, Trading(platform, MarketConfig(), EPOCH_S, clock), accounts)
+        create_app(
+            platform,
+            ADMIN,
+            Trading(platform, MarketConfig(), EPOCH_S, clock),
+            accounts,
+            auto_approve=True,
+        )
     )
     assert bare.get("/api/v1/grid/state").json()["code"] == "no_grid"

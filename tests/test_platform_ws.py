@@ -66,7 +66,9 @@ def test_a_slow_client_is_dropped_not_waited_for(
 ) -> None:
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
     site = Site(tmp_path, None, Clock())
-    app = create_app(site.platform, ADMIN, site.trading, site.accounts, ws_queue=4)
+    app = create_app(
+        site.platform, ADMIN, site.trading, site.accounts, ws_queue=4, auto_approve=True
+    )
     c = TestClient(app)
     alice = signup(c, "a@x.org")
     with c.websocket_connect(f"/ws?token={alice['access_token']}") as ws:
@@ -95,12 +97,22 @@ def test_events_fan_out_across_instances_through_redis(
     site = Site(tmp_path, None, Clock())
     one = TestClient(
         create_app(
-            site.platform, ADMIN, site.trading, site.accounts, redis_url="redis://127.0.0.1:6379/0"
+            site.platform,
+            ADMIN,
+            site.trading,
+            site.accounts,
+            redis_url="redis://127.0.0.1:6379/0",
+            auto_approve=True,
         )
     )
     other_trading_listeners = list(site.trading.listeners)
     two_app = create_app(
-        site.platform, ADMIN, None, site.accounts, redis_url="redis://127.0.0.1:6379/0"
+        site.platform,
+        ADMIN,
+        None,
+        site.accounts,
+        redis_url="redis://127.0.0.1:6379/0",
+        auto_approve=True,
     )
     two = TestClient(two_app)
     alice = signup(one, "a@x.org")

@@ -9,6 +9,8 @@
 - Password logins are limited per account and per address, with a lockout that doubles
   each time; an unknown email takes as long as a wrong password.
 - Wallet sign-in: the user signs a one-time server nonce with its Solana (Ed25519) key.
+- Status: `pending` (signed up, waiting for an operator's or the KYC step's approval: may
+  sign in and look, may not trade), `active` (approved), `suspended` (may not sign in).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from gridtokenx.errors import (
 from gridtokenx.tables import nonces, refresh_tokens, users
 
 ROLES = ("consumer", "prosumer", "grid_operator", "admin", "hub")
+SIGNED_IN = ("active", "pending")  # the statuses that may sign in
 SELF_SERVICE_ROLES = ("consumer", "prosumer")
 ACCESS_TTL_S = 15 * 60
 REFRESH_TTL_S = 30 * 24 * 3600
@@ -132,6 +135,7 @@ class Accounts:
         wallet: Pubkey,
         custodial: bool = True,
         user_id: str | None = None,
+        status: str = "active",
     ) -> str:
         if role not in ROLES:
             raise AuthInvalid("bad_role", f"role is one of {', '.join(ROLES)}")
@@ -151,7 +155,7 @@ class Accounts:
                     role=role,
                     wallet=str(wallet),
                     custodial=custodial,
-                    status="active",
+                    status=status,
                     created_at=self.now(),
                 )
             )
@@ -169,7 +173,7 @@ class Accounts:
             done = c.execute(update(users).where(users.c.user_id == user_id).values(status=status))
             if done.rowcount == 0:
                 raise AccountNotFound("no_user", user_id)
-            if status != "active":
+            if status not in SIGNED_IN:
                 c.execute(
                     update(refresh_tokens)
                     .where(refresh_tokens.c.user_id == user_id)
@@ -245,7 +249,7 @@ class Accounts:
         assert row is not None
         with self.engine.begin() as c:
             c.execute(delete(login_failures).where(login_failures.c.key == keys[0]))
-            if row.status != "active":
+            if row.status not in SIGNED_IN:
                 raise AccountSuspended("suspended", "this account is suspended")
             return self._issue(c, row.user_id, row.role, row.wallet)
 
@@ -315,7 +319,7 @@ class Accounts:
             ).first()
             if claimed == 1 and row is not None:
                 user = c.execute(select(users).where(users.c.user_id == row.user_id)).one()
-                if user.status != "active":
+                if user.status not in SIGNED_IN:
                     raise AccountSuspended("suspended", "this account is suspended")
                 return self._issue(c, user.user_id, user.role, user.wallet, row.family)
             if row is None or row.revoked or row.expires_at < now:
@@ -369,7 +373,7 @@ class Accounts:
             ).first()
         if revoked is not None:
             raise AuthUnauthorized("login_revoked", "this login ended: sign in again")
-        if status != "active":
+        if status not in SIGNED_IN:
             raise AccountSuspended("suspended", "this account is suspended")
         return Claims(str(claims["sub"]), str(claims["role"]), str(claims.get("wallet", "")))
 
@@ -411,7 +415,7 @@ class Accounts:
             user = c.execute(select(users).where(users.c.wallet == wallet)).first()
         if user is None:
             raise AccountNotFound("no_user", "register this wallet first")
-        if user.status != "active":
+        if user.status not in SIGNED_IN:
             raise AccountSuspended("suspended", "this account is suspended")
         with self.engine.begin() as c:
             return self._issue(c, user.user_id, user.role, user.wallet)

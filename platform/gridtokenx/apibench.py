@@ -59,6 +59,7 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
                 str(port),
                 "--epoch-s",
                 "86400",
+                "--auto-approve",  # the bench's sign-ups trade at once
             ],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -17,6 +17,7 @@ from gridtokenx.ledger_cli import app as ledger_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
 from gridtokenx.market.errors import MarketError
 from gridtokenx.statement.cli import statement_command, verify_command
+from gridtokenx.wallet_cli import app as wallet_app
 
 app = typer.Typer(
     help="GridTokenX: a peer-to-peer energy market from the meter to Solana.",
@@ -44,6 +45,7 @@ app.add_typer(cosigner_app, name="cosigner")
 app.add_typer(governance_app, name="governance")
 app.command("statement")(statement_command)
 app.command("verify")(verify_command)
+app.add_typer(wallet_app, name="wallet")
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "docs" / "vectors" / "wire-v1.json"
@@ -637,6 +639,13 @@ def platform_run(
         str | None, typer.Option(help="SimBench grid of the feeder: trades are checked on it.")
     ] = None,
     demo_grant_thb: Annotated[int, typer.Option(help="THB for each sign-up (demo).")] = 0,
+    auto_approve: Annotated[
+        bool,
+        typer.Option(
+            help="Approve each sign-up at once (demo); otherwise an operator approves it "
+            "on /admin or POST /api/v1/admin/users/{id}/approve before it can trade."
+        ),
+    ] = False,
     scheduler: Annotated[
         bool, typer.Option(help="Run the epoch clock (one instance of a site only).")
     ] = True,
@@ -674,7 +683,16 @@ def platform_run(
             fail(str(err))
     trading = Trading(platform, MarketConfig(mechanism=Mechanism(mechanism)), epoch_s, grid=view)
     accounts = Accounts(platform.books, bytes(platform.keys.ensure("jwt"))[:32])
+    from gridtokenx.governing import Governing
+
+    fee = Governing(platform, trading).apply_fee()  # the governance threshold's, if any
     typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
+    if fee is not None:
+        typer.echo(f"platform: market fee {fee} bps, from the chain's governance decision")
+    typer.echo(
+        "platform: sign-ups are "
+        + ("approved at once (--auto-approve)" if auto_approve else "pending until approved")
+    )
     app_ = create_app(
         platform,
         os.environ.get("GTX_ADMIN_TOKEN") or None,
@@ -683,6 +701,7 @@ def platform_run(
         from_env(os.environ.get("REDIS_URL")),
         redis_url=os.environ.get("REDIS_URL") or None,
         demo_grant=demo_grant_thb * 1_000_000,
+        auto_approve=auto_approve,
     )
     from gridtokenx.hub import logs
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
@@ -45,12 +44,12 @@ def _vwap(trades: list[Trade]) -> int | None:
 
 class Exchange:
     def __init__(
-        self, dep: Deployment, engine: Engine, market: Market, wallets: Mapping[str, Keypair]
+        self, dep: Deployment, engine: Engine, market: Market, wallets: Mapping[str, st.Holder]
     ) -> None:
         self.dep, self.engine, self.market, self.wallets = dep, engine, market, wallets
         self._trades: list[Trade] = []  # this epoch's CDA executions, persisted as they happen
 
-    def wallet(self, owner: str) -> Keypair:
+    def wallet(self, owner: str) -> st.Holder:
         key = self.wallets.get(owner)
         if key is None:
             raise OrderRejected("no_wallet", f"{owner} has no wallet")
@@ -70,6 +69,11 @@ class Exchange:
         if known is None:
             if have < amount:
                 raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
+            left = st.allowance_left(self.dep, key, asset)  # a self-custody wallet's grant
+            if left is not None and left < amount:
+                raise OrderRejected(
+                    "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
+                )
             st.lock(self.dep, key, order.id, asset, amount)
             books.add_rows(
                 self.engine,

@@ -1,8 +1,9 @@
 """`gridtokenx governance ...`: proposals signed by independent parties, executed on-chain.
 
 propose and execute write to the site's chain: on the embedded ledger, run them while the
-platform process is stopped (one writer per chain). sign only reads the chain and the
-signer's own keystore."""
+platform process is stopped (one writer per chain), or propose and execute through the
+running platform (the admin API's /api/v1/admin/governance, the operator page), which share
+DATA/governance.json. sign only reads the chain and the signer's own keystore."""
 
 from __future__ import annotations
 

@@ -72,7 +72,9 @@ def _measure(data: Path, epochs: int) -> dict[str, Any]:
     trading = Trading(platform, epoch_s=EPOCH_S, clock=clock)
     accounts = Accounts(platform.books, secrets.token_bytes(32))
     admin = secrets.token_hex(16)
-    app = create_app(platform, admin, trading, accounts, limits_per_minute=(10**9, 10**9))
+    app = create_app(
+        platform, admin, trading, accounts, limits_per_minute=(10**9, 10**9), auto_approve=True
+    )
     client = TestClient(app)
     # the measured household signs up through the API (its page needs a login); the other
     # traders are custodial wallets made directly (a sign-up's password hash costs ~1 s)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -77,6 +78,12 @@ class Platform:
         self.burn_marks = oracle.Marks("gtx1 burn")
         self.lock = threading.RLock()  # one writer to the ledger at a time
         self._certificates: Any = None
+
+    @property
+    def delegate(self) -> Keypair:
+        """The key self-custody households approve (SPL Approve) for an allowance: it
+        escrows their orders and burns against their import, and can do nothing more."""
+        return self.keys.ensure("delegate")
 
     # -- certificates ---------------------------------------------------------------------------
     @property
@@ -379,20 +386,25 @@ class Platform:
         return evidence, proposals
 
     def _burn(self, evidence: oracle.Evidence, owners: dict[str, Pubkey]) -> None:
-        """Consumption burns (docs/ledger.md): each custodial owner's GRX is burned against
-        its meter's import in this batch, from the burn mark on the chain; once per range."""
+        """Consumption burns (docs/ledger.md): each owner's GRX is burned against its meter's
+        import in this batch, from the burn mark on the chain; once per range. A self-custody
+        owner's burn is signed by its delegate and bounded by the allowance it approved."""
         from gridtokenx.ledger import settlement as st
 
         marks = self.burn_marks.update(self.ledger)
         for r in evidence.header.ranges:
             owner = owners.get(r.meter_id)
-            name = None if owner is None else self.keys.name_of(str(owner))
-            if name is None:
-                continue  # an external wallet signs its own burns (not done here)
+            if owner is None:
+                continue
+            name = self.keys.name_of(str(owner))
+            # self-custody: the delegate it approved, within what is left of the allowance
+            holder: st.Holder = (
+                self.keys.get(name) if name is not None else st.Delegated(owner, self.delegate)
+            )
             start = marks.get(r.meter_id, r.import_first_wh)
             st.burn_consumption(
                 self.dep,
-                self.keys.get(name),
+                holder,
                 evidence.header.epoch,
                 r.meter_id,
                 start,

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, update
 
@@ -41,17 +40,30 @@ LIVE = ("open", "partially_filled")
 STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut short
 
 
-class Wallets(Mapping[str, Keypair]):
-    """Custodial wallets by user id, from the keystore (`user/<id>`)."""
+class Wallets(Mapping[str, st.Holder]):
+    """Wallets by user id: custodial ones from the keystore (`user/<id>`); a self-custody
+    one (its key is the household's) as the platform's delegate within the allowance the
+    household approved on the chain (`st.Delegated`). Iterating lists the custodial ones."""
 
-    def __init__(self, keystore: Keystore) -> None:
-        self.keystore = keystore
+    def __init__(self, keystore: Keystore, engine: Any = None) -> None:
+        self.keystore, self.engine = keystore, engine
 
-    def __getitem__(self, user_id: str) -> Keypair:
+    def __getitem__(self, user_id: str) -> st.Holder:
         name = f"user/{user_id}"
-        if name not in self.keystore:
-            raise KeyError(user_id)
-        return self.keystore.get(name)
+        if name in self.keystore:
+            return self.keystore.get(name)
+        if self.engine is not None:
+            with self.engine.connect() as c:
+                row = c.execute(
+                    select(users.c.wallet).where(
+                        users.c.user_id == user_id, users.c.custodial.is_(False)
+                    )
+                ).first()
+            if row is not None:
+                return st.Delegated(
+                    Pubkey.from_string(row.wallet), self.keystore.ensure("delegate")
+                )
+        raise KeyError(user_id)
 
     def __iter__(self) -> Iterator[str]:
         names = self.keystore.names()
@@ -88,7 +100,7 @@ class Trading:
         self.config = config or MarketConfig()
         self.epoch_s, self.clock = epoch_s, clock
         self.lock = platform.lock
-        self.wallets = Wallets(platform.keys)
+        self.wallets = Wallets(platform.keys, platform.books)
         self._load_parameters()
         halted = self._saved_halt()
         # a halted market stays on the epoch its live orders are in, until the resume
@@ -124,6 +136,7 @@ class Trading:
     ) -> dict[str, Any]:
         """Place an order with its escrow; `record` runs in the transaction that writes the
         order row (the Idempotency-Key's response is kept with the order, or neither)."""
+        self.require_approved(user_id)
         with self.lock:
             self.tick()
             epoch = self.market.epoch
@@ -495,6 +508,12 @@ class Trading:
                 c.execute(settings.delete().where(settings.c.name == "halt"))
             auditlog.append(self.engine, actor, "market.resume", {})
             self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": None}))
+
+    def require_approved(self, user_id: str) -> None:
+        """A signed-up account trades once approved (an operator or the KYC step); the
+        demo's agents and registry-made households have no account row and are approved."""
+        if self.user_status(user_id) == "pending":
+            raise OrderRejected("not_approved", "this account waits for an operator's approval")
 
     def user_status(self, user_id: str) -> str | None:
         with self.engine.connect() as c:

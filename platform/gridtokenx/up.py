@@ -270,6 +270,7 @@ def up(
                     grid_code,
                     "--demo-grant-thb",
                     "1000",
+                    "--auto-approve",  # the demo: shown in the banner below
                 ],
                 logs / "platform.log",
                 http_ready(f"{api}/ready"),
@@ -393,6 +394,7 @@ def up(
             f"  market (trading pages)       {api}/\n"
             f"  platform API                 {api}/docs\n"
             f"  demo logins (0600 file)      {login_file}\n"
+            "  sign-ups                     approved at once (demo: --auto-approve)\n"
             f"  logs and data                {data}/\n"
             f"The market clears an epoch every {epoch_seconds:g} s, and the households'\n"
             "agents trade in it. Ctrl-C stops everything; then audit the ledger with\n"

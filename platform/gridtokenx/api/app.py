@@ -66,6 +66,7 @@ def create_app(
     body_limit: int = DEFAULT_BODY,
     batch_limit: int = BATCH_BODY,
     proxies: tuple[str, ...] | None = None,
+    auto_approve: bool = False,
 ) -> FastAPI:
     user_limit, ip_limit = limits_per_minute or limits()
     api = Api(
@@ -79,6 +80,7 @@ def create_app(
         ip_limit,
         Fanout(ws_queue),
         ClientAddress(trusted_proxies() if proxies is None else proxies),
+        auto_approve,
     )
     relay = RedisRelay(redis_url, api.fanout.dispatch) if redis_url else None
     if trading is not None:

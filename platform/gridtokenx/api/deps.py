@@ -42,6 +42,13 @@ class Api:
     ip_limit: int = IP_LIMIT
     fanout: Fanout = field(default_factory=Fanout)
     addresses: ClientAddress = field(default_factory=ClientAddress)
+    # approve each sign-up at once (the demo, `gridtokenx up`); otherwise a new account is
+    # `pending` with its GRX frozen until an operator (or the KYC step) approves it
+    auto_approve: bool = False
+
+    @property
+    def signup_status(self) -> str:
+        return "active" if self.auto_approve else "pending"
 
     def set_user_status(self, user_id: str, action: str, actor: str) -> str:
         """Suspend (freeze its GRX, revoke its logins) or approve (thaw) a user; audited."""
@@ -59,9 +66,10 @@ class Api:
         return status
 
     def welcome(self, user_id: str, wallet: Pubkey) -> None:
-        """Open the new user's wallet; in a demo, give it THB to trade with."""
+        """Open the new user's wallet (its GRX stays frozen until approved, unless sign-ups
+        are approved at once); in a demo, give it THB to trade with."""
         with self.platform.lock:
-            self.platform.dep.open_wallet(wallet)
+            self.platform.dep.open_wallet(wallet, approve=self.auto_approve)
             if self.demo_grant > 0:
                 self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
 

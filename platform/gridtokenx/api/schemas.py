@@ -93,6 +93,33 @@ class RetireIn(BaseModel):
     beneficiary: str = Field(min_length=1, max_length=200)
 
 
+B64 = r"^[A-Za-z0-9+/=]*$"
+
+
+class Signed(BaseModel):
+    """A message the platform prepared, signed by the household's own wallet key."""
+
+    message: str = Field(pattern=B64, min_length=4, max_length=4096)
+    signature: str = Field(pattern=r"^[A-Za-z0-9+/=]{86,88}$")
+
+
+class AllowanceIn(BaseModel):
+    grx_wh: int = Field(strict=True, ge=0, le=2**63, description="GRX the delegate may move")
+    thb_micro: int = Field(strict=True, ge=0, le=2**63, description="THB it may move")
+
+
+class AllowanceSignedIn(AllowanceIn, Signed):
+    pass
+
+
+class RetireSignedIn(RetireIn, Signed):
+    pass
+
+
+class CertTransferSignedIn(CertTransferIn, Signed):
+    pass
+
+
 class RevokeIn(BaseModel):
     reason: str = Field(pattern=r"^[A-Za-z0-9 ._,:-]{1,200}$")
 
@@ -106,6 +133,27 @@ class ParametersIn(BaseModel):
 
 class HaltIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
+
+
+class ProposalIn(BaseModel):
+    kind: str = Field(pattern=r"^(pause|resume|rotate-oracle|rotate-governance|fee)$")
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=4,
+        description="party and key (a rotation), bps (the fee); nothing otherwise",
+    )
+    signers: list[str] = Field(
+        min_length=1,
+        max_length=3,
+        description="the parties whose keys the message names: platform, grid-operator, auditor",
+    )
+
+
+class ProposalSignatureIn(BaseModel):
+    signer: str = Field(pattern=BASE58, description="the signing party's public key")
+    signature: str = Field(
+        pattern=r"^[A-Za-z0-9+/=]{86,88}$", description="base64 of its signature of `message`"
+    )
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -135,6 +183,7 @@ class RegisteredOut(Out):
     user_id: str
     wallet: str
     custodial: bool
+    status: str = Field(description="pending (may not trade until approved) or active")
 
 
 class NonceOut(Out):
@@ -161,6 +210,10 @@ class WalletOut(Out):
     grx_wh: int
     thb_micro: int
     frozen: bool
+    custodial: bool
+    delegate: str = Field(description="the key a self-custody wallet approves")
+    allowance_grx_wh: int = Field(description="GRX the delegate may still move (self-custody)")
+    allowance_thb_micro: int = Field(description="THB the delegate may still move")
     transactions: list[TransactionOut]
 
 
@@ -346,3 +399,24 @@ WHY = {
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route or router: these statuses, each with the error schema."""
     return {s: {"model": ErrorOut, "description": WHY[s]} for s in statuses}
+
+
+class ProposalOut(Out):
+    id: int
+    kind: str
+    args: dict[str, str]
+    authority: str
+    signers: list[str]
+    message: str
+    signatures: dict[str, str]
+    status: str
+    transaction: str | None
+    missing: list[str]
+
+
+class ProposalsOut(Out):
+    proposals: list[ProposalOut]
+
+
+class PreparedOut(Out):
+    message: str = Field(description="base64 of the message the wallet key signs")

@@ -6,7 +6,7 @@ them like every other refusal: by kind, never by code.
 
 from __future__ import annotations
 
-from gridtokenx.errors import CodedError, Conflict, InvalidInput, RateLimited
+from gridtokenx.errors import CodedError, Conflict, Forbidden, InvalidInput, RateLimited
 
 
 class MarketError(CodedError):
@@ -45,9 +45,14 @@ class MarketHalted(OrderRejected, Conflict):
     """`market_halted`: the operator stopped trading; retry after the resume."""
 
 
+class NotApproved(OrderRejected, Forbidden):
+    """`not_approved`: the account waits for an operator's (or the KYC step's) approval."""
+
+
 _REJECTION_KINDS: dict[str, type[OrderRejected]] = {
     "order_rate_limited": OrderRateLimited,
     "market_halted": MarketHalted,
+    "not_approved": NotApproved,
 }
 
 

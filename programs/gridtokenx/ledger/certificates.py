@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token.models import AuthorityType
@@ -178,38 +179,41 @@ class Registry:
         )
         return self.get(address)
 
-    def transfer(self, address: Pubkey, holder: Keypair, to: Pubkey) -> Certificate:
+    def transfer_ixs(self, address: Pubkey, holder: Pubkey, to: Pubkey) -> list[Instruction]:
+        """What moves a certificate to `to`: signed by its holder and the validator."""
         cert = self.get(address)
         self._move(cert, "transfer")
-        if cert.holder != holder.pubkey():
+        if cert.holder != holder:
             raise CertificateError("not_holder", "only the holder can transfer a certificate")
         mint = self._mint(address)
-        self.dep.ledger.send(
-            [
-                mint.open_ix(to),
-                mint.thaw_ix(to, self.validator.pubkey()),
-                mint.transfer_ix(holder.pubkey(), to, cert.wh),
-                memo(f"gtx1 cert transfer {address} {to}"),
-            ],
-            [holder, self.validator],
-        )
+        return [
+            mint.open_ix(to),
+            mint.thaw_ix(to, self.validator.pubkey()),
+            mint.transfer_ix(holder, to, cert.wh),
+            memo(f"gtx1 cert transfer {address} {to}"),
+        ]
+
+    def transfer(self, address: Pubkey, holder: Keypair, to: Pubkey) -> Certificate:
+        ixs = self.transfer_ixs(address, holder.pubkey(), to)
+        self.dep.ledger.send(ixs, [holder, self.validator])
         return self.get(address)
 
-    def retire(self, address: Pubkey, holder: Keypair, beneficiary: str) -> Certificate:
-        """Burn the certificate for good, naming who claims the renewable energy."""
+    def retire_ixs(self, address: Pubkey, holder: Pubkey, beneficiary: str) -> list[Instruction]:
+        """What burns a certificate for good, naming who claims the renewable energy:
+        signed by its holder alone."""
         cert = self.get(address)
         self._move(cert, "retire")
-        if cert.holder != holder.pubkey():
+        if cert.holder != holder:
             raise CertificateError("not_holder", "only the holder can retire a certificate")
         safe = beneficiary.replace("\n", " ")[:200]
         mint = self._mint(address)
-        self.dep.ledger.send(
-            [
-                mint.burn_ix(holder.pubkey(), cert.wh),
-                memo(f"gtx1 cert retire {address} for={safe}", [holder.pubkey()]),
-            ],
-            [holder],
-        )
+        return [
+            mint.burn_ix(holder, cert.wh),
+            memo(f"gtx1 cert retire {address} for={safe}", [holder]),
+        ]
+
+    def retire(self, address: Pubkey, holder: Keypair, beneficiary: str) -> Certificate:
+        self.dep.ledger.send(self.retire_ixs(address, holder.pubkey(), beneficiary), [holder])
         return self.get(address)
 
     def revoke(self, address: Pubkey, reason: str) -> Certificate:

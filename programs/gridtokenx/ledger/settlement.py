@@ -14,6 +14,9 @@
 - Consumption burns: `burn_consumption` burns a holder's GRX against its import register
   (memo `gtx1 burn <epoch> - <meter>:<from>-<to>`): the burn is min(balance, imported Wh
   since the last burn), and the burn mark moves to the newest import register either way.
+- Self-custody holders (`Delegated`): the household approved the platform's delegate key
+  once (SPL Approve) for an allowance; its escrow and burns are signed by that delegate,
+  and the chain refuses anything beyond what is left of the allowance (docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -33,6 +36,37 @@ from gridtokenx.wire import merkle
 
 SETTLE, ESCROW, REFUND, BURN = "gtx1 settle", "gtx1 escrow", "gtx1 refund", "gtx1 burn"
 ASSETS = ("grx", "thb")
+
+
+@dataclass(frozen=True)
+class Delegated:
+    """A wallet whose key its household keeps: the platform acts on it only as the
+    delegate the household approved, within the allowance on the chain."""
+
+    owner: Pubkey
+    delegate: Keypair
+
+    def pubkey(self) -> Pubkey:
+        return self.owner
+
+
+Holder = Keypair | Delegated
+
+
+def _signing(holder: Holder) -> tuple[Pubkey | None, Keypair]:
+    """(the authority to name instead of the owner, the key that signs)."""
+    if isinstance(holder, Delegated):
+        return holder.delegate.pubkey(), holder.delegate
+    return None, holder
+
+
+def allowance_left(dep: Deployment, holder: Holder, asset: str) -> int | None:
+    """What the delegate may still move of a self-custody holder's `asset` (None: custodial,
+    no allowance applies)."""
+    if not isinstance(holder, Delegated):
+        return None
+    granted = _mint(dep, asset).allowance(holder.owner)
+    return granted[1] if granted and granted[0] == holder.delegate.pubkey() else 0
 
 
 class SettlementError(Exception):
@@ -157,7 +191,7 @@ def settle_epoch(
     return signatures
 
 
-def lock(dep: Deployment, owner: Keypair, order_id: str, asset: str, amount: int) -> str:
+def lock(dep: Deployment, owner: Holder, order_id: str, asset: str, amount: int) -> str:
     """Move an order's GRX (sell) or maximum cost in THB (buy) into escrow, once."""
     if asset not in ASSETS or amount <= 0:
         raise SettlementError("bad_escrow", f"{asset} {amount}")
@@ -165,8 +199,9 @@ def lock(dep: Deployment, owner: Keypair, order_id: str, asset: str, amount: int
     done = dep.ledger.memo_index().get(text)
     if done:
         return done
-    ix = _mint(dep, asset).transfer_ix(owner.pubkey(), dep.escrow.pubkey(), amount)
-    return dep.ledger.send([ix, memo(text)], [owner])
+    authority, signer = _signing(owner)
+    ix = _mint(dep, asset).transfer_ix(owner.pubkey(), dep.escrow.pubkey(), amount, authority)
+    return dep.ledger.send([ix, memo(text)], [signer])
 
 
 def refund(dep: Deployment, order_id: str, owner: Pubkey, asset: str, amount: int) -> str:
@@ -180,13 +215,18 @@ def refund(dep: Deployment, order_id: str, owner: Pubkey, asset: str, amount: in
 
 
 def burn_consumption(
-    dep: Deployment, owner: Keypair, epoch: int, meter_id: str, import_from: int, import_to: int
+    dep: Deployment, owner: Holder, epoch: int, meter_id: str, import_from: int, import_to: int
 ) -> tuple[int, str | None]:
-    """Burn GRX as the owner consumes: min(balance, import_to - import_from). Returns the
-    Wh burned and the transaction (None when nothing was burned or it already was)."""
+    """Burn GRX as the owner consumes: min(balance, import_to - import_from), and for a
+    self-custody holder no more than its allowance left. Returns the Wh burned and the
+    transaction (None when nothing was burned or it already was)."""
     text = f"{BURN} {epoch} - {meter_id}:{import_from}-{import_to}"
     if text in dep.ledger.memo_index() or import_to <= import_from:
         return 0, None
     amount = min(dep.grx.balance(owner.pubkey()), import_to - import_from)
-    ixs = [dep.grx.burn_ix(owner.pubkey(), amount)] if amount > 0 else []
-    return amount, dep.ledger.send([*ixs, memo(text)], [owner] if ixs else [])
+    authority, signer = _signing(owner)
+    if authority is not None:
+        granted = dep.grx.allowance(owner.pubkey())
+        amount = min(amount, granted[1] if granted and granted[0] == authority else 0)
+    ixs = [dep.grx.burn_ix(owner.pubkey(), amount, authority)] if amount > 0 else []
+    return amount, dep.ledger.send([*ixs, memo(text)], [signer] if ixs else [])

@@ -20,6 +20,7 @@ from solders.system_program import CreateAccountParams, create_account
 from spl.token import instructions as spl
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.models import (
+    ApproveCheckedParams,
     AuthorityType,
     BurnCheckedParams,
     FreezeAccountParams,
@@ -290,6 +291,28 @@ class Mint:
     def exists(self, owner: Pubkey) -> bool:
         return self.ledger.account_data(self.account_of(owner)) is not None
 
+    def allowance(self, owner: Pubkey) -> tuple[Pubkey, int] | None:
+        """The owner's delegate and what it may still move (SPL Approve), if any."""
+        data = self.ledger.account_data(self.account_of(owner))
+        if data is None or int.from_bytes(data[72:76], "little") == 0:
+            return None
+        return Pubkey.from_bytes(data[76:108]), int.from_bytes(data[121:129], "little")
+
+    def approve_ix(self, owner: Pubkey, delegate: Pubkey, amount: int) -> Instruction:
+        """ApproveChecked: `delegate` may move (or burn) up to `amount` of the owner's
+        tokens; the owner signs it, and the chain counts the allowance down."""
+        return spl.approve_checked(
+            ApproveCheckedParams(
+                program_id=TOKEN_2022_PROGRAM_ID,
+                source=self.account_of(owner),
+                mint=self.address,
+                delegate=delegate,
+                owner=owner,
+                amount=amount,
+                decimals=self.decimals,
+            )
+        )
+
     def is_frozen(self, owner: Pubkey) -> bool:
         data = self.ledger.account_data(self.account_of(owner))
         return data is not None and data[108] == FROZEN
@@ -365,8 +388,15 @@ class Mint:
             )
         )
 
-    def transfer_ix(self, source_owner: Pubkey, dest_owner: Pubkey, amount: int) -> Instruction:
-        """TransferChecked (12): amount u64 LE, decimals u8; source, mint, dest, owner.
+    def transfer_ix(
+        self,
+        source_owner: Pubkey,
+        dest_owner: Pubkey,
+        amount: int,
+        authority: Pubkey | None = None,
+    ) -> Instruction:
+        """TransferChecked (12): amount u64 LE, decimals u8; source, mint, dest, owner (or
+        `authority`, the owner's delegate, within its allowance).
         Built here rather than by solana-py's construct layouts: settlement builds tens of
         thousands (tests compare the bytes with solana-py's)."""
         return Instruction(
@@ -376,17 +406,17 @@ class Mint:
                 AccountMeta(self.account_of(source_owner), is_signer=False, is_writable=True),
                 AccountMeta(self.address, is_signer=False, is_writable=False),
                 AccountMeta(self.account_of(dest_owner), is_signer=False, is_writable=True),
-                AccountMeta(source_owner, is_signer=True, is_writable=False),
+                AccountMeta(authority or source_owner, is_signer=True, is_writable=False),
             ],
         )
 
-    def burn_ix(self, owner: Pubkey, amount: int) -> Instruction:
+    def burn_ix(self, owner: Pubkey, amount: int, authority: Pubkey | None = None) -> Instruction:
         return spl.burn_checked(
             BurnCheckedParams(
                 program_id=TOKEN_2022_PROGRAM_ID,
                 account=self.account_of(owner),
                 mint=self.address,
-                owner=owner,
+                owner=authority or owner,
                 amount=amount,
                 decimals=self.decimals,
             )

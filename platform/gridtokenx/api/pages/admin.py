@@ -1,17 +1,22 @@
-"""`/admin`: the operator's page (market parameters, halt/resume, users, hubs, meters, the
-audit log, the feeder map and curtailments)."""
+"""`/admin`: the operator's page (market parameters, halt/resume, users, hubs and meters with
+approve/suspend, governance proposals, the audit log, the feeder map and curtailments)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Form, Request
+from typing import Any
+
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, Response
+from solders.pubkey import Pubkey
 
 from gridtokenx import auditlog, books
 from gridtokenx.api.pages.layout import api_of, back, operator, page
 from gridtokenx.errors import CodedError
+from gridtokenx.governing import Governing
 from gridtokenx.tables import users
 
 router = APIRouter()
+DONE = {"suspend": "suspended", "approve": "approved"}
 
 
 @router.get("/admin", response_class=HTMLResponse)
@@ -42,10 +47,12 @@ def admin_page(request: Request) -> Response:
         audit=auditlog.entries(p.books, 50),
         broken=auditlog.verify(p.books),
         hubs=[
-            {"hub_id": h["hub_id"], "key": bytes(h["public_key"]).hex()}
+            {"hub_id": h["hub_id"], "key": bytes(h["public_key"]).hex(), "status": h["status"]}
             for h in books.rows(p.books, books.hubs)
         ],
         meters=books.rows(p.books, books.meters),
+        auto_approve=api.auto_approve,
+        proposals=_proposals(api),
         grid_map=t.grid.svg() if t and t.grid else None,
         grid_code=t.grid.grid.code if t and t.grid else None,
         curtailments=list(reversed(t.grid.curtailments[-20:])) if t and t.grid else [],
@@ -82,4 +89,109 @@ def user_action(request: Request, user_id: str, action: str) -> Response:
         api.set_user_status(user_id, action, claims.user_id)
     except CodedError as err:
         return back("/admin", error=err.message)
-    return back("/admin", notice=f"User {action}d.")
+    return back("/admin", notice=f"User {DONE[action]}.")
+
+
+def _registry_action(request: Request, kind: str, key: str, action: str) -> Response:
+    """Approve or suspend a hub or a meter (the same as the admin API's, audited)."""
+    from gridtokenx.api.routers.admin import set_status
+
+    api = api_of(request)
+    claims = operator(request)
+    if claims is None or action not in DONE:
+        return back("/login", error="Operators only.")
+    try:
+        set_status(api.platform, kind, key, action, claims.user_id)
+    except CodedError as err:
+        return back("/admin", error=err.message)
+    return back("/admin", notice=f"{kind.capitalize()} {key} {DONE[action]}.")
+
+
+@router.post("/admin/hubs/{hub_id}/{action}")
+def hub_action(request: Request, hub_id: str, action: str) -> Response:
+    return _registry_action(request, "hub", hub_id, action)
+
+
+@router.post("/admin/meters/{meter_id}/{action}")
+def meter_action(request: Request, meter_id: str, action: str) -> Response:
+    return _registry_action(request, "meter", meter_id, action)
+
+
+def _proposals(api: Any) -> list[dict[str, Any]]:
+    """The proposals, newest first, each signer named by its holder."""
+    dep = api.platform.dep
+    out = []
+    for p in reversed(Governing(api.platform, api.trading).proposals()[-20:]):
+        holders = {k: dep.holder_of(Pubkey.from_string(k)) or k[:12] for k in p["signers"]}
+        out.append(
+            {
+                **p,
+                "signed_by": [holders[k] for k in p["signers"] if k in p["signatures"]],
+                "missing_by": [holders[k] for k in p["missing"]],
+            }
+        )
+    return out
+
+
+def _governed(request: Request, act: Any, notice: str) -> Response:
+    """Run one governance step as the signed-in operator; a refusal is shown, not raised."""
+    api = api_of(request)
+    claims = operator(request)
+    if claims is None:
+        return back("/login", error="Operators only.")
+    try:
+        done = act(Governing(api.platform, api.trading), claims.user_id)
+    except CodedError as err:
+        return back("/admin", error=f"{err.code}: {err.message}")
+    return back("/admin", notice=notice.format(**done))
+
+
+Id = Path(ge=1, le=2**31)
+
+
+@router.post("/admin/governance")
+def propose(
+    request: Request,
+    kind: str = Form(max_length=20),
+    args: str = Form("", max_length=200),
+    signers: str = Form(max_length=60),
+) -> Response:
+    pairs = dict(a.split("=", 1) for a in args.split() if "=" in a)
+    parties = [s.strip() for s in signers.split(",") if s.strip()]
+    return _governed(
+        request,
+        lambda g, actor: g.propose(actor, kind, pairs, parties),
+        "Proposal {id} ({kind}) made: it needs its signers' signatures.",
+    )
+
+
+@router.post("/admin/governance/{proposal_id}/sign")
+def sign(request: Request, proposal_id: int = Id) -> Response:
+    return _governed(
+        request,
+        lambda g, actor: g.sign_as_platform(actor, proposal_id),
+        "Proposal {id} signed with the platform's key.",
+    )
+
+
+@router.post("/admin/governance/{proposal_id}/signatures")
+def add_signature(
+    request: Request,
+    proposal_id: int = Id,
+    signer: str = Form(max_length=44),
+    signature: str = Form(max_length=88),
+) -> Response:
+    return _governed(
+        request,
+        lambda g, actor: g.add_signature(actor, proposal_id, signer, signature),
+        "Signature added to proposal {id}.",
+    )
+
+
+@router.post("/admin/governance/{proposal_id}/execute")
+def execute(request: Request, proposal_id: int = Id) -> Response:
+    return _governed(
+        request,
+        lambda g, actor: g.execute(actor, proposal_id),
+        "Proposal {id} executed: {transaction}.",
+    )

@@ -47,6 +47,8 @@ def me_page(request: Request) -> Response:
         "grx_wh": dep.grx.balance(owner),
         "thb_micro": dep.thb.balance(owner),
         "frozen": dep.grx.is_frozen(owner),
+        "custodial": p.keys.name_of(claims.wallet) is not None,
+        "pending": api.trading is not None and api.trading.user_status(claims.user_id) == "pending",
         "transactions": list(reversed(txs)),
     }
     orders = [

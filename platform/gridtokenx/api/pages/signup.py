@@ -40,7 +40,9 @@ def signup(
     user_id = str(uuid.uuid4())
     wallet = api.platform.keys.ensure(f"user/{user_id}").pubkey()
     try:
-        api.accounts.register(email, password, role, wallet, True, user_id=user_id)
+        api.accounts.register(
+            email, password, role, wallet, True, user_id=user_id, status=api.signup_status
+        )
     except AuthError as err:
         return back("/signup", error=err.message)
     api.welcome(user_id, wallet)

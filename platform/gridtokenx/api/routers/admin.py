@@ -1,11 +1,11 @@
 """The operator's API: hubs, meters and users (register, suspend, approve), fiat on/off-ramp,
-market parameters and halts, the audit log. Every change is audited."""
+market parameters and halts, governance proposals, the audit log. Every change is audited."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
 from gridtokenx import auditlog
@@ -20,6 +20,10 @@ from gridtokenx.api.schemas import (
     MeterIn,
     ParametersIn,
     ParametersOut,
+    ProposalIn,
+    ProposalOut,
+    ProposalSignatureIn,
+    ProposalsOut,
     SignatureOut,
     StatusOut,
     TopUpIn,
@@ -30,6 +34,7 @@ from gridtokenx.api.schemas import (
     errors,
 )
 from gridtokenx.errors import NotFound
+from gridtokenx.governing import Governing, refuse_fee_change
 from gridtokenx.service import Platform
 from gridtokenx.tables import users
 
@@ -128,7 +133,9 @@ def withdraw(body: TopUpIn, actor: AdminDep, platform: PlatformDep) -> dict[str,
 
 @router.put("/market/parameters", response_model=ParametersOut)
 def parameters(body: ParametersIn, actor: AdminDep, t: TradingDep) -> dict[str, Any]:
-    return t.set_parameters(actor, body.model_dump(exclude_none=True))
+    changes = body.model_dump(exclude_none=True)
+    refuse_fee_change(changes)  # the fee is the governance threshold's (governing.py)
+    return t.set_parameters(actor, changes)
 
 
 @router.post("/market/halt", response_model=HaltOut)
@@ -160,3 +167,39 @@ def list_users(actor: AdminDep, platform: PlatformDep) -> list[dict[str, Any]]:
             {k: v for k, v in r._mapping.items() if k != "password_hash"}
             for r in c.execute(select(users).order_by(users.c.created_at))
         ]
+
+
+# -- governance (the same proposals as `gridtokenx governance`, governing.py) -------------------
+ProposalId = Annotated[int, Path(ge=1, le=2**31)]
+
+
+@router.get("/governance", response_model=ProposalsOut)
+def proposals(actor: AdminDep, api: ApiDep) -> dict[str, Any]:
+    return {"proposals": Governing(api.platform, api.trading).proposals()}
+
+
+@router.post("/governance", status_code=201, response_model=ProposalOut)
+def propose(body: ProposalIn, actor: AdminDep, api: ApiDep) -> dict[str, Any]:
+    return Governing(api.platform, api.trading).propose(actor, body.kind, body.args, body.signers)
+
+
+@router.post("/governance/{proposal_id}/sign", response_model=ProposalOut)
+def sign_as_platform(proposal_id: ProposalId, actor: AdminDep, api: ApiDep) -> dict[str, Any]:
+    """The platform's own signature: one party's, never a threshold."""
+    return Governing(api.platform, api.trading).sign_as_platform(actor, proposal_id)
+
+
+@router.post("/governance/{proposal_id}/signatures", response_model=ProposalOut)
+def add_signature(
+    proposal_id: ProposalId, body: ProposalSignatureIn, actor: AdminDep, api: ApiDep
+) -> dict[str, Any]:
+    """Another party's signature, made with its own keystore; checked before it is kept."""
+    return Governing(api.platform, api.trading).add_signature(
+        actor, proposal_id, body.signer, body.signature
+    )
+
+
+@router.post("/governance/{proposal_id}/execute", response_model=ProposalOut)
+def execute(proposal_id: ProposalId, actor: AdminDep, api: ApiDep) -> dict[str, Any]:
+    """Sent with the signatures it has: the chain refuses one short of its threshold."""
+    return Governing(api.platform, api.trading).execute(actor, proposal_id)

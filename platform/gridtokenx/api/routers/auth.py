@@ -48,10 +48,13 @@ def register(
         wallet, custodial = platform.keys.ensure(f"user/{user_id}").pubkey(), True
     else:
         wallet, custodial = pubkey(body.wallet, "wallet"), False
-    accounts.register(body.email, body.password, body.role, wallet, custodial, user_id=user_id)
+    status = api.signup_status
+    accounts.register(
+        body.email, body.password, body.role, wallet, custodial, user_id=user_id, status=status
+    )
     api.welcome(user_id, wallet)
-    auditlog.append(platform.books, user_id, "auth.register", {"role": body.role})
-    return {"user_id": user_id, "wallet": str(wallet), "custodial": custodial}
+    auditlog.append(platform.books, user_id, "auth.register", {"role": body.role, "status": status})
+    return {"user_id": user_id, "wallet": str(wallet), "custodial": custodial, "status": status}
 
 
 @router.post("/auth/login", response_model=TokensOut, responses=errors(401, 403))

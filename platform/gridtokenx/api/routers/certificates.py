@@ -10,13 +10,16 @@ from fastapi import APIRouter
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from gridtokenx import auditlog
+from gridtokenx import auditlog, custody
 from gridtokenx.api.deps import AdminDep, PlatformDep, UserDep, pubkey
 from gridtokenx.api.schemas import (
     CertificateOut,
     CertifyIn,
     CertTransferIn,
+    CertTransferSignedIn,
+    PreparedOut,
     RetireIn,
+    RetireSignedIn,
     RevokeIn,
     errors,
 )
@@ -102,3 +105,63 @@ def revoke_certificate(
     address = pubkey(mint, "mint")
     auditlog.append(platform.books, actor, "admin.certificate_revoke", {"mint": mint})
     return under_lock(platform, lambda: platform.certificates.revoke(address, body.reason))
+
+
+# -- self-custody holders: the platform prepares, the wallet's own key signs (custody.py) --------
+def _external(platform: Platform, wallet: str) -> Pubkey:
+    if platform.keys.name_of(wallet) is not None:
+        raise Conflict("custodial_wallet", "a custodial wallet transfers and retires directly")
+    return pubkey(wallet, "wallet")
+
+
+@router.post("/certificates/{mint}/retire/prepare", response_model=PreparedOut)
+def prepare_retire(
+    mint: str, body: RetireIn, claims: UserDep, platform: PlatformDep
+) -> dict[str, Any]:
+    holder, address = _external(platform, claims.wallet), pubkey(mint, "mint")
+    with platform.lock:
+        ixs = platform.certificates.retire_ixs(address, holder, body.beneficiary)
+        return {"message": custody.prepare(platform.ledger, ixs)}
+
+
+@router.post("/certificates/{mint}/retire/signed", response_model=CertificateOut)
+def retire_signed(
+    mint: str, body: RetireSignedIn, claims: UserDep, platform: PlatformDep
+) -> dict[str, Any]:
+    holder, address = _external(platform, claims.wallet), pubkey(mint, "mint")
+
+    def act() -> Any:
+        ixs = platform.certificates.retire_ixs(address, holder, body.beneficiary)
+        custody.submit(platform.ledger, ixs, holder, body.message, body.signature)
+        return platform.certificates.get(address)
+
+    return under_lock(platform, act)
+
+
+@router.post("/certificates/{mint}/transfer/prepare", response_model=PreparedOut)
+def prepare_transfer(
+    mint: str, body: CertTransferIn, claims: UserDep, platform: PlatformDep
+) -> dict[str, Any]:
+    holder, address = _external(platform, claims.wallet), pubkey(mint, "mint")
+    to = pubkey(body.to_wallet, "to_wallet")
+    with platform.lock:
+        ixs = platform.certificates.transfer_ixs(address, holder, to)
+        return {"message": custody.prepare(platform.ledger, ixs)}
+
+
+@router.post("/certificates/{mint}/transfer/signed", response_model=CertificateOut)
+def transfer_signed(
+    mint: str, body: CertTransferSignedIn, claims: UserDep, platform: PlatformDep
+) -> dict[str, Any]:
+    holder, address = _external(platform, claims.wallet), pubkey(mint, "mint")
+    to = pubkey(body.to_wallet, "to_wallet")
+
+    def act() -> Any:
+        registry = platform.certificates
+        ixs = registry.transfer_ixs(address, holder, to)
+        custody.submit(
+            platform.ledger, ixs, holder, body.message, body.signature, [registry.validator]
+        )
+        return registry.get(address)
+
+    return under_lock(platform, act)

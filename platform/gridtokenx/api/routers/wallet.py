@@ -1,5 +1,6 @@
-"""A household's balances, the ledger transactions that touch its wallet, and its
-statement to check itself (docs/statement.md)."""
+"""A household's balances, the ledger transactions that touch its wallet, its statement to
+check itself (docs/statement.md), and a self-custody wallet's allowance to the platform's
+delegate (prepared here, signed by its own key: custody.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from gridtokenx.api.deps import ApiDep, PlatformDep, UserDep, pubkey
-from gridtokenx.api.schemas import StatementOut, WalletOut, errors
+from gridtokenx import auditlog, custody
+from gridtokenx.api.deps import AccountsDep, ApiDep, PlatformDep, UserDep, pubkey
+from gridtokenx.api.schemas import (
+    AllowanceIn,
+    AllowanceSignedIn,
+    PreparedOut,
+    SignatureOut,
+    StatementOut,
+    WalletOut,
+    errors,
+)
+from gridtokenx.errors import Conflict
+from gridtokenx.service import Platform
 
 router = APIRouter(
     prefix="/api/v1", tags=["wallet"], responses=errors(401, 403, 413, 422, 429, 503)
@@ -27,11 +39,21 @@ def wallet(claims: UserDep, platform: PlatformDep) -> dict[str, Any]:
         for e in platform.ledger.history()[-2000:]
         if accounts & {str(k) for k in e.tx.message.account_keys}
     ][-50:]
+    delegate = platform.delegate.pubkey()
+
+    def left(mint: Any) -> int:
+        granted = mint.allowance(owner)
+        return granted[1] if granted and granted[0] == delegate else 0
+
     return {
         "wallet": str(owner),
         "grx_wh": dep.grx.balance(owner),
         "thb_micro": dep.thb.balance(owner),
         "frozen": dep.grx.is_frozen(owner),
+        "custodial": platform.keys.name_of(str(owner)) is not None,
+        "delegate": str(delegate),
+        "allowance_grx_wh": left(dep.grx),
+        "allowance_thb_micro": left(dep.thb),
         "transactions": list(reversed(txs)),
     }
 
@@ -69,3 +91,51 @@ def statement(
 ) -> Response:
     """The signed-in household's statement of these UTC days (at most 93)."""
     return statement_download(api, claims.user_id, first, last)
+
+
+def _approvals(platform: Platform, owner: Any, body: AllowanceIn) -> list[Any]:
+    """ApproveChecked on the wallet's GRX and THB accounts, naming the platform's delegate
+    (an amount replaces the allowance left; 0 revokes it in effect)."""
+    dep, delegate = platform.dep, platform.delegate.pubkey()
+    return [
+        dep.grx.approve_ix(owner, delegate, body.grx_wh),
+        dep.thb.approve_ix(owner, delegate, body.thb_micro),
+    ]
+
+
+def _self_custody(platform: Platform, wallet: str) -> Any:
+    owner = pubkey(wallet, "wallet")
+    if platform.keys.name_of(wallet) is not None:
+        raise Conflict("custodial_wallet", "a custodial wallet needs no allowance")
+    return owner
+
+
+@router.post("/wallet/allowance/prepare", response_model=PreparedOut, responses=errors(409))
+def prepare_allowance(body: AllowanceIn, claims: UserDep, platform: PlatformDep) -> dict[str, Any]:
+    """The allowance message for the wallet's own key to sign (the platform pays the fee)."""
+    owner = _self_custody(platform, claims.wallet)
+    with platform.lock:
+        return {"message": custody.prepare(platform.ledger, _approvals(platform, owner, body))}
+
+
+@router.post("/wallet/allowance", response_model=SignatureOut, responses=errors(409))
+def grant_allowance(
+    body: AllowanceSignedIn, claims: UserDep, platform: PlatformDep, accounts: AccountsDep
+) -> dict[str, Any]:
+    """The signed allowance, sent if it is exactly the message prepared for this wallet."""
+    owner = _self_custody(platform, claims.wallet)
+    with platform.lock:
+        sig = custody.submit(
+            platform.ledger,
+            _approvals(platform, owner, body),
+            owner,
+            body.message,
+            body.signature,
+        )
+    auditlog.append(
+        platform.books,
+        claims.user_id,
+        "wallet.allowance",
+        {"grx_wh": body.grx_wh, "thb_micro": body.thb_micro, "transaction": sig},
+    )
+    return {"transaction": sig}

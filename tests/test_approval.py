@@ -1,0 +1,125 @@
+"""Frozen until approved (issue #14 item 5): a new account's GRX account stays frozen on the
+chain and it cannot place an order (`not_approved`) until an operator approves it, by the
+admin API or the operator page; hubs and meters are approved and suspended from the page too.
+The demo's `--auto-approve` (a visible setting) approves each sign-up at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+from platform_site import ADMIN_H, Clock, Site, fund, signup
+from solders.pubkey import Pubkey
+from sqlalchemy import func, select
+
+from gridtokenx import auditlog, books
+from gridtokenx.tables import market_orders
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path / "platform", None, Clock(), auto_approve=False)
+    yield s
+    s.close()
+
+
+def order_count(site: Site) -> int:
+    with site.platform.books.connect() as c:
+        return int(c.execute(select(func.count()).select_from(market_orders)).scalar_one())
+
+
+def test_a_new_household_cannot_trade_until_an_operator_approves_it(site: Site) -> None:
+    c = site.client
+    pat = signup(c, "pat@example.org")
+    assert pat["status"] == "pending"
+    assert c.get("/api/v1/me", headers=pat["auth"]).json()["status"] == "pending"
+    wallet = Pubkey.from_string(pat["wallet"])
+    assert site.platform.dep.grx.is_frozen(wallet) is True  # on the chain, not only the books
+    assert c.get("/api/v1/wallet", headers=pat["auth"]).json()["frozen"] is True
+    fund(site, pat, thb=5_000_000)  # a fiat deposit may arrive before the approval
+    order = {"side": "buy", "quantity_wh": 1000, "price": 4_000_000}
+    r = c.post("/api/v1/orders", headers=pat["auth"], json=order)
+    assert r.status_code == 403
+    assert r.json()["code"] == "not_approved"
+    sell = {"side": "sell", "quantity_wh": 1000, "price": 4_000_000}
+    r = c.post("/api/v1/orders", headers=pat["auth"], json=sell)
+    assert (r.status_code, r.json()["code"]) == (403, "not_approved")
+    assert order_count(site) == 0
+    assert site.platform.dep.thb.balance(wallet) == 5_000_000  # nothing was escrowed
+
+    r = c.post(f"/api/v1/admin/users/{pat['user_id']}/approve", headers=ADMIN_H)
+    assert r.status_code == 200 and r.json() == {"user_id": pat["user_id"], "status": "active"}
+    assert site.platform.dep.grx.is_frozen(wallet) is False
+    r = c.post("/api/v1/orders", headers=pat["auth"], json=order)
+    assert r.status_code == 201, r.text
+    assert order_count(site) == 1
+    assert site.platform.dep.thb.balance(wallet) == 5_000_000 - 4_000_000
+    actions = [e["action"] for e in auditlog.entries(site.platform.books, 20)]
+    assert "admin.user_approve" in actions
+
+
+def test_auto_approve_is_the_demo_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    demo = Site(tmp_path / "demo", None, Clock(), auto_approve=True)
+    try:
+        pat = signup(demo.client, "pat@example.org")
+        assert pat["status"] == "active"
+        assert demo.platform.dep.grx.is_frozen(Pubkey.from_string(pat["wallet"])) is False
+    finally:
+        demo.close()
+
+
+def operator_session(site: Site) -> None:
+    """An admin account signed in on the site's client (the pages' cookie)."""
+    wallet = site.platform.keys.ensure("user/op").pubkey()
+    site.accounts.register("op@example.org", "correct horse 1", "admin", wallet, user_id="op")
+    r = site.client.post("/login", data={"email": "op@example.org", "password": "correct horse 1"})
+    assert r.status_code == 200
+
+
+def test_the_operator_page_approves_users_hubs_and_meters(site: Site) -> None:
+    pat = signup(site.client, "pat@example.org")
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    site.platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    site.platform.register_meter("m-1", bytes(meter.verify_key), Pubkey.from_string(pat["wallet"]))
+    site.client.cookies.clear()
+    # a household is not an operator: its posts to the operator's forms change nothing
+    r = site.client.post(f"/admin/users/{pat['user_id']}/approve")
+    assert r.url.path == "/login"
+    r = site.client.post("/login", data={"email": "pat@example.org", "password": "correct horse 1"})
+    assert "waits for an operator's approval" in site.client.get("/me").text
+    site.client.post("/logout")
+    assert site.accounts.user(pat["user_id"])["status"] == "pending"  # type: ignore[index]
+    operator_session(site)
+    page = site.client.get("/admin").text
+    assert "New sign-ups are <b>pending</b>" in page
+    assert f'action="/admin/users/{pat["user_id"]}/approve"' in page
+    r = site.client.post(f"/admin/users/{pat['user_id']}/approve")
+    assert r.url.path == "/admin" and r.url.params["notice"] == "User approved."
+    assert site.accounts.user(pat["user_id"])["status"] == "active"  # type: ignore[index]
+    assert site.platform.dep.grx.is_frozen(Pubkey.from_string(pat["wallet"])) is False
+
+    assert 'action="/admin/meters/m-1/suspend"' in site.client.get("/admin").text
+    r = site.client.post("/admin/meters/m-1/suspend")
+    assert r.url.params["notice"] == "Meter m-1 suspended."
+    r = site.client.post("/admin/hubs/hub-1/suspend")
+    assert r.url.params["notice"] == "Hub hub-1 suspended."
+    status = {m["meter_id"]: m["status"] for m in books.rows(site.platform.books, books.meters)}
+    assert status == {"m-1": "suspended"}
+    assert [h["status"] for h in books.rows(site.platform.books, books.hubs)] == ["suspended"]
+    page = site.client.get("/admin").text
+    assert 'action="/admin/hubs/hub-1/approve"' in page
+    r = site.client.post("/admin/hubs/hub-1/approve")
+    assert r.url.params["notice"] == "Hub hub-1 approved."
+    r = site.client.post("/admin/meters/m-9/approve")  # unknown: a refusal, not a 500
+    assert r.url.path == "/admin" and r.url.params["error"] == "m-9"
+    r = site.client.post("/admin/meters/m-1/delete")  # not an action the page has
+    assert r.url.path == "/login"
+    actions = [e["action"] for e in auditlog.entries(site.platform.books, 20)]
+    for action in ("admin.user_approve", "admin.meter_suspend", "admin.hub_suspend"):
+        assert action in actions
