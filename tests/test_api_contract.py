@@ -47,7 +47,7 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 def test_every_operation_declares_its_errors_with_the_one_schema(document: dict[str, Any]) -> None:
     ops = operations(document)
-    assert len(ops) == 53  # 41 + statement + 5 governance + 2 allowance + 4 signed certificate operations
+    assert len(ops) == 53  # 41 + statement + 5 governance + 2 allowance + 4 signed certificates
     for path, method, op in ops:
         statuses = set(op["responses"])
         assert {"413", "422", "429"} <= statuses, (method, path)
