@@ -10,8 +10,9 @@ gtx/port.py:
 - the network and the clock are the operating system's (NTP by systemd-timesyncd).
 
 CPython lacks a few MicroPython names the firmware uses: `time.ticks_ms` & co.,
-`micropython.const` and stream sockets with `read(n)`/`write(buf, n)`. `install()` adds exactly those, in this
-process only (the meter is the only program in it).
+`micropython.const` and stream sockets with `read(n)`/`write(buf, n)`. `install()` adds
+exactly those, in this process only (the meter is the only program in it). Updates over
+the air are refused (`refuse_offer`, firmware/README.md "Updates on Linux").
 
 Run:  python3 firmware/linux/gtx_linux.py /etc/gridtokenx-meter/config.json
 (`gridtokenx firmware install-linux` installs it as a systemd service.)

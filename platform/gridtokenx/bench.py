@@ -147,11 +147,11 @@ def real_start(micropython: str, image: Any, heap_kb: int) -> bool:
 
 
 def smallest_heap(works: Any, high: int) -> int:
-    """The smallest heap in KB (within 2 KB) that `works(kb)` holds, searching 8..high."""
+    """The smallest heap in KB that `works(kb)` holds, searching 8..high."""
     low = 8
     if not works(high):
         raise RuntimeError(f"a meter's real start failed even with {high} KB of heap")
-    while high - low > 2:
+    while high - low > 1:
         mid = (low + high) // 2
         if works(mid):
             high = mid
