@@ -778,3 +778,75 @@ def test_linux_meter_reads_an_rtu_over_tcp_converter_too(tmp_path: Path) -> None
         r = decode(message)
         got.append((r.seq, r.import_wh, r.export_wh))
     assert got == [(1, 55_000, 4_400), (2, 55_000, 4_400)]
+
+
+def test_a_linux_meter_refuses_an_offered_update_and_says_how_it_is_updated(
+    tmp_path: Path,
+) -> None:
+    """A Linux meter does not update over the air (gtx_linux.refuse_offer): a newer image
+    offered (a real signed head, retained as the hub publishes it) is refused once, with
+    how to update it in the journal; nothing is fetched or written, the meter keeps
+    running (no exit 75 into a trial) and its signed status says version 0, no hash."""
+    import paho.mqtt.client as mqtt
+    from nacl.signing import SigningKey
+
+    from gridtokenx.hub import updates
+
+    head = updates.build(updates.pack({"gtx/app.py": b"x = 1\n"}), 2, SigningKey(bytes(32)))
+    broker = Mosquitto(tmp_path / "broker").start()
+    offer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hub-offer")
+    offer.connect("127.0.0.1", broker.port)
+    offer.loop_start()
+    offer.publish(updates.OFFER_TOPIC, head[: updates.HEAD], qos=1, retain=True).wait_for_publish()
+    offer.disconnect()
+    offer.loop_stop()
+    collector = Collector(broker.port).start()
+    chip = EmulatedChip("sdm120", 3)
+    chip.update(import_wh=55_000, export_wh=4_400)
+    try:
+        with ChipServer([chip]) as server:
+            config = tmp_path / "meter.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "meter_id": "mtr-pi",
+                        "chip": "sdm120",
+                        "unit": 3,
+                        "uart": {"tcp": server.address, "timeout_ms": 50},
+                        "broker": {"host": "127.0.0.1", "port": broker.port},
+                        "interval_s": 0.3,
+                        "data_dir": str(tmp_path / "flash"),
+                        "ack": False,
+                    }
+                )
+            )
+            done = subprocess.run(
+                [sys.executable, str(LINUX_MAIN), str(config), "3"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        assert done.returncode == 0, done.stdout + done.stderr
+        statuses = collector.wait_for("status", 1)
+        collector.wait_for("reading", 3)
+    finally:
+        collector.stop()
+        broker.stop()
+    refusals = [line for line in done.stdout.splitlines() if "firmware offer" in line]
+    assert refusals == [
+        "firmware offer of version 2 refused: a Linux meter does not update over the air; "
+        "update it as it was installed (upgrade gridtokenx, run `gridtokenx firmware "
+        "install-linux` again, restart the service)"
+    ]
+    assert sorted(p.name for p in (tmp_path / "flash").iterdir()) == [
+        "meter.key",
+        "meter.pub",
+        "ring.bin",
+        "ring.json",
+        "state.json",
+    ]  # no ota/ (no download, no slot, no state)
+    public = bytes.fromhex((tmp_path / "flash" / "meter.pub").read_text())
+    message, signature = envelope.unwrap(statuses[-1])
+    envelope.verify(message, signature, STATUS_DOMAIN, public)
+    status = decode_status(message)
+    assert (status.image_version, status.image_sha256) == (0, b"")

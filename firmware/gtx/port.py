@@ -1,14 +1,19 @@
-# The thin layer between the firmware and the board. On a meter it is machine.UART,
-# machine.WDT and network.WLAN; on the MicroPython unix port (tests, simulator) the UART
-# is a TCP connection to an emulated Modbus device and there is no watchdog or WiFi.
+# The thin layer between the firmware and the board. On a meter it is gtx/board.py
+# (machine.UART, machine.WDT, network.WLAN), imported only there; on the MicroPython unix
+# port (tests, simulator) the UART is a TCP connection to an emulated Modbus device and
+# there is no watchdog or WiFi. Every name a module holds is interned in the meter's heap
+# on the unix port (firmware/README.md, the heap cliff): board-only code stays out of here.
 import socket
+import sys
 import time
+
+from micropython import const
 
 from gtx.modbus import Uart
 
-TYPE_CHECKING = False  # mypy reads the block below; MicroPython skips it
+TYPE_CHECKING = const(0)  # mypy reads the block below; MicroPython compiles it away
 if TYPE_CHECKING:
-    from machine import WDT
+    from gtx.board import Rs485Uart, Watchdog
 
 
 class TcpUart(Uart):
@@ -71,39 +76,17 @@ class TcpUart(Uart):
                 self.sock.settimeout(self.timeout)
 
 
-class Rs485Uart(Uart):
-    """machine.UART for an RS485 transceiver, driving its DE/RE pin when it has one."""
-
-    def __init__(self, cfg: dict) -> None:
-        from machine import UART, Pin
-
-        kwargs = {"baudrate": cfg.get("baudrate", 9600), "timeout": cfg.get("timeout_ms", 100)}
-        if "tx" in cfg:
-            kwargs["tx"] = Pin(cfg["tx"])
-            kwargs["rx"] = Pin(cfg["rx"])
-        self.uart = UART(cfg.get("id", 1), **kwargs)
-        self.de = Pin(cfg["de_pin"], Pin.OUT, value=0) if "de_pin" in cfg else None
-
-    def write(self, data: bytes) -> None:
-        if self.de is not None:
-            self.de.value(1)
-        self.uart.write(data)
-        self.uart.flush()  # wait until the last bit left before releasing the bus
-        if self.de is not None:
-            self.de.value(0)
-
-    def read(self, n: int) -> bytes | None:
-        return self.uart.read(n)
-
-    def drain(self) -> None:
-        while self.uart.any():
-            self.uart.read()
+def _board() -> bool:
+    """A board (esp32, rp2, ...), not the unix port."""
+    return sys.platform not in ("linux", "darwin")
 
 
 def uart(cfg: dict) -> "TcpUart | Rs485Uart":
     if "tcp" in cfg:
         return TcpUart(cfg["tcp"], cfg.get("timeout_ms", 100))
-    return Rs485Uart(cfg)
+    from gtx import board
+
+    return board.Rs485Uart(cfg)
 
 
 class _NoWatchdog:
@@ -111,30 +94,22 @@ class _NoWatchdog:
         pass
 
 
-def watchdog(timeout_ms: int) -> "WDT | _NoWatchdog":
-    """machine.WDT where the board has one: a hung loop reboots the meter."""
+def watchdog(timeout_ms: int) -> "Watchdog | _NoWatchdog":
+    """machine.WDT on a board: a hung loop reboots the meter."""
+    if not _board():
+        return _NoWatchdog()
     try:
-        from machine import WDT
+        from gtx import board
 
-        return WDT(timeout=timeout_ms)
-    except (ImportError, AttributeError):
+        return board.watchdog(timeout_ms)
+    except (ImportError, AttributeError):  # a board without machine.WDT
         return _NoWatchdog()
 
 
 def network_up(cfg: dict, wait_ms: int = 15000) -> bool:
     """Join WiFi if the board has it (and a config for it); True when usable."""
-    try:
-        import network
-    except ImportError:
+    if not _board():
         return True  # unix port: the host's network
-    wifi = cfg.get("wifi")
-    if not wifi:
-        return True
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    if not wlan.isconnected():
-        wlan.connect(wifi["ssid"], wifi["password"])
-        deadline = time.ticks_add(time.ticks_ms(), wait_ms)
-        while not wlan.isconnected() and time.ticks_diff(deadline, time.ticks_ms()) > 0:
-            time.sleep_ms(200)
-    return wlan.isconnected()
+    from gtx import board
+
+    return board.network_up(cfg, wait_ms)

@@ -9,9 +9,10 @@ gtx/port.py:
 - the watchdog is systemd's (WatchdogSec=, sd_notify "WATCHDOG=1");
 - the network and the clock are the operating system's (NTP by systemd-timesyncd).
 
-CPython lacks a few MicroPython names the firmware uses: `time.ticks_ms` & co. and
-stream sockets with `read(n)`/`write(buf, n)`. `install()` adds exactly those, in this
-process only (the meter is the only program in it).
+CPython lacks a few MicroPython names the firmware uses: `time.ticks_ms` & co.,
+`micropython.const` and stream sockets with `read(n)`/`write(buf, n)`. `install()` adds
+exactly those, in this process only (the meter is the only program in it). Updates over
+the air are refused (`refuse_offer`, firmware/README.md "Updates on Linux").
 
 Run:  python3 firmware/linux/gtx_linux.py /etc/gridtokenx-meter/config.json
 (`gridtokenx firmware install-linux` installs it as a systemd service.)
@@ -47,6 +48,10 @@ def _ticks_diff(a: int, b: int) -> int:
 
 def _ticks_add(a: int, delta: int) -> int:
     return a + delta
+
+
+def _const(value: int) -> int:
+    return value
 
 
 def _sleep_ms(ms: int) -> None:
@@ -124,6 +129,9 @@ def install() -> None:
         ("sleep_ms", _sleep_ms),
     ):
         setattr(time, name, fn)
+    if "micropython" not in sys.modules:  # const(): a compile-time constant there
+        sys.modules["micropython"] = types.ModuleType("micropython")
+        sys.modules["micropython"].const = _const  # type: ignore[attr-defined]
     for path in (str(FIRMWARE / "lib"), str(FIRMWARE)):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -139,6 +147,36 @@ def install() -> None:
     gtx.port = sys.modules[__name__]
     sys.modules["gtx.tls"] = types.ModuleType("gtx.tls")  # gtx/tls.py is MicroPython's
     sys.modules["gtx.tls"].context = tls_context  # type: ignore[attr-defined]
+    sys.modules["gtx.ota"] = types.ModuleType("gtx.ota")  # updates: see refuse_offer
+    sys.modules["gtx.ota"].step = refuse_offer  # type: ignore[attr-defined]
+
+
+OFFER_REFUSED = (
+    "firmware offer of version {} refused: a Linux meter does not update over the air; "
+    "update it as it was installed (upgrade gridtokenx, run `gridtokenx firmware "
+    "install-linux` again, restart the service)"
+)
+
+
+def refuse_offer(meter: Any, wdt: Any) -> None:
+    """gtx.ota.step on Linux: the hub's offer is refused, said once per offered version in
+    the journal, and nothing is fetched or written. The hub's images are built for boards
+    (mpy-cross bytecode CPython cannot run, slots under bootslot.py, which a Linux meter
+    does not run), and the installed tree is root's and read-only to the service
+    (ProtectSystem=strict): a Linux meter is updated by its owner, as it was installed.
+    Its status keeps version 0 and no hash (the hub's `cable`: not updated over the air).
+    A trial image is never running here (gtx/app.py calls this only for offers)."""
+    offer = meter.uplink.offer
+    meter.uplink.offer = None
+    if offer is None:
+        return
+    version = int.from_bytes(offer[4:8], "big")
+    if version not in _REFUSED:
+        _REFUSED.add(version)
+        print(OFFER_REFUSED.format(version))
+
+
+_REFUSED: set[int] = set()
 
 
 def tls_context(ca_path: str) -> ssl.SSLContext:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import resource
 import time
 from typing import Any
@@ -97,35 +98,69 @@ def cda(orders: int, seed: int = 1) -> dict[str, Any]:
 
 # -- firmware on the MicroPython unix port ---------------------------------------------
 
-FIRMWARE_CYCLE = """
+# Timings of the loaded firmware (gtx.app directly: its names count here, not in the
+# real start's heap, which runs as its own process).
+FIRMWARE_TIMING = """
 import gc, sys, time, json
-from gtx import app, modbus
+from gtx import app
 cfg = app.load_config(sys.argv[1])  # a path: the unix port dies on an argv over ~256 bytes
-mode = sys.argv[2]
 meter = app.Meter(cfg)
 gc.collect()
 baseline = gc.mem_alloc()
-if mode == "time":
-    from gtx import ed25519, reading
-    n = 20
-    t = time.ticks_us()
-    for i in range(n):
-        ed25519.sign(meter.seed, b"x" * 80 + bytes([i]), meter.public)
-    sign_us = time.ticks_diff(time.ticks_us(), t) / n
-    t = time.ticks_us()
-    for i in range(1000):
-        reading.encode_reading("mtr-0001", i, 1767225600 + i, 1234567 + i, 89012, 60,
-                               2301, 5120, 985, 5000, 0)
-    encode_us = time.ticks_diff(time.ticks_us(), t) / 1000
-    print(json.dumps({"sign_us": sign_us, "encode_us": encode_us, "baseline": baseline}))
-else:
-    for _ in range(3):  # read, encode, sign, store, publish: the whole cycle
-        assert meter.measure(), "chip read failed"
-        assert meter.flush(), "publish failed"
-    print(json.dumps({"baseline": baseline}))
+from gtx import ed25519, reading
+n = 20
+t = time.ticks_us()
+for i in range(n):
+    ed25519.sign(meter.seed, b"x" * 80 + bytes([i]), meter.public)
+sign_us = time.ticks_diff(time.ticks_us(), t) / n
+t = time.ticks_us()
+for i in range(1000):
+    reading.encode_reading("mtr-0001", i, 1767225600 + i, 1234567 + i, 89012, 60,
+                           2301, 5120, 985, 5000, 0)
+encode_us = time.ticks_diff(time.ticks_us(), t) / 1000
+print(json.dumps({"sign_us": sign_us, "encode_us": encode_us, "baseline": baseline}))
 """
 
-# Its own run: names in FIRMWARE_CYCLE are interned on the meter and count for its heap.
+# The real start's interned names (qstrs): main.py run by import, as `micropython main.py`
+# runs it, then the pool counts. The import adds `main` and main.py's path to the count.
+REAL_START_QSTRS = (
+    "import sys; sys.argv[1:] = ['config.json', '3']; import main, micropython; "
+    "micropython.qstr_info()"
+)
+QSTR_INFO = re.compile(r"n_pool=(\d+), n_qstr=(\d+)")
+
+
+def real_start(micropython: str, image: Any, heap_kb: int) -> bool:
+    """A meter's real start in `heap_kb` of heap: `micropython main.py config.json 3` in its
+    image (main.py -> bootslot -> gtx.app.run), three readings read, encoded, signed,
+    stored and published, the status published, the connection closed."""
+    import subprocess
+
+    done = subprocess.run(
+        [micropython, "-X", f"heapsize={heap_kb}k", "main.py", "config.json", "3"],
+        capture_output=True,
+        env={"MICROPYPATH": f"{image}:{image / 'lib'}:.frozen", "PATH": "/usr/bin:/bin"},
+        cwd=image,
+        timeout=120,
+    )
+    return done.returncode == 0
+
+
+def smallest_heap(works: Any, high: int) -> int:
+    """The smallest heap in KB that `works(kb)` holds, searching 8..high."""
+    low = 8
+    if not works(high):
+        raise RuntimeError(f"a meter's real start failed even with {high} KB of heap")
+    while high - low > 1:
+        mid = (low + high) // 2
+        if works(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+# Its own run: names in a script are interned on the meter and count for its heap.
 UPDATE_VERIFY = """
 import time, json
 from gtx import ed25519, ota
@@ -140,15 +175,17 @@ print(json.dumps({"verify_us": time.ticks_diff(time.ticks_us(), t) / 5}))
 
 
 def firmware() -> dict[str, Any]:
-    """Sign and encode timings, and the smallest heap a full meter cycle runs in.
+    """Sign and encode timings, and the smallest heap a meter's real start runs in.
 
-    The firmware runs as the .mpy image `gridtokenx firmware build` makes. The cycle
-    (chip read over Modbus from an emulated PZEM-004T, CBOR, Ed25519, ring
-    write, QoS 1 publish to a private Mosquitto) runs under `micropython -X heapsize=N`
-    for shrinking N: the smallest N that works is `peak_heap_kb`. On the unix port the
-    firmware's own bytecode lives in that heap too (`baseline_heap_kb`). `peak_heap_kb_tls`
-    is the same cycle over MQTT over TLS (the site CA pinned): the unix port's mbedtls
-    allocates its record buffers in that heap as well."""
+    The firmware runs as the .mpy image `gridtokenx firmware build` makes. `peak_heap_kb`
+    is the smallest `micropython -X heapsize=N` in which a real start works: main.py,
+    bootslot (which image to run), then gtx.app.run for three full cycles (chip read over
+    Modbus from an emulated PZEM-004T, CBOR, Ed25519, ring write, QoS 1 publish to a
+    private Mosquitto) and the signed status. On the unix port the firmware's bytecode and
+    its interned names live in that heap too (`baseline_heap_kb`: gtx.app loaded;
+    `qstrs`/`qstr_pools`: the real start's names, firmware/README.md on the cliff).
+    `peak_heap_kb_tls` is the same start over MQTT over TLS (the site CA pinned): the unix
+    port's mbedtls allocates its record buffers in that heap as well."""
     import json
     import shutil
     import subprocess
@@ -168,12 +205,13 @@ def firmware() -> dict[str, Any]:
         )
         try:
             time.sleep(0.5)
+            flash = Path(tmp) / "flash"
             cfg = {
                 "meter_id": "bench",
                 "uart": {"tcp": chips.address, "timeout_ms": 100},
                 "broker": {"host": "127.0.0.1", "port": port},
-                "data_dir": str(Path(tmp) / "flash"),
-                "interval_s": 60,
+                "data_dir": str(flash),
+                "interval_s": 0,  # the three readings one after the other
                 "heartbeat_s": 300,
                 "ring_capacity": 16,
                 "ack": False,  # no hub: the broker's PUBACK frees a reading
@@ -184,48 +222,29 @@ def firmware() -> dict[str, Any]:
             image = build(config, Path(tmp) / "image")  # .mpy, as flashed onto a meter
             env = {"MICROPYPATH": f"{image}:{image / 'lib'}", "PATH": "/usr/bin:/bin"}
 
-            def run(mode: str, heap_kb: int) -> dict[str, Any] | None:
+            def script(code: str, *args: str) -> str:
                 done = subprocess.run(
-                    [
-                        micropython,
-                        "-X",
-                        f"heapsize={heap_kb}k",
-                        "-c",
-                        FIRMWARE_CYCLE,
-                        str(config),
-                        mode,
-                    ],
+                    [micropython, "-c", code, *args],
                     capture_output=True,
                     text=True,
                     env=env,
+                    cwd=image,
                     timeout=120,
                 )
                 if done.returncode != 0:
-                    return None
-                result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-                return result
+                    raise RuntimeError("the firmware benchmark failed to run on micropython")
+                return done.stdout.strip().splitlines()[-1]
 
-            timing = run("time", 2048)
-            if timing is None:
-                raise RuntimeError("the firmware benchmark failed to run on micropython")
-            verify = subprocess.run(
-                [micropython, "-c", UPDATE_VERIFY],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=120,
-                check=True,
-            )
-            verify_us = json.loads(verify.stdout.strip().splitlines()[-1])["verify_us"]
-            low, high = 8, 512
-            if run("cycle", high) is None:
-                raise RuntimeError("a meter cycle failed even with 512 KB of heap")
-            while high - low > 2:
-                mid = (low + high) // 2
-                if run("cycle", mid) is None:
-                    low = mid
-                else:
-                    high = mid
+            timing = json.loads(script(FIRMWARE_TIMING, str(config)))
+            verify_us = json.loads(script(UPDATE_VERIFY))["verify_us"]
+            pools = QSTR_INFO.search(script(REAL_START_QSTRS))
+            assert pools is not None, "micropython.qstr_info() printed no pool counts"
+
+            def works(heap_kb: int) -> bool:
+                shutil.rmtree(flash, ignore_errors=True)  # a first start, every time
+                return real_start(micropython, image, heap_kb)
+
+            peak_kb = smallest_heap(works, 512)
             tls_kb = _firmware_tls_heap(micropython, mosquitto, cfg, Path(tmp) / "tls")
         finally:
             broker.terminate()
@@ -237,17 +256,20 @@ def firmware() -> dict[str, Any]:
         "sign_ms": round(timing["sign_us"] / 1000, 2),
         "encode_us": round(timing["encode_us"], 1),
         "update_verify_ms": round(verify_us / 1000, 2),  # once per update taken
-        "peak_heap_kb": high,
+        "peak_heap_kb": peak_kb,
         "baseline_heap_kb": round(timing["baseline"] / 1024, 1),
         "peak_heap_kb_tls": tls_kb,
+        "qstrs": int(pools.group(2)),
+        "qstr_pools": int(pools.group(1)),
     }
 
 
 def _firmware_tls_heap(micropython: str, mosquitto: str, cfg: dict[str, Any], tmp: Any) -> int:
-    """The bench cycle's smallest heap with the uplink on MQTT over TLS: a private
+    """The real start's smallest heap with the uplink on MQTT over TLS: a private
     Mosquitto with a TLS listener on a site's certificates, the .mpy image with ca.der."""
     import getpass
     import json
+    import shutil
     import subprocess
 
     from gridtokenx.hub.certs import make_site
@@ -267,39 +289,23 @@ def _firmware_tls_heap(micropython: str, mosquitto: str, cfg: dict[str, Any], tm
     try:
         time.sleep(0.5)
         config = tmp / "config.json"
+        flash = tmp / "flash"
         config.write_text(
             json.dumps(
                 {
                     **cfg,
                     "broker": {"host": "127.0.0.1", "port": port, "ca": str(site / "ca.der")},
-                    "data_dir": str(tmp / "flash"),
+                    "data_dir": str(flash),
                 }
             )
         )
         image = build(config, tmp / "image")  # config.json with "ca": "ca.der" beside it
-        env = {"MICROPYPATH": f"{image}:{image / 'lib'}:.frozen", "PATH": "/usr/bin:/bin"}
 
         def works(heap_kb: int) -> bool:
-            argv = [micropython, "-X", f"heapsize={heap_kb}k", "-c", FIRMWARE_CYCLE]
-            done = subprocess.run(
-                [*argv, "config.json", "cycle"],
-                capture_output=True,
-                env=env,
-                cwd=image,
-                timeout=120,
-            )
-            return done.returncode == 0
+            shutil.rmtree(flash, ignore_errors=True)
+            return real_start(micropython, image, heap_kb)
 
-        low, high = 8, 1024
-        if not works(high):
-            raise RuntimeError("a meter cycle over TLS failed even with 1 MB of heap")
-        while high - low > 2:
-            mid = (low + high) // 2
-            if works(mid):
-                high = mid
-            else:
-                low = mid
-        return high
+        return smallest_heap(works, 1024)
     finally:
         broker.terminate()
         broker.wait()

@@ -66,6 +66,18 @@ def sources() -> list[Path]:
     return [FIRMWARE / "bootslot.py", *gtx, *lib]  # bootslot: the stage that picks the image
 
 
+def module_name(rel: Path) -> str:
+    """The name tracebacks give a compiled file: its module's (gtx/app.py: gtx.app), which
+    the meter interns anyway. A path of its own would be one more interned name per module
+    (a qstr in the heap on the unix port; the heap cliff in firmware/README.md)."""
+    parts = rel.with_suffix("").parts
+    if parts[0] == "lib":
+        parts = parts[1:]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def build(config: Path, out: Path) -> Path:
     """Compile the firmware into `out` (gtx/*.mpy, lib/, main.py, config.json, and the
     site CA as ca.der when the config names one in broker.ca)."""
@@ -79,7 +91,7 @@ def build(config: Path, out: Path) -> Path:
         target = (out / rel).with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [mpy_cross, "-o", str(target), "-s", str(rel), str(src)],
+            [mpy_cross, "-o", str(target), "-s", module_name(rel), str(src)],
             capture_output=True,
             text=True,
         )
