@@ -40,9 +40,7 @@ def test_the_forecast_is_the_recent_net_flow() -> None:
 
 
 def test_a_pv_home_sells_only_its_forecast_surplus() -> None:
-    assert decide(home(grx_wh=1_000, surplus_wh=400), 12, T, MAX) == [
-        Order("sell", 400, ASK_PV)
-    ]
+    assert decide(home(grx_wh=1_000, surplus_wh=400), 12, T, MAX) == [Order("sell", 400, ASK_PV)]
     # only what it holds (minted from its export), never more
     assert decide(home(grx_wh=150, surplus_wh=400), 12, T, MAX) == [Order("sell", 150, ASK_PV)]
     assert decide(home(grx_wh=0, surplus_wh=400), 12, T, MAX) == []
@@ -57,9 +55,7 @@ def test_a_pv_home_sells_only_its_forecast_surplus() -> None:
 
 
 def test_a_home_buys_only_its_deficit_if_it_can_pay() -> None:
-    assert decide(home(thb=946_000, deficit_wh=250), 12, T, MAX) == [
-        Order("buy", 250, BID_HOME)
-    ]
+    assert decide(home(thb=946_000, deficit_wh=250), 12, T, MAX) == [Order("buy", 250, BID_HOME)]
     assert decide(home(thb=945_999, deficit_wh=250), 12, T, MAX) == []
     assert decide(home(thb=10**9), 12, T, MAX) == []  # no deficit: no order
     # GRX a home bought is energy it used: it does not resell it

@@ -103,9 +103,9 @@ def test_the_account_page_shows_the_newest_readings_and_trades(site: Site) -> No
     ]
     assert "m-other" not in table
     trades = page.text.split('id="trades"', 1)[1].split("</table>", 1)[0]
-    assert re.findall(r"<tr><td>(\d+)</td><td>sell</td>", trades) == [
-        str(e) for e in range(120, 70, -1)
-    ]
+    assert re.findall(
+        r'<tr><td><time title="epoch (\d+)">[^<]+</time></td><td>sell</td>', trades
+    ) == [str(e) for e in range(120, 70, -1)]
     # the demo agents' forecast: each owner's average power over its newest 7 readings
     # (m-home 60 Wh in 5,400 s, m-other 42 Wh)
     assert queries.recent_flows(s.platform.books) == {home["wallet"]: (40, 0), other: (28, 0)}

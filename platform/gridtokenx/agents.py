@@ -14,10 +14,10 @@ The strategy (`decide`, pure) is documented, not optimal:
   both sides. A PV home asks F + 20 % of (R - F); a home bids F + 80 %; so households'
   orders cross and clear every epoch both sides are present.
 - A battery home keeps its GRX as its battery's charge (up to the capacity): from 09:00 to
-  16:00 (site time) it sells none of its surplus while it has room and bids for cheap
-  surplus at F + 35 %, below the homes' bids, so it charges only from what is left over;
-  from 17:00 to 21:00 (the evening peak) it sells its charge at F + 70 %, below the homes'
-  bids and above what it paid even after a 90 % round trip.
+  16:00 (site time, GTX_SITE_TZ) it sells none of its surplus while it has room and bids
+  for cheap surplus at F + 35 %, below the homes' bids, so it charges only from what is
+  left over; from 17:00 to 21:00 (the evening peak) it sells its charge at F + 70 %, below
+  the homes' bids and above what it paid even after a 90 % round trip.
 
 Batteries behind the meter are modelled by the simulator (self-consumption); a battery home
 here is a market participant whose stored energy is the GRX it holds.
@@ -29,13 +29,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo
+from datetime import tzinfo
 
 from solders.pubkey import Pubkey
 
 from gridtokenx.adapters import queries
 from gridtokenx.market.errors import MarketError
+from gridtokenx.sitetime import epoch_start, site_zone
 from gridtokenx.tables import users
 from gridtokenx.trading import Trading
 
@@ -121,7 +121,7 @@ class Agents:
 
     trading: Trading
     tariffs: Tariffs = field(default_factory=Tariffs)
-    zone: tzinfo = field(default_factory=lambda: ZoneInfo("Asia/Bangkok"))
+    zone: tzinfo = field(default_factory=site_zone)
     battery_homes: int = 1  # the first consumers (by email) own a battery
     battery_wh: int = 5_000
     battery_w: int = 3_000
@@ -148,7 +148,7 @@ class Agents:
         if t.market.epoch == self.traded_epoch or t.market.halted:
             return 0
         epoch = t.market.epoch
-        start = datetime.fromtimestamp(epoch * t.epoch_s, UTC).astimezone(self.zone)
+        start = epoch_start(epoch, t.epoch_s, self.zone)
         dep = t.platform.dep
         flows = self.flows() if self.flows else queries.recent_flows(t.engine)
         placed, consumers = 0, 0

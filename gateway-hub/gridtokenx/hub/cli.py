@@ -301,7 +301,14 @@ def run(
     while not ingest.connected.wait(1.0):
         typer.echo(f"hub {hub_id}: waiting for the broker at {mqtt_host}:{mqtt_port}")
     app_ = create_app(
-        HubContext(store, hub_id, ingest, platform_url, os.environ.get("HUB_INSTALLER_TOKEN"))
+        HubContext(
+            store,
+            hub_id,
+            ingest,
+            platform_url,
+            os.environ.get("HUB_INSTALLER_TOKEN"),
+            epoch_s=epoch_s,
+        )
     )
     server = uvicorn.Server(
         uvicorn.Config(app_, host=http_host, port=http_port, log_level="warning")
