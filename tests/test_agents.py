@@ -14,9 +14,10 @@ import pytest
 from platform_site import ADMIN_H, EPOCH_S, Clock, Site, fund, signup
 
 from gridtokenx.agents import Agents, Household, Order, Tariffs, decide, forecast
+from gridtokenx.market.config import MarketConfig
 
 T = Tariffs()  # retail 4.18, feed-in 2.20 THB/kWh: R - F = 1.98
-ASK_PV, BID_HOME, BID_CHARGE, ASK_PEAK = 2_596_000, 3_784_000, 2_893_000, 3_586_000
+ASK_PV, BID_HOME, BID_CHARGE, ASK_PEAK = 3_071_200, 3_308_800, 3_130_600, 3_249_400
 MAX = 1_000_000
 
 
@@ -26,11 +27,13 @@ def home(**kw: int) -> Household:
 
 
 def test_prices_follow_the_tariffs() -> None:
-    assert [T.between(p) for p in (20, 80, 35, 70)] == [ASK_PV, BID_HOME, BID_CHARGE, ASK_PEAK]
+    assert [T.between(p) for p in (44, 56, 47, 53)] == [ASK_PV, BID_HOME, BID_CHARGE, ASK_PEAK]
     # every price beats the utility for both sides; the battery buys below the homes and
-    # sells below their bids, and gains even after a 90 % round trip
+    # sells below their bids, and gains after a 97 % round trip
     assert T.feed_in < ASK_PV < BID_CHARGE < ASK_PEAK < BID_HOME < T.retail
-    assert ASK_PEAK * 9 // 10 > BID_CHARGE
+    assert ASK_PEAK * 97 // 100 > BID_CHARGE
+    # any clearing price among these orders is within the circuit breaker's 10 % of another
+    assert ASK_PV * (10_000 + MarketConfig().breaker_bps) > BID_HOME * 10_000
 
 
 def test_the_forecast_is_the_recent_net_flow() -> None:
@@ -55,8 +58,8 @@ def test_a_pv_home_sells_only_its_forecast_surplus() -> None:
 
 
 def test_a_home_buys_only_its_deficit_if_it_can_pay() -> None:
-    assert decide(home(thb=946_000, deficit_wh=250), 12, T, MAX) == [Order("buy", 250, BID_HOME)]
-    assert decide(home(thb=945_999, deficit_wh=250), 12, T, MAX) == []
+    assert decide(home(thb=827_200, deficit_wh=250), 12, T, MAX) == [Order("buy", 250, BID_HOME)]
+    assert decide(home(thb=827_199, deficit_wh=250), 12, T, MAX) == []
     assert decide(home(thb=10**9), 12, T, MAX) == []  # no deficit: no order
     # GRX a home bought is energy it used: it does not resell it
     assert decide(home(grx_wh=900, thb=10**9, deficit_wh=100), 12, T, MAX) == [

@@ -171,9 +171,11 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
             timeout=120_000,
         )
         shot(market, "4-market-live")
-        # a buy: the cost is itemised before placing; the agents' PV surplus fills it
+        # a buy: the cost is itemised before placing; the agents' PV surplus fills it. The
+        # bid is the agents' (3.3088 THB/kWh): within the circuit breaker's 10 % of their
+        # clearing prices, or the market would halt on a price the newcomer alone set
         for _attempt in range(3):
-            buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=4.5")
+            buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.3088")
             shot(buyer, "5-order-form")
             buyer.click("#place")
             buyer.wait_for_url(re.compile(r".*/me.*"))
@@ -198,7 +200,7 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
         operator.wait_for_selector("#state")
         assert "halted" in operator.inner_text("#state")
         shot(operator, "7-halted")
-        buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=4.5")
+        buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.3088")
         buyer.click("#place")
         buyer.wait_for_selector("#error")
         assert "market_halted" in buyer.inner_text("#error")

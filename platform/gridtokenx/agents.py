@@ -11,13 +11,16 @@ The strategy (`decide`, pure) is documented, not optimal:
   never buys and sells in one epoch.
 - Prices follow the tariffs: between the feed-in tariff F (what the utility pays for export)
   and the retail tariff R (what it charges for import), any trade beats the utility for
-  both sides. A PV home asks F + 20 % of (R - F); a home bids F + 80 %; so households'
-  orders cross and clear every epoch both sides are present.
+  both sides. A PV home asks F + 44 % of (R - F); a home bids F + 56 %; so households'
+  orders cross and clear every epoch both sides are present. The band is kept narrow (bid /
+  ask = 1.077) so that no clearing price among the agents' orders is 10 % away from another:
+  the market's circuit breaker (docs/market.md) would halt the market.
 - A battery home keeps its GRX as its battery's charge (up to the capacity): from 09:00 to
   16:00 (site time, GTX_SITE_TZ) it sells none of its surplus while it has room and bids
-  for cheap surplus at F + 35 %, below the homes' bids, so it charges only from what is
-  left over; from 17:00 to 21:00 (the evening peak) it sells its charge at F + 70 %, below
-  the homes' bids and above what it paid even after a 90 % round trip.
+  for cheap surplus at F + 47 %, below the homes' bids, so it charges only from what is
+  left over; from 17:00 to 21:00 (the evening peak) it sells its charge at F + 53 %, below
+  the homes' bids and above what it paid (a spread that pays for a round trip better than
+  96 %; a wider one would trip the breaker).
 
 Batteries behind the meter are modelled by the simulator (self-consumption); a battery home
 here is a market participant whose stored energy is the GRX it holds.
@@ -41,10 +44,10 @@ from gridtokenx.trading import Trading
 
 log = logging.getLogger(__name__)
 
-ASK_PV_PCT = 20  # of (retail - feed-in) above the feed-in tariff
-BID_HOME_PCT = 80
-BID_CHARGE_PCT = 35
-ASK_PEAK_PCT = 70
+ASK_PV_PCT = 44  # of (retail - feed-in) above the feed-in tariff
+BID_HOME_PCT = 56
+BID_CHARGE_PCT = 47
+ASK_PEAK_PCT = 53
 CHARGE_HOURS = range(9, 16)  # site time: the battery charges from midday surplus
 PEAK_HOURS = range(17, 21)  # the evening peak: the battery sells
 
