@@ -172,10 +172,11 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
         )
         shot(market, "4-market-live")
         # a buy: the cost is itemised before placing; the agents' PV surplus fills it. The
-        # bid is the agents' (3.3088 THB/kWh): within the circuit breaker's 10 % of their
-        # clearing prices, or the market would halt on a price the newcomer alone set
+        # bid is above the homes' (3.3088 THB/kWh), so it is filled first, and within the
+        # circuit breaker's 10 % of their prices (or the market would halt on a price the
+        # newcomer alone set)
         for _attempt in range(3):
-            buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.3088")
+            buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.4")
             shot(buyer, "5-order-form")
             buyer.click("#place")
             buyer.wait_for_url(re.compile(r".*/me.*"))
@@ -200,7 +201,7 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
         operator.wait_for_selector("#state")
         assert "halted" in operator.inner_text("#state")
         shot(operator, "7-halted")
-        buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.3088")
+        buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.4")
         buyer.click("#place")
         buyer.wait_for_selector("#error")
         assert "market_halted" in buyer.inner_text("#error")
