@@ -102,6 +102,8 @@ def test_the_account_page_shows_the_newest_readings_and_trades(site: Site) -> No
         str(e) for e in range(150, 130, -1)
     ]
     assert "m-other" not in table
+    # each reading at its own time on the site's clock (Asia/Bangkok)
+    assert "<td>m-home</td><td>150</td><td>2026-09-23 10:43:20</td>" in table
     trades = page.text.split('id="trades"', 1)[1].split("</table>", 1)[0]
     assert re.findall(
         r'<tr><td><time title="epoch (\d+)">[^<]+</time></td><td>sell</td>', trades

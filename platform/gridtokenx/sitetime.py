@@ -28,6 +28,11 @@ def epoch_label(epoch: int, epoch_s: float, zone: tzinfo) -> str:
     return f"{start.strftime(f'%Y-%m-%d {clock}')}–{last}"
 
 
+def local_time(ts: int, zone: tzinfo) -> str:
+    """A Unix time as the site's date and time of day."""
+    return datetime.fromtimestamp(ts, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def zone_name(zone: tzinfo) -> str:
     """The zone as people know it: its key (Asia/Bangkok) with its UTC offset now."""
     now = datetime.now(zone)

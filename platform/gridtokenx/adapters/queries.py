@@ -42,7 +42,10 @@ def readings_of_meters(
     if not meter_ids:
         return []
     r = books.batch_readings
-    columns = (r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh)
+    columns = (
+        *(r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh),
+        r.c.raw,  # for the reading's time (a few hundred bytes each)
+    )
     found: list[dict[str, Any]] = []
     with engine.connect() as c:
         for meter_id in sorted(meter_ids):  # one index range each, read newest first

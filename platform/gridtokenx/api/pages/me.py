@@ -3,12 +3,17 @@ settlement links."""
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from solders.pubkey import Pubkey
 
 from gridtokenx.adapters import queries
 from gridtokenx.api.pages.layout import api_of, back, page, session, thb
+from gridtokenx.sitetime import local_time, site_zone
+from gridtokenx.wire import reading as wire_reading
+from gridtokenx.wire.errors import WireError
 
 router = APIRouter()
 ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
@@ -55,6 +60,7 @@ def me_page(request: Request) -> Response:
             }
         )
     mine = queries.meters_of_wallet(p.books, claims.wallet)
+    zone = site_zone()
     readings = [
         {
             "meter_id": r["meter_id"],
@@ -62,6 +68,7 @@ def me_page(request: Request) -> Response:
             "import_wh": r["import_wh"],
             "export_wh": r["export_wh"],
             "batch": f"{r['hub_id']}/{r['epoch']}",
+            "time": _time_of(bytes(r["raw"]), zone),
         }
         for r in queries.readings_of_meters(p.books, mine, ME_READINGS)
     ]
@@ -74,3 +81,12 @@ def me_page(request: Request) -> Response:
         trades=trades,
         readings=readings,
     )
+
+
+def _time_of(raw: bytes, zone: tzinfo) -> str:
+    """A stored reading's time on the site's clock ("-" if its clock was not set)."""
+    try:
+        reading = wire_reading.decode(raw)
+    except WireError:  # verified before it was stored: only a damaged row
+        return "-"
+    return local_time(reading.ts, zone) if reading.time_set else "-"
