@@ -1,7 +1,9 @@
-"""End to end in headless Chromium (Debian's, driven by Playwright) against `gridtokenx up`:
-sign up, see a meter's readings, place a sell and a buy, see the trade settle and trace it
-in the explorer, and an operator halts the market so that an order is refused. Screenshots
-of each step are saved in artifacts/."""
+"""End to end in headless Chromium (Debian's, driven by Playwright) against `gridtokenx up`
+with its default community (12 households, their agents trading; shorter epochs): a PV
+household's page on the hub shows real-time power below its rated power and updates itself;
+the market shows epochs as local times of day; the agents trade within the first minutes; a
+newcomer signs up, buys, sees the trade settle and traces it in the explorer; an operator
+halts the market so that an order is refused. Screenshots of each step are in artifacts/."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from services import free_port, unavailable
@@ -27,7 +31,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         unavailable("Debian chromium is not installed (make install installs it as root)")
     data = tmp_path_factory.mktemp("up")
-    api_port = free_port()
+    api_port, http_port = free_port(), free_port()
+    hub_url = f"http://127.0.0.1:{http_port}"
     log = (data / "up.log").open("wb")
     up = subprocess.Popen(
         [
@@ -37,15 +42,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "up",
             "--data",
             str(data),
-            "--meters",
-            "3",
             "--hub-epoch-s",
             "6",
             "--market-epoch-s",
             "12",
-            "--no-agents",
             "--http-port",
-            str(free_port()),
+            str(http_port),
             "--api-port",
             str(api_port),
             "--mqtt-port",
@@ -69,6 +71,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "password": logins[1][1],
             "operator_password": logins[0][1],
             "data": data,
+            "hub": hub_url,
         }
     finally:
         up.send_signal(signal.SIGTERM)
@@ -113,25 +116,68 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
         buyer.wait_for_url(f"{url}/me")
         assert "1000.00 THB" in buyer.inner_text("#thb")
         shot(buyer, "1-signed-up")
-        # the PV household sees its meter's readings, signed on the device and batched by the
-        # hub, and the GRX minted from its export
+        # the PV household's page on the hub (its link, as the installer gives it): power in
+        # real time, below the meter's rated power, and the page updates without a reload
+        meter_id = system["prosumer"].split("@")[0]
+        from gridtokenx.hub.store import HubStore, connect
+        from gridtokenx.hub.web import household_link
+
+        store = HubStore(connect(f"sqlite:///{system['data'] / 'hub.db'}"))
+        link = household_link(store, meter_id)
+        store.engine.dispose()
+        home = browser.new_context(viewport={"width": 412, "height": 900}).new_page()
+        home.goto(system["hub"] + link)
+        home.wait_for_selector("#power[data-w]", timeout=120_000)  # two readings stored
+        power = int(home.get_attribute("#power", "data-w") or "")
+        rated = int(home.get_attribute("#rated", "data-w") or "")
+        assert rated == 23_000 and -rated < power < 0, (power, rated)  # exporting, plausibly
+        home.evaluate("window.notReloaded = true")
+        first = home.inner_text("#live-meter")
+        home.wait_for_function(
+            "(first) => document.body.dataset.updated && window.notReloaded"
+            " && document.getElementById('live-meter').innerText !== first",
+            arg=first,
+            timeout=120_000,
+        )
+        shot(home, "2-household-power-live")
+        # the market: epochs as local times of day with their date (the number in the API)
+        market = browser.new_context().new_page()
+        market.goto(url)
+        title, shown = market.eval_on_selector("#epoch time", "t => [t.title, t.innerText]")
+        epoch = int(title.split()[1])
+        start = datetime.fromtimestamp(epoch * 12, ZoneInfo("Asia/Bangkok"))
+        end = datetime.fromtimestamp((epoch + 1) * 12, ZoneInfo("Asia/Bangkok"))
+        label = f"{start:%Y-%m-%d %H:%M:%S}–" + (
+            f"{end:%H:%M:%S}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M:%S}"
+        )
+        assert shown == label
+        assert "Asia/Bangkok" in market.inner_text("#clock")
+        # the agents trade within the first minutes: the PV household's surplus is sold,
+        # and the market page shows the cleared epochs by itself
         login(seller, url, system["prosumer"], system["password"])
-        deadline = time.monotonic() + 120
-        while True:
-            seller.reload()
-            grx = float(seller.inner_text("#grx").split()[0])
-            if seller.query_selector("table#readings") and grx >= 0.05:
-                break
+        deadline = time.monotonic() + 180
+        while not (
+            seller.query_selector("table#readings") and seller.query_selector("#trades td time")
+        ):
             assert time.monotonic() < deadline, seller.content()[-2000:]
-            time.sleep(2)
-        shot(seller, "2-readings-and-grx")
-        # a sell and a buy in the same epoch: the cost is itemised before placing
+            time.sleep(3)
+            seller.reload()
+        shot(seller, "3-agents-traded")
+        market.evaluate("window.notReloaded = true")
+        market.wait_for_function(  # a newly cleared epoch appears without a reload
+            "(first) => window.notReloaded"
+            " && document.getElementById('live-epochs').innerText !== first",
+            arg=market.inner_text("#live-epochs"),
+            timeout=120_000,
+        )
+        shot(market, "4-market-live")
+        # a buy: the cost is itemised before placing; the agents' PV surplus fills it. The
+        # bid is above the homes' (3.3088 THB/kWh), so it is filled first, and within the
+        # circuit breaker's 10 % of their prices (or the market would halt on a price the
+        # newcomer alone set)
         for _attempt in range(3):
-            seller.goto(f"{url}/?side=sell&quantity_wh=20&price_thb=3.5")
-            assert "platform fee" in seller.inner_text("#cost")
-            seller.click("#place")
-            buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=4.5")
-            shot(buyer, "3-order-form")
+            buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.4")
+            shot(buyer, "5-order-form")
             buyer.click("#place")
             buyer.wait_for_url(re.compile(r".*/me.*"))
             deadline = time.monotonic() + 40
@@ -141,12 +187,12 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
             if buyer.query_selector("#trades a.settlement"):
                 break
         assert buyer.query_selector("#trades a.settlement"), buyer.content()[-2000:]
-        shot(buyer, "4-trade-settled")
+        shot(buyer, "5-trade-settled")
         # trace the settlement in the explorer back to the cleared trades
         buyer.click("#trades a.settlement")
         buyer.wait_for_selector("#epoch-trades")
         assert "Traced to the cleared trades" in buyer.content()
-        shot(buyer, "5-explorer")
+        shot(buyer, "6-explorer")
         # the operator halts the market; the household's next order is refused
         login(operator, url, "admin@gridtokenx.local", system["operator_password"])
         operator.goto(f"{url}/admin")
@@ -154,10 +200,10 @@ def test_a_household_trades_and_an_operator_halts(system: dict[str, Any]) -> Non
         operator.click("#halt")
         operator.wait_for_selector("#state")
         assert "halted" in operator.inner_text("#state")
-        shot(operator, "6-halted")
-        buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=4.5")
+        shot(operator, "7-halted")
+        buyer.goto(f"{url}/?side=buy&quantity_wh=20&price_thb=3.4")
         buyer.click("#place")
         buyer.wait_for_selector("#error")
         assert "market_halted" in buyer.inner_text("#error")
-        shot(buyer, "7-order-refused")
+        shot(buyer, "8-order-refused")
         browser.close()

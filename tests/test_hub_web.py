@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from nacl.signing import SigningKey
 from prometheus_client import CollectorRegistry
 from services import unavailable
 
-from gridtokenx.hub import batches
+from gridtokenx.hub import batches, views, web
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import MeterStatus, RuleConfig
 from gridtokenx.hub.store import HubStore, connect
@@ -76,7 +77,22 @@ def test_household_page_shows_power_chart_registers_health(ctx: HubContext) -> N
     assert "W</span> to the grid" in html or "from the grid" in html
     assert "rejected readings</td><td>1" in html
     assert "/api/proof/house-7/16" in html
-    assert "<script" not in html and "https://" not in html  # no CDN, nothing remote
+    # real-time power, averaged from the newest readings (900 s apart here: the last two):
+    # 120 Wh imported in 900 s; below the meter's rated power, which the page shows
+    assert 'id="power" data-w="480">480 W</span> from the grid' in html
+    assert 'id="rated" data-w="23000"' in html
+    # times are the household's (UTC+07:00), a batch as its local times with its date
+    assert "time (UTC+07:00)" in html
+    assert web._span(1, 900, 7 * 3600) == "1970-01-01 07:15–07:30"
+    assert web._span(4_319, 20, 0) == "1970-01-01 23:59:40–1970-01-02 00:00:00"
+    # no CDN, nothing remote: the only script is the hub's own, which keeps the page current
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/live.js" defer>']
+    assert "https://" not in html and 'id="live-meter" data-live' in html
+    script = client.get("/static/live.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert b"data-live" in script.content and b"http" not in script.content
     installer = {"Authorization": f"Bearer {TOKEN}"}
     missing = client.get("/meters/nobody", headers=installer)
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_meter"
@@ -225,3 +241,17 @@ def test_page_in_headless_chromium_with_a_screenshot(ctx: HubContext) -> None:
         server.should_exit = True
         thread.join(timeout=10)
     assert shot.exists() and shot.stat().st_size > 5_000
+
+
+def test_power_is_averaged_over_the_last_minute_of_readings() -> None:
+    """Whole-Wh registers read every 10 s: one interval of a 300 W home shows 0 or 360 W;
+    a minute of readings shows 300 W."""
+    newest_first = [
+        {"ts": 1_000 - 10 * k, "import_wh": 50 - 5 * k // 6, "export_wh": 0} for k in range(9)
+    ]
+    assert views.live_power_w(newest_first[:2]) == 0  # 50 - 50: no whole Wh in 10 s
+    assert views.live_power_w(newest_first) == 300  # 5 Wh in the 60 s window
+    assert views.live_power_w(newest_first, window_s=10) == 0
+    exporting = [{"ts": 60 - 10 * k, "import_wh": 7, "export_wh": 100 - 40 * k} for k in range(3)]
+    assert views.live_power_w(exporting) == -14_400  # 80 Wh out in 20 s
+    assert views.live_power_w(exporting[:1]) is None

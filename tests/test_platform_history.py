@@ -1,6 +1,6 @@
 """History does not slow the reads: a household's page finds its newest readings and
-trades by index (with a limit), the demo agents find each owner's newest import register
-without decoding every stored reading, and migration 0005 fills the reading references of
+trades by index (with a limit), the demo agents find each owner's recent power
+from its meters' newest readings only, and migration 0005 fills the reading references of
 batches stored before it."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from sqlalchemy import create_engine, select
 
 from gridtokenx import books
 from gridtokenx.adapters import queries
-from gridtokenx.agents import Agents
 from gridtokenx.wire.reading import encode
 
 
@@ -103,12 +102,15 @@ def test_the_account_page_shows_the_newest_readings_and_trades(site: Site) -> No
         str(e) for e in range(150, 130, -1)
     ]
     assert "m-other" not in table
+    # each reading at its own time on the site's clock (Asia/Bangkok)
+    assert "<td>m-home</td><td>150</td><td>2026-09-23 10:43:20</td>" in table
     trades = page.text.split('id="trades"', 1)[1].split("</table>", 1)[0]
-    assert re.findall(r"<tr><td>(\d+)</td><td>sell</td>", trades) == [
-        str(e) for e in range(120, 70, -1)
-    ]
-    # the demo agents: each owner's newest import register
-    assert Agents(s.trading).imports() == {home["wallet"]: 1_500, other: 210}
+    assert re.findall(
+        r'<tr><td><time title="epoch (\d+)">[^<]+</time></td><td>sell</td>', trades
+    ) == [str(e) for e in range(120, 70, -1)]
+    # the demo agents' forecast: each owner's average power over its newest 7 readings
+    # (m-home 60 Wh in 5,400 s, m-other 42 Wh)
+    assert queries.recent_flows(s.platform.books) == {home["wallet"]: (40, 0), other: (28, 0)}
 
 
 def test_migration_0005_fills_the_references_of_stored_readings(tmp_path: Path) -> None:

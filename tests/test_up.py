@@ -278,7 +278,8 @@ def test_the_agents_log_a_failed_round_and_keep_trading(
     site = Site(tmp_path / "platform", None, Clock())
     seller = signup(site.client, "s@x.org")
     fund(site, seller, grx=500)
-    agents = Agents(site.trading)
+    # its forecast: 2,000 W exported, 500 Wh over a 900 s epoch (no meter in this test)
+    agents = Agents(site.trading, flows=lambda: {seller["wallet"]: (0, 2_000)})
     live = site.trading.engine
     site.trading.engine = create_engine(f"sqlite:///{tmp_path}/missing/books.db")  # away
     worker = threading.Thread(target=agents.run, args=(0.05,))

@@ -499,7 +499,7 @@ def sim_run(
 
 @app.command("up")
 def up(
-    meters: Annotated[int, typer.Option(min=1, max=50, help="Households with a meter.")] = 3,
+    meters: Annotated[int, typer.Option(min=1, max=50, help="Households with a meter.")] = 12,
     data: Annotated[Path, typer.Option(help="Where data and logs are kept.")] = Path("var/up"),
     mqtt_port: Annotated[int, typer.Option(help="Embedded broker port.")] = 1884,
     http_port: Annotated[int, typer.Option(help="Hub page port.")] = 8080,

@@ -5,7 +5,12 @@ follow their load and PV profiles and the power flow's voltages; the real firmwa
 MicroPython unix port for each of them; the hub (its own process, as on a gateway) with its
 household page and its outbox; the platform (API, co-signer, embedded ledger) in its own
 process, to which the hub submits its epoch batches so that production is minted as GRX;
-and the households' trading agents on accelerated epochs.
+and the households' trading agents (gridtokenx.agents) on accelerated epochs.
+
+One clock: the meters run in real time (`speed` 1: a household's profile from a June noon,
+so power, energy per interval, the hub's rated-power rule and every time shown agree), and
+only the market is accelerated (an epoch every 20 s instead of 15 minutes). Epochs are
+wall-clock times, shown on the pages as the site's local times of day.
 
 The hub and the platform are supervised (`gridtokenx.supervisor`): ready when their /ready
 answers, restarted with backoff when they die. Everything under DATA is created private
@@ -99,6 +104,13 @@ def audit_command(data: Path, key_file: Path | None) -> str:
     return f"GTX_KEYSTORE_KEY=$(cat {shlex.quote(str(key_file))}) {command}"
 
 
+def clock_of(speed: float) -> str:
+    """Which clock the meters are on, as `up` prints it."""
+    if speed == 1:
+        return "in real time: power as measured"
+    return f"simulated time x{speed:g}: power shown {speed:g} times too high"
+
+
 def progress(response: httpx.Response, shown: int) -> tuple[list[str], int, str | None]:
     """Lines for the epochs newer than `shown`, the newest shown, and what went wrong if
     the platform's answer is not the list of epochs (a 429 answers `{code, message}`)."""
@@ -168,14 +180,14 @@ def _ok(response: httpx.Response) -> dict[str, Any]:
 
 
 def up(
-    meters: int = 3,
+    meters: int = 12,
     data: Path = Path("var/up"),
     mqtt_port: int = 1884,
     http_port: int = 8080,
     api_port: int = 8090,
     hub_epoch_s: int = 60,
     interval_s: int = 10,
-    speed: float = 60.0,
+    speed: float = 1.0,
     grid_code: str = DEFAULT_GRID,
     epoch_seconds: float = 20.0,
     agents: bool = True,
@@ -387,7 +399,7 @@ def up(
         fleet.start()
         print(
             f"GridTokenX is up: {meters} households of {grid_code} with meters running the\n"
-            f"firmware on emulated chips (simulated time x{speed:g} from a June noon),\n"
+            f"firmware on emulated chips ({clock_of(speed)} from a June noon),\n"
             f"  MQTT broker (embedded amqtt)  mqtt://127.0.0.1:{mqtt_port} (no anonymous)\n"
             f"  hub household page           http://127.0.0.1:{http_port}/\n"
             f"  hub metrics                  http://127.0.0.1:{http_port}/metrics\n"
@@ -396,8 +408,9 @@ def up(
             f"  demo logins (0600 file)      {login_file}\n"
             "  sign-ups                     approved at once (demo: --auto-approve)\n"
             f"  logs and data                {data}/\n"
-            f"The market clears an epoch every {epoch_seconds:g} s, and the households'\n"
-            "agents trade in it. Ctrl-C stops everything; then audit the ledger with\n"
+            f"The market clears an epoch every {epoch_seconds:g} s (accelerated; the pages show\n"
+            "epochs as local times of day), and the households' agents trade in it.\n"
+            "Ctrl-C stops everything; then audit the ledger with\n"
             f"  {audit}",
             flush=True,
         )

@@ -353,6 +353,7 @@ def run(
             platform_url,
             os.environ.get("HUB_INSTALLER_TOKEN"),
             archive_dir=archive_dir,
+            epoch_s=epoch_s,
         )
     )
     logs.install(app_)  # a request id per request, on its log lines and in the response

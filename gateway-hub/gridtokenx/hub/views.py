@@ -16,11 +16,23 @@ class Quarter:
     export_wh: int
 
 
-def live_power_w(newest_first: Sequence[dict[str, int]]) -> int | None:
-    """Net power over the last interval: positive = drawing from the grid, negative = exporting."""
+POWER_WINDOW_S = 60
+
+
+def live_power_w(
+    newest_first: Sequence[dict[str, int]], window_s: int = POWER_WINDOW_S
+) -> int | None:
+    """Net power (positive = drawing from the grid, negative = exporting), averaged from the
+    newest reading back to the oldest within `window_s` (at least the one before): registers
+    count whole Wh, so over one 10 s interval a 300 W home reads 0 or 360 W."""
     if len(newest_first) < 2:
         return None
-    a, b = newest_first[1], newest_first[0]
+    b = newest_first[0]
+    a = newest_first[1]
+    for older in newest_first[2:]:
+        if b["ts"] - older["ts"] > window_s:
+            break
+        a = older
     elapsed = b["ts"] - a["ts"]
     if elapsed <= 0:
         return None

@@ -45,12 +45,15 @@ class HubContext:
     ingest: MqttIngest | None = None
     platform_url: str | None = None
     installer_token: str | None = None
-    utc_offset_s: int = 7 * 3600  # Bangkok: "today" on the page is the household's day
+    utc_offset_s: int = 7 * 3600  # Bangkok: "today" and times on the page are the household's
+    epoch_s: int = 900  # the hub's batch epoch: batches are shown as their local times
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     link_secret: bytes | None = None  # None: the store's `household_links` secret
     archive_dir: Path | None = None  # readings retention's archive (hub/retention.py)
 
 
+RECENT = 20  # readings a power figure is averaged from (at most POWER_WINDOW_S of them)
+LIVE_SCRIPT = (Path(__file__).parent / "static" / "live.js").read_bytes()
 LINK_DOMAIN = b"gridtokenx/household-link/v1\x00"
 UPDATE_NAME = re.compile(r"[0-9a-f]{64}\.gtxu")
 LINK_SECRET = "household_links"
@@ -173,13 +176,13 @@ def create_app(ctx: HubContext) -> FastAPI:
         out = []
         images = firmware.fleet(ctx.store)
         for m in ctx.store.meters():
-            recent = ctx.store.readings_of(m.meter_id, 2)
+            recent = ctx.store.readings_of(m.meter_id, RECENT)
             out.append(
                 {
                     "meter_id": m.meter_id,
                     "household": m.household,
                     "status": m.status.value,
-                    "last": _when(recent[0]["ts"]) if recent else None,
+                    "last": _when(recent[0]["ts"], ctx.utc_offset_s) if recent else None,
                     "power": views.live_power_w(recent),
                     "firmware": images.get(m.meter_id),
                 }
@@ -225,17 +228,22 @@ def create_app(ctx: HubContext) -> FastAPI:
                 "hub_id": ctx.hub_id,
                 "platform_url": ctx.platform_url,
                 "meter": meter,
-                "power": views.live_power_w(recent[:2]),
+                "power": views.live_power_w(recent[:RECENT]),
+                "window_s": views.POWER_WINDOW_S,
                 "chart": views.bars_svg(qs, local_midnight),
                 "today_import": sum(q.import_wh for q in qs),
                 "today_export": sum(q.export_wh for q in qs),
                 "latest": recent[0] if recent else None,
-                "readings": [dict(r, time=_when(r["ts"])) for r in recent[:10]],
+                "readings": [dict(r, time=_when(r["ts"], ctx.utc_offset_s)) for r in recent[:10]],
+                "zone": _zone(ctx.utc_offset_s),
                 "device": device,
                 "gaps": ctx.store.gaps_of(meter_id),
                 "rejected": len(ctx.store.rejections_of(meter_id)),
                 "earned_wh": earned_wh,
-                "chain": chain,
+                "chain": [
+                    dict(b, time=_span(int(str(b["epoch"])), ctx.epoch_s, ctx.utc_offset_s))
+                    for b in chain
+                ],
             },
         )
         key = request.query_params.get("key")
@@ -246,6 +254,13 @@ def create_app(ctx: HubContext) -> FastAPI:
                 _cookie(meter_id), key, max_age=365 * 86_400, httponly=True, samesite="strict"
             )
         return page
+
+    @app.get("/static/live.js")
+    def live_script() -> Response:
+        """The script that keeps the pages current without a reload (no CDN, no build)."""
+        return Response(
+            LIVE_SCRIPT, media_type="text/javascript", headers={"Cache-Control": "max-age=300"}
+        )
 
     @app.get("/api/meters", dependencies=[Depends(installer)])
     def list_meters() -> list[dict[str, Any]]:
@@ -375,5 +390,21 @@ def create_app(ctx: HubContext) -> FastAPI:
     return app
 
 
-def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _when(ts: int, utc_offset_s: int = 0) -> str:
+    """A Unix time as the household's local date and time."""
+    return datetime.fromtimestamp(ts + utc_offset_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _span(epoch: int, epoch_s: int, utc_offset_s: int) -> str:
+    """A batch epoch as its local times: '2026-12-02 09:20–09:21' (seconds unless minutes)."""
+    fmt = "%H:%M" if epoch_s % 60 == 0 else "%H:%M:%S"
+    start = datetime.fromtimestamp(epoch * epoch_s + utc_offset_s, UTC)
+    end = datetime.fromtimestamp((epoch + 1) * epoch_s + utc_offset_s, UTC)
+    last = end.strftime(fmt) if end.date() == start.date() else end.strftime(f"%Y-%m-%d {fmt}")
+    return f"{start.strftime(f'%Y-%m-%d {fmt}')}–{last}"
+
+
+def _zone(utc_offset_s: int) -> str:
+    sign = "+" if utc_offset_s >= 0 else "-"
+    hours, rest = divmod(abs(utc_offset_s), 3600)
+    return f"UTC{sign}{hours:02d}:{rest // 60:02d}"

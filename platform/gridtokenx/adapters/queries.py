@@ -42,7 +42,10 @@ def readings_of_meters(
     if not meter_ids:
         return []
     r = books.batch_readings
-    columns = (r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh)
+    columns = (
+        *(r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh),
+        r.c.raw,  # for the reading's time (a few hundred bytes each)
+    )
     found: list[dict[str, Any]] = []
     with engine.connect() as c:
         for meter_id in sorted(meter_ids):  # one index range each, read newest first
@@ -72,19 +75,30 @@ def settlement_transactions(engine: Engine, epochs: Collection[int]) -> dict[int
     return out
 
 
-def newest_imports(engine: Engine) -> dict[str, int]:
-    """Each owner wallet's newest import register (of its meters' newest readings): one
-    indexed lookup per meter, not a pass over every stored reading."""
+def recent_flows(engine: Engine, span: int = 7) -> dict[str, tuple[int, int]]:
+    """Each owner wallet's average import and export power (W) over its meters' newest
+    `span` readings in the hubs' batches (about a minute at the firmware's 10 s interval):
+    the persistence forecast the demo agents trade on. One indexed lookup per meter."""
+    from gridtokenx.wire.reading import decode
+
     m, r = books.meters, books.batch_readings
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, int]] = {}
     with engine.connect() as c:
         for meter_id, owner in c.execute(select(m.c.meter_id, m.c.owner)).all():
-            newest = c.execute(
-                select(r.c.import_wh)
+            rows = c.execute(
+                select(r.c.raw)
                 .where(r.c.meter_id == meter_id)
                 .order_by(r.c.epoch.desc(), r.c.idx.desc())
-                .limit(1)
-            ).scalar()
-            if newest is not None:
-                out[str(owner)] = max(out.get(str(owner), 0), int(newest))
+                .limit(span)
+            ).all()
+            if len(rows) < 2:
+                continue
+            newest, oldest = decode(bytes(rows[0].raw)), decode(bytes(rows[-1].raw))
+            elapsed = newest.ts - oldest.ts
+            if elapsed <= 0:
+                continue
+            import_w = (newest.import_wh - oldest.import_wh) * 3600 // elapsed
+            export_w = (newest.export_wh - oldest.export_wh) * 3600 // elapsed
+            before = out.get(str(owner), (0, 0))
+            out[str(owner)] = (before[0] + max(0, import_w), before[1] + max(0, export_w))
     return out

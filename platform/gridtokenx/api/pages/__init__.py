@@ -6,16 +6,27 @@ resume, users, hubs and meters, the audit log); anyone traces a transaction in t
 explorer, from a mint back to the hub batch and its signed readings, or from a settlement
 back to the cleared trades. The session is the API's own tokens in HttpOnly, SameSite=Strict
 cookies, so a form cannot be posted from another site. One module per page; `layout` holds
-what they share, `svg` the drawings. Pages are not part of the OpenAPI document.
+what they share, `svg` the drawings, `live` the script that keeps the market, account and
+operator pages current without a reload. Pages are not part of the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gridtokenx.api.pages import admin, certificates, explorer, login, market, me, orders, signup
+from gridtokenx.api.pages import (
+    admin,
+    certificates,
+    explorer,
+    live,
+    login,
+    market,
+    me,
+    orders,
+    signup,
+)
 
-PAGES = (market, signup, login, orders, me, certificates, explorer, admin)
+PAGES = (market, signup, login, orders, me, certificates, explorer, admin, live)
 
 
 def install(app: FastAPI) -> None:

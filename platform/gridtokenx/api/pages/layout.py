@@ -1,5 +1,6 @@
 """What every page shares: the templates, the session (the access-token cookie), rendering
-with the signed-in user, redirects with a notice or an error, THB formatting."""
+with the signed-in user and epochs as the site's times of day (`when`), redirects with a
+notice or an error, THB formatting."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from gridtokenx.accounts import AuthError, Claims
 from gridtokenx.api.deps import Api
+from gridtokenx.sitetime import epoch_label, site_zone, zone_name
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 COOKIE: dict[str, Any] = {"httponly": True, "samesite": "strict"}
@@ -54,6 +56,12 @@ def page(request: Request, name: str, claims: Claims | None, **context: Any) -> 
         user = {"email": (accounts.user(claims.user_id) or {}).get("email"), "role": claims.role}
     context.setdefault("error", request.query_params.get("error"))
     context.setdefault("notice", request.query_params.get("notice"))
+    trading, zone = api_of(request).trading, site_zone()
+    epoch_s = trading.epoch_s if trading is not None else None
+    context["when"] = lambda epoch: (
+        epoch_label(int(epoch), epoch_s, zone) if epoch_s and str(epoch).isdigit() else epoch
+    )
+    context["zone"] = zone_name(zone)
     return TEMPLATES.TemplateResponse(request, name, {"me": user, **context})
 
 

@@ -39,6 +39,7 @@ def market_page(
             "mechanism": t.config.mechanism.value,
             "seconds_left": max(0, t.ends_at(t.market.epoch) - t.clock()),
             "halted": t.market.halted,
+            "epoch_s": t.epoch_s,
         }
     rows = {}
     for zone, sides in depth.items():

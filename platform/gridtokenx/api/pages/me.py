@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from datetime import tzinfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -13,6 +14,9 @@ from solders.pubkey import Pubkey
 from gridtokenx.adapters import queries
 from gridtokenx.api.pages.layout import api_of, back, page, session, thb
 from gridtokenx.api.routers.wallet import statement_download
+from gridtokenx.sitetime import local_time, site_zone
+from gridtokenx.wire import reading as wire_reading
+from gridtokenx.wire.errors import WireError
 
 router = APIRouter()
 ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
@@ -71,6 +75,7 @@ def me_page(request: Request) -> Response:
             }
         )
     mine = queries.meters_of_wallet(p.books, claims.wallet)
+    zone = site_zone()
     readings = [
         {
             "meter_id": r["meter_id"],
@@ -78,6 +83,7 @@ def me_page(request: Request) -> Response:
             "import_wh": r["import_wh"],
             "export_wh": r["export_wh"],
             "batch": f"{r['hub_id']}/{r['epoch']}",
+            "time": _time_of(bytes(r["raw"]), zone),
         }
         for r in queries.readings_of_meters(p.books, mine, ME_READINGS)
     ]
@@ -93,3 +99,12 @@ def me_page(request: Request) -> Response:
         .date()
         .isoformat(),
     )
+
+
+def _time_of(raw: bytes, zone: tzinfo) -> str:
+    """A stored reading's time on the site's clock ("-" if its clock was not set)."""
+    try:
+        reading = wire_reading.decode(raw)
+    except WireError:  # verified before it was stored: only a damaged row
+        return "-"
+    return local_time(reading.ts, zone) if reading.time_set else "-"
