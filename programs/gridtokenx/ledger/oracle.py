@@ -32,7 +32,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from gridtokenx.ledger.backend import ChainView, Landed, Ledger, LedgerError, fits, memo
+from gridtokenx.ledger.backend import ChainView, Landed, Ledger, LedgerError, fits, memo, memo_max
 from gridtokenx.ledger.tokens import Mint, read_multisig
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.envelope import verify
@@ -40,7 +40,6 @@ from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import READING_DOMAIN, decode
 
 MINT, BATCH = "gtx1 mint", "gtx1 batch"
-MEMO_MAX = 566  # bytes of a memo we send (Memo program guidance)
 
 
 class Refused(Exception):
@@ -229,9 +228,10 @@ def pack(
     def instructions(ms: Sequence[MeterMint]) -> list[Instruction]:
         return mint_instructions(grx, multisig, signers, hub, tag, root, ms)
 
+    longest = memo_max(0 if hub is None else 1)
     for m in mints:
         trial = [*group, m]
-        too_long = len(mint_memo(tag, root, trial).encode()) > MEMO_MAX
+        too_long = len(mint_memo(tag, root, trial).encode()) > longest
         if group and (too_long or not fits(instructions(trial), payer)):
             packed.append((instructions(group), group))
             group = [m]
