@@ -160,6 +160,7 @@ def run(sc: Scenario, progress: Callable[[int, int], None] | None = None) -> Res
         dep.open_wallet(key)
         dep.top_up(key, budget, f"scenario-{k}")
     oracles = [hub_kp, dep.oracle("oracle/platform"), dep.oracle("oracle/grid-operator")]
+    signers = {k.pubkey(): oracle.reviewing_signer(k, lambda: None) for k in oracles}
     marks = oracle.Marks(oracle.MINT)
     checker = GridChecker(grid) if sc.grid_check else None
     config = MarketConfig(
@@ -245,7 +246,6 @@ def run(sc: Scenario, progress: Callable[[int, int], None] | None = None) -> Res
         oracle.review(
             evidence, meter_keys, bytes(hub.verify_key), owners, current, proposed
         )  # the co-signer
-        signers = {k.pubkey(): oracle.reviewing_signer(k, lambda: None) for k in oracles}
         oracle.mint_batch(ledger, dep.grx, dep.oracle_multisig, evidence, owners, marks, signers)
 
     batch(0)  # the registers at the start: every meter's first mark

@@ -149,21 +149,28 @@ class Ledger(Protocol):
         ...
 
 
+def public_key(keypair: Keypair) -> Pubkey:
+    """A keypair's public key, read from its bytes (secret half, then public half):
+    `Keypair.pubkey()` derives it again on every call, about 40 us, a hot spot where
+    transactions are packed and signed by the thousand."""
+    return Pubkey.from_bytes(bytes(keypair)[32:])
+
+
 def transaction(
     instructions: Sequence[Instruction], payer: Keypair, signers: Sequence[Keypair], blockhash: Hash
 ) -> Transaction:
     from solders.message import Message
 
-    unique = {k.pubkey(): k for k in (payer, *signers)}
-    return Transaction(
-        list(unique.values()), Message(list(instructions), payer.pubkey()), blockhash
-    )
+    payer_key = public_key(payer)
+    unique = {payer_key: payer} | {public_key(k): k for k in signers}
+    return Transaction(list(unique.values()), Message(list(instructions), payer_key), blockhash)
 
 
-def fits(instructions: Sequence[Instruction], payer: Keypair) -> bool:
+def fits(instructions: Sequence[Instruction], payer: Keypair | Pubkey) -> bool:
     """Whether these instructions fit one legacy transaction (1232 bytes with signatures)."""
     from solders.message import Message
 
-    message = Message(list(instructions), payer.pubkey())
+    key = payer if isinstance(payer, Pubkey) else public_key(payer)
+    message = Message(list(instructions), key)
     size = 1 + 64 * message.header.num_required_signatures + len(bytes(message))
     return size <= PACKET_DATA_SIZE

@@ -32,7 +32,16 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from gridtokenx.ledger.backend import ChainView, Landed, Ledger, LedgerError, fits, memo, memo_max
+from gridtokenx.ledger.backend import (
+    ChainView,
+    Landed,
+    Ledger,
+    LedgerError,
+    fits,
+    memo,
+    memo_max,
+    public_key,
+)
 from gridtokenx.ledger.tokens import Mint, read_multisig
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.envelope import verify
@@ -300,9 +309,10 @@ def submit(ledger: Ledger, proposal: Proposal, signers: Mapping[Pubkey, Signer])
     message = proposal.message
     keys = message.account_keys[: message.header.num_required_signatures]
     payload = bytes(message)
+    payer = public_key(ledger.payer)
     sigs = []
     for key in keys:
-        if key == ledger.payer.pubkey():
+        if key == payer:
             sigs.append(ledger.payer.sign_message(payload))
         elif key in signers:
             sigs.append(signers[key](payload))
