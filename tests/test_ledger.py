@@ -509,3 +509,31 @@ def test_a_batch_of_many_meters_mints_with_the_hubs_consent_on_every_memo(chain:
     assert dep.grx.supply() == 60 * 234_567
     memos = [t for entry in dep.ledger.history() for t in entry.memos if t.startswith("gtx1 mint")]
     assert [len(t.encode()) for t in memos] == [519] * 3 + [151] + [266] * 7 + [174]
+
+
+def test_transactions_signed_by_libsodium_are_the_ones_solders_signs() -> None:
+    """Ed25519 is deterministic: `sign_with` and `transaction` give solders' very bytes,
+    and a set of keys that is not exactly the message's signers is refused as before."""
+    from solders.hash import Hash
+    from solders.message import Message
+    from solders.system_program import TransferParams, transfer
+
+    from gridtokenx.ledger.backend import sign_with, transaction
+
+    payer, alice, bob = Keypair(), Keypair(), Keypair.from_seed(bytes(32))
+    for message in (b"", b"x", bytes(range(256)) * 4):
+        for key in (payer, bob):
+            assert sign_with(key, message) == key.sign_message(message)
+    blockhash = Hash.new_unique()
+    ixs = [
+        transfer(TransferParams(from_pubkey=k.pubkey(), to_pubkey=payer.pubkey(), lamports=5))
+        for k in (alice, bob)
+    ]
+    ours = transaction(ixs, payer, [bob, alice, bob], blockhash)
+    theirs = Transaction([payer, alice, bob], Message(ixs, payer.pubkey()), blockhash)
+    assert bytes(ours) == bytes(theirs) and ours.verify_with_results() == [True] * 3
+    with pytest.raises(BaseException) as ours_err:
+        transaction(ixs, payer, [alice], blockhash)  # bob's signature missing
+    with pytest.raises(BaseException) as theirs_err:
+        Transaction([payer, alice], Message(ixs, payer.pubkey()), blockhash)
+    assert type(ours_err.value) is type(theirs_err.value)

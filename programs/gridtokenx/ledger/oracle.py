@@ -41,6 +41,7 @@ from gridtokenx.ledger.backend import (
     memo,
     memo_max,
     public_key,
+    sign_with,
 )
 from gridtokenx.ledger.tokens import Mint, read_multisig
 from gridtokenx.wire import batch as wire_batch
@@ -313,7 +314,7 @@ def submit(ledger: Ledger, proposal: Proposal, signers: Mapping[Pubkey, Signer])
     sigs = []
     for key in keys:
         if key == payer:
-            sigs.append(ledger.payer.sign_message(payload))
+            sigs.append(sign_with(ledger.payer, payload))
         elif key in signers:
             sigs.append(signers[key](payload))
         else:
@@ -432,7 +433,7 @@ def reviewing_signer(key: Keypair, check: Callable[[], None]) -> Signer:
 
     def sign(message: bytes) -> Signature:
         check()
-        return key.sign_message(message)
+        return sign_with(key, message)
 
     return sign
 
