@@ -428,3 +428,112 @@ def test_transfer_checked_bytes_match_solana_py() -> None:
         )
     )
     assert ours == theirs
+
+
+@pytest.mark.parametrize("cosigners", [0, 2])
+def test_mint_to_checked_bytes_match_solana_py(cosigners: int) -> None:
+    from spl.token import instructions as spl
+    from spl.token.constants import TOKEN_2022_PROGRAM_ID
+    from spl.token.models import MintToCheckedParams
+
+    mint = tokens.Mint(EmbeddedLedger(), Keypair().pubkey(), 3)
+    owner, authority = Keypair().pubkey(), Keypair().pubkey()
+    signers = [Keypair().pubkey() for _ in range(cosigners)]
+    ours = mint.mint_ix(owner, 98_765, authority, signers)
+    theirs = spl.mint_to_checked(
+        MintToCheckedParams(
+            program_id=TOKEN_2022_PROGRAM_ID,
+            mint=mint.address,
+            dest=mint.account_of(owner),
+            mint_authority=authority,
+            amount=98_765,
+            decimals=3,
+            signers=signers,
+        )
+    )
+    assert ours == theirs
+
+
+def test_public_key_read_from_the_keypair_bytes_is_its_pubkey() -> None:
+    from gridtokenx.ledger.backend import public_key
+
+    for keypair in (Keypair(), Keypair.from_seed(bytes(range(32)))):
+        assert public_key(keypair) == keypair.pubkey()
+
+
+@pytest.mark.parametrize("signers", [0, 1, 2])
+def test_the_longest_memo_allowed_lands_with_its_signers(signers: int) -> None:
+    """The Memo program runs out of its 200,000 compute units on longer memos, sooner
+    with every signer; `memo` refuses what would not land."""
+    from gridtokenx.ledger.backend import memo, memo_max
+
+    ledger = EmbeddedLedger()
+    keys = [Keypair() for _ in range(signers)]
+    pubkeys = [k.pubkey() for k in keys]
+    longest = memo_max(signers)
+    assert longest == 565 - 40 * signers
+    ledger.send([memo("m" * longest, pubkeys)], keys)
+    with pytest.raises(ValueError, match=f"at most {longest} bytes"):
+        memo("m" * (longest + 1), pubkeys)
+    # one byte past the Memo program's own limit fails on the chain: the bound is real
+    beyond = {0: 566, 1: 528, 2: 489}[signers]
+    with pytest.raises(LedgerError) as err:
+        ledger.send([_unchecked_memo("n" * beyond, pubkeys)], keys)
+    assert err.value.code == "transaction_failed"
+    assert any("consumed 200000 of 200000 compute units" in line for line in err.value.logs)
+
+
+def _unchecked_memo(text: str, signers: list[Any]) -> Any:
+    from solders.instruction import AccountMeta, Instruction
+
+    from gridtokenx.ledger.backend import MEMO_PROGRAM_ID
+
+    metas = [AccountMeta(s, is_signer=True, is_writable=False) for s in signers]
+    return Instruction(MEMO_PROGRAM_ID, text.encode(), metas)
+
+
+def test_a_batch_of_many_meters_mints_with_the_hubs_consent_on_every_memo(chain: Chain) -> None:
+    """The hub signs each mint memo, so each memo is packed shorter than one without a
+    signer (a 566-byte memo with the hub's signature exceeded the Memo program's compute
+    budget and the batch of 60 meters failed)."""
+    dep = chain.dep
+    keys, owners, signing = meter_fleet(chain, 60)
+    signers = oracles(chain)
+    marks = Marks("gtx1 mint")
+    for epoch, export in ((1, 1_000_000), (2, 1_234_567)):
+        ev = evidence(
+            chain, epoch, [signed(signing[m], reading(m, epoch, 0, export)) for m in keys]
+        )
+        sigs = mint_batch(dep.ledger, dep.grx, dep.oracle_multisig, ev, owners, marks, signers)
+        assert len(sigs) == (4 if epoch == 1 else 8)  # marks by memo length, mints by size
+    assert dep.grx.supply() == 60 * 234_567
+    memos = [t for entry in dep.ledger.history() for t in entry.memos if t.startswith("gtx1 mint")]
+    assert [len(t.encode()) for t in memos] == [519] * 3 + [151] + [266] * 7 + [174]
+
+
+def test_transactions_signed_by_libsodium_are_the_ones_solders_signs() -> None:
+    """Ed25519 is deterministic: `sign_with` and `transaction` give solders' very bytes,
+    and a set of keys that is not exactly the message's signers is refused as before."""
+    from solders.hash import Hash
+    from solders.message import Message
+    from solders.system_program import TransferParams, transfer
+
+    from gridtokenx.ledger.backend import sign_with, transaction
+
+    payer, alice, bob = Keypair(), Keypair(), Keypair.from_seed(bytes(32))
+    for message in (b"", b"x", bytes(range(256)) * 4):
+        for key in (payer, bob):
+            assert sign_with(key, message) == key.sign_message(message)
+    blockhash = Hash.new_unique()
+    ixs = [
+        transfer(TransferParams(from_pubkey=k.pubkey(), to_pubkey=payer.pubkey(), lamports=5))
+        for k in (alice, bob)
+    ]
+    ours = transaction(ixs, payer, [bob, alice, bob], blockhash)
+    theirs = Transaction([payer, alice, bob], Message(ixs, payer.pubkey()), blockhash)
+    assert bytes(ours) == bytes(theirs) and ours.verify_with_results() == [True] * 3
+    with pytest.raises(BaseException) as ours_err:
+        transaction(ixs, payer, [alice], blockhash)  # bob's signature missing
+    with pytest.raises(BaseException) as theirs_err:
+        Transaction([payer, alice], Message(ixs, payer.pubkey()), blockhash)
+    assert type(ours_err.value) is type(theirs_err.value)

@@ -120,3 +120,12 @@ def test_cli_runs_compares_and_benchmarks(tmp_path: Path) -> None:
         figures["seconds"] - figures["setup_s"], abs=0.002
     )
     assert (figures["grid"], figures["households"]) == ("1-LV-semiurb5--0-sw", 4)
+    assert figures["start_day"] == 160
+
+
+@pytest.mark.parametrize(("days", "start"), [(1, 160), (205, 160), (206, 159), (365, 0), (366, 0)])
+def test_bench_scenario_starts_early_enough_to_end_within_the_year(days: int, start: int) -> None:
+    """`bench scenario --days 365` runs the whole year (from day 0), not past its end."""
+    from gridtokenx.bench import start_day
+
+    assert start_day(160, days, 365) == start

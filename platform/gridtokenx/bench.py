@@ -337,12 +337,19 @@ def powerflow(grid: str, steps: int) -> dict[str, Any]:
     }
 
 
+def start_day(preferred: int, days: int, year_days: int) -> int:
+    """The scenario's default start day, or as much earlier as `days` need to end within
+    the profiles' year (a year of 365 days starts on day 0)."""
+    return max(0, min(preferred, year_days - days))
+
+
 def scenario(households: int, days: int, grid: str | None = None) -> dict[str, Any]:
     """A scenario of `households` over `days` with the defaults of `Scenario` (grid check,
     readings, market, settlement): the whole run, its set-up (grid, equipment, chain and
     the first marks; the grid read from the set-up cache when it is warm) and the cost
     per day and per household-day. More households than the grid has are placed on as
-    many copies of it as it takes (`Scenario.feeders`)."""
+    many copies of it as it takes (`Scenario.feeders`). It starts on the scenario's
+    default day, or earlier when `days` would run past the end of the profiles' year."""
     from dataclasses import replace
 
     from gridtokenx.scenarios.config import Scenario
@@ -351,8 +358,10 @@ def scenario(households: int, days: int, grid: str | None = None) -> dict[str, A
     sc = Scenario(households=households, days=days)
     if grid is not None:
         sc = replace(sc, grid=grid)
-    per_feeder = len(_base_grid(sc.grid).households)
+    base = _base_grid(sc.grid)
+    per_feeder = len(base.households)
     sc = replace(sc, feeders=-(-households // per_feeder))  # as many copies as it takes
+    sc = replace(sc, start_day=start_day(sc.start_day, days, base.steps // 96))
     result = run(sc)
     loop = result.seconds - result.setup_seconds
     return {
@@ -361,6 +370,7 @@ def scenario(households: int, days: int, grid: str | None = None) -> dict[str, A
         "feeders": sc.feeders,
         "households": households,
         "days": days,
+        "start_day": sc.start_day,
         "epochs": result.epochs,
         "seconds": round(result.seconds, 3),
         "setup_s": round(result.setup_seconds, 3),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 from gridtokenx.wire import cbor
 from gridtokenx.wire.envelope import MAX_MESSAGE_BYTES
@@ -18,6 +19,7 @@ READING_DOMAIN = b"gridtokenx/reading/v1\x00"
 METER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 UINT_MAX = (1 << 63) - 1
 
+DECODED = 8192  # readings remembered by `decode` (a batch of 1,000 meters fits; ~3 MB)
 FLAG_TIME_NOT_SET = 1  # ts counts seconds since boot, not Unix time
 
 
@@ -70,7 +72,17 @@ def encode(reading: Reading) -> bytes:
 
 
 def decode(data: bytes) -> Reading:
-    """Strictly decode a reading: canonical CBOR, exactly the known keys, valid values."""
+    """Strictly decode a reading: canonical CBOR, exactly the known keys, valid values.
+
+    The same bytes are decoded again downstream (the hub's rules, its batch, the
+    co-signer's review, each from the bytes it was handed), so the last readings decoded
+    are remembered: a Reading is immutable and decoding is a pure function of the bytes.
+    Refused bytes are not remembered; they are refused again the same way."""
+    return _decode(bytes(data))
+
+
+@lru_cache(maxsize=DECODED)
+def _decode(data: bytes) -> Reading:
     item = cbor.loads(data, max_bytes=MAX_MESSAGE_BYTES, max_depth=1)
     if not isinstance(item, dict):
         raise WireError("invalid_field", "a reading is a CBOR map")

@@ -8,18 +8,19 @@ from collections import deque
 class PriceBand:
     """CDA breaker: a trade may not deviate more than `bps` from any trade price of the
     last `window_ms`. Min and max over the window are kept in monotonic deques, so a
-    check costs O(1) amortised."""
+    check costs O(1) amortised. `Market.place` reads and keeps `lows` and `highs` itself,
+    as `window` and `record` do, on its hot path."""
 
     def __init__(self, bps: int, window_ms: int) -> None:
         self.bps = bps
         self.window_ms = window_ms
-        self._lows: deque[tuple[int, int]] = deque()
-        self._highs: deque[tuple[int, int]] = deque()
+        self.lows: deque[tuple[int, int]] = deque()
+        self.highs: deque[tuple[int, int]] = deque()
 
     def admit(self, price: int, now_ms: int) -> bool:
         """Record a trade at `price` if the band allows it; say whether it did. One call
         per CDA execution: expire the window, check it, then keep the monotonic deques."""
-        lows, highs = self._lows, self._highs
+        lows, highs = self.lows, self.highs
         horizon = now_ms - self.window_ms
         while lows and lows[0][0] < horizon:
             lows.popleft()
@@ -40,7 +41,7 @@ class PriceBand:
     def window(self, now_ms: int) -> tuple[int, int] | None:
         """The lowest and highest trade price of the window ending at `now_ms`, or None:
         what `admit` checks against, for a caller that admits a run of prices itself."""
-        lows, highs = self._lows, self._highs
+        lows, highs = self.lows, self.highs
         horizon = now_ms - self.window_ms
         while lows and lows[0][0] < horizon:
             lows.popleft()
@@ -53,7 +54,7 @@ class PriceBand:
     def record(self, now_ms: int, low: int, high: int) -> None:
         """Record trades at `now_ms` whose prices span `low..high` (already admitted):
         for the window's minimum and maximum only the extremes of one instant matter."""
-        lows, highs = self._lows, self._highs
+        lows, highs = self.lows, self.highs
         while lows and lows[-1][1] >= low:
             lows.pop()
         lows.append((now_ms, low))
@@ -62,8 +63,8 @@ class PriceBand:
         highs.append((now_ms, high))
 
     def reset(self) -> None:
-        self._lows.clear()
-        self._highs.clear()
+        self.lows.clear()
+        self.highs.clear()
 
 
 class ReferenceBand:

@@ -156,14 +156,16 @@ class Market:
         price = order.price
         owner = order.owner
         cfg = self.config
+        live_orders = self._live.get(owner)
         if (
             self.halted is not None
             or oid in orders
             or not 0 < quantity <= cfg.max_quantity_wh
             or not cfg.min_price <= price <= cfg.max_price
-            or self._live.get(owner)
+            or live_orders
         ):
             self.validate(order)  # raises with the code, or the owner's orders pass
+            live_orders = self._live.get(owner)  # validate keeps only the live ones
         self._seq = seq = self._seq + 1
         order.seq = seq
         orders[oid] = order
@@ -182,6 +184,7 @@ class Market:
             new = _new_tuple
             band = self._band
             bps = band.bps
+            lows, highs = band.lows, band.highs
             fee_bps = self._fee_bps
             zone = order.zone
             lo = hi = first = 0
@@ -199,9 +202,13 @@ class Market:
                     break
                 resting = level[0]
                 at = resting.price
-                if not trades:
-                    window = band.window(now_ms)
-                    lo, hi = (at, at) if window is None else window
+                if not trades:  # band.window(now_ms), inlined
+                    horizon = now_ms - band.window_ms
+                    while lows and lows[0][0] < horizon:
+                        lows.popleft()
+                    while highs and highs[0][0] < horizon:
+                        highs.popleft()
+                    lo, hi = (lows[0][1], highs[0][1]) if lows else (at, at)
                     first = at
                 if (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
                     stopped = True
@@ -231,7 +238,14 @@ class Market:
                 order.filled_wh = quantity - remaining
                 order.status = _PARTIAL if remaining else _FILLED
                 last = trades[-1].price
-                band.record(now_ms, min(first, last), max(first, last))
+                # band.record(now_ms, min(first, last), max(first, last)), inlined
+                low, high = (first, last) if first < last else (last, first)
+                while lows and lows[-1][1] >= low:
+                    lows.pop()
+                lows.append((now_ms, low))
+                while highs and highs[-1][1] <= high:
+                    highs.pop()
+                highs.append((now_ms, high))
                 self._trades.extend(trades)
             if stopped:
                 order.status = _CANCELLED
@@ -249,7 +263,6 @@ class Market:
                     heappush(side.heap, key)
                 resting_at.append(order)
                 book.rested = True
-                live_orders = self._live.get(owner)
                 if live_orders is None:
                     self._live[owner] = [order]
                 else:

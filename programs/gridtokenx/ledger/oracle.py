@@ -32,7 +32,17 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from gridtokenx.ledger.backend import ChainView, Landed, Ledger, LedgerError, fits, memo
+from gridtokenx.ledger.backend import (
+    ChainView,
+    Landed,
+    Ledger,
+    LedgerError,
+    fits,
+    memo,
+    memo_max,
+    public_key,
+    sign_with,
+)
 from gridtokenx.ledger.tokens import Mint, read_multisig
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.envelope import verify
@@ -40,7 +50,6 @@ from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import READING_DOMAIN, decode
 
 MINT, BATCH = "gtx1 mint", "gtx1 batch"
-MEMO_MAX = 566  # bytes of a memo we send (Memo program guidance)
 
 
 class Refused(Exception):
@@ -229,9 +238,10 @@ def pack(
     def instructions(ms: Sequence[MeterMint]) -> list[Instruction]:
         return mint_instructions(grx, multisig, signers, hub, tag, root, ms)
 
+    longest = memo_max(0 if hub is None else 1)
     for m in mints:
         trial = [*group, m]
-        too_long = len(mint_memo(tag, root, trial).encode()) > MEMO_MAX
+        too_long = len(mint_memo(tag, root, trial).encode()) > longest
         if group and (too_long or not fits(instructions(trial), payer)):
             packed.append((instructions(group), group))
             group = [m]
@@ -300,10 +310,11 @@ def submit(ledger: Ledger, proposal: Proposal, signers: Mapping[Pubkey, Signer])
     message = proposal.message
     keys = message.account_keys[: message.header.num_required_signatures]
     payload = bytes(message)
+    payer = public_key(ledger.payer)
     sigs = []
     for key in keys:
-        if key == ledger.payer.pubkey():
-            sigs.append(ledger.payer.sign_message(payload))
+        if key == payer:
+            sigs.append(sign_with(ledger.payer, payload))
         elif key in signers:
             sigs.append(signers[key](payload))
         else:
@@ -422,7 +433,7 @@ def reviewing_signer(key: Keypair, check: Callable[[], None]) -> Signer:
 
     def sign(message: bytes) -> Signature:
         check()
-        return key.sign_message(message)
+        return sign_with(key, message)
 
     return sign
 

@@ -176,6 +176,7 @@ def settle_epoch(
     root = settlement_root(trades, refunds)
     parts = pack(dep, net(dep, trades, refunds), epoch, root)
     escrow = dep.escrow
+    escrow_key = escrow.pubkey()
     index = dep.ledger.memo_index()
     signatures = []
     for k, part in enumerate(parts, 1):
@@ -185,7 +186,7 @@ def settle_epoch(
             signatures.append(done)
             continue
         ixs: list[Instruction] = [
-            _mint(dep, t.asset).transfer_ix(escrow.pubkey(), t.owner, t.amount) for t in part
+            _mint(dep, t.asset).transfer_ix(escrow_key, t.owner, t.amount) for t in part
         ]
         signatures.append(dep.ledger.send([*ixs, memo(text)], [escrow]))
     return signatures

@@ -26,7 +26,6 @@ from spl.token.models import (
     FreezeAccountParams,
     InitializeMintParams,
     InitializeMultisigParams,
-    MintToCheckedParams,
     SetAuthorityParams,
     ThawAccountParams,
 )
@@ -35,6 +34,7 @@ from gridtokenx.ledger.backend import Ledger, LedgerError
 
 MULTISIG_SIZE = 355
 TRANSFER_CHECKED = 12
+MINT_TO_CHECKED = 14
 MINT_BASE = 165 + 1  # a mint padded to an account's length, then the account-type byte
 # Token-2022 instruction numbers of the extensions we use
 DEFAULT_ACCOUNT_STATE, METADATA_POINTER, PAUSABLE = 28, 39, 44
@@ -376,16 +376,19 @@ class Mint:
     def mint_ix(
         self, owner: Pubkey, amount: int, authority: Pubkey, signers: Sequence[Pubkey] = ()
     ) -> Instruction:
-        return spl.mint_to_checked(
-            MintToCheckedParams(
-                program_id=TOKEN_2022_PROGRAM_ID,
-                mint=self.address,
-                dest=self.account_of(owner),
-                mint_authority=authority,
-                amount=amount,
-                decimals=self.decimals,
-                signers=list(signers),
-            )
+        """MintToChecked (14): amount u64 LE, decimals u8; mint, destination, authority
+        (a signer unless it is a multisig), then the multisig's signers. Built here like
+        TransferChecked: every epoch batch mints to each exporting meter (tests compare
+        the bytes with solana-py's)."""
+        return Instruction(
+            TOKEN_2022_PROGRAM_ID,
+            bytes([MINT_TO_CHECKED]) + amount.to_bytes(8, "little") + bytes([self.decimals]),
+            [
+                AccountMeta(self.address, is_signer=False, is_writable=True),
+                AccountMeta(self.account_of(owner), is_signer=False, is_writable=True),
+                AccountMeta(authority, is_signer=not signers, is_writable=False),
+                *(AccountMeta(s, is_signer=True, is_writable=False) for s in signers),
+            ],
         )
 
     def transfer_ix(

@@ -156,5 +156,7 @@ class GridChecker:
                 for k, t in enumerate(trades)
             ]
         )
-        after = self._scenarios(step, trades, kept_scale[None, :]) if trades else before
+        # nothing curtailed: the very flow already solved (the same inputs, the same result)
+        unchanged = not trades or bool((kept_scale == 1.0).all())
+        after = before if unchanged else self._scenarios(step, trades, kept_scale[None, :])
         return GridCheck(before, after, curtailments, self.limits, self.loading)
