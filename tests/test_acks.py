@@ -100,7 +100,7 @@ def test_publisher_retains_each_meters_ack_and_never_goes_back(tmp_path: Path) -
         hub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hub")
         hub.connect("127.0.0.1", broker.port)
         hub.loop_start()
-        publish = AckPublisher(hub, every_s=0)  # every ack at once (coalescing: below)
+        publish = AckPublisher(hub)
         publish({"m1": 7, "m2": 3})
         publish({"m1": 5})  # a redelivered older reading: the ack stays at 7
         time.sleep(0.5)
@@ -121,56 +121,5 @@ def test_publisher_retains_each_meters_ack_and_never_goes_back(tmp_path: Path) -
         for client in (hub, meter):
             client.disconnect()
             client.loop_stop()
-    finally:
-        broker.stop()
-
-
-def _retained_acks(port: int, count: int) -> dict[str, Ack]:
-    got: dict[str, bytes] = {}
-    meter = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="late-meter")
-    meter.on_message = lambda c, u, m: got.__setitem__(m.topic, bytes(m.payload))
-    meter.connect("127.0.0.1", port)
-    meter.subscribe("gtx/v1/meters/+/ack", qos=1)  # retained: arrives on subscribe
-    meter.loop_start()
-    deadline = time.monotonic() + 10
-    while len(got) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    meter.disconnect()
-    meter.loop_stop()
-    return {t: decode_ack(p) for t, p in got.items()}
-
-
-def test_publisher_sends_a_meters_acks_at_most_once_per_interval_and_the_newest_last(
-    tmp_path: Path,
-) -> None:
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        hub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hub")
-        hub.connect("127.0.0.1", broker.port)
-        hub.loop_start()
-        now = [100.0]  # the publisher's clock, stepped by the test
-        publish = AckPublisher(hub, every_s=1.0, clock=lambda: now[0])
-        publish({"m1": 1, "m2": 1})  # first acks: sent at once
-        assert (publish.published, publish.pending) == (2, {})
-        now[0] = 100.5
-        publish({"m1": 2})
-        publish({"m1": 3, "m2": 2})  # within the interval: only the newest is kept
-        publish.flush()
-        assert (publish.published, publish.pending) == (2, {"m1": 3, "m2": 2})
-        now[0] = 101.0
-        publish.flush()  # the interval has passed: the newest of each, once
-        assert (publish.published, publish.pending) == (4, {})
-        publish.flush()
-        assert publish.published == 4
-        now[0] = 103.0
-        publish({"m2": 5})  # long after its last ack: at once again
-        assert (publish.published, publish.pending) == (5, {})
-        want = {ack_topic("m1"): Ack("m1", 3), ack_topic("m2"): Ack("m2", 5)}
-        deadline = time.monotonic() + 10  # QoS 1 publishes are asynchronous: wait for them
-        while (got := _retained_acks(broker.port, 2)) != want and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert got == want
-        hub.disconnect()
-        hub.loop_stop()
     finally:
         broker.stop()

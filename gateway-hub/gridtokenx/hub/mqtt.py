@@ -65,9 +65,8 @@ class MqttIngest:
             manual_ack=True,
         )
         self.client.on_connect = self._on_connect
-        self.acks: AckPublisher | None = None
         if ingestor.on_stored is None:  # after each commit: acks to the meters (acks.py)
-            self.acks = ingestor.on_stored = AckPublisher(self.client)
+            ingestor.on_stored = AckPublisher(self.client)
         self.client.on_subscribe = lambda *a: self.connected.set()
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = lambda c, u, msg: self._queue.put(msg)
@@ -141,8 +140,6 @@ class MqttIngest:
     def _work(self) -> None:
         while not self._stop.is_set():
             self._offer()
-            if self.acks is not None:
-                self.acks.flush()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
