@@ -90,6 +90,38 @@ def scan(data: bytes, max_bytes: int = MAX_ITEM_BYTES, max_depth: int = MAX_DEPT
         raise WireError("malformed_cbor", "bytes after the end of the CBOR item")
 
 
+_PLAIN = (int, str, bytes)
+
+
+def _count(data: bytes) -> int:
+    """The argument of the first item's head (its length or count), as `scan` read it."""
+    info = data[0] & 0x1F
+    if info < 24:
+        return info
+    return int.from_bytes(data[1 : 1 + _WIDTH[info]], "big")
+
+
+def _plainly_canonical(data: bytes, value: Any) -> bool:
+    """Whether re-encoding `value`, decoded from `data` after `scan` passed, must give back
+    `data` itself, so the re-encoding can be skipped (the hot path: every reading).
+
+    True for a flat array, or a flat map with strictly ascending unsigned integer keys and
+    as many entries as `data` announced (no duplicate keys), of integers, text and byte
+    strings: `scan` checked that every head is in its shortest form, and such items have
+    no other freedom of encoding. Anything else is re-encoded and compared."""
+    kind = type(value)
+    if kind is list:
+        return all(type(v) in _PLAIN for v in value)
+    if kind is not dict or len(value) != _count(data):
+        return False
+    last = -1
+    for key in value:
+        if type(key) is not int or key <= last:
+            return False
+        last = key
+    return all(type(v) in _PLAIN for v in value.values())
+
+
 def loads(data: bytes, max_bytes: int = MAX_ITEM_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """Decode one item and insist it was deterministically encoded.
 
@@ -103,6 +135,8 @@ def loads(data: bytes, max_bytes: int = MAX_ITEM_BYTES, max_depth: int = MAX_DEP
         value = cbor2.loads(data)  # one item, no trailing bytes: `scan` saw to both
     except Exception as exc:  # cbor2 raises several types, e.g. for invalid UTF-8
         raise WireError("malformed_cbor", f"not CBOR: {exc.__class__.__name__}") from None
+    if _plainly_canonical(data, value):
+        return value
     try:
         again = dumps(value)
     except Exception:
