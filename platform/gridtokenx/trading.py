@@ -39,6 +39,7 @@ from gridtokenx.tables import epochs, market_executions, market_orders, settings
 MAX_ORDERS_PER_EPOCH = 50
 LIVE = ("open", "partially_filled")
 STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut short
+STALE_INTENT_MS = 30_000  # an escrow intent older than this is not being placed any more
 
 
 class Wallets(Mapping[str, Keypair]):
@@ -149,22 +150,22 @@ class Trading:
                 )
             except ValueError as err:
                 raise OrderRejected("invalid_order", str(err)) from None
-            trades = self.exchange.place(order)
-            row: dict[str, Any] = {
-                "order_id": order.id,
-                "user_id": user_id,
-                "epoch": epoch,
-                "seq": order.seq,
-                "side": order.side.value,
-                "quantity_wh": quantity_wh,
-                "price": price,
-                "zone": zone,
-                "tif": order.tif.value,
-                "status": order.status.value,
-                "filled_wh": order.filled_wh,
-                "created_at": int(self.clock()),
-            }
             with self.engine.begin() as c:
+                trades = self.exchange.place(order, c)
+                row: dict[str, Any] = {
+                    "order_id": order.id,
+                    "user_id": user_id,
+                    "epoch": epoch,
+                    "seq": order.seq,
+                    "side": order.side.value,
+                    "quantity_wh": quantity_wh,
+                    "price": price,
+                    "zone": zone,
+                    "tif": order.tif.value,
+                    "status": order.status.value,
+                    "filled_wh": order.filled_wh,
+                    "created_at": int(self.clock()),
+                }
                 c.execute(insert(market_orders).values(**row))
                 self.exchange.persist(c, order, trades)
                 if record is not None:
@@ -240,6 +241,7 @@ class Trading:
 
         outcome, signatures = self.exchange.clear(curtail)
         self._record(epoch, outcome, signatures)
+        self._sweep(epoch)
         self.market.epoch = max(self.market.epoch, self.current_epoch())
         return epoch
 
@@ -377,6 +379,15 @@ class Trading:
             )
         return sorted(e for e in found - recorded if e < self.market.epoch)
 
+    def _sweep(self, epoch: int) -> None:
+        """Settle the escrow intents of placements that died. SQLite has one process, and
+        this runs under its lock: every pending intent is dead. On PostgreSQL other
+        instances may be placing now: only intents older than any placement runs."""
+        older = None
+        if self.engine.dialect.name != "sqlite":
+            older = int(time.time() * 1000) - STALE_INTENT_MS
+        self.exchange.sweep_intents(epoch, older)
+
     def recover(self) -> None:
         with self.lock:
             # claims of Idempotency-Keys whose request a crash cut short (nothing written)
@@ -388,7 +399,10 @@ class Trading:
                 outcome, signatures = exchange.clear()
                 self._record(epoch, outcome, signatures)
             self._load(self.market, self.exchange, self.market.epoch)
-            # escrow locked for an order the crash left out of the market: give it back
+            # escrow intents a crash cut short: refunded if their transfer landed, else gone
+            self._sweep(self.market.epoch)
+            # escrow opened for an order the crash left out of the market (rows written
+            # before intents were opened with their order row): give it back
             with self.engine.connect() as c:
                 orphans = c.execute(
                     select(books.orders).where(
