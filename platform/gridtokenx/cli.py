@@ -470,7 +470,7 @@ def platform_run(
     ] = None,
     demo_grant_thb: Annotated[int, typer.Option(help="THB for each sign-up (demo).")] = 0,
     scheduler: Annotated[
-        bool, typer.Option(help="Run the epoch clock (one instance of a site only).")
+        bool, typer.Option(help="Run the market (on PostgreSQL: campaign to be its sequencer).")
     ] = True,
 ) -> None:
     """Serve the platform API, run the market's epochs, until SIGTERM/SIGINT.
@@ -504,7 +504,18 @@ def platform_run(
             view = GridView(load_simbench(grid))
         except GridError as err:
             fail(str(err))
-    trading = Trading(platform, MarketConfig(mechanism=Mechanism(mechanism)), epoch_s, grid=view)
+    election = None
+    if platform.books.dialect.name != "sqlite":  # any number of instances: one sequencer
+        from gridtokenx.adapters.election import Election
+
+        election = Election(platform.books, campaign=scheduler)
+    trading = Trading(
+        platform,
+        MarketConfig(mechanism=Mechanism(mechanism)),
+        epoch_s,
+        grid=view,
+        sequencer=election is None,
+    )
     accounts = Accounts(platform.books, bytes(platform.keys.ensure("jwt"))[:32])
     typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
     app_ = create_app(
@@ -545,19 +556,31 @@ def platform_run(
     def epochs() -> None:
         while not stop.wait(0.25):
             try:
+                if election is not None and not election.holds():
+                    if trading.leading:
+                        trading.step_down()
+                        typer.echo("platform: no longer the market sequencer")
+                    trading.follow()
+                    continue
+                if not trading.leading:
+                    trading.lead()
+                    typer.echo("platform: this instance is the market sequencer")
                 for epoch in trading.tick():
                     typer.echo(f"platform: epoch {epoch} cleared and settled")
             except Exception as exc:  # the ledger or database away: retried next tick
                 typer.echo(f"platform: epoch pipeline failed ({exc.__class__.__name__}: {exc})")
 
     clock = threading.Thread(target=epochs, name="epochs", daemon=True)
-    if scheduler:
+    running_clock = scheduler or election is not None  # an instance follows the sequencer
+    if running_clock:
         clock.start()
     typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
     stop.set()
-    if scheduler:
+    if running_clock:
         clock.join(timeout=30)
+    if election is not None:
+        election.release()
     typer.echo("platform stopped cleanly")
 
 

@@ -171,9 +171,11 @@ class Exchange:
         for t in trades:
             other = self.market.order(t.sell_id if order.is_buy else t.buy_id)
             if other is not None:
-                c.execute(
+                c.execute(  # a cancel asked meanwhile stays asked (applied after this)
                     update(market_orders)
-                    .where(market_orders.c.order_id == other.id)
+                    .where(
+                        market_orders.c.order_id == other.id, market_orders.c.status != "cancelling"
+                    )
                     .values(status=other.status.value, filled_wh=other.filled_wh)
                 )
 
@@ -200,6 +202,21 @@ class Exchange:
             )
             for r in rows
         ]
+
+    def enter(self, order: Order) -> list[Trade]:
+        """An order another instance escrowed and wrote, entered into the book."""
+        trades = self.market.place(order)
+        self._trades.extend(trades)
+        return trades
+
+    def withdraw(self, order_id: str, owner: str) -> int | None:
+        """A cancel another instance asked for: out of the book if it is live there, the
+        rest of its escrow refunded. Returns what it filled, if the book knows."""
+        order = self.market.order(order_id)
+        if order is not None and order.is_live:
+            self.market.cancel(order_id, owner)
+        self._refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
+        return None if order is None else order.filled_wh
 
     def cancel(self, order_id: str, owner: str) -> Order:
         order = self.market.cancel(order_id, owner)
