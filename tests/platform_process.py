@@ -124,3 +124,86 @@ def audit(data: Path, database: str | None = None) -> subprocess.CompletedProces
     env = {**os.environ, "GTX_KEYSTORE_KEY": KEY}
     env.pop("SOLANA_RPC_URL", None)
     return subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+
+
+def mint_grx(data: Path, url: str, wallet: str, wh: int) -> None:
+    """GRX for a seller as a hub's batch mints it (a meter's two signed readings, the
+    batch in the books, the hub's and two oracles' signatures), done from this (the test's)
+    process on the site's shared chain log: the instances see it at their next read."""
+    from ledger_fixtures import reading, signed
+    from nacl.signing import SigningKey
+    from solders.keypair import Keypair
+    from solders.pubkey import Pubkey
+
+    from gridtokenx import books
+    from gridtokenx.ledger.deployment import Deployment
+    from gridtokenx.ledger.embedded import EmbeddedLedger
+    from gridtokenx.ledger.keystore import Keystore
+    from gridtokenx.ledger.oracle import Evidence, Marks, mint_batch, reviewing_signer
+    from gridtokenx.wire import batch as wire_batch
+
+    meter_id, meter, hub_signing = f"m-{wallet[:8]}", SigningKey.generate(), SigningKey.generate()
+    readings = [signed(meter, reading(meter_id, s, 10, wh * (s - 1))) for s in (1, 2)]
+    header = wire_batch.build("hub-1", 1, [raw for raw, _ in readings])
+    encoded = wire_batch.encode_header(header)
+    hub_signature = hub_signing.sign(wire_batch.BATCH_DOMAIN + encoded).signature
+    by_raw = dict(readings)
+    leaves = wire_batch.order_leaves([raw for raw, _ in readings])
+    ev = Evidence(header, bytes(hub_signature), tuple((raw, by_raw[raw]) for _, raw in leaves))
+    engine = books.connect(url)
+    books.add_rows(
+        engine,
+        books.meters,
+        [{"meter_id": meter_id, "public_key": bytes(meter.verify_key), "owner": wallet}],
+    )
+    books.add_rows(
+        engine,
+        books.batches,
+        [
+            {
+                "hub_id": "hub-1",
+                "epoch": 1,
+                "root": header.root,
+                "header": encoded,
+                "hub_signature": bytes(hub_signature),
+                "hub_key": bytes(hub_signing.verify_key),
+            }
+        ],
+    )
+    books.add_rows(
+        engine,
+        books.batch_readings,
+        [
+            {"hub_id": "hub-1", "epoch": 1, "idx": k, "raw": raw, "signature": sig}
+            for k, (raw, sig) in enumerate(ev.readings)
+        ],
+    )
+    engine.dispose()
+    keys = Keystore(data / "keys.json", bytes.fromhex(KEY))
+    ledger = EmbeddedLedger(data / "chain", keys.get("payer"))
+    try:
+        dep = Deployment.load(ledger, keys, data / "deployment.json")
+        hub = Keypair.from_seed(bytes(hub_signing))
+        signers = [hub, dep.oracle("oracle/platform"), dep.oracle("oracle/grid-operator")]
+        mint_batch(
+            ledger,
+            dep.grx,
+            dep.oracle_multisig,
+            ev,
+            {meter_id: Pubkey.from_string(wallet)},
+            Marks("gtx1 mint"),
+            {k.pubkey(): reviewing_signer(k, lambda: None) for k in signers},
+        )
+    finally:
+        ledger.close()
+
+
+def wait_for(what: str, check: Any, timeout: float = 180) -> Any:
+    """Poll `check` until it returns something truthy (a wait, not a timed assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"waited {timeout} s for {what}")
