@@ -593,12 +593,20 @@ app.add_typer(backup_app, name="backup")
 def bench_api(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000)] = 2_000,
     concurrency: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    instances: Annotated[
+        int, typer.Option(min=1, max=16, help="Platform processes on one --database.")
+    ] = 1,
+    database: Annotated[
+        str | None, typer.Option(help="The books' PostgreSQL URL (needed for --instances).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Place N orders over HTTP against a platform on 127.0.0.1."""
+    """Place N orders over HTTP against a platform on 127.0.0.1 (or N instances of it)."""
     from gridtokenx import apibench
 
-    emit(apibench.run(orders, concurrency), as_json)
+    if instances > 1 and not (database or "").startswith("postgresql"):
+        fail("--instances needs --database postgresql+psycopg://... (one database for all)")
+    emit(apibench.run(orders, concurrency, instances, database), as_json)
 
 
 @bench_app.command("growth")

@@ -8,6 +8,8 @@ SQLite has one process: it is always the sequencer.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -51,8 +53,6 @@ class Election:
 
     def release(self) -> None:
         if self._connection is not None:
-            try:
+            with suppress(Exception):  # already broken
                 self._connection.close()
-            except Exception:  # already broken
-                pass
             self._connection = None
