@@ -69,7 +69,14 @@ def cleared(url: str, epoch: int) -> dict[str, Any] | None:
                     ).where(market_orders.c.epoch == epoch)
                 ).all()
             }
-        return {"row": row, "trades": trades, "statuses": statuses}
+            refunds = dict(
+                c.execute(
+                    select(books.refunds.c.order_id, books.refunds.c.amount).where(
+                        books.refunds.c.kind == "cancel"
+                    )
+                ).all()
+            )
+        return {"row": row, "trades": trades, "statuses": statuses, "refunds": refunds}
     finally:
         engine.dispose()
 
@@ -94,7 +101,14 @@ def test_two_instances_take_orders_and_the_epoch_clears_and_settles_once(
             place(a, seller, "sell", 1_000, 3_500_000),
             place(b, buyer, "buy", 400, 4_000_000),
         ]
-        assert {o["epoch"] for o in orders} == {epoch}
+        # two more, cancelled: one on the instance that took it, one on the sequencer
+        asked = place(b, buyer, "buy", 100, 4_500_000)
+        gone = place(b, buyer, "buy", 100, 4_500_000)
+        r = b.client.delete(f"/api/v1/orders/{asked['order_id']}", headers=buyer["auth"])
+        assert r.status_code == 200 and r.json()["status"] == "cancelling", r.text
+        r = a.client.delete(f"/api/v1/orders/{gone['order_id']}", headers=buyer["auth"])
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        assert {o["epoch"] for o in [*orders, asked, gone]} == {epoch}
         assert [o["seq"] for o in orders[1::2]] == [0, 0]  # waiting for the sequencer
         done = wait_for("the epoch to settle", lambda: cleared(pg, epoch), timeout=EPOCH_S * 4)
         # uniform price: 2,000 Wh offered up to 3.5 THB/kWh, 1,900 Wh bid from 4 THB/kWh
@@ -104,6 +118,9 @@ def test_two_instances_take_orders_and_the_epoch_clears_and_settles_once(
         assert {t.buy_id for t in done["trades"]} == {orders[1]["order_id"], orders[3]["order_id"]}
         assert done["statuses"][orders[1]["order_id"]] == ("filled", 1_500)
         assert done["statuses"][orders[3]["order_id"]] == ("filled", 400)
+        assert done["statuses"][asked["order_id"]] == ("cancelled", 0)
+        assert done["statuses"][gone["order_id"]] == ("cancelled", 0)
+        assert done["refunds"] == {asked["order_id"]: 450_000, gone["order_id"]: 450_000}
         assert len(settle_memos(data, epoch)) == len(json.loads(done["row"].transactions))
         assert SEQUENCER not in b.output()  # exactly one sequencer
         assert b.wallet(buyer)["grx_wh"] == 1_900
