@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ def run(
                     )
             latencies: list[float] = []
             errors = 0
+            refused: Counter[str] = Counter()
             lock = threading.Lock()
             counter = iter(range(orders))
 
@@ -159,6 +161,8 @@ def run(
                             errors += r.status_code != 201
                             if r.status_code == 201:
                                 acknowledged.append(str(r.json()["order_id"]))
+                            else:
+                                refused[f"{r.status_code} {_code(r)}"] += 1
                 finally:
                     for c in clients:
                         c.close()
@@ -187,17 +191,23 @@ def run(
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
         "errors": errors,
+        **({"error_codes": dict(refused)} if refused else {}),
         "baseline_rps": baseline,
         **({"instances": instances} if checked else {}),
         **extra,
     }
 
 
+def _code(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("code", "-"))
+    except ValueError:
+        return "-"
+
+
 def _settled_once(data: Path, database: str | None, acknowledged: list[str]) -> dict[str, int]:
     """Wait until every epoch holding an order is settled; then what was cleared twice
     (on the chain) and which acknowledged orders were lost (in the books)."""
-    from collections import Counter
-
     from sqlalchemy import create_engine, select
 
     from gridtokenx import books
