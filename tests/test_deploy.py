@@ -49,9 +49,9 @@ def test_compose_has_the_production_topology() -> None:
         assert platform["environment"]["SOLANA_RPC_URL"] == "http://solana:8899"
         assert platform["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert "ports" not in platform  # reached through the TLS proxy only
-    # one epoch clock per site
-    assert "--no-scheduler" not in services["platform-1"]["command"]
-    assert services["platform-2"]["command"][-1] == "--no-scheduler"
+    # both campaign to be the market sequencer (one is elected; the other takes over)
+    assert services["platform-1"]["command"] == services["platform-2"]["command"]
+    assert "--no-scheduler" not in services["platform-2"]["command"]
     assert services["hub"]["environment"]["HUB_PLATFORM_URL"] == "http://proxy:8000"
     assert services["hub"]["command"][0] == "gridtokenx-hub"
     assert services["proxy"]["ports"] == ["80:80", "443:443"]

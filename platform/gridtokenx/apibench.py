@@ -7,6 +7,13 @@ household with THB per 40 orders (the 50 orders per epoch limit holds), then pla
 validation, an escrow transfer on the ledger (fsynced), the order rows, the book. Then the
 same threads send as many `GET /health` requests: `baseline_rps` shows what the client and
 the HTTP stack alone reach, so that the order figures are the platform's, not the client's.
+
+`instances` > 1 (with `database`, a PostgreSQL URL): that many `platform run` processes on
+one database and one data directory, the orders spread over them in turn, 30 s epochs.
+After the orders the bench waits until every epoch holding one is settled, then adds
+`epochs_cleared_twice` (epochs whose settlement is on the chain under more than one root,
+or a part twice) and `orders_lost` (acknowledged orders without their row, or whose escrow
+is still open after their epoch settled); both must be 0.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +40,47 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(orders: int, concurrency: int) -> dict[str, Any]:
-    users = orders // 40 + 1  # the design's 50 orders per user and epoch hold
+def _start(
+    tmp: str, env: dict[str, str], name: str, database: str | None, epoch_s: float
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = _port()
+    log = Path(tmp) / f"{name}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gridtokenx",
+        "platform",
+        "run",
+        "--data",
+        str(Path(tmp) / "data"),
+        "--port",
+        str(port),
+        "--epoch-s",
+        str(epoch_s),
+        "--auto-approve",  # the bench's sign-ups trade at once
+    ]
+    if database:
+        command += ["--database", database]
+    server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while "ready" not in log.read_text(errors="replace"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"the platform did not start: {log.read_text()[-500:]}")
+        time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port}", log
+
+
+def run(
+    orders: int, concurrency: int, instances: int = 1, database: str | None = None
+) -> dict[str, Any]:
+    users = orders // 40 + 1  # the design's 50 orders per user and epoch hold
     admin = secrets.token_hex(16)
+    checked = instances > 1 or database is not None
+    epoch_s = 30.0 if checked else 86400.0
+    acknowledged: list[str] = []
+    extra: dict[str, Any] = {}
+    servers: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
@@ -45,33 +90,22 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
             "GTX_LIMIT_PER_USER": str(10**9),
         }
         env.pop("SOLANA_RPC_URL", None)
-        log = Path(tmp) / "platform.log"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gridtokenx",
-                "platform",
-                "run",
-                "--data",
-                tmp,
-                "--port",
-                str(port),
-                "--epoch-s",
-                "86400",
-                "--auto-approve",  # the bench's sign-ups trade at once
-            ],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
         try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while "ready" not in log.read_text(errors="replace"):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the platform did not start: {log.read_text()[-500:]}")
-                time.sleep(0.1)
+            bases = []
+            for k in range(instances):  # the first makes the site's deployment, then the rest
+                server, url, _log = _start(tmp, env, f"platform-{k}", database, epoch_s)
+                servers.append(server)
+                bases.append(url)
+            base = bases[0]
+            if database:
+                deadline = time.monotonic() + 60
+                while not any(
+                    "market sequencer" in (Path(tmp) / f"platform-{k}.log").read_text()
+                    for k in range(instances)
+                ):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("no instance became the market sequencer")
+                    time.sleep(0.1)
             time.sleep(0.5)
             tokens = []
             with httpx.Client(base_url=base, timeout=60) as c:
@@ -97,18 +131,21 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
                     )
             latencies: list[float] = []
             errors = 0
+            refused: Counter[str] = Counter()
             lock = threading.Lock()
             counter = iter(range(orders))
 
             def worker(w: int) -> None:
                 nonlocal errors
-                with httpx.Client(base_url=base, timeout=60) as c:
+                clients = [httpx.Client(base_url=b, timeout=60) for b in bases]
+                try:
                     while True:
                         with lock:
                             k = next(counter, None)
                         if k is None:
                             return
                         token = tokens[k % users]
+                        c = clients[k % len(clients)]  # spread over the instances
                         start = time.perf_counter()
                         r = c.post(
                             "/api/v1/orders",
@@ -123,6 +160,13 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
                         with lock:
                             latencies.append(elapsed)
                             errors += r.status_code != 201
+                            if r.status_code == 201:
+                                acknowledged.append(str(r.json()["order_id"]))
+                            else:
+                                refused[f"{r.status_code} {_code(r)}"] += 1
+                finally:
+                    for c in clients:
+                        c.close()
 
             start = time.perf_counter()
             threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
@@ -132,9 +176,13 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
                 t.join()
             seconds = time.perf_counter() - start
             baseline = _baseline(base, concurrency, orders)
+            if checked:
+                extra = _settled_once(Path(tmp) / "data", database, acknowledged)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                server.wait(timeout=60)
     latencies.sort()
     return {
         "orders": orders,
@@ -144,8 +192,64 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
         "errors": errors,
+        **({"error_codes": dict(refused)} if refused else {}),
         "baseline_rps": baseline,
+        **({"instances": instances} if checked else {}),
+        **extra,
     }
+
+
+def _code(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("code", "-"))
+    except ValueError:
+        return "-"
+
+
+def _settled_once(data: Path, database: str | None, acknowledged: list[str]) -> dict[str, int]:
+    """Wait until every epoch holding an order is settled; then what was cleared twice
+    (on the chain) and which acknowledged orders were lost (in the books)."""
+    from sqlalchemy import create_engine, select
+
+    from gridtokenx import books
+    from gridtokenx.ledger.embedded import ChainReader
+    from gridtokenx.tables import epochs, market_orders
+
+    engine = create_engine(database or f"sqlite:///{data / 'books.db'}")
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            with engine.connect() as c:
+                wanted = set(c.execute(select(market_orders.c.epoch).distinct()).scalars())
+                done = set(
+                    c.execute(select(epochs.c.epoch).where(epochs.c.state == "settled")).scalars()
+                )
+            if wanted <= done:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"epochs {sorted(wanted - done)} did not settle")
+            time.sleep(0.5)
+        with engine.connect() as c:
+            rows = set(c.execute(select(market_orders.c.order_id)).scalars())
+            still_open = set(
+                c.execute(
+                    select(books.orders.c.order_id).where(books.orders.c.status != "closed")
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+    lost = sum(1 for o in acknowledged if o not in rows or o in still_open)
+    parts: Counter[str] = Counter()
+    roots: dict[str, set[str]] = {}
+    for entry in ChainReader(data / "chain").history():
+        for text in entry.memos:
+            if text.startswith("gtx1 settle "):
+                _, _, epoch, root, _part = text.split(" ")
+                parts[text] += 1
+                roots.setdefault(epoch, set()).add(root)
+    twice = {e for e, r in roots.items() if len(r) > 1}
+    twice |= {t.split(" ")[2] for t, n in parts.items() if n > 1}
+    return {"epochs_cleared_twice": len(twice), "orders_lost": lost}
 
 
 def _baseline(base: str, concurrency: int, requests: int) -> float:

@@ -1,5 +1,7 @@
 """An append-only, hash-chained audit log: each entry's hash covers the previous one's, so
-an edited or deleted row breaks the chain at exactly that entry (`verify`)."""
+an edited or deleted row breaks the chain at exactly that entry (`verify`). Appends are
+serialised in the database (a PostgreSQL advisory lock held to the commit), so any number
+of instances extend one chain."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import time
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
+from sqlalchemy import text as sql
 
 from gridtokenx.tables import audit_log
 
 GENESIS = bytes(32)
-_lock = threading.Lock()
+_lock = threading.Lock()  # this process's threads (SQLite: one process writes)
+LOCK_KEY = 0x47545831_00000001  # PostgreSQL advisory lock: one appender across instances
 
 
 def _hash(prev: bytes, seq: int, ts: int, actor: str, action: str, detail: str) -> bytes:
@@ -25,6 +29,8 @@ def _hash(prev: bytes, seq: int, ts: int, actor: str, action: str, detail: str) 
 def append(engine: Engine, actor: str, action: str, detail: dict[str, Any] | None = None) -> int:
     text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
     with _lock, engine.begin() as c:
+        if c.dialect.name == "postgresql":  # held to the commit: the next reads this one
+            c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
         last = c.execute(
             select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
         ).first()

@@ -647,7 +647,7 @@ def platform_run(
         ),
     ] = False,
     scheduler: Annotated[
-        bool, typer.Option(help="Run the epoch clock (one instance of a site only).")
+        bool, typer.Option(help="Run the market (on PostgreSQL: campaign to be its sequencer).")
     ] = True,
 ) -> None:
     """Serve the platform API, run the market's epochs, until SIGTERM/SIGINT.
@@ -681,7 +681,18 @@ def platform_run(
             view = GridView(load_simbench(grid))
         except GridError as err:
             fail(str(err))
-    trading = Trading(platform, MarketConfig(mechanism=Mechanism(mechanism)), epoch_s, grid=view)
+    election = None
+    if platform.books.dialect.name != "sqlite":  # any number of instances: one sequencer
+        from gridtokenx.adapters.election import Election
+
+        election = Election(platform.books, campaign=scheduler)
+    trading = Trading(
+        platform,
+        MarketConfig(mechanism=Mechanism(mechanism)),
+        epoch_s,
+        grid=view,
+        sequencer=election is None,
+    )
     accounts = Accounts(platform.books, bytes(platform.keys.ensure("jwt"))[:32])
     from gridtokenx.governing import Governing
 
@@ -732,19 +743,31 @@ def platform_run(
     def epochs() -> None:
         while not stop.wait(0.25):
             try:
+                if election is not None and not election.holds():
+                    if trading.leading:
+                        trading.step_down()
+                        typer.echo("platform: no longer the market sequencer")
+                    trading.follow()
+                    continue
+                if not trading.leading:
+                    trading.lead()
+                    typer.echo("platform: this instance is the market sequencer")
                 for epoch in trading.tick():
                     typer.echo(f"platform: epoch {epoch} cleared and settled")
             except Exception as exc:  # the ledger or database away: retried next tick
                 typer.echo(f"platform: epoch pipeline failed ({exc.__class__.__name__}: {exc})")
 
     clock = threading.Thread(target=epochs, name="epochs", daemon=True)
-    if scheduler:
+    running_clock = scheduler or election is not None  # an instance follows the sequencer
+    if running_clock:
         clock.start()
     typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
     stop.set()
-    if scheduler:
+    if running_clock:
         clock.join(timeout=30)
+    if election is not None:
+        election.release()
     typer.echo("platform stopped cleanly")
 
 
@@ -757,12 +780,20 @@ app.add_typer(backup_app, name="backup")
 def bench_api(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000)] = 2_000,
     concurrency: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    instances: Annotated[
+        int, typer.Option(min=1, max=16, help="Platform processes on one --database.")
+    ] = 1,
+    database: Annotated[
+        str | None, typer.Option(help="The books' PostgreSQL URL (needed for --instances).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Place N orders over HTTP against a platform on 127.0.0.1."""
+    """Place N orders over HTTP against a platform on 127.0.0.1 (or N instances of it)."""
     from gridtokenx import apibench
 
-    emit(apibench.run(orders, concurrency), as_json)
+    if instances > 1 and not (database or "").startswith("postgresql"):
+        fail("--instances needs --database postgresql+psycopg://... (one database for all)")
+    emit(apibench.run(orders, concurrency, instances, database), as_json)
 
 
 @bench_app.command("growth")

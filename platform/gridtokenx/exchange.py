@@ -1,10 +1,12 @@
 """The market with money behind it: escrow on placing, settlement on the chain at clearing.
 
 Order of writes, so that a crash anywhere loses nothing and pays nothing twice:
-- place: lock the escrow on the chain (idempotent by its memo), then the order row, then the
-  book. Under CDA the order's executions and its counterparties' fills are written in the
-  order row's transaction (`persist`), so a match survives a crash; at a restart `load`
-  reads them back and the resting book is rebuilt from the live orders' remainders.
+- place: commit an escrow intent (a `pending` row), lock the escrow on the chain (idempotent
+  by its memo), then the order row with the intent opened in one transaction, then the
+  book; `sweep_intents` settles intents a crash left behind. Under CDA the order's
+  executions and its counterparties' fills are written in the order row's transaction
+  (`persist`), so a match survives a crash; at a restart `load` reads them back and the
+  resting book is rebuilt from the live orders' remainders.
 - clear: the epoch's trades and refunds go to the books in one transaction (their keys make
   a retry a no-op), then `settle_epoch`, which skips every part already on the chain.
 
@@ -20,7 +22,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
-from gridtokenx import books
+from gridtokenx import books, crashpoints
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.market.config import Mechanism
@@ -30,6 +32,8 @@ from gridtokenx.market.orders import Order
 from gridtokenx.market.trades import Trade
 from gridtokenx.tables import market_executions, market_orders
 from gridtokenx.units import WH_PER_KWH
+
+PENDING = "pending"  # an escrow intent: committed before the transfer, see `place`
 
 
 def max_cost(order: Order) -> int:
@@ -55,15 +59,23 @@ class Exchange:
             raise OrderRejected("no_wallet", f"{owner} has no wallet")
         return key
 
-    def place(self, order: Order) -> list[Trade]:
+    def place(self, order: Order, c: Connection | None = None) -> list[Trade]:
+        """Escrow the order on the chain and enter it in the book.
+
+        The escrow intent (a `pending` row) is committed before the transfer, so a crash at
+        any instant leaves either nothing on the chain or a pending row that the audit counts
+        as held when its transfer landed and `sweep_intents` settles. `c` is the caller's
+        open transaction that writes the order row: the intent becomes `open` in it
+        (`persist`), so an open escrow row always has its order row. Without `c` the intent
+        is opened at once (the order has no other row)."""
         self.market.validate(order)
         key = self.wallet(order.owner)
         asset, amount = ("thb", max_cost(order)) if order.is_buy else ("grx", order.quantity_wh)
         if amount <= 0:  # e.g. 1 Wh at 1 uTHB/kWh: nothing to escrow, nothing it could pay
             raise OrderRejected("order_too_small", "the order's value rounds to 0 uTHB")
         have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(key.pubkey())
-        with self.engine.connect() as c:
-            known = c.execute(
+        with self.engine.connect() as conn:
+            known = conn.execute(
                 select(books.orders.c.order_id).where(books.orders.c.order_id == order.id)
             ).first()
         if known is None:
@@ -74,27 +86,84 @@ class Exchange:
                 raise OrderRejected(
                     "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
                 )
-            st.lock(self.dep, key, order.id, asset, amount)
-            books.add_rows(
-                self.engine,
-                books.orders,
-                [
-                    {
-                        "order_id": order.id,
-                        "owner": str(key.pubkey()),
-                        "asset": asset,
-                        "escrowed": amount,
-                        "status": "open",
-                    }
-                ],
-            )
+            intent = {
+                "order_id": order.id,
+                "owner": str(key.pubkey()),
+                "asset": asset,
+                "escrowed": amount,
+                "status": PENDING,
+            }
+            books.add_rows(self.engine, books.orders, [intent])
+            crashpoints.reached("order.intent")
+            if c is None:
+                with self.engine.begin() as own:
+                    self._escrow(own, key, order.id, asset, amount)
+                    _open(own, order.id)
+            else:
+                self._escrow(c, key, order.id, asset, amount)
         trades = self.market.place(order)
         self._trades.extend(trades)
         return trades
 
+    def _escrow(
+        self, c: Connection, key: st.Holder, order_id: str, asset: str, amount: int
+    ) -> None:
+        """The transfer into escrow, with the intent row locked in `c` (PostgreSQL), so a
+        sweep on another instance cannot take it meanwhile; gone means a sweep took it."""
+        if c.dialect.name == "postgresql":
+            held = c.execute(
+                select(books.orders.c.status)
+                .where(books.orders.c.order_id == order_id)
+                .with_for_update()
+            ).first()
+            if held is None or held.status != PENDING:
+                raise OrderRejected("order_interrupted", "the order was cut short; place it again")
+        st.lock(self.dep, key, order_id, asset, amount)
+        crashpoints.reached("order.escrowed")
+
+    def sweep_intents(self, epoch: int, older_than_ms: int | None = None) -> int:
+        """Settle escrow intents a crash cut short: an intent whose transfer landed is
+        refunded (a `cancel` refund row, the order closed), one whose transfer never landed
+        is deleted. The chain refund is sent before the commit, with the row locked, so a
+        crash between them leaves the intent pending and the next sweep records the refund
+        it finds on the chain. `older_than_ms`: only intents whose id is older (instances
+        placing right now hold theirs locked on PostgreSQL; SQLite has one process)."""
+        swept = 0
+        index = self.dep.ledger.memo_index()
+        with self.engine.begin() as c:
+            query = select(books.orders).where(books.orders.c.status == PENDING)
+            if c.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            for row in c.execute(query).all():
+                if older_than_ms is not None and _id_ms(str(row.order_id)) >= older_than_ms:
+                    continue
+                swept += 1
+                escrow = f"{st.ESCROW} {row.order_id} {row.asset} {row.escrowed}"
+                if escrow not in index:
+                    c.execute(books.orders.delete().where(books.orders.c.order_id == row.order_id))
+                    continue
+                st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, int(row.escrowed))
+                c.execute(
+                    books.refunds.insert().values(
+                        order_id=row.order_id,
+                        epoch=epoch,
+                        kind="cancel",
+                        owner=row.owner,
+                        asset=row.asset,
+                        amount=row.escrowed,
+                    )
+                )
+                c.execute(
+                    books.orders.update()
+                    .where(books.orders.c.order_id == row.order_id)
+                    .values(status="closed")
+                )
+        return swept
+
     def persist(self, c: Connection, order: Order, trades: list[Trade]) -> None:
         """Write a CDA order's executions and its counterparties' fills (in the transaction
         that writes the order's own row)."""
+        _open(c, order.id)
         if not trades:
             return
         first = len(self._trades) - len(trades)
@@ -108,9 +177,11 @@ class Exchange:
         for t in trades:
             other = self.market.order(t.sell_id if order.is_buy else t.buy_id)
             if other is not None:
-                c.execute(
+                c.execute(  # a cancel asked meanwhile stays asked (applied after this)
                     update(market_orders)
-                    .where(market_orders.c.order_id == other.id)
+                    .where(
+                        market_orders.c.order_id == other.id, market_orders.c.status != "cancelling"
+                    )
                     .values(status=other.status.value, filled_wh=other.filled_wh)
                 )
 
@@ -137,6 +208,21 @@ class Exchange:
             )
             for r in rows
         ]
+
+    def enter(self, order: Order) -> list[Trade]:
+        """An order another instance escrowed and wrote, entered into the book."""
+        trades = self.market.place(order)
+        self._trades.extend(trades)
+        return trades
+
+    def withdraw(self, order_id: str, owner: str) -> int | None:
+        """A cancel another instance asked for: out of the book if it is live there, the
+        rest of its escrow refunded. Returns what it filled, if the book knows."""
+        order = self.market.order(order_id)
+        if order is not None and order.is_live:
+            self.market.cancel(order_id, owner)
+        self._refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
+        return None if order is None else order.filled_wh
 
     def cancel(self, order_id: str, owner: str) -> Order:
         order = self.market.cancel(order_id, owner)
@@ -271,6 +357,22 @@ class Exchange:
             for row, left in refunds:
                 if left > 0:
                     st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, left)
+
+
+def _open(c: Connection, order_id: str) -> None:
+    c.execute(
+        update(books.orders)
+        .where(books.orders.c.order_id == order_id, books.orders.c.status == PENDING)
+        .values(status="open")
+    )
+
+
+def _id_ms(order_id: str) -> int:
+    """The milliseconds an order id (`trading.order_id`) was made at; 0 if it has none."""
+    try:
+        return int(order_id.removeprefix("o-")[:12], 16)
+    except ValueError:
+        return 0
 
 
 def _pk(text: object) -> Pubkey:

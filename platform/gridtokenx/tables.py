@@ -56,6 +56,7 @@ market_orders = Table(
 Index("market_orders_user_epoch", market_orders.c.user_id, market_orders.c.epoch)
 Index("market_orders_epoch_status", market_orders.c.epoch, market_orders.c.status)
 Index("market_orders_status", market_orders.c.status)
+Index("market_orders_epoch_seq", market_orders.c.epoch, market_orders.c.seq)
 market_executions = Table(
     "market_executions",
     metadata,

@@ -22,6 +22,7 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, update
+from sqlalchemy import text as sql
 
 from gridtokenx import auditlog, books
 from gridtokenx.adapters import idempotency
@@ -37,7 +38,11 @@ from gridtokenx.tables import epochs, market_executions, market_orders, settings
 
 MAX_ORDERS_PER_EPOCH = 50
 LIVE = ("open", "partially_filled")
+CANCELLING = "cancelling"  # asked on an instance that is not the sequencer, not yet applied
+OPEN_EPOCH = "open_epoch"  # settings row: the epoch orders go into, moved by the sequencer
+EPOCH_LOCK = 0x47545831_00000002  # PostgreSQL advisory lock: placements shared, close exclusive
 STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut short
+STALE_INTENT_MS = 30_000  # an escrow intent older than this is not being placed any more
 
 
 class Wallets(Mapping[str, st.Holder]):
@@ -79,6 +84,30 @@ def order_id() -> str:
     return f"o-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
 
 
+def _new_order(user_id: str, side: str, quantity_wh: int, price: int, zone: str, tif: str) -> Order:
+    try:
+        return Order(
+            order_id(), user_id, Side(side), quantity_wh, price, zone, TimeInForce(tif.lower())
+        )
+    except ValueError as err:
+        raise OrderRejected("invalid_order", str(err)) from None
+
+
+def _order_of(r: Any) -> Order:
+    """An order as its row has it (what it has filled, its status)."""
+    return Order(
+        r.order_id,
+        r.user_id,
+        Side(r.side),
+        r.quantity_wh,
+        r.price,
+        r.zone,
+        TimeInForce(r.tif),
+        filled_wh=r.filled_wh,
+        status=OrderStatus(r.status),
+    )
+
+
 @dataclass(frozen=True)
 class Event:
     kind: str  # epoch | trade | clearing | order
@@ -94,8 +123,13 @@ class Trading:
         epoch_s: float = 900.0,
         clock: Callable[[], float] = time.time,
         grid: Any = None,
+        sequencer: bool = True,
     ) -> None:
+        """`sequencer`: this instance runs the market (matching, the epoch clock, clearing,
+        settlement). False: it only takes requests until `lead` makes it the sequencer."""
         self.platform, self.engine = platform, platform.books
+        self.leading = sequencer
+        self.shared = self.engine.dialect.name != "sqlite"  # other instances may place
         self.grid = grid  # a GridView: trades are checked against the feeder before settling
         self.config = config or MarketConfig()
         self.epoch_s, self.clock = epoch_s, clock
@@ -108,9 +142,68 @@ class Trading:
         self.market = Market(self.config, epoch=epoch)
         self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
         self.listeners: list[Callable[[Event], None]] = []
-        self.recover()
+        if sequencer:
+            if self.shared:
+                self._set_open_epoch(self.market.epoch)
+            self.recover()
         if halted is not None:  # an operator's halt outlives a restart
             self.market.halt(halted)
+
+    # -- which instance runs the market --------------------------------------------------------
+    def lead(self) -> None:
+        """Become the sequencer (elected, see `adapters.election`): the open epoch moves to
+        the clock's (so no instance places into an epoch being recovered), then every past
+        epoch is cleared and settled and the open one's book rebuilt from the database."""
+        with self.lock:
+            self._load_parameters()
+            halted = self._saved_halt()
+            epoch = self.current_epoch() if halted is None else self._oldest_live_epoch()
+            epoch = max(epoch, self._db_open_epoch() or 0) if halted is None else epoch
+            self.market = Market(self.config, epoch=epoch)
+            self.exchange = Exchange(self.platform.dep, self.engine, self.market, self.wallets)
+            if self.shared:
+                self._set_open_epoch(epoch)
+            self.recover()
+            if halted is not None:
+                self.market.halt(halted)
+            self.leading = True
+
+    def step_down(self) -> None:
+        """No longer the sequencer (the election's connection was lost)."""
+        with self.lock:
+            self.leading = False
+
+    def follow(self) -> None:
+        """What an instance that is not the sequencer shows: the open epoch, the halt and
+        the parameters, as the sequencer and the operators left them in the database."""
+        if self.leading:
+            return
+        self._load_parameters()
+        self.market.config = self.config
+        self.market.halted = self._saved_halt()
+        self.market.epoch = self._db_open_epoch() or self.current_epoch()
+
+    def _db_open_epoch(self) -> int | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(settings.c.value).where(settings.c.name == OPEN_EPOCH)).first()
+        return None if row is None else int(json.loads(row.value))
+
+    def _open_epoch(self, c: Connection) -> int:
+        """The epoch an order placed in `c` belongs to. On PostgreSQL a shared advisory lock,
+        held to the commit, keeps the sequencer from closing that epoch meanwhile."""
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": EPOCH_LOCK})
+        row = c.execute(select(settings.c.value).where(settings.c.name == OPEN_EPOCH)).first()
+        return self.current_epoch() if row is None else int(json.loads(row.value))
+
+    def _set_open_epoch(self, epoch: int) -> None:
+        """Move the open epoch (the sequencer only): waits for the placements still writing
+        into the old one, after which no instance can place into it."""
+        with self.engine.begin() as c:
+            if c.dialect.name == "postgresql":
+                c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": EPOCH_LOCK})
+            c.execute(settings.delete().where(settings.c.name == OPEN_EPOCH))
+            c.execute(settings.insert().values(name=OPEN_EPOCH, value=json.dumps(epoch)))
 
     # -- the clock -------------------------------------------------------------------------
     def current_epoch(self) -> int:
@@ -137,47 +230,29 @@ class Trading:
         """Place an order with its escrow; `record` runs in the transaction that writes the
         order row (the Idempotency-Key's response is kept with the order, or neither)."""
         self.require_approved(user_id)
+        if not self.leading:
+            return self._place_here(user_id, side, quantity_wh, price, zone, tif, record)
         with self.lock:
             self.tick()
             epoch = self.market.epoch
-            with self.engine.connect() as c:
-                placed = c.execute(
-                    select(func.count())
-                    .select_from(market_orders)
-                    .where(market_orders.c.user_id == user_id, market_orders.c.epoch == epoch)
-                ).scalar_one()
-            if placed >= MAX_ORDERS_PER_EPOCH:
-                raise OrderRejected(
-                    "order_rate_limited", f"{MAX_ORDERS_PER_EPOCH} orders per epoch"
-                )
-            try:
-                order = Order(
-                    order_id(),
-                    user_id,
-                    Side(side),
-                    quantity_wh,
-                    price,
-                    zone,
-                    TimeInForce(tif.lower()),
-                )
-            except ValueError as err:
-                raise OrderRejected("invalid_order", str(err)) from None
-            trades = self.exchange.place(order)
-            row: dict[str, Any] = {
-                "order_id": order.id,
-                "user_id": user_id,
-                "epoch": epoch,
-                "seq": order.seq,
-                "side": order.side.value,
-                "quantity_wh": quantity_wh,
-                "price": price,
-                "zone": zone,
-                "tif": order.tif.value,
-                "status": order.status.value,
-                "filled_wh": order.filled_wh,
-                "created_at": int(self.clock()),
-            }
+            self._check_rate(user_id, epoch)
+            order = _new_order(user_id, side, quantity_wh, price, zone, tif)
             with self.engine.begin() as c:
+                trades = self.exchange.place(order, c)
+                row: dict[str, Any] = {
+                    "order_id": order.id,
+                    "user_id": user_id,
+                    "epoch": epoch,
+                    "seq": order.seq,
+                    "side": order.side.value,
+                    "quantity_wh": quantity_wh,
+                    "price": price,
+                    "zone": zone,
+                    "tif": order.tif.value,
+                    "status": order.status.value,
+                    "filled_wh": order.filled_wh,
+                    "created_at": int(self.clock()),
+                }
                 c.execute(insert(market_orders).values(**row))
                 self.exchange.persist(c, order, trades)
                 if record is not None:
@@ -196,11 +271,158 @@ class Trading:
                 )
             return row
 
+    def _check_rate(self, user_id: str, epoch: int) -> None:
+        with self.engine.connect() as c:
+            placed = c.execute(
+                select(func.count())
+                .select_from(market_orders)
+                .where(market_orders.c.user_id == user_id, market_orders.c.epoch == epoch)
+            ).scalar_one()
+        if placed >= MAX_ORDERS_PER_EPOCH:
+            raise OrderRejected("order_rate_limited", f"{MAX_ORDERS_PER_EPOCH} orders per epoch")
+
+    def _place_here(
+        self,
+        user_id: str,
+        side: str,
+        quantity_wh: int,
+        price: int,
+        zone: str,
+        tif: str,
+        record: Callable[[Connection, dict[str, Any]], None] | None,
+    ) -> dict[str, Any]:
+        """An order placed on an instance that is not the sequencer: checked against the
+        owner's live orders in the database, escrowed, and written with seq 0 into the open
+        epoch; the sequencer enters it into the book (`_sequence`), in the order placed."""
+        with self.lock:
+            self.follow()
+            epoch = self.market.epoch
+            self._check_rate(user_id, epoch)
+            order = _new_order(user_id, side, quantity_wh, price, zone, tif)
+            own = Market(self.config, epoch=epoch)  # the owner's live orders, for the checks
+            own.halted = self.market.halted
+            with self.engine.connect() as c:
+                for r in c.execute(
+                    select(market_orders).where(
+                        market_orders.c.user_id == user_id,
+                        market_orders.c.epoch == epoch,
+                        market_orders.c.status.in_(LIVE),
+                    )
+                ).all():
+                    own.place(_order_of(r))
+            exchange = Exchange(self.platform.dep, self.engine, own, self.wallets)
+            with self.engine.begin() as c:
+                exchange.place(order, c)
+                row: dict[str, Any] = {
+                    "order_id": order.id,
+                    "user_id": user_id,
+                    "epoch": self._open_epoch(c),
+                    "seq": 0,
+                    "side": order.side.value,
+                    "quantity_wh": quantity_wh,
+                    "price": price,
+                    "zone": zone,
+                    "tif": order.tif.value,
+                    "status": "open",
+                    "filled_wh": 0,
+                    "created_at": int(self.clock()),
+                }
+                c.execute(insert(market_orders).values(**row))
+                exchange.persist(c, order, [])
+                if record is not None:
+                    record(c, row)
+            auditlog.append(
+                self.engine,
+                user_id,
+                "order.place",
+                {"order_id": order.id, "side": side, "wh": quantity_wh, "price": price},
+            )
+            self.publish(Event("order", row, user_id))
+            return row
+
+    def _sequence(self, market: Market, exchange: Exchange, epoch: int) -> None:
+        """Enter the orders other instances placed into this epoch (seq 0), in the order
+        they were placed, and apply the cancels they asked for (`cancelling`)."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(market_orders)
+                .where(
+                    market_orders.c.epoch == epoch,
+                    market_orders.c.seq == 0,
+                    market_orders.c.status.in_(LIVE),
+                )
+                .order_by(market_orders.c.created_at, market_orders.c.order_id)
+            ).all()
+        for r in rows:
+            order = _order_of(r)
+            trades = exchange.enter(order)
+            with self.engine.begin() as c:
+                c.execute(
+                    update(market_orders)
+                    .where(market_orders.c.order_id == order.id)
+                    .values(seq=order.seq, status=order.status.value, filled_wh=order.filled_wh)
+                )
+                exchange.persist(c, order, trades)
+            for t in trades:
+                self.publish(
+                    Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
+                )
+        if rows:
+            self.publish(Event("book", {"epoch": epoch}))
+        with self.engine.connect() as c:
+            asked = c.execute(
+                select(market_orders.c.order_id, market_orders.c.user_id).where(
+                    market_orders.c.epoch == epoch, market_orders.c.status == CANCELLING
+                )
+            ).all()
+        for r in asked:
+            filled = exchange.withdraw(r.order_id, r.user_id)
+            values: dict[str, Any] = {"status": "cancelled"}
+            if filled is not None:
+                values["filled_wh"] = filled
+            with self.engine.begin() as c:
+                c.execute(
+                    update(market_orders)
+                    .where(market_orders.c.order_id == r.order_id)
+                    .values(**values)
+                )
+            self.publish(Event("book", {"epoch": epoch}))
+
+    def _cancel_here(self, user_id: str, order_id: str) -> dict[str, Any]:
+        """A cancel on an instance that is not the sequencer: the order is marked
+        `cancelling` if it is live in the open epoch (under the epoch's shared lock, so the
+        sequencer's close sees the mark), and the sequencer takes it out of the book and
+        refunds the rest of its escrow (`_sequence`) within a tick."""
+        with self.lock:
+            with self.engine.begin() as c:
+                epoch = self._open_epoch(c)
+                done = c.execute(
+                    update(market_orders)
+                    .where(
+                        market_orders.c.order_id == order_id,
+                        market_orders.c.user_id == user_id,
+                        market_orders.c.epoch == epoch,
+                        market_orders.c.status.in_(LIVE),
+                    )
+                    .values(status=CANCELLING)
+                )
+            if done.rowcount == 0:
+                row = self.order_row(order_id)
+                if row is None or row["user_id"] != user_id:
+                    raise OrderRejected("unknown_order", f"no order {order_id!r} of yours")
+                raise OrderRejected("order_not_open", f"order {order_id!r} is {row['status']}")
+            auditlog.append(self.engine, user_id, "order.cancel", {"order_id": order_id})
+            return self.order_row(order_id) or {}
+
     def cancel(self, user_id: str, order_id: str) -> dict[str, Any]:
+        if not self.leading:
+            return self._cancel_here(user_id, order_id)
         with self.lock:
             row = self.order_row(order_id)
             if row is None or row["user_id"] != user_id:
                 raise OrderRejected("unknown_order", f"no order {order_id!r} of yours")
+            if self.shared:  # placed on another instance and not yet in the book
+                self._sequence(self.market, self.exchange, self.market.epoch)
             order = self.exchange.cancel(order_id, user_id)
             with self.engine.begin() as c:
                 c.execute(
@@ -235,14 +457,21 @@ class Trading:
     def tick(self) -> list[int]:
         """Close every epoch whose time is over (the scheduler calls this every second).
         A halted market does not close: its orders wait for `resume`."""
-        closed = []
+        closed: list[int] = []
+        if not self.leading:
+            return closed
         with self.lock:
+            if self.shared:  # orders and cancels other instances took
+                self._sequence(self.market, self.exchange, self.market.epoch)
             while self.market.epoch < self.current_epoch() and self.market.halted is None:
                 closed.append(self.close_epoch())
         return closed
 
     def close_epoch(self) -> int:
         epoch = self.market.epoch
+        if self.shared:  # no instance places into it from now on; take in what they did
+            self._set_open_epoch(max(epoch + 1, self.current_epoch()))
+            self._sequence(self.market, self.exchange, epoch)
         curtail = None
         if self.grid is not None:
             meter_of = self.meters_of_users()
@@ -253,7 +482,10 @@ class Trading:
 
         outcome, signatures = self.exchange.clear(curtail)
         self._record(epoch, outcome, signatures)
+        self._sweep(epoch)
         self.market.epoch = max(self.market.epoch, self.current_epoch())
+        if self.shared and self.market.epoch != max(epoch + 1, self.current_epoch()):
+            self._set_open_epoch(self.market.epoch)  # e.g. a breaker halt stays on `epoch`
         return epoch
 
     def _record(self, epoch: int, outcome: EpochOutcome, signatures: list[str]) -> None:
@@ -352,24 +584,18 @@ class Trading:
         with self.engine.connect() as c:
             rows = c.execute(
                 select(market_orders)
-                .where(market_orders.c.epoch == epoch, market_orders.c.status.in_(LIVE))
+                .where(
+                    market_orders.c.epoch == epoch,
+                    market_orders.c.status.in_(LIVE),
+                    market_orders.c.seq > 0,
+                )
                 .order_by(market_orders.c.seq, market_orders.c.created_at)
             ).all()
         for r in rows:
-            market.place(
-                Order(
-                    r.order_id,
-                    r.user_id,
-                    Side(r.side),
-                    r.quantity_wh,
-                    r.price,
-                    r.zone,
-                    TimeInForce(r.tif),
-                    filled_wh=r.filled_wh,
-                    status=OrderStatus(r.status),
-                )
-            )
+            market.place(_order_of(r))
         exchange.load(epoch)
+        # orders other instances placed that no sequencer entered yet (seq 0), and cancels
+        self._sequence(market, exchange, epoch)
 
     def _unsettled_epochs(self) -> list[int]:
         """Past epochs a crash left unsettled: those with live orders, and those after the
@@ -377,7 +603,9 @@ class Trading:
         with self.engine.connect() as c:
             done = c.execute(select(func.max(epochs.c.epoch))).scalar_one()
             live = c.execute(
-                select(market_orders.c.epoch).where(market_orders.c.status.in_(LIVE)).distinct()
+                select(market_orders.c.epoch)
+                .where(market_orders.c.status.in_((*LIVE, CANCELLING)))
+                .distinct()
             ).scalars()
             executed = c.execute(
                 select(market_executions.c.epoch)
@@ -390,6 +618,15 @@ class Trading:
             )
         return sorted(e for e in found - recorded if e < self.market.epoch)
 
+    def _sweep(self, epoch: int) -> None:
+        """Settle the escrow intents of placements that died. SQLite has one process, and
+        this runs under its lock: every pending intent is dead. On PostgreSQL other
+        instances may be placing now: only intents older than any placement runs."""
+        older = None
+        if self.engine.dialect.name != "sqlite":
+            older = int(time.time() * 1000) - STALE_INTENT_MS
+        self.exchange.sweep_intents(epoch, older)
+
     def recover(self) -> None:
         with self.lock:
             # claims of Idempotency-Keys whose request a crash cut short (nothing written)
@@ -401,7 +638,10 @@ class Trading:
                 outcome, signatures = exchange.clear()
                 self._record(epoch, outcome, signatures)
             self._load(self.market, self.exchange, self.market.epoch)
-            # escrow locked for an order the crash left out of the market: give it back
+            # escrow intents a crash cut short: refunded if their transfer landed, else gone
+            self._sweep(self.market.epoch)
+            # escrow opened for an order the crash left out of the market (rows written
+            # before intents were opened with their order row): give it back
             with self.engine.connect() as c:
                 orphans = c.execute(
                     select(books.orders).where(

@@ -7,14 +7,24 @@ the log is replayed into a fresh LiteSVM (blockhash check off for the replay onl
 still verified), which rebuilds every account exactly. A torn last record (a crash while
 appending) is cut off: its transaction was never reported as landed to anyone.
 
+Several processes may write one log (platform instances sharing a data directory): each
+keeps its own replica, a writer holds an exclusive `flock` on the log while it catches up
+with the records others appended (replayed with the blockhash check off, signatures still
+verified) and appends its own, and every read first applies what others appended. So each
+transaction is checked against the state every earlier record made, whoever wrote it, and
+the log stays one sequence that replays to the same accounts. A torn tail is cut off only
+under the lock (a live writer's half-written record is never mistaken for one).
+
 `ChainReader` follows another process's log read-only (a co-signer, `ledger authorities`):
 it replays complete records as they appear and never writes or truncates.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,12 +51,18 @@ class EmbeddedLedger:
         self._landed: list[Landed] = []
         self._memos: dict[str, str] = {}
         self._log = None
+        self._offset = 0  # bytes of the log applied to this replica
+        self._mutex = threading.RLock()  # this process's threads: one replica, one writer
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
             log_path = path / "chain.log"
-            self._replay(log_path)
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._log = os.fdopen(fd, "ab")
+            fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            self._log = os.fdopen(fd, "r+b", buffering=0)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._replay(log_path)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     @property
     def payer(self) -> Keypair:
@@ -74,8 +90,41 @@ class EmbeddedLedger:
             with open(log_path, "r+b") as f:
                 f.truncate(offset)
                 os.fsync(f.fileno())
+        self._offset = offset
         self.svm = self.svm.with_blockhash_check(True)
         self.svm.expire_blockhash()
+
+    def _catch_up(self) -> None:
+        """Apply the complete records other processes appended since the last look. The
+        blockhash stays as it is (a transaction signed against it still lands), unless a
+        record needs a new slot (a durable nonce advancing): then one begins and it is
+        sent again."""
+        if self._log is None:
+            return
+        end = os.fstat(self._log.fileno()).st_size
+        if end <= self._offset:
+            return
+        data = os.pread(self._log.fileno(), end - self._offset, self._offset)
+        offset = 0
+        self.svm = self.svm.with_blockhash_check(False)
+        try:
+            while offset + _RECORD.size <= len(data):
+                size, crc = _RECORD.unpack_from(data, offset)
+                body = data[offset + _RECORD.size : offset + _RECORD.size + size]
+                if len(body) < size or zlib.crc32(body) != crc:
+                    break  # being written, or torn: left for later
+                tx = Transaction.from_bytes(body)
+                result = self.svm.send_transaction(tx)
+                if isinstance(result, FailedTransactionMetadata):
+                    self.svm.expire_blockhash()
+                    result = self.svm.send_transaction(tx)
+                if isinstance(result, FailedTransactionMetadata):
+                    raise LedgerError("replay_diverged", result.meta().logs())
+                self._remember(tx)
+                offset += _RECORD.size + size
+        finally:
+            self.svm = self.svm.with_blockhash_check(True)
+            self._offset += offset
 
     def _remember(self, tx: Transaction) -> Landed:
         landed = Landed(str(tx.signatures[0]), tx, memos_of(tx))
@@ -103,17 +152,18 @@ class EmbeddedLedger:
         )
 
     def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
-        tx = transaction(instructions, self._payer, signers, self.svm.latest_blockhash())
-        try:
-            return self.send_transaction(tx)
-        except LedgerError as err:
-            if err.code != "already_processed":
-                raise
-        # the very same instructions again (e.g. an idempotent account creation): a new
-        # blockhash makes it a new transaction, as a cluster's next slot would
-        self.svm.expire_blockhash()
-        tx = transaction(instructions, self._payer, signers, self.svm.latest_blockhash())
-        return self.send_transaction(tx)
+        with self._mutex, self._locked():
+            tx = transaction(instructions, self._payer, signers, self.svm.latest_blockhash())
+            try:
+                return self._send(tx)
+            except LedgerError as err:
+                if err.code != "already_processed":
+                    raise
+            # the very same instructions again (e.g. an idempotent account creation): a new
+            # blockhash makes it a new transaction, as a cluster's next slot would
+            self.svm.expire_blockhash()
+            tx = transaction(instructions, self._payer, signers, self.svm.latest_blockhash())
+            return self._send(tx)
 
     def send_transaction(self, tx: Transaction) -> str:
         """Submit a transaction signed elsewhere (e.g. by oracles one by one). The
@@ -121,6 +171,14 @@ class EmbeddedLedger:
         over a network round trip still land. A transaction on another blockhash is a
         durable-nonce one (a governance proposal signed over days) or a stale one: a new
         slot begins first, as time would pass on a cluster, so its nonce can advance."""
+        with self._mutex, self._locked():
+            return self._send(tx)
+
+    def _locked(self) -> _LogLock:
+        """The log's exclusive lock, with this replica caught up under it."""
+        return _LogLock(self)
+
+    def _send(self, tx: Transaction) -> str:
         if tx.message.recent_blockhash != self.svm.latest_blockhash():
             self.svm.expire_blockhash()
         result = self.svm.send_transaction(tx)
@@ -128,9 +186,10 @@ class EmbeddedLedger:
             raise LedgerError(error_code(str(result.err())), result.meta().logs())
         if self._log is not None:
             body = bytes(tx)
-            self._log.write(_RECORD.pack(len(body), zlib.crc32(body)) + body)
-            self._log.flush()
+            record = _RECORD.pack(len(body), zlib.crc32(body)) + body
+            self._log.write(record)
             os.fsync(self._log.fileno())
+            self._offset += len(record)
         return self._remember(tx).signature
 
     def latest_blockhash(self) -> Hash:
@@ -142,19 +201,42 @@ class EmbeddedLedger:
         return blockhash == self.svm.latest_blockhash()
 
     def account_data(self, address: Pubkey) -> bytes | None:
-        account = self.svm.get_account(address)
+        with self._mutex:
+            self._catch_up()
+            account = self.svm.get_account(address)
         return None if account is None else bytes(account.data)
 
     def history(self, start: int = 0) -> list[Landed]:
-        return self._landed[start:]
+        with self._mutex:
+            self._catch_up()
+            return self._landed[start:]
 
     def memo_index(self) -> dict[str, str]:
-        return self._memos
+        with self._mutex:
+            self._catch_up()
+            return self._memos
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        with self._mutex:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+
+class _LogLock:
+    """`flock` on the log for one write, this replica caught up with the log under it."""
+
+    def __init__(self, ledger: EmbeddedLedger) -> None:
+        self.ledger = ledger
+
+    def __enter__(self) -> None:
+        if self.ledger._log is not None:
+            fcntl.flock(self.ledger._log.fileno(), fcntl.LOCK_EX)
+        self.ledger._catch_up()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ledger._log is not None:
+            fcntl.flock(self.ledger._log.fileno(), fcntl.LOCK_UN)
 
 
 class ChainReader:
