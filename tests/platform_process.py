@@ -50,6 +50,7 @@ class PlatformProcess:
             str(self.port),
             "--epoch-s",
             str(epoch_s),
+            "--auto-approve",  # these households trade at once (approval: test_approval.py)
             *extra,
         ]
         if database:
