@@ -6,6 +6,8 @@ sequence numbers kept across a restart."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +110,25 @@ def test_in_process_meters_keep_their_keys_and_sequence_across_a_restart(
         reading_topic("hh-002"),
         reading_topic("hh-003"),
     ] * 2
+
+
+def test_up_refuses_more_households_than_its_grid_has(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gridtokenx", "up", "--meters", "42", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: the grid 1-LV-semiurb4--0-sw has 41 households: --meters at most 41, "
+        "or a larger grid with --grid (1-LV-rural3--0-sw has 118)"
+    )
+
+
+def test_the_enrol_benchmark_registers_both_ways() -> None:
+    from gridtokenx.hub import enrolbench
+
+    result = enrolbench.run(2)
+    assert sorted(result) == ["batch_s", "load_average_1m", "meters", "process_per_meter_s"]
+    assert result["meters"] == 2

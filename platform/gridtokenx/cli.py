@@ -187,6 +187,17 @@ def bench_hub(
         fail(str(exc))
 
 
+@bench_app.command("enrol")
+def bench_enrol(
+    meters: Annotated[int, typer.Option(min=1, max=1_000, help="Meters to register.")] = 12,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Hub registrations as `up` makes them: one process per meter against one batch."""
+    from gridtokenx.hub import enrolbench
+
+    emit(enrolbench.run(meters), as_json)
+
+
 @bench_app.command("powerflow")
 def bench_powerflow(
     grid: Annotated[str, typer.Option(help="SimBench grid code.")] = "1-LV-semiurb4--0-sw",
