@@ -92,16 +92,24 @@ class InProcessFleet:
             for meter, home in zip(self.meters, self.homes, strict=True):
                 f.write(f"{meter.meter_id}\t{meter.public_key}\t{home.home.bus}\n")
 
-    def _connect(self) -> None:
+    def _connect(self, stop: threading.Event, wait_s: float = 5.0) -> None:
+        """One connection per logged-in meter, opened one after another (each waits for its
+        broker's answer, up to `wait_s`): the embedded broker (amqtt) fails sessions when
+        hundreds of clients connect at the same instant."""
         names = [m.meter_id for m in self.meters] if self.logins else ["gtx-sim-fleet"]
         for name in names:
+            if stop.is_set():
+                return
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
             client.max_inflight_messages_set(1000)
             if name in self.logins:
                 client.username_pw_set(name, self.logins[name])
+            answered = threading.Event()
+            client.on_connect = lambda *args, answered=answered: answered.set()
             client.connect_async(self.mqtt_host, self.mqtt_port)
             client.loop_start()  # reconnects by itself; QoS 1 readings wait for it
             self.clients[name] = client
+            answered.wait(wait_s)
 
     def _client(self, meter_id: str) -> mqtt.Client:
         return self.clients.get(meter_id) or self.clients["gtx-sim-fleet"]
@@ -129,7 +137,7 @@ class InProcessFleet:
             self.published += 1
 
     def run(self, stop: threading.Event) -> None:
-        self._connect()
+        self._connect(stop)
         try:
             while not stop.is_set():
                 started = time.monotonic()
