@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -143,7 +144,11 @@ def _wait_for(log: Path, pattern: str, process: subprocess.Popen[bytes], timeout
         time.sleep(0.3)
 
 
-def _up(data: Path, log: Path, duration: int, **env: str) -> subprocess.Popen[bytes]:
+# a grid with more households than firmware meters `up` runs (50): 99 households
+BIG_GRID = "1-LV-rural2--0-sw"
+
+
+def _up(data: Path, log: Path, duration: int, *options: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -152,9 +157,9 @@ def _up(data: Path, log: Path, duration: int, **env: str) -> subprocess.Popen[by
             "up",
             "--data",
             str(data),
-            "--meters",
-            "2",
-            "--no-agents",
+            "--grid",
+            BIG_GRID,
+            *(options or ("--meters", "2", "--no-agents")),
             "--hub-epoch-s",
             "6",
             "--market-epoch-s",
@@ -187,6 +192,22 @@ def _accepted(http_port: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _stored_readings(data: Path) -> set[str]:
+    """Meters with readings the hub accepted (its database)."""
+    with sqlite3.connect(data / "hub.db") as db:
+        return {row[0] for row in db.execute("SELECT DISTINCT meter_id FROM readings")}
+
+
+def _ordered(data: Path) -> set[str]:
+    """Meters whose household has an order on the market (the platform's database)."""
+    with sqlite3.connect(data / "platform" / "books.db") as db:
+        rows = db.execute(
+            "SELECT DISTINCT m.meter_id FROM ledger_meters m JOIN users u ON u.wallet = m.owner"
+            " JOIN market_orders o ON o.user_id = u.user_id"
+        )
+        return {row[0] for row in rows}
+
+
 def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     tmp_path: Path,
 ) -> None:
@@ -213,10 +234,19 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"ok": true' in done.stdout
 
-    # a second start on the same data directory
+    # a second start on the same data directory, with 53 households: the same 2 firmware
+    # meters, 51 in-process ones (own keys and broker logins), and the agents trading
     second = tmp_path / "second.log"
     api, hub_http, mqtt_port = free_port(), free_port(), free_port()
-    up = _up(data, second, 40, API_PORT=str(api), HTTP_PORT=str(hub_http), MQTT_PORT=str(mqtt_port))
+    up = _up(
+        data,
+        second,
+        300,
+        *("--meters", "53", "--firmware-meters", "2", "--agents"),
+        API_PORT=str(api),
+        HTTP_PORT=str(hub_http),
+        MQTT_PORT=str(mqtt_port),
+    )
     try:
         _wait_for(second, "GridTokenX is up", up, 480)
         # the embedded broker refuses anonymous clients; the meters (their new passwords
@@ -235,13 +265,22 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
         assert f"demo logins (0600 file)      {logins}" in second.read_text()
         rows = [line.split() for line in logins.read_text().splitlines()[1:]]
         assert rows[0][0::2] == ["admin@gridtokenx.local", "admin"]
-        assert len(rows) == 3 and len({password for _, password, _ in rows}) == 3
-        for email, password, _role in rows:  # each demo account logs in with its own password
+        assert len(rows) == 54 and len({password for _, password, _ in rows}) == 54
+        for email, password, _role in rows[:4]:  # each demo account logs in with its own password
             answer = httpx.post(
                 f"http://127.0.0.1:{api}/api/v1/auth/login",
                 json={"email": email, "password": password},
             )
             assert answer.status_code == 200, (email, answer.text)
+        # every in-process meter's signed readings reach the hub accepted, and agents place
+        # orders for in-process households
+        light = set(json.loads((data / "inprocess-meters.json").read_text()))
+        assert len(light) == 51 and not light & {c["meter_id"] for c in _meter_configs(data)}
+        deadline = time.monotonic() + 180
+        while not (light <= _stored_readings(data) and _ordered(data) & light):
+            assert time.monotonic() < deadline and up.poll() is None, second.read_text()[-3000:]
+            time.sleep(2)
+        up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=120) == 0
     finally:
         if up.poll() is None:

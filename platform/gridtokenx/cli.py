@@ -187,6 +187,17 @@ def bench_hub(
         fail(str(exc))
 
 
+@bench_app.command("enrol")
+def bench_enrol(
+    meters: Annotated[int, typer.Option(min=1, max=1_000, help="Meters to register.")] = 12,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Hub registrations as `up` makes them: one process per meter against one batch."""
+    from gridtokenx.hub import enrolbench
+
+    emit(enrolbench.run(meters), as_json)
+
+
 @bench_app.command("powerflow")
 def bench_powerflow(
     grid: Annotated[str, typer.Option(help="SimBench grid code.")] = "1-LV-semiurb4--0-sw",
@@ -499,7 +510,19 @@ def sim_run(
 
 @app.command("up")
 def up(
-    meters: Annotated[int, typer.Option(min=1, max=50, help="Households with a meter.")] = 12,
+    meters: Annotated[int, typer.Option(min=1, help="Households with a meter.")] = 12,
+    firmware_meters: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=50,
+            help="Of them, how many run the firmware (a process each); the others are "
+            "in-process meters (same wire format, own keys).",
+        ),
+    ] = 50,
+    grid: Annotated[
+        str, typer.Option(help="SimBench grid code (the default has 41 households).")
+    ] = "1-LV-semiurb4--0-sw",
     data: Annotated[Path, typer.Option(help="Where data and logs are kept.")] = Path("var/up"),
     mqtt_port: Annotated[int, typer.Option(help="Embedded broker port.")] = 1884,
     http_port: Annotated[int, typer.Option(help="Hub page port.")] = 8080,
@@ -510,6 +533,7 @@ def up(
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0,
 ) -> None:
     """Start the system with embedded defaults (what `make run` runs)."""
+    from gridtokenx.sim.grid import GridError
     from gridtokenx.supervisor import ChildFailed
     from gridtokenx.up import SetupFailed
     from gridtokenx.up import up as start
@@ -517,6 +541,8 @@ def up(
     try:
         start(
             meters=meters,
+            firmware_meters=firmware_meters,
+            grid_code=grid,
             data=data,
             mqtt_port=mqtt_port,
             http_port=http_port,
@@ -526,7 +552,7 @@ def up(
             agents=agents,
             duration=duration,
         )
-    except (ChildFailed, SetupFailed) as err:  # what failed and which log says why
+    except (ChildFailed, SetupFailed, GridError) as err:  # what failed, which log says why
         fail(str(err))
 
 

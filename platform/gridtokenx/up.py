@@ -5,7 +5,13 @@ follow their load and PV profiles and the power flow's voltages; the real firmwa
 MicroPython unix port for each of them; the hub (its own process, as on a gateway) with its
 household page and its outbox; the platform (API, co-signer, embedded ledger) in its own
 process, to which the hub submits its epoch batches so that production is minted as GRX;
-and the households' trading agents (gridtokenx.agents) on accelerated epochs.
+and the households' trading agents (gridtokenx.agents) on accelerated epochs. Beyond
+FIRMWARE_METERS households (each firmware meter is a process), the rest are meters of the
+simulator's in-process fleet (gridtokenx.sim.inprocess): the same wire format, each meter its
+own key and broker login, registered at the hub and on the platform like the others.
+
+Setup is batched: the hub's registrations in one step (gridtokenx.hub.enrol, one rewrite of
+the broker's files), the firmware meters' first boots and the platform accounts in parallel.
 
 One clock: the meters run in real time (`speed` 1: a household's profile from a June noon,
 so power, energy per interval, the hub's rated-power rule and every time shown agree), and
@@ -31,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -40,13 +47,16 @@ import httpx
 
 from gridtokenx.hub.broker import EmbeddedBroker
 from gridtokenx.sim.devices import ChipServer
-from gridtokenx.sim.fleet import Fleet
+from gridtokenx.sim.fleet import Fleet, FleetMeter
 from gridtokenx.sim.grid import DEFAULT_GRID, load_simbench
-from gridtokenx.sim.meters import GridMeters
+from gridtokenx.sim.inprocess import InProcessFleet
+from gridtokenx.sim.meters import GridMeters, MeteredHousehold
 from gridtokenx.supervisor import Child, Supervisor, http_ready
 
 NOON_IN_JUNE = 96 * 160 + 44  # a sunny quarter hour of the SimBench year
 OPERATOR = "admin@gridtokenx.local"
+FIRMWARE_METERS = 50  # at most this many households run the firmware, one process each
+SETUP_WORKERS = 4  # setup requests and first boots at a time
 
 
 class SetupFailed(RuntimeError):
@@ -163,15 +173,6 @@ def call(send: Callable[[], httpx.Response], attempts: int = 10) -> httpx.Respon
     )
 
 
-def mqtt_password(done: subprocess.CompletedProcess[str]) -> str:
-    """The MQTT password `hub meter add|credentials` issued (printed once, captured here,
-    never shown: it goes into the meter's 0600 config)."""
-    for line in done.stdout.splitlines():
-        if line.startswith("mqtt password: "):
-            return line.removeprefix("mqtt password: ").strip()
-    raise SetupFailed(f"hub: no MQTT password issued ({done.stderr.strip()[-200:]})")
-
-
 def _ok(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 300:
         raise SetupFailed(f"platform: {response.status_code} {response.text[:200]}")
@@ -181,6 +182,7 @@ def _ok(response: httpx.Response) -> dict[str, Any]:
 
 def up(
     meters: int = 12,
+    firmware_meters: int = FIRMWARE_METERS,
     data: Path = Path("var/up"),
     mqtt_port: int = 1884,
     http_port: int = 8080,
@@ -193,7 +195,10 @@ def up(
     agents: bool = True,
     duration: float = 0,
 ) -> None:
-    """Start everything; stop cleanly on SIGINT/SIGTERM (or after `duration` seconds)."""
+    """Start everything; stop cleanly on SIGINT/SIGTERM (or after `duration` seconds).
+    The first `firmware_meters` households (at most FIRMWARE_METERS) run the firmware; the
+    others are in-process meters."""
+    firmware_meters = max(0, min(firmware_meters, FIRMWARE_METERS, meters))
     os.umask(0o077)  # keys, databases, flash and logs: ours only (children inherit it)
     data.mkdir(parents=True, exist_ok=True)
     private(data)
@@ -210,16 +215,31 @@ def up(
     signal.signal(signal.SIGINT, request_stop)
     print(f"loading the SimBench grid {grid_code} and its year of profiles...", flush=True)
     grid = load_simbench(grid_code)
+    if meters > len(grid.households):
+        raise SetupFailed(
+            f"the grid {grid_code} has {len(grid.households)} households: --meters at most "
+            f"{len(grid.households)}, or a larger grid with --grid (1-LV-rural3--0-sw has 118)"
+        )
     physics = GridMeters.create(grid, meters, speed, NOON_IN_JUNE, exporters_first=True)
     db = f"sqlite:///{(data / 'hub.db').resolve()}"
     # the embedded broker lets in only the hub's registry: passwd and acl in broker-auth/,
     # rewritten as meters are registered (anonymous clients are refused)
     broker_auth = data / "broker-auth"
     broker = EmbeddedBroker(mqtt_port, auth_dir=broker_auth).start()
-    chips = ChipServer([m.chip for m in physics.homes]).start()
+    on_firmware = physics.homes[:firmware_meters]
+    chips = ChipServer([m.chip for m in on_firmware]).start()
     clock = threading.Thread(target=physics.run, args=(stop,), daemon=True)
     clock.start()
     fleet = Fleet(data, chips.address, "127.0.0.1", mqtt_port, interval_s)
+    light = InProcessFleet(
+        physics,
+        "127.0.0.1",
+        mqtt_port,
+        interval_s,
+        physics.homes[firmware_meters:],
+        data / "inprocess-meters.json",  # their keys and sequence numbers, 0600
+    )
+    light_thread = threading.Thread(target=light.run, args=(stop,), daemon=True)
     secrets_dir = data / "secrets"
     env = {
         **os.environ,
@@ -303,57 +323,44 @@ def up(
             "token": env["HUB_PLATFORM_TOKEN"],
         }
         _ok(call(lambda: admin.post("/api/v1/admin/hubs", json=hub_body)))
-        for m in physics.homes:
-            meter = fleet.add(m.home.meter_id, m.chip)
-            registered = subprocess.run(  # the installer registers the key the meter made
-                [
-                    sys.executable,
-                    "-m",
-                    "gridtokenx.hub",
-                    "meter",
-                    "add",
-                    meter.meter_id,
-                    "--pubkey",
-                    meter.public_key,
-                    "--approve",
-                    "--household",
-                    f"bus {m.home.bus}",
-                    # simulated time runs `speed` times faster than the readings' intervals
-                    "--rated-w",
-                    str(min(1_000_000, int(23_000 * speed))),
-                    *("--database", db, "--broker-auth", str(broker_auth)),
-                ],
-                capture_output=True,
-                text=True,
+        # the firmware meters boot once to make their keys (processes: in parallel)
+        with ThreadPoolExecutor(SETUP_WORKERS) as pool:
+            booted: list[FleetMeter] = list(
+                pool.map(lambda m: fleet.add(m.home.meter_id, m.chip), on_firmware)
             )
-            if "meter_exists" in registered.stderr:  # an earlier start: a new password
-                registered = subprocess.run(
-                    [
-                        *(sys.executable, "-m", "gridtokenx.hub", "meter", "credentials"),
-                        *(meter.meter_id, "--database", db, "--broker-auth", str(broker_auth)),
-                    ],
-                    capture_output=True,
-                    text=True,
-                )
-            fleet.login(meter.meter_id, meter.meter_id, mqtt_password(registered))
-            # each household is a user of the platform owning its meter, with its own password
+        keys = {m.meter_id: m.public_key for m in booted}
+        keys |= {m.meter_id: m.public_key for m in light.meters}
+        # the installer registers the keys the meters made, all at once
+        passwords = enrol_meters(
+            db, physics.homes, keys, min(1_000_000, int(23_000 * speed)), broker_auth
+        )
+        for m in booted:
+            fleet.login(m.meter_id, m.meter_id, passwords[m.meter_id])
+        for v in light.meters:
+            light.login(v.meter_id, passwords[v.meter_id])
+
+        # each household is a user of the platform owning its meter, with its own password
+        def account(m: MeteredHousehold) -> tuple[str, str, str]:
             email = f"{m.home.meter_id}@demo.gridtokenx.local"
             password = secret(secrets_dir / f"password-{m.home.meter_id}", None, 8)
             exporting = physics.power_w(m.home, NOON_IN_JUNE) < 0
             role = "prosumer" if exporting else "consumer"
             body = {"email": email, "password": password, "role": role}
-            account = call(partial(admin.post, "/api/v1/auth/register", json=body))
-            if account.status_code == 409:  # registered at an earlier start
+            made = call(partial(admin.post, "/api/v1/auth/register", json=body))
+            if made.status_code == 409:  # registered at an earlier start
                 wallet = _wallet_of(api, email, password)
             else:
-                wallet = _ok(account)["wallet"]
-            logins.append((email, password, role))
+                wallet = _ok(made)["wallet"]
             meter_body = {
-                "meter_id": meter.meter_id,
-                "public_key": meter.public_key,
+                "meter_id": m.home.meter_id,
+                "public_key": keys[m.home.meter_id],
                 "owner": wallet,
             }
             _ok(call(partial(admin.post, "/api/v1/admin/meters", json=meter_body)))
+            return email, password, role
+
+        with ThreadPoolExecutor(SETUP_WORKERS) as pool:
+            logins += pool.map(account, physics.homes)
         login_file = demo_logins(secrets_dir / "demo-logins.txt", logins)
         hub_mqtt = secrets_dir / "hub.mqtt"  # the hub's own broker password (@hub)
         subprocess.run(
@@ -397,9 +404,11 @@ def up(
             )
         )
         fleet.start()
+        light_thread.start()
         print(
-            f"GridTokenX is up: {meters} households of {grid_code} with meters running the\n"
-            f"firmware on emulated chips ({clock_of(speed)} from a June noon),\n"
+            f"GridTokenX is up: {meters} households of {grid_code}: {firmware_meters} with meters\n"
+            f"running the firmware on emulated chips, {len(light.meters)} in-process meters\n"
+            f"({clock_of(speed)} from a June noon),\n"
             f"  MQTT broker (embedded amqtt)  mqtt://127.0.0.1:{mqtt_port} (no anonymous)\n"
             f"  hub household page           http://127.0.0.1:{http_port}/\n"
             f"  hub metrics                  http://127.0.0.1:{http_port}/metrics\n"
@@ -435,6 +444,8 @@ def up(
         stop.set()
         supervisor.stopping.set()
         fleet.stop()
+        if light_thread.is_alive():
+            light_thread.join(timeout=10)
         # the hub first: it finishes talking to the platform, which finishes with its co-signers
         supervisor.stop()
         chips.stop()
@@ -444,6 +455,29 @@ def up(
             f"audit the ledger: {audit}",
             flush=True,
         )
+
+
+def enrol_meters(
+    db: str, homes: list[MeteredHousehold], keys: dict[str, str], rated_w: int, broker_auth: Path
+) -> dict[str, str]:
+    """Register every household's meter at the hub (approved) and issue its broker password,
+    in one batch (the hub's database; the broker reads the rewritten passwd and acl)."""
+    from gridtokenx.hub.enrol import Enrolment, enrol
+    from gridtokenx.hub.store import HubStore, RegistrationError, connect
+
+    batch = [
+        Enrolment(
+            m.home.meter_id, bytes.fromhex(keys[m.home.meter_id]), rated_w, f"bus {m.home.bus}"
+        )
+        for m in homes
+    ]
+    store = HubStore(connect(db))
+    try:
+        return enrol(store, batch, broker_auth)
+    except RegistrationError as exc:
+        raise SetupFailed(f"hub: {exc.code}: {exc.message}") from exc
+    finally:
+        store.engine.dispose()
 
 
 def _wallet_of(api: str, email: str, password: str) -> str:

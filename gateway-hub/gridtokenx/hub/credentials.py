@@ -79,6 +79,28 @@ def issue(engine: Engine, username: str, role: str) -> str:
     return password
 
 
+def issue_many(engine: Engine, usernames: list[str], role: str) -> dict[str, str]:
+    """`issue` for many users in one transaction (enrolling a fleet): username: password."""
+    passwords = {name: secrets.token_urlsafe(24) for name in usernames}
+    now = int(time.time())
+    with engine.begin() as c:
+        if passwords:
+            c.execute(delete(credentials).where(credentials.c.username.in_(list(passwords))))
+            c.execute(
+                insert(credentials),
+                [
+                    {
+                        "username": name,
+                        "role": role,
+                        "password_hash": hash_password(password),
+                        "issued_at": now,
+                    }
+                    for name, password in passwords.items()
+                ],
+            )
+    return passwords
+
+
 def revoke(engine: Engine, username: str) -> None:
     with engine.begin() as c:
         c.execute(delete(credentials).where(credentials.c.username == username))
