@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ledger_fixtures import Chain, evidence, make_chain, reading, signed
 from nacl.signing import SigningKey
+from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.transaction import Transaction
 
@@ -537,3 +538,51 @@ def test_transactions_signed_by_libsodium_are_the_ones_solders_signs() -> None:
     with pytest.raises(BaseException) as theirs_err:
         Transaction([payer, alice], Message(ixs, payer.pubkey()), blockhash)
     assert type(ours_err.value) is type(theirs_err.value)
+
+
+def test_a_ledger_without_signature_checks_is_in_memory_and_still_requires_signers(
+    tmp_path: Path,
+) -> None:
+    """`verify_signatures=False` (the scenario runner, which signs everything itself): a
+    forged signature lands there and only there; a missing signer is refused by both, and
+    a ledger with a log always verifies."""
+    from solders.message import Message
+    from solders.signature import Signature
+    from solders.system_program import TransferParams, transfer
+
+    with pytest.raises(ValueError, match="verifies every signature"):
+        EmbeddedLedger(tmp_path / "chain", verify_signatures=False)
+    payer, alice, mallory = Keypair(), Keypair(), Keypair()
+    checked, unchecked = (EmbeddedLedger(None, payer, verify_signatures=v) for v in (True, False))
+
+    def pay(lamports: int) -> Any:
+        return transfer(
+            TransferParams(from_pubkey=alice.pubkey(), to_pubkey=payer.pubkey(), lamports=lamports)
+        )
+
+    def forged(ledger: EmbeddedLedger) -> Transaction:
+        """alice's payment with mallory's signature in alice's place"""
+        tx = Transaction(
+            [payer, alice], Message([pay(9)], payer.pubkey()), ledger.latest_blockhash()
+        )
+        fake = Signature.from_bytes(bytes(mallory.sign_message(bytes(tx.message_data()))))
+        return Transaction.populate(tx.message, [tx.signatures[0], fake])
+
+    for ledger in (checked, unchecked):
+        ledger.fund(alice.pubkey(), 10**9)
+        ledger.send([pay(7)], [alice])  # signed as it should be: lands on both
+    with pytest.raises(LedgerError) as err:
+        checked.send_transaction(forged(checked))
+    assert err.value.code == "signature_failure"
+    unchecked.send_transaction(forged(unchecked))
+    assert checked.svm.get_balance(alice.pubkey()) == 10**9 - 7
+    assert unchecked.svm.get_balance(alice.pubkey()) == 10**9 - 16
+    # without alice among the signers the system program refuses, on either ledger
+    ix = pay(5)
+    unsigned = Instruction(
+        ix.program_id, ix.data, [AccountMeta(m.pubkey, False, m.is_writable) for m in ix.accounts]
+    )
+    for ledger in (checked, unchecked):
+        with pytest.raises(LedgerError) as err:
+            ledger.send([unsigned], [])
+        assert err.value.code == "missing_required_signature"

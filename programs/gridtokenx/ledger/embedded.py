@@ -1,5 +1,6 @@
 """The embedded ledger: a real SVM in-process (solders' LiteSVM) with Token-2022, ATA and
-Memo loaded and signature verification on.
+Memo loaded and signature verification on (off only for an in-memory ledger whose one
+process signs everything, on request: see `EmbeddedLedger`).
 
 Persistence is an append-only log of the transactions that landed (`chain.log`): each record
 is length, CRC-32 and the signed transaction bytes, fsynced before `send` returns. At start
@@ -44,9 +45,22 @@ _RECORD = struct.Struct("<II")
 
 
 class EmbeddedLedger:
-    def __init__(self, path: Path | None = None, payer: Keypair | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        payer: Keypair | None = None,
+        *,
+        verify_signatures: bool = True,
+    ) -> None:
+        """`verify_signatures=False` is for an in-memory ledger (no `path`) whose every
+        transaction its own process signs (the scenario runner): LiteSVM then does not
+        re-check their Ed25519 signatures. Everything else is as before: the programs
+        still require each signer (the message's signer flags), sizes, blockhashes and
+        duplicates are still checked, and the bytes that land are the same."""
+        if not verify_signatures and path is not None:
+            raise ValueError("a ledger with a log verifies every signature")
         self._payer = payer or Keypair()
-        self.svm = LiteSVM()
+        self.svm = LiteSVM() if verify_signatures else LiteSVM().with_sigverify(False)
         self.svm.airdrop(self._payer.pubkey(), FAUCET_LAMPORTS)
         self._landed: list[Landed] = []
         self._memos: dict[str, str] = {}
