@@ -93,6 +93,20 @@ def test_a_scenario_conserves_energy_and_money_and_is_reproducible(tmp_path: Pat
     assert "self-sufficiency" in page.read_text()
 
 
+def test_readings_in_threads_give_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`READING_THREADS` (1 by default: in the runner's thread) changes only where the
+    readings are signed and checked, not what comes of them."""
+    from gridtokenx.scenarios import run as runner
+
+    inline = run(SMALL)
+    monkeypatch.setattr(runner, "READING_THREADS", 3)
+    threaded = run(SMALL)
+    assert threaded.trades_digest == inline.trades_digest
+    assert threaded.community == inline.community
+    assert threaded.checks == inline.checks
+    assert threaded.households == inline.households
+
+
 def test_cli_runs_compares_and_benchmarks(tmp_path: Path) -> None:
     files = []
     for mechanism in ("uniform", "cda", "pay-as-bid"):
