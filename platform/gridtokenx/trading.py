@@ -27,6 +27,7 @@ from sqlalchemy import text as sql
 from gridtokenx import auditlog, books
 from gridtokenx.adapters import idempotency
 from gridtokenx.exchange import Exchange
+from gridtokenx.keynames import key_user, user_key
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
 from gridtokenx.market.config import MarketConfig
@@ -54,7 +55,7 @@ class Wallets(Mapping[str, st.Holder]):
         self.keystore, self.engine = keystore, engine
 
     def __getitem__(self, user_id: str) -> st.Holder:
-        name = f"user/{user_id}"
+        name = user_key(user_id)
         if name in self.keystore:
             return self.keystore.get(name)
         if self.engine is not None:
@@ -72,7 +73,7 @@ class Wallets(Mapping[str, st.Holder]):
 
     def __iter__(self) -> Iterator[str]:
         names = self.keystore.names()
-        return (n.removeprefix("user/") for n in names if n.startswith("user/"))
+        return (u for u in map(key_user, names) if u is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

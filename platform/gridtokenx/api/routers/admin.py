@@ -35,6 +35,7 @@ from gridtokenx.api.schemas import (
 )
 from gridtokenx.errors import NotFound
 from gridtokenx.governing import Governing, refuse_fee_change
+from gridtokenx.keynames import user_key
 from gridtokenx.service import Platform
 from gridtokenx.tables import users
 
@@ -117,7 +118,7 @@ def top_up(
 @router.post("/withdraw", response_model=SignatureOut)
 def withdraw(body: TopUpIn, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
     """Fiat off-ramp: burn a custodial wallet's THB against a payout (idempotent)."""
-    name = f"user/{body.user_id}"
+    name = user_key(body.user_id)
     if name not in platform.keys:
         raise NotFound("no_custodial_wallet", body.user_id)
     with platform.lock:
