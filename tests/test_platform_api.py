@@ -338,6 +338,37 @@ def test_admin_halts_and_the_audit_log_is_a_hash_chain(
     assert c.get("/api/v1/me", headers=buyer["auth"]).json()["code"] == "suspended"
 
 
+def test_the_audit_log_pages_by_cursor(site: tuple[Site, Clock, Path, str | None]) -> None:
+    s, _, _, _ = site
+    c, books = s.client, s.platform.books
+    before = auditlog.entries(books, 1000)
+    assert before == []  # a new site has logged nothing yet
+    seqs = [auditlog.append(books, "op", "test.page", {"k": k}) for k in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+
+    def page(**params: Any) -> dict[str, Any]:
+        r = c.get("/api/v1/admin/audit", headers=admin_h(), params=params)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    first = page(limit=2)
+    assert ([e["seq"] for e in first["entries"]], first["next_cursor"]) == ([5, 4], "4")
+    second = page(limit=2, cursor=first["next_cursor"])
+    assert ([e["seq"] for e in second["entries"]], second["next_cursor"]) == ([3, 2], "2")
+    last = page(limit=2, cursor=second["next_cursor"])
+    assert ([e["seq"] for e in last["entries"]], last["next_cursor"]) == ([1], None)
+    assert [e["detail"] for e in last["entries"]] == [{"k": 0}]
+    exact = page(limit=5)  # a page that ends exactly at the oldest entry says so
+    assert ([e["seq"] for e in exact["entries"]], exact["next_cursor"]) == ([5, 4, 3, 2, 1], None)
+    old_client = page()  # no parameters: the newest 100, as before cursors
+    assert [e["seq"] for e in old_client["entries"]] == [5, 4, 3, 2, 1]
+    assert old_client["next_cursor"] is None and old_client["broken_at"] is None
+    for bad in ("x", "-1", "1" * 19):
+        r = c.get("/api/v1/admin/audit", headers=admin_h(), params={"cursor": bad})
+        assert r.status_code == 422, (bad, r.text)
+    assert len(auditlog.entries(books, 1000)) == 5  # reading pages logged nothing
+
+
 def test_market_parameters_change_and_survive_a_restart(
     site: tuple[Site, Clock, Path, str | None],
 ) -> None:

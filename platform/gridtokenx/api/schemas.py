@@ -344,6 +344,7 @@ class AuditEntryOut(Out):
 class AuditOut(Out):
     entries: list[AuditEntryOut]
     broken_at: int | None
+    next_cursor: str | None = None  # the `cursor` of the next (older) page; None on the last
 
 
 class UserOut(Out):
@@ -394,6 +395,10 @@ WHY = {
     429: "rate limited (rate_limited, login_locked, order_rate_limited); see Retry-After",
     503: "this instance runs without the part asked for (no_market, no_accounts)",
 }
+
+
+CURSOR_PATTERN = r"^[0-9]{1,18}$"  # within a BIGINT, so no database overflows on one
+CURSOR_HELP = "opaque: the next_cursor of the page before; absent for the first page"
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

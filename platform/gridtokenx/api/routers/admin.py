@@ -11,6 +11,8 @@ from sqlalchemy import select
 from gridtokenx import auditlog
 from gridtokenx.api.deps import AccountsDep, AdminDep, ApiDep, PlatformDep, TradingDep, pubkey
 from gridtokenx.api.schemas import (
+    CURSOR_HELP,
+    CURSOR_PATTERN,
     AuditOut,
     HaltIn,
     HaltOut,
@@ -153,11 +155,19 @@ def resume(actor: AdminDep, t: TradingDep) -> dict[str, Any]:
 
 @router.get("/audit", response_model=AuditOut)
 def audit_log(
-    actor: AdminDep, platform: PlatformDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    actor: AdminDep,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
 ) -> dict[str, Any]:
+    """The newest entries first, a page at a time: the cursor is the last entry's sequence
+    number, so a page reads its rows by the primary key however long the log is."""
+    rows = auditlog.entries(platform.books, limit + 1, None if cursor is None else int(cursor))
+    page = rows[:limit]
     return {
-        "entries": auditlog.entries(platform.books, limit),
+        "entries": page,
         "broken_at": auditlog.verify(platform.books),
+        "next_cursor": str(page[-1]["seq"]) if len(rows) > limit else None,
     }
 
 
