@@ -369,6 +369,42 @@ def test_the_audit_log_pages_by_cursor(site: tuple[Site, Clock, Path, str | None
     assert len(auditlog.entries(books, 1000)) == 5  # reading pages logged nothing
 
 
+def test_my_orders_page_by_cursor(site: tuple[Site, Clock, Path, str | None]) -> None:
+    s, _, _, _ = site
+    c = s.client
+    buyer = signup(c, "pages@x.org", "consumer")
+    fund(s, buyer, thb=10_000_000)
+    placed = []
+    for k in range(5):
+        r = c.post(
+            "/api/v1/orders",
+            headers=buyer["auth"],
+            json={"side": "buy", "quantity_wh": 100 + k, "price": 3_000_000},
+        )
+        assert r.status_code == 201, r.text
+        placed.append(r.json()["order_id"])
+    newest_first = placed[::-1]
+
+    def page(**params: Any) -> tuple[list[str], str | None]:
+        r = c.get("/api/v1/orders", headers=buyer["auth"], params=params)
+        assert r.status_code == 200, r.text
+        return [o["order_id"] for o in r.json()], r.headers.get("Next-Cursor")
+
+    assert page() == (newest_first, None)  # an old client: the whole list, no header
+    first, cursor = page(limit=2)
+    assert first == newest_first[:2] and cursor is not None
+    second, cursor = page(limit=2, cursor=cursor)
+    assert second == newest_first[2:4] and cursor is not None
+    assert page(limit=2, cursor=cursor) == (newest_first[4:], None)
+    assert page(limit=5) == (newest_first, None)  # ends exactly at the oldest: no next page
+    other = signup(c, "other@x.org", "consumer")  # a cursor never shows another's orders
+    r = c.get("/api/v1/orders", headers=other["auth"], params={"cursor": cursor or "9.9.o-f"})
+    assert (r.status_code, r.json()) == (200, [])
+    for bad in ("1.2", "x.1.o-1", "1.1.o_1", "1" * 19 + ".1.o-1"):
+        r = c.get("/api/v1/orders", headers=buyer["auth"], params={"cursor": bad})
+        assert r.status_code == 422, (bad, r.text)
+
+
 def test_market_parameters_change_and_survive_a_restart(
     site: tuple[Site, Clock, Path, str | None],
 ) -> None:

@@ -399,6 +399,18 @@ WHY = {
 
 CURSOR_PATTERN = r"^[0-9]{1,18}$"  # within a BIGINT, so no database overflows on one
 CURSOR_HELP = "opaque: the next_cursor of the page before; absent for the first page"
+# an order's key (epoch.seq.order_id); order ids are "o-" and hex
+ORDER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}\.[A-Za-z0-9-]{1,64}$"
+NEXT_CURSOR: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Next-Cursor": {
+                "description": "the `cursor` of the next page; absent on the last page",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
