@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from databases import database
 from fastapi.testclient import TestClient
+from platform_site import ADMIN, EPOCH_S, Clock, fund, signup
 from services import unavailable
 from solders.keypair import Keypair
 from sqlalchemy import update
@@ -25,17 +26,6 @@ from gridtokenx.ratelimit import MemoryLimiter, RedisLimiter
 from gridtokenx.service import Platform
 from gridtokenx.tables import audit_log
 from gridtokenx.trading import Trading
-
-ADMIN = "admin-" + "a" * 30
-EPOCH_S = 900.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_790_000_000.0 + 10
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Site:
@@ -66,51 +56,8 @@ def site(
         s.close()
 
 
-def signup(client: TestClient, email: str, role: str = "prosumer") -> dict[str, Any]:
-    r = client.post(
-        "/api/v1/auth/register", json={"email": email, "password": "correct horse 1", "role": role}
-    )
-    assert r.status_code == 201, r.text
-    tokens = client.post(
-        "/api/v1/auth/login", json={"email": email, "password": "correct horse 1"}
-    ).json()
-    return {**r.json(), **tokens, "auth": {"Authorization": f"Bearer {tokens['access_token']}"}}
-
-
 def admin_h() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN}"}
-
-
-def fund(site: Site, user: dict[str, Any], thb: int = 0, grx: int = 0) -> None:
-    if thb:
-        r = site.client.post(
-            "/api/v1/admin/topup",
-            headers=admin_h(),
-            json={
-                "user_id": user["user_id"],
-                "micro_thb": thb,
-                "reference": f"t-{user['user_id'][:8]}",
-            },
-        )
-        assert r.status_code == 200, r.text
-    if grx:  # production: minted by the oracles as if from a verified batch
-        dep = site.platform.dep
-        three = [
-            dep.oracle(n) for n in ("oracle/platform", "oracle/grid-operator", "oracle/standby")
-        ]
-        from solders.pubkey import Pubkey
-
-        dep.ledger.send(
-            [
-                dep.grx.mint_ix(
-                    Pubkey.from_string(user["wallet"]),
-                    grx,
-                    dep.oracle_multisig,
-                    [k.pubkey() for k in three],
-                )
-            ],
-            three,
-        )
 
 
 def test_accounts_tokens_and_auth_failures(site: tuple[Site, Clock, Path, str | None]) -> None:
