@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import uvicorn
@@ -78,7 +78,14 @@ def signup(client: TestClient | httpx.Client, email: str, role: str = "prosumer"
     return {**r.json(), **tokens, "auth": {"Authorization": f"Bearer {tokens['access_token']}"}}
 
 
-def fund(site: Site, user: dict[str, Any], thb: int = 0, grx: int = 0) -> None:
+class AnySite(Protocol):
+    """What `fund` needs of a test's site: this module's `Site` or another test's own."""
+
+    client: TestClient
+    platform: Platform
+
+
+def fund(site: AnySite, user: dict[str, Any], thb: int = 0, grx: int = 0) -> None:
     """THB by the admin top-up; GRX minted by the oracles directly (as a batch would)."""
     if thb:
         r = site.client.post(

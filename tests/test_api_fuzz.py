@@ -15,6 +15,7 @@ from schemathesis.config import SchemathesisConfig
 
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app
+from gridtokenx.keynames import user_key
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
@@ -37,7 +38,7 @@ _app = create_app(
     _accounts,
     limits_per_minute=(10**9, 10**9),  # fuzz deep, not the rate limiter
 )
-_wallet = _platform.keys.ensure("user/fuzz-admin").pubkey()
+_wallet = _platform.keys.ensure(user_key("fuzz-admin")).pubkey()
 _accounts.register("fuzz@example.org", "correct horse 1", "admin", _wallet, user_id="fuzz-admin")
 _platform.dep.open_wallet(_wallet)
 _platform.dep.top_up(_wallet, 10**12, "fuzz")

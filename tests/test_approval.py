@@ -16,6 +16,7 @@ from solders.pubkey import Pubkey
 from sqlalchemy import func, select
 
 from gridtokenx import auditlog, books
+from gridtokenx.keynames import user_key
 from gridtokenx.tables import market_orders
 
 
@@ -76,7 +77,7 @@ def test_auto_approve_is_the_demo_setting(tmp_path: Path, monkeypatch: pytest.Mo
 
 def operator_session(site: Site) -> None:
     """An admin account signed in on the site's client (the pages' cookie)."""
-    wallet = site.platform.keys.ensure("user/op").pubkey()
+    wallet = site.platform.keys.ensure(user_key("op")).pubkey()
     site.accounts.register("op@example.org", "correct horse 1", "admin", wallet, user_id="op")
     r = site.client.post("/login", data={"email": "op@example.org", "password": "correct horse 1"})
     assert r.status_code == 200

@@ -26,6 +26,7 @@ from gridtokenx.hub import backup as hub_backup
 from gridtokenx.hub import schema as hub_schema
 from gridtokenx.hub.rules import MeterStatus
 from gridtokenx.hub.store import HubStore, connect
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.oracle import Marks, mint_batch, reviewing_signer
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import Market
@@ -59,7 +60,7 @@ def platform_with_history(data: Path, url: str) -> tuple[Exchange, Engine]:
     chain = make_chain(data, SECRET)
     dep = chain.dep
     engine = books.connect(url)
-    wallets = {name: chain.keys.ensure(f"user/{name}") for name in ("sun", "moon")}
+    wallets = {name: chain.keys.ensure(user_key(name)) for name in ("sun", "moon")}
     for key in wallets.values():
         dep.open_wallet(key.pubkey())
         dep.top_up(key.pubkey(), 50_000_000, f"deposit-{key.pubkey()}")

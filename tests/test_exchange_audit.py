@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from gridtokenx import audit, books
 from gridtokenx.exchange import Exchange
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.oracle import Marks, mint_batch, reviewing_signer
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import Market
@@ -31,7 +32,7 @@ def market(tmp_path: Path) -> tuple[Chain, Exchange, Any]:
     chain = make_chain(tmp_path, SECRET)
     dep = chain.dep
     engine = books.connect(f"sqlite:///{tmp_path / 'books.db'}")
-    wallets = {name: chain.keys.ensure(f"user/{name}") for name in ("sun", "moon", "star")}
+    wallets = {name: chain.keys.ensure(user_key(name)) for name in ("sun", "moon", "star")}
     for key in wallets.values():
         dep.open_wallet(key.pubkey())
         dep.top_up(key.pubkey(), 50_000_000, f"deposit-{key.pubkey()}")

@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from hubproc import RUNNING, hub_cli, stop_running
 from services import (
     FIRMWARE,
     ROOT,
@@ -48,27 +49,11 @@ def register(meter_id: str, pubkey: str, db: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gridtokenx.hub", *args, "--database", db],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-RUNNING: list[subprocess.Popen[str]] = []
-
-
 @pytest.fixture(autouse=True)
 def no_orphan_hubs() -> Iterator[None]:
     """A test that failed half-way leaves no hub behind."""
     yield
-    while RUNNING:
-        proc = RUNNING.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stop_running()
 
 
 class Hub:

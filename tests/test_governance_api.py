@@ -18,6 +18,7 @@ from solders.keypair import Keypair
 
 from gridtokenx import auditlog
 from gridtokenx.governance import Proposal, message_of
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.keystore import Keystore
 
 
@@ -99,7 +100,7 @@ def test_a_pause_proposed_and_executed_by_the_api_signed_by_cli_and_api(site: Si
 
 
 def operator_session(site: Site) -> None:
-    wallet = site.platform.keys.ensure("user/op").pubkey()
+    wallet = site.platform.keys.ensure(user_key("op")).pubkey()
     site.accounts.register("op@example.org", "correct horse 1", "admin", wallet, user_id="op")
     r = site.client.post("/login", data={"email": "op@example.org", "password": "correct horse 1"})
     assert r.status_code == 200

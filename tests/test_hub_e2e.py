@@ -16,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from databases import database
+from hubproc import RUNNING, hub_cli, stop_running
 from nacl.signing import SigningKey
 from services import (
     FIRMWARE,
@@ -51,26 +52,11 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b.stop()
 
 
-def hub_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gridtokenx.hub", *args, "--database", db],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-RUNNING: list[subprocess.Popen[str]] = []
-
-
 @pytest.fixture(autouse=True)
 def no_orphan_hubs() -> Iterator[None]:
+    """A test that failed half-way leaves no hub behind."""
     yield
-    while RUNNING:
-        proc = RUNNING.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stop_running()
 
 
 class Hub:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,28 @@ def early_in_an_epoch(p: PlatformProcess) -> int:
         return int(now["epoch"]) if now["seconds_left"] > EPOCH_S - 6 else None
 
     return int(wait_for("a fresh epoch", fresh, timeout=EPOCH_S * 3))
+
+
+@contextmanager
+def two_instances(
+    data: Path, pg: str
+) -> Iterator[tuple[PlatformProcess, PlatformProcess, dict[str, Any], dict[str, Any], int]]:
+    """Instance a (the sequencer) and b on one database; a seller with 5,000 Wh signed up on
+    a, a buyer with 50 THB on b; early in an epoch. Both instances end after (one a test
+    killed already has nothing left to stop)."""
+    a = PlatformProcess(data, "a", pg, EPOCH_S).wait_ready()
+    b = None
+    try:
+        wait_for("a to be the sequencer", lambda: SEQUENCER in a.output())
+        b = PlatformProcess(data, "b", pg, EPOCH_S).wait_ready()
+        seller, buyer = a.signup("sun@example.org"), b.signup("moon@example.org")
+        mint_grx(data, pg, seller["wallet"], 5_000)
+        b.top_up(buyer, 50_000_000)
+        yield a, b, seller, buyer, early_in_an_epoch(b)
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
 
 
 def place(p: PlatformProcess, user: dict[str, Any], side: str, wh: int, price: int) -> Any:
@@ -85,15 +108,7 @@ def test_two_instances_take_orders_and_the_epoch_clears_and_settles_once(
     tmp_path: Path, pg: str
 ) -> None:
     data = tmp_path / "platform"
-    a = PlatformProcess(data, "a", pg, EPOCH_S).wait_ready()
-    b = None
-    try:
-        wait_for("a to be the sequencer", lambda: SEQUENCER in a.output())
-        b = PlatformProcess(data, "b", pg, EPOCH_S).wait_ready()
-        seller, buyer = a.signup("sun@example.org"), b.signup("moon@example.org")
-        mint_grx(data, pg, seller["wallet"], 5_000)
-        b.top_up(buyer, 50_000_000)
-        epoch = early_in_an_epoch(b)
+    with two_instances(data, pg) as (a, b, seller, buyer, epoch):
         # two sells on the sequencer, two buys on the other instance
         orders = [
             place(a, seller, "sell", 1_000, 3_000_000),
@@ -124,10 +139,6 @@ def test_two_instances_take_orders_and_the_epoch_clears_and_settles_once(
         assert len(settle_memos(data, epoch)) == len(json.loads(done["row"].transactions))
         assert SEQUENCER not in b.output()  # exactly one sequencer
         assert b.wallet(buyer)["grx_wh"] == 1_900
-    finally:
-        if b is not None:
-            b.stop()
-        a.stop()
     report = audit(data, pg)
     assert report.returncode == 0, report.stdout + report.stderr
     assert json.loads(report.stdout)["checked"]["settlements"] >= 1
@@ -137,15 +148,7 @@ def test_the_sequencer_killed_mid_epoch_is_replaced_and_the_audit_is_clean(
     tmp_path: Path, pg: str
 ) -> None:
     data = tmp_path / "platform"
-    a = PlatformProcess(data, "a", pg, EPOCH_S).wait_ready()
-    b = None
-    try:
-        wait_for("a to be the sequencer", lambda: SEQUENCER in a.output())
-        b = PlatformProcess(data, "b", pg, EPOCH_S).wait_ready()
-        seller, buyer = a.signup("sun@example.org"), b.signup("moon@example.org")
-        mint_grx(data, pg, seller["wallet"], 5_000)
-        b.top_up(buyer, 50_000_000)
-        epoch = early_in_an_epoch(b)
+    with two_instances(data, pg) as (a, b, seller, buyer, epoch):
         sell = place(a, seller, "sell", 2_000, 3_000_000)
         buy = place(b, buyer, "buy", 800, 4_000_000)
         a.kill()  # kill -9, mid-epoch: its session lock goes with its connection
@@ -161,9 +164,5 @@ def test_the_sequencer_killed_mid_epoch_is_replaced_and_the_audit_is_clean(
         assert len(settle_memos(data, epoch)) == len(json.loads(done["row"].transactions))
         # the seller's unsold 500 Wh came back from escrow at the settlement
         assert b.wallet(seller)["grx_wh"] == 5_000 - 1_500
-    finally:
-        if b is not None:
-            b.stop()
-        a.kill()
     report = audit(data, pg)
     assert report.returncode == 0, report.stdout + report.stderr

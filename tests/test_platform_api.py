@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from databases import database
 from fastapi.testclient import TestClient
+from platform_site import ADMIN, EPOCH_S, Clock, fund, signup
 from services import unavailable
 from solders.keypair import Keypair
 from sqlalchemy import update
@@ -25,17 +26,6 @@ from gridtokenx.ratelimit import MemoryLimiter, RedisLimiter
 from gridtokenx.service import Platform
 from gridtokenx.tables import audit_log
 from gridtokenx.trading import Trading
-
-ADMIN = "admin-" + "a" * 30
-EPOCH_S = 900.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_790_000_000.0 + 10
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Site:
@@ -66,51 +56,8 @@ def site(
         s.close()
 
 
-def signup(client: TestClient, email: str, role: str = "prosumer") -> dict[str, Any]:
-    r = client.post(
-        "/api/v1/auth/register", json={"email": email, "password": "correct horse 1", "role": role}
-    )
-    assert r.status_code == 201, r.text
-    tokens = client.post(
-        "/api/v1/auth/login", json={"email": email, "password": "correct horse 1"}
-    ).json()
-    return {**r.json(), **tokens, "auth": {"Authorization": f"Bearer {tokens['access_token']}"}}
-
-
 def admin_h() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN}"}
-
-
-def fund(site: Site, user: dict[str, Any], thb: int = 0, grx: int = 0) -> None:
-    if thb:
-        r = site.client.post(
-            "/api/v1/admin/topup",
-            headers=admin_h(),
-            json={
-                "user_id": user["user_id"],
-                "micro_thb": thb,
-                "reference": f"t-{user['user_id'][:8]}",
-            },
-        )
-        assert r.status_code == 200, r.text
-    if grx:  # production: minted by the oracles as if from a verified batch
-        dep = site.platform.dep
-        three = [
-            dep.oracle(n) for n in ("oracle/platform", "oracle/grid-operator", "oracle/standby")
-        ]
-        from solders.pubkey import Pubkey
-
-        dep.ledger.send(
-            [
-                dep.grx.mint_ix(
-                    Pubkey.from_string(user["wallet"]),
-                    grx,
-                    dep.oracle_multisig,
-                    [k.pubkey() for k in three],
-                )
-            ],
-            three,
-        )
 
 
 def test_accounts_tokens_and_auth_failures(site: tuple[Site, Clock, Path, str | None]) -> None:
@@ -336,6 +283,73 @@ def test_admin_halts_and_the_audit_log_is_a_hash_chain(
     r = c.post(f"/api/v1/admin/users/{buyer['user_id']}/suspend", headers=admin_h())
     assert r.status_code == 200
     assert c.get("/api/v1/me", headers=buyer["auth"]).json()["code"] == "suspended"
+
+
+def test_the_audit_log_pages_by_cursor(site: tuple[Site, Clock, Path, str | None]) -> None:
+    s, _, _, _ = site
+    c, books = s.client, s.platform.books
+    before = auditlog.entries(books, 1000)
+    assert before == []  # a new site has logged nothing yet
+    seqs = [auditlog.append(books, "op", "test.page", {"k": k}) for k in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+
+    def page(**params: Any) -> dict[str, Any]:
+        r = c.get("/api/v1/admin/audit", headers=admin_h(), params=params)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    first = page(limit=2)
+    assert ([e["seq"] for e in first["entries"]], first["next_cursor"]) == ([5, 4], "4")
+    second = page(limit=2, cursor=first["next_cursor"])
+    assert ([e["seq"] for e in second["entries"]], second["next_cursor"]) == ([3, 2], "2")
+    last = page(limit=2, cursor=second["next_cursor"])
+    assert ([e["seq"] for e in last["entries"]], last["next_cursor"]) == ([1], None)
+    assert [e["detail"] for e in last["entries"]] == [{"k": 0}]
+    exact = page(limit=5)  # a page that ends exactly at the oldest entry says so
+    assert ([e["seq"] for e in exact["entries"]], exact["next_cursor"]) == ([5, 4, 3, 2, 1], None)
+    old_client = page()  # no parameters: the newest 100, as before cursors
+    assert [e["seq"] for e in old_client["entries"]] == [5, 4, 3, 2, 1]
+    assert old_client["next_cursor"] is None and old_client["broken_at"] is None
+    for bad in ("x", "-1", "1" * 19):
+        r = c.get("/api/v1/admin/audit", headers=admin_h(), params={"cursor": bad})
+        assert r.status_code == 422, (bad, r.text)
+    assert len(auditlog.entries(books, 1000)) == 5  # reading pages logged nothing
+
+
+def test_my_orders_page_by_cursor(site: tuple[Site, Clock, Path, str | None]) -> None:
+    s, _, _, _ = site
+    c = s.client
+    buyer = signup(c, "pages@x.org", "consumer")
+    fund(s, buyer, thb=10_000_000)
+    placed = []
+    for k in range(5):
+        r = c.post(
+            "/api/v1/orders",
+            headers=buyer["auth"],
+            json={"side": "buy", "quantity_wh": 100 + k, "price": 3_000_000},
+        )
+        assert r.status_code == 201, r.text
+        placed.append(r.json()["order_id"])
+    newest_first = placed[::-1]
+
+    def page(**params: Any) -> tuple[list[str], str | None]:
+        r = c.get("/api/v1/orders", headers=buyer["auth"], params=params)
+        assert r.status_code == 200, r.text
+        return [o["order_id"] for o in r.json()], r.headers.get("Next-Cursor")
+
+    assert page() == (newest_first, None)  # an old client: the whole list, no header
+    first, cursor = page(limit=2)
+    assert first == newest_first[:2] and cursor is not None
+    second, cursor = page(limit=2, cursor=cursor)
+    assert second == newest_first[2:4] and cursor is not None
+    assert page(limit=2, cursor=cursor) == (newest_first[4:], None)
+    assert page(limit=5) == (newest_first, None)  # ends exactly at the oldest: no next page
+    other = signup(c, "other@x.org", "consumer")  # a cursor never shows another's orders
+    r = c.get("/api/v1/orders", headers=other["auth"], params={"cursor": cursor or "9.9.o-f"})
+    assert (r.status_code, r.json()) == (200, [])
+    for bad in ("1.2", "x.1.o-1", "1.1.o_1", "1" * 19 + ".1.o-1"):
+        r = c.get("/api/v1/orders", headers=buyer["auth"], params={"cursor": bad})
+        assert r.status_code == 422, (bad, r.text)
 
 
 def test_market_parameters_change_and_survive_a_restart(

@@ -21,6 +21,7 @@ from solders.pubkey import Pubkey
 from test_platform_certificates import submit
 
 from gridtokenx import audit
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.keystore import Keystore
 
 PASS = {"GTX_WALLET_PASSPHRASE": "pat's long wallet passphrase", "GTX_WALLET_PASSWORD": "x" * 12}
@@ -148,7 +149,7 @@ def test_a_self_custody_household_from_export_to_a_retired_certificate(
     # the key never left its file: not in the platform's keystore, books or chain
     seed = bytes(Keystore(file, PASS["GTX_WALLET_PASSPHRASE"]).get("wallet"))[:32]
     assert s.platform.keys.name_of(address) is None
-    assert "user/" + registered["user_id"] not in s.platform.keys
+    assert user_key(registered["user_id"]) not in s.platform.keys
     for path in [*s.platform.data.rglob("*"), file]:
         if path.is_file():
             blob = path.read_bytes()

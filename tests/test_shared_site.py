@@ -14,6 +14,7 @@ from databases import database
 from ledger_fixtures import make_chain
 
 from gridtokenx import auditlog, books
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.embedded import EmbeddedLedger
 from gridtokenx.ledger.keystore import Keystore
@@ -26,21 +27,25 @@ def test_two_keystores_on_one_file_keep_every_key(tmp_path: Path) -> None:
 
     def add(store: Keystore, side: str) -> None:
         for k in range(40):
-            store.ensure(f"user/{side}{k}")
+            store.ensure(user_key(f"{side}{k}"))
 
     threads = [threading.Thread(target=add, args=(s, n)) for s, n in ((a, "a"), (b, "b"))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    both = a.ensure("user/both")  # made by one, then found by the other
-    assert b.ensure("user/both").pubkey() == both.pubkey()
+    both = a.ensure(user_key("both"))  # made by one, then found by the other
+    assert b.ensure(user_key("both")).pubkey() == both.pubkey()
     fresh = Keystore(tmp_path / "keys.json", SECRET)
     names = set(fresh.names())
-    assert names == {f"user/a{k}" for k in range(40)} | {f"user/b{k}" for k in range(40)} | {
-        "user/both"
-    }
-    assert fresh.get("user/b7").pubkey() == b.get("user/b7").pubkey() == a.get("user/b7").pubkey()
+    assert names == {user_key(f"a{k}") for k in range(40)} | {
+        user_key(f"b{k}") for k in range(40)
+    } | {user_key("both")}
+    assert (
+        fresh.get(user_key("b7")).pubkey()
+        == b.get(user_key("b7")).pubkey()
+        == a.get(user_key("b7")).pubkey()
+    )
 
 
 def test_two_writers_of_one_chain_log_see_each_other_and_replay_the_same(
@@ -50,7 +55,10 @@ def test_two_writers_of_one_chain_log_see_each_other_and_replay_the_same(
     other_keys = Keystore(tmp_path / "keys.json", SECRET)
     other = EmbeddedLedger(tmp_path / "chain", other_keys.get("payer"))
     dep_b = Deployment.load(other, other_keys, tmp_path / "deployment.json")
-    alice, bob = chain.keys.ensure("user/alice").pubkey(), other_keys.ensure("user/bob").pubkey()
+    alice, bob = (
+        chain.keys.ensure(user_key("alice")).pubkey(),
+        other_keys.ensure(user_key("bob")).pubkey(),
+    )
     chain.dep.open_wallet(alice)
     dep_b.open_wallet(bob)
     for k in range(5):  # interleaved: each writes on top of what the other wrote

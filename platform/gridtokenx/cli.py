@@ -13,6 +13,7 @@ import typer
 from gridtokenx.cosigner_cli import app as cosigner_app
 from gridtokenx.governance_cli import app as governance_app
 from gridtokenx.hub.cli import app as hub_app
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger_cli import app as ledger_app
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism, Wheeling
 from gridtokenx.market.errors import MarketError
@@ -755,7 +756,7 @@ def platform_run(
                 "admin@gridtokenx.local",
                 admin_password,
                 "admin",
-                platform.keys.ensure("user/admin").pubkey(),
+                platform.keys.ensure(user_key("admin")).pubkey(),
                 True,
                 user_id="admin",
             )

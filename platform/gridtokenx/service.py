@@ -26,6 +26,7 @@ from gridtokenx.errors import (
     Unauthorized,
     Unavailable,
 )
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger import oracle, site
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.wire import batch as wire_batch
@@ -142,7 +143,7 @@ class Platform:
     def register_user(self, name: str) -> Pubkey:
         """A custodial wallet for a household (its key sealed in the keystore), approved."""
         with self.lock:
-            key = self.keys.ensure(f"user/{name}")
+            key = self.keys.ensure(user_key(name))
             self.dep.open_wallet(key.pubkey())
             return key.pubkey()
 

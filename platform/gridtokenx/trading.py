@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from solders.pubkey import Pubkey
-from sqlalchemy import Connection, exists, func, insert, select, update
+from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
 from gridtokenx import auditlog, books
 from gridtokenx.adapters import idempotency
 from gridtokenx.exchange import Exchange
+from gridtokenx.keynames import key_user, user_key
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
 from gridtokenx.market.config import MarketConfig
@@ -54,7 +55,7 @@ class Wallets(Mapping[str, st.Holder]):
         self.keystore, self.engine = keystore, engine
 
     def __getitem__(self, user_id: str) -> st.Holder:
-        name = f"user/{user_id}"
+        name = user_key(user_id)
         if name in self.keystore:
             return self.keystore.get(name)
         if self.engine is not None:
@@ -72,7 +73,7 @@ class Wallets(Mapping[str, st.Holder]):
 
     def __iter__(self) -> Iterator[str]:
         names = self.keystore.names()
-        return (n.removeprefix("user/") for n in names if n.startswith("user/"))
+        return (u for u in map(key_user, names) if u is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -441,17 +442,20 @@ class Trading:
             ).first()
         return None if row is None else dict(row._mapping)
 
-    def orders_of(self, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    def orders_of(
+        self, user_id: str, limit: int = 100, after: tuple[int, int, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """A user's orders, newest first by (epoch, seq, order_id): the order id breaks ties
+        between orders still waiting with seq 0, so a page that ends at `after` (that key of
+        its last row) is followed by the next one with no row skipped or repeated."""
+        o = market_orders
+        key = (o.c.epoch, o.c.seq, o.c.order_id)
+        query = select(o).where(o.c.user_id == user_id)
+        if after is not None:
+            query = query.where(tuple_(*key) < tuple_(*after))
         with self.engine.connect() as c:
-            return [
-                dict(r._mapping)
-                for r in c.execute(
-                    select(market_orders)
-                    .where(market_orders.c.user_id == user_id)
-                    .order_by(market_orders.c.epoch.desc(), market_orders.c.seq.desc())
-                    .limit(limit)
-                )
-            ]
+            rows = c.execute(query.order_by(*(k.desc() for k in key)).limit(limit))
+            return [dict(r._mapping) for r in rows]
 
     # -- epochs ------------------------------------------------------------------------------
     def tick(self) -> list[int]:

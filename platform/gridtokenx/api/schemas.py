@@ -344,6 +344,7 @@ class AuditEntryOut(Out):
 class AuditOut(Out):
     entries: list[AuditEntryOut]
     broken_at: int | None
+    next_cursor: str | None = None  # the `cursor` of the next (older) page; None on the last
 
 
 class UserOut(Out):
@@ -393,6 +394,22 @@ WHY = {
     422: "invalid input (invalid_request, malformed_body) or refused by a rule",
     429: "rate limited (rate_limited, login_locked, order_rate_limited); see Retry-After",
     503: "this instance runs without the part asked for (no_market, no_accounts)",
+}
+
+
+CURSOR_PATTERN = r"^[0-9]{1,18}$"  # within a BIGINT, so no database overflows on one
+CURSOR_HELP = "opaque: the next_cursor of the page before; absent for the first page"
+# an order's key (epoch.seq.order_id); order ids are "o-" and hex
+ORDER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}\.[A-Za-z0-9-]{1,64}$"
+NEXT_CURSOR: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Next-Cursor": {
+                "description": "the `cursor` of the next page; absent on the last page",
+                "schema": {"type": "string"},
+            }
+        }
+    }
 }
 
 

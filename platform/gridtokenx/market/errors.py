@@ -56,9 +56,5 @@ _REJECTION_KINDS: dict[str, type[OrderRejected]] = {
 }
 
 
-class InvalidTransition(MarketError, InvalidInput):
-    """An epoch was asked to move along an edge its lifecycle does not have."""
-
-
 class WheelingError(MarketError, InvalidInput):
     """A wheeling matrix file or value is malformed."""

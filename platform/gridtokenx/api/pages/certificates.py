@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse, Response
 from solders.pubkey import Pubkey
 
 from gridtokenx.api.pages.layout import api_of, back, page, session
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.certificates import CertificateError
 
 router = APIRouter()
@@ -44,7 +45,7 @@ def certificate_action(
     claims = session(request)
     if claims is None:
         return back("/login")
-    name = f"user/{claims.user_id}"
+    name = user_key(claims.user_id)
     if name not in api.platform.keys or action not in ("retire", "transfer"):
         return back("/certificates", error="Only custodial wallets retire or transfer here.")
     key = api.platform.keys.get(name)

@@ -11,6 +11,7 @@ from gridtokenx import auditlog
 from gridtokenx.accounts import AuthError
 from gridtokenx.api.pages import login
 from gridtokenx.api.pages.layout import api_of, back, page, session
+from gridtokenx.keynames import user_key
 
 router = APIRouter()
 
@@ -38,7 +39,7 @@ def signup(
             error="Use a valid email, a password of 10 or more characters, a household role.",
         )
     user_id = str(uuid.uuid4())
-    wallet = api.platform.keys.ensure(f"user/{user_id}").pubkey()
+    wallet = api.platform.keys.ensure(user_key(user_id)).pubkey()
     try:
         api.accounts.register(
             email, password, role, wallet, True, user_id=user_id, status=api.signup_status

@@ -11,6 +11,8 @@ from sqlalchemy import select
 from gridtokenx import auditlog
 from gridtokenx.api.deps import AccountsDep, AdminDep, ApiDep, PlatformDep, TradingDep, pubkey
 from gridtokenx.api.schemas import (
+    CURSOR_HELP,
+    CURSOR_PATTERN,
     AuditOut,
     HaltIn,
     HaltOut,
@@ -35,6 +37,7 @@ from gridtokenx.api.schemas import (
 )
 from gridtokenx.errors import NotFound
 from gridtokenx.governing import Governing, refuse_fee_change
+from gridtokenx.keynames import user_key
 from gridtokenx.service import Platform
 from gridtokenx.tables import users
 
@@ -117,7 +120,7 @@ def top_up(
 @router.post("/withdraw", response_model=SignatureOut)
 def withdraw(body: TopUpIn, actor: AdminDep, platform: PlatformDep) -> dict[str, Any]:
     """Fiat off-ramp: burn a custodial wallet's THB against a payout (idempotent)."""
-    name = f"user/{body.user_id}"
+    name = user_key(body.user_id)
     if name not in platform.keys:
         raise NotFound("no_custodial_wallet", body.user_id)
     with platform.lock:
@@ -152,11 +155,19 @@ def resume(actor: AdminDep, t: TradingDep) -> dict[str, Any]:
 
 @router.get("/audit", response_model=AuditOut)
 def audit_log(
-    actor: AdminDep, platform: PlatformDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    actor: AdminDep,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
 ) -> dict[str, Any]:
+    """The newest entries first, a page at a time: the cursor is the last entry's sequence
+    number, so a page reads its rows by the primary key however long the log is."""
+    rows = auditlog.entries(platform.books, limit + 1, None if cursor is None else int(cursor))
+    page = rows[:limit]
     return {
-        "entries": auditlog.entries(platform.books, limit),
+        "entries": page,
         "broken_at": auditlog.verify(platform.books),
+        "next_cursor": str(page[-1]["seq"]) if len(rows) > limit else None,
     }
 
 

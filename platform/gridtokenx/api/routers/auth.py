@@ -24,6 +24,7 @@ from gridtokenx.api.schemas import (
     errors,
 )
 from gridtokenx.errors import InvalidInput
+from gridtokenx.keynames import user_key
 
 router = APIRouter(prefix="/api/v1", tags=["auth"], responses=errors(413, 422, 429, 503))
 
@@ -45,7 +46,7 @@ def register(
         raise InvalidInput("bad_role", "sign up as consumer or prosumer")
     user_id = str(uuid.uuid4())
     if body.wallet is None:
-        wallet, custodial = platform.keys.ensure(f"user/{user_id}").pubkey(), True
+        wallet, custodial = platform.keys.ensure(user_key(user_id)).pubkey(), True
     else:
         wallet, custodial = pubkey(body.wallet, "wallet"), False
     status = api.signup_status

@@ -24,6 +24,7 @@ from gridtokenx.api.schemas import (
     errors,
 )
 from gridtokenx.errors import Conflict
+from gridtokenx.keynames import user_key
 from gridtokenx.service import Platform
 
 router = APIRouter(
@@ -54,7 +55,7 @@ def under_lock(platform: Platform, action: Callable[[], Any]) -> dict[str, Any]:
 
 
 def custodial_key(platform: Platform, user_id: str) -> Keypair:
-    name = f"user/{user_id}"
+    name = user_key(user_id)
     if name not in platform.keys:
         raise Conflict("external_wallet", "sign with your wallet: not custodial")
     return platform.keys.get(name)
