@@ -331,7 +331,7 @@ def test_firmware_loses_nothing_when_hub_and_broker_die(
                         "min_backoff_ms": 100,
                         "max_backoff_ms": 500,
                     },
-                    "interval_s": 1.05,  # readings' ts are whole seconds: strictly later
+                    "interval_s": 2.05,  # whole-second ts: strictly later if a cycle runs late
                     "ack_timeout_s": 1,
                     "heartbeat_s": 2,
                     "data_dir": str(flash),
