@@ -46,7 +46,13 @@ class Clock:
 
 class Site:
     def __init__(
-        self, data: Path, url: str | None, clock: Clock, auto_approve: bool = True, **market: Any
+        self,
+        data: Path,
+        url: str | None,
+        clock: Clock,
+        auto_approve: bool = True,
+        kyc_url: str | None = None,
+        **market: Any,
     ) -> None:
         self.platform = Platform(data, url)
         config = MarketConfig(breaker_bps=NO_BREAKER, **market)
@@ -59,6 +65,7 @@ class Site:
             self.accounts,
             limits_per_minute=(100_000, 100_000),
             auto_approve=auto_approve,
+            kyc_url=kyc_url,
         )
         self.client = TestClient(self.app)
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from gridtokenx import auditlog, books
 from gridtokenx.keynames import user_key
+from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.tables import market_orders
 
 
@@ -40,9 +41,14 @@ def test_a_new_household_cannot_trade_until_an_operator_approves_it(site: Site) 
     assert pat["status"] == "pending"
     assert c.get("/api/v1/me", headers=pat["auth"]).json()["status"] == "pending"
     wallet = Pubkey.from_string(pat["wallet"])
-    assert site.platform.dep.grx.is_frozen(wallet) is True  # on the chain, not only the books
+    dep = site.platform.dep
+    # on the chain, not only the books: both of its token accounts are frozen
+    assert (dep.grx.is_frozen(wallet), dep.thb.is_frozen(wallet)) == (True, True)
     assert c.get("/api/v1/wallet", headers=pat["auth"]).json()["frozen"] is True
-    fund(site, pat, thb=5_000_000)  # a fiat deposit may arrive before the approval
+    topup = {"user_id": pat["user_id"], "micro_thb": 5_000_000, "reference": "dep-1"}
+    r = c.post("/api/v1/admin/topup", headers=ADMIN_H, json=topup)
+    assert (r.status_code, r.json()["code"]) == (409, "not_approved")  # THB only after approval
+    assert dep.thb.balance(wallet) == 0 == dep.thb.supply()
     order = {"side": "buy", "quantity_wh": 1000, "price": 4_000_000}
     r = c.post("/api/v1/orders", headers=pat["auth"], json=order)
     assert r.status_code == 403
@@ -51,17 +57,27 @@ def test_a_new_household_cannot_trade_until_an_operator_approves_it(site: Site) 
     r = c.post("/api/v1/orders", headers=pat["auth"], json=sell)
     assert (r.status_code, r.json()["code"]) == (403, "not_approved")
     assert order_count(site) == 0
-    assert site.platform.dep.thb.balance(wallet) == 5_000_000  # nothing was escrowed
+    # the chain itself refuses a transfer out of (or into) a frozen account, whoever signs
+    key = site.platform.keys.get(user_key(pat["user_id"]))
+    escrow = dep.escrow.pubkey()
+    for mint in (dep.grx, dep.thb):
+        with pytest.raises(LedgerError) as err:
+            dep.ledger.send([mint.transfer_ix(wallet, escrow, 0)], [key])
+        assert err.value.code == "account_frozen"
 
     r = c.post(f"/api/v1/admin/users/{pat['user_id']}/approve", headers=ADMIN_H)
     assert r.status_code == 200 and r.json() == {"user_id": pat["user_id"], "status": "active"}
-    assert site.platform.dep.grx.is_frozen(wallet) is False
+    assert (dep.grx.is_frozen(wallet), dep.thb.is_frozen(wallet)) == (False, False)
+    fund(site, pat, thb=5_000_000)
     r = c.post("/api/v1/orders", headers=pat["auth"], json=order)
     assert r.status_code == 201, r.text
     assert order_count(site) == 1
-    assert site.platform.dep.thb.balance(wallet) == 5_000_000 - 4_000_000
+    assert dep.thb.balance(wallet) == 5_000_000 - 4_000_000
     actions = [e["action"] for e in auditlog.entries(site.platform.books, 20)]
     assert "admin.user_approve" in actions
+    # the thaw's memo on the chain names the owner and who approved it
+    thaws = [t for t in dep.ledger.memo_index() if t.startswith(f"gtx1 thaw {wallet} ")]
+    assert len(thaws) == 1 and thaws[0].endswith(" operator")
 
 
 def test_auto_approve_is_the_demo_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

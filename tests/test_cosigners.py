@@ -124,10 +124,10 @@ def test_no_keystore_holds_a_threshold_and_authorities_come_from_the_chain(chain
     found = authorities.of_site(chain.path, dep.ledger)["authorities"]
     assert [(a["name"], a["threshold"]) for a in found] == [
         ("GRX mint", 2),
-        ("GRX freeze", 1),
+        ("GRX freeze", 2),
         ("GRX pause", 2),
         ("THB mint", 2),
-        ("THB freeze", 1),
+        ("THB freeze", 2),
     ]
     by_name = {a["name"]: a for a in found}
     assert by_name["GRX mint"]["signers"] == [
@@ -136,14 +136,12 @@ def test_no_keystore_holds_a_threshold_and_authorities_come_from_the_chain(chain
     assert by_name["GRX pause"]["signers"] == [
         {"pubkey": str(dep.identities[p].governance), "holder": p} for p in PARTIES
     ]
-    assert by_name["GRX freeze"]["signers"] == [
-        {"pubkey": str(dep.registry.pubkey()), "holder": "platform"}
-    ]
+    freezers = [{"pubkey": str(dep.identities[p].registry), "holder": p} for p in PARTIES]
+    assert by_name["GRX freeze"]["signers"] == freezers == by_name["THB freeze"]["signers"]
+    assert by_name["GRX freeze"]["address"] == str(dep.freeze_multisig)
+    assert by_name["THB freeze"]["address"] == str(dep.freeze_multisig)
     assert by_name["THB mint"]["signers"] == [
         {"pubkey": str(dep.identities[p].bank), "holder": p} for p in PARTIES
-    ]
-    assert by_name["THB freeze"]["signers"] == [
-        {"pubkey": str(dep.bank.pubkey()), "holder": "platform"}
     ]
     # no keystore file holds as many signers of any multisig authority as its threshold
     files = [chain.path / "keys.json", *(chain.path / "cosigners" / f"{p}.json" for p in COSIGNERS)]

@@ -349,11 +349,21 @@ def test_governance_pause_and_rotation(chain: Chain) -> None:
         [dep.grx.mint_ix(alice.pubkey(), 1, dep.oracle_multisig, [k.pubkey() for k in new[:2]])],
         new[:2],
     )
-    old = dep.registry.pubkey()
-    dep.rotate_registry("registry/2")
-    assert dep.grx.freeze_authority() == dep.registry.pubkey() != old
-    dep.suspend(bob.pubkey())
-    assert dep.grx.is_frozen(bob.pubkey())
+    old = dep.freeze_multisig
+    freezers = [dep.parties[p].get(f"registry/{p}") for p in ("grid-operator", "auditor")]
+    with pytest.raises(LedgerError):  # one registry key alone cannot hand the authority on
+        dep.rotate_freeze_authority(Keypair().pubkey(), freezers[:1])
+    successor = tokens.create_multisig(dep.ledger, [k.pubkey() for k in freezers], 2)
+    dep.rotate_freeze_authority(successor, freezers)
+    assert dep.grx.freeze_authority() == dep.thb.freeze_authority() == successor != old
+    dep.ledger.send(
+        [
+            dep.grx.freeze_ix(bob.pubkey(), successor, [k.pubkey() for k in freezers]),
+            dep.thb.freeze_ix(bob.pubkey(), successor, [k.pubkey() for k in freezers]),
+        ],
+        freezers,
+    )
+    assert dep.grx.is_frozen(bob.pubkey()) and dep.thb.is_frozen(bob.pubkey())
 
 
 def test_keystore_is_sealed_0600_and_refuses_a_wrong_passphrase(tmp_path: Path) -> None:

@@ -673,6 +673,13 @@ def platform_run(
             "on /admin or POST /api/v1/admin/users/{id}/approve before it can trade."
         ),
     ] = False,
+    kyc_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A KYC service: each sign-up is POSTed to it and approved if it passes "
+            "(audited); otherwise it waits for an operator."
+        ),
+    ] = None,
     scheduler: Annotated[
         bool, typer.Option(help="Run the market (on PostgreSQL: campaign to be its sequencer).")
     ] = True,
@@ -729,7 +736,13 @@ def platform_run(
         typer.echo(f"platform: market fee {fee} bps, from the chain's governance decision")
     typer.echo(
         "platform: sign-ups are "
-        + ("approved at once (--auto-approve)" if auto_approve else "pending until approved")
+        + (
+            "approved at once (--auto-approve: a demo setting)"
+            if auto_approve
+            else f"approved when the KYC check at {kyc_url} passes, else by an operator"
+            if kyc_url
+            else "pending until an operator approves them"
+        )
     )
     app_ = create_app(
         platform,
@@ -740,6 +753,7 @@ def platform_run(
         redis_url=os.environ.get("REDIS_URL") or None,
         demo_grant=demo_grant_thb * 1_000_000,
         auto_approve=auto_approve,
+        kyc_url=kyc_url,
     )
     from gridtokenx.hub import logs
 

@@ -14,6 +14,12 @@ own keystore, and signs a mint only after checking, itself:
 - the exact message: rebuilt from its plan byte for byte, the hub's consent included;
 - that it never signed another message for the same meter range (its journal).
 
+It also co-signs, with its registry key, the freeze or thaw of a household's GRX and THB
+accounts (the mints' freeze authority is a 2-of-3 registry multisig), and only against the
+operator's record of that decision: the memo `gtx1 thaw|freeze <owner> <ref> <by>` signed by
+the operator's approval key (`deployment.json` "approver"), the instructions freezing or
+thawing exactly that owner's accounts of the two mints (`sign_freeze`).
+
 Any refusal is a `CosignRefused` with a reason code; nothing is signed. The same class runs
 in its own process (`gridtokenx cosigner run`, HTTP) or, for development and tests, inside
 the platform's (`gridtokenx.ledger.deployment.embedded_cosigner`).
@@ -36,6 +42,7 @@ from fastapi.responses import JSONResponse
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from sqlalchemy import Engine
 
 from gridtokenx.errors import CodedError, Unavailable
@@ -43,6 +50,7 @@ from gridtokenx.hub import rules
 from gridtokenx.ledger import oracle
 from gridtokenx.ledger.backend import MEMO_PROGRAM_ID, ChainView, Ledger, memo
 from gridtokenx.ledger.deployment import (
+    APPROVER,
     COSIGNERS,
     GRX_DECIMALS,
     THB_DECIMALS,
@@ -51,6 +59,8 @@ from gridtokenx.ledger.deployment import (
     bank_key,
     governance_key,
     oracle_key,
+    parse_freeze_memo,
+    registry_key,
 )
 from gridtokenx.ledger.keystore import Keystore, KeystoreError
 from gridtokenx.ledger.tokens import Mint
@@ -133,6 +143,19 @@ def check_rules(
             )
 
 
+def approved_owners(grx: Mint, owners: Mapping[str, Pubkey]) -> dict[str, Pubkey]:
+    """The meters whose owner's GRX account is open and thawed: a pending (or suspended)
+    owner's meter mints nothing, its mark does not move, until the owner is approved."""
+    cache: dict[Pubkey, bool] = {}
+    out = {}
+    for meter_id, owner in owners.items():
+        if owner not in cache:
+            cache[owner] = grx.exists(owner) and not grx.is_frozen(owner)
+        if cache[owner]:
+            out[meter_id] = owner
+    return out
+
+
 class Journal:
     """The meter ranges this co-signer signed, one JSON line each, fsynced (0600).
 
@@ -179,8 +202,10 @@ class Cosigner:
         config: rules.RuleConfig | None = None,
         clock: Callable[[], float] = time.time,
         thb: Callable[[], Pubkey] | None = None,
+        approver: Callable[[], Pubkey | None] | None = None,
     ) -> None:
         self.role = role
+        self._approver = approver  # the operator's approval key (None: signs no freeze)
         self.keys = keys
         self.chain = chain
         self._grx = grx  # read when first needed: a co-signer may start before the mint exists
@@ -204,13 +229,79 @@ class Cosigner:
     def bank_pubkey(self) -> Pubkey:
         return self.keys.ensure(bank_key(self.role)).pubkey()
 
+    @property
+    def registry_pubkey(self) -> Pubkey:
+        return self.keys.ensure(registry_key(self.role)).pubkey()
+
     def identity(self) -> dict[str, str]:
         return {
             "role": self.role,
             "oracle": str(self.oracle_pubkey),
             "governance": str(self.keys.ensure(governance_key(self.role)).pubkey()),
             "bank": str(self.bank_pubkey),
+            "registry": str(self.registry_pubkey),
         }
+
+    def sign_freeze(self, message: Message, approval: Signature) -> Signature:
+        """Co-sign a thaw (approval) or freeze (suspension) of one owner's accounts, only
+        against the operator's record of it: the one memo `gtx1 thaw|freeze <owner> <ref>
+        <by>` signed by the operator's approval key; every other instruction a ThawAccount
+        (FreezeAccount) of that owner's GRX or THB account under the registry multisig;
+        each reference signed once."""
+        texts = oracle.memos_of_message(message)
+        parsed = parse_freeze_memo(texts[0]) if len(texts) == 1 else None
+        if parsed is None:
+            raise CosignRefused("not_a_freeze", "one memo: gtx1 thaw|freeze <owner> <ref> <by>")
+        action, owner, reference, _by = parsed
+        approver = self._approver() if self._approver is not None else None
+        if approver is None:
+            raise CosignRefused("not_approved", "no operator approval key is known here")
+        if not approval.verify(approver, texts[0].encode()):
+            word = "approval" if action == "thaw" else "suspension"
+            raise CosignRefused("not_approved", f"the {word} record is not the operator's")
+        if self._thb is None:
+            raise CosignRefused("not_a_signer", "this co-signer does not sign freezes")
+        mints = {
+            m.address: m
+            for m in (self.grx, Mint(cast(Ledger, self.chain), self._thb(), THB_DECIMALS))
+        }
+        keys = message.account_keys
+        code = 11 if action == "thaw" else 10  # ThawAccount, FreezeAccount
+        rebuilt, authority, signers = [], None, []
+        for ix in message.instructions:
+            program = keys[ix.program_id_index]
+            if program == MEMO_PROGRAM_ID:
+                continue
+            accounts = [keys[k] for k in bytes(ix.accounts)]
+            if program != TOKEN_2022_PROGRAM_ID or bytes(ix.data) != bytes([code]):
+                raise CosignRefused("not_as_described", f"only {action}s of the owner's accounts")
+            if len(accounts) < 3 or accounts[1] not in mints:
+                raise CosignRefused("wrong_account", "not an account of GRX or THB")
+            mint = mints[accounts[1]]
+            if accounts[0] != mint.account_of(owner):
+                raise CosignRefused("wrong_account", f"not {owner}'s account, as the record says")
+            authority, signers = accounts[2], accounts[3:]
+            make = mint.thaw_ix if action == "thaw" else mint.freeze_ix
+            rebuilt.append(make(owner, authority, signers))
+        freeze_authorities = {m.freeze_authority() for m in mints.values()}
+        if (
+            not rebuilt
+            or authority is None
+            or freeze_authorities != {authority}
+            or self.registry_pubkey not in oracle.multisig_signers(self.chain, authority)
+            or self.registry_pubkey not in signers
+        ):
+            raise CosignRefused("not_a_signer", "this key is not among the freeze authority's")
+        again = Message.new_with_blockhash(
+            [*rebuilt, memo(texts[0])], keys[0], message.recent_blockhash
+        )
+        if bytes(again) != bytes(message):
+            raise CosignRefused("not_as_described", "not exactly the change its memo names")
+        digest = hashlib.sha256(bytes(message)).hexdigest()
+        if not self.journal.allows([f"{action}:{reference}"], digest):
+            raise CosignRefused("already_signed", f"reference {reference} was signed before")
+        self.journal.record([f"{action}:{reference}"], digest)
+        return self.keys.get(registry_key(self.role)).sign_message(bytes(message))
 
     def sign_topup(self, message: Message) -> Signature:
         """Co-sign a fiat top-up: exactly one THB MintToChecked to the owner the memo names,
@@ -259,9 +350,10 @@ class Cosigner:
         if hub_key is None:
             raise CosignRefused("unknown_hub", evidence.header.hub_id)
         marks = dict(self.marks.update(self.chain))
-        planned = oracle.plan(evidence.header, reg.owners, marks)
+        owners = approved_owners(self.grx, reg.owners)
+        planned = oracle.plan(evidence.header, owners, marks)
         try:
-            oracle.review(evidence, reg.meter_keys, hub_key, reg.owners, marks, planned)
+            oracle.review(evidence, reg.meter_keys, hub_key, owners, marks, planned)
         except oracle.Refused as err:
             raise CosignRefused(err.code, str(err)) from None
         check_rules(evidence, self.config, int(self.clock()), reg.ratings_w)
@@ -390,6 +482,15 @@ class RemoteCosigner:
         doc = self._post("/sign/topup", {"message": _b64(bytes(message))})
         return Signature.from_bytes(base64.b64decode(doc["signature"]))
 
+    @property
+    def registry_pubkey(self) -> Pubkey:
+        return Pubkey.from_string(self.identity()["registry"])
+
+    def sign_freeze(self, message: Message, approval: Signature) -> Signature:
+        body = {"message": _b64(bytes(message)), "approval": _b64(bytes(approval))}
+        doc = self._post("/sign/freeze", body)
+        return Signature.from_bytes(base64.b64decode(doc["signature"]))
+
 
 def remote_from_env(env: Mapping[str, str] | None = None) -> dict[str, RemoteCosigner]:
     """The co-signers named in GTX_COSIGNERS (role=url, comma separated), if any."""
@@ -418,12 +519,18 @@ class MintCosigner(Protocol):
 
     def sign_topup(self, message: Message) -> Signature: ...
 
+    @property
+    def registry_pubkey(self) -> Pubkey: ...
+
+    def sign_freeze(self, message: Message, approval: Signature) -> Signature: ...
+
 
 def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[MintCosigner]:
     """The platform's co-signers, in the order it asks them: those GTX_COSIGNERS names
     (their own processes), else the development ones whose keystores this site keeps."""
     remote = remote_from_env()
     grx, thb = dep.grx.address, dep.thb.address
+    approver = dep.keys.ensure(APPROVER).pubkey()
     found: list[MintCosigner] = (
         [remote[role] for role in COSIGNERS if role in remote]
         if remote
@@ -435,6 +542,7 @@ def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[Min
                 lambda: grx,
                 books_registry(engine),
                 thb=lambda: thb,
+                approver=lambda: approver,
             )
             for role in COSIGNERS
             if role in dep.parties
@@ -442,6 +550,8 @@ def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[Min
     )
     if found and dep.thb_multisig is not None:  # top-ups: the same co-signer reviews
         dep.thb_cosigner = (found[0].bank_pubkey, found[0].sign_topup)
+    if found and dep.freeze_multisig is not None:  # freezes and thaws: likewise
+        dep.freeze_cosigner = (found[0].registry_pubkey, found[0].sign_freeze)
     return found
 
 
@@ -454,6 +564,7 @@ def identities(cosigners: Mapping[str, RemoteCosigner]) -> dict[str, Identity]:
             Pubkey.from_string(doc["oracle"]),
             Pubkey.from_string(doc["governance"]),
             Pubkey.from_string(doc["bank"]),
+            Pubkey.from_string(doc["registry"]) if "registry" in doc else None,
         )
     return out
 
@@ -478,7 +589,7 @@ def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
 
 
 def app(cosigner: Cosigner) -> Any:
-    """The co-signer's HTTP API: GET /identity, POST /sign/mint."""
+    """The co-signer's HTTP API: GET /identity, POST /sign/mint, /sign/topup, /sign/freeze."""
     api = FastAPI(title=f"GridTokenX co-signer ({cosigner.role})")
 
     @api.get("/identity")
@@ -513,6 +624,22 @@ def app(cosigner: Cosigner) -> Any:
             )
         try:
             signature = cosigner.sign_topup(message)
+        except CosignRefused as err:
+            return JSONResponse({"code": err.code, "message": err.message}, status_code=422)
+        return JSONResponse({"signature": _b64(bytes(signature))})
+
+    @api.post("/sign/freeze")
+    async def sign_freeze(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            message = Message.from_bytes(base64.b64decode(body["message"], validate=True))
+            approval = Signature.from_bytes(base64.b64decode(body["approval"], validate=True))
+        except (ValueError, KeyError, TypeError) as err:
+            return JSONResponse(
+                {"code": "malformed_request", "message": str(err)[:200]}, status_code=422
+            )
+        try:
+            signature = cosigner.sign_freeze(message, approval)
         except CosignRefused as err:
             return JSONResponse({"code": err.code, "message": err.message}, status_code=422)
         return JSONResponse({"signature": _b64(bytes(signature))})

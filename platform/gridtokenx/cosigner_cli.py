@@ -61,7 +61,7 @@ def run_command(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8101,
 ) -> None:
-    """Serve GET /identity, POST /sign/mint and /sign/topup until SIGTERM/SIGINT.
+    """Serve GET /identity, POST /sign/mint, /sign/topup and /sign/freeze until SIGTERM/SIGINT.
 
     It follows the platform's embedded chain read-only (DATA/chain) and reads the meter
     and hub registry from the books; it never opens the platform's keystore."""
@@ -90,10 +90,22 @@ def run_command(
     def thb() -> Pubkey:
         return Pubkey.from_string(json.loads(deployment.read_text())["thb"])
 
+    def approver() -> Pubkey | None:
+        """The operator's approval key, whose records of approvals and suspensions this
+        co-signer requires before it signs a thaw or a freeze."""
+        doc = json.loads(deployment.read_text())
+        return Pubkey.from_string(doc["approver"]) if "approver" in doc else None
+
     # read only: the platform owns the schema and its migrations
     engine = create_engine(books or f"sqlite:///{data / 'books.db'}")
     cosigner = Cosigner(
-        role, keys, ChainReader(data / "chain"), grx, books_registry(engine), thb=thb
+        role,
+        keys,
+        ChainReader(data / "chain"),
+        grx,
+        books_registry(engine),
+        thb=thb,
+        approver=approver,
     )
     typer.echo(f"cosigner {role}: oracle {cosigner.oracle_pubkey} on {host}:{port} ready")
     uvicorn.run(app(cosigner), host=host, port=port, log_level="warning")

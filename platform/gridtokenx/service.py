@@ -29,6 +29,7 @@ from gridtokenx.errors import (
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger import oracle, site
 from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.tables import users
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError
@@ -166,6 +167,12 @@ class Platform:
         if done.rowcount == 0:
             raise NotFound(f"unknown_{kind}", key)
 
+    def _account_status(self, wallet: Pubkey) -> str | None:
+        """The status of the user account holding this wallet, if one does."""
+        with self.books.connect() as c:
+            found = c.execute(select(users.c.status).where(users.c.wallet == str(wallet))).first()
+        return None if found is None else str(found.status)
+
     def register_meter(self, meter_id: str, public_key: bytes, owner: Pubkey) -> None:
         with self.lock:
             with self.books.connect() as c:
@@ -176,7 +183,11 @@ class Platform:
                 if bytes(found.public_key) != public_key:
                     raise Conflict("meter_exists", f"{meter_id} has another key")
                 return
-            self.dep.open_wallet(owner)
+            # the approval rule (docs/ledger.md): an owner with an account here keeps the
+            # state its approval gives it (a pending owner stays frozen and the meter's
+            # mints wait); a wallet with no account is approved by the operator who
+            # registers a meter for it
+            self.dep.open_wallet(owner, approve=self._account_status(owner) is None)
             books.add_rows(
                 self.books,
                 books.meters,
@@ -420,7 +431,9 @@ class Platform:
         owners = {
             r["meter_id"]: Pubkey.from_string(r["owner"]) for r in meters if r["status"] == "active"
         }
-        return keys, owners
+        # a pending or suspended owner's meter mints (and burns) nothing yet: the co-signers
+        # read the same from the chain (`cosigner.approved_owners`)
+        return keys, cosigner.approved_owners(self.dep.grx, owners)
 
     def _hub_key(self, hub_id: str) -> bytes:
         for row in books.rows(self.books, books.hubs):

@@ -30,6 +30,7 @@ from gridtokenx.api.routers import (
 )
 from gridtokenx.errors import RateLimited
 from gridtokenx.events import Fanout, RedisRelay, as_message
+from gridtokenx.kyc import KycCheck
 from gridtokenx.metrics import PlatformMetrics
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Platform
@@ -67,6 +68,7 @@ def create_app(
     batch_limit: int = BATCH_BODY,
     proxies: tuple[str, ...] | None = None,
     auto_approve: bool = False,
+    kyc_url: str | None = None,
 ) -> FastAPI:
     user_limit, ip_limit = limits_per_minute or limits()
     api = Api(
@@ -81,6 +83,7 @@ def create_app(
         Fanout(ws_queue),
         ClientAddress(trusted_proxies() if proxies is None else proxies),
         auto_approve,
+        KycCheck(kyc_url) if kyc_url else None,
     )
     relay = RedisRelay(redis_url, api.fanout.dispatch) if redis_url else None
     if trading is not None:

@@ -15,10 +15,11 @@ from solders.pubkey import Pubkey
 from starlette.requests import HTTPConnection
 
 from gridtokenx import auditlog
-from gridtokenx.accounts import Accounts, Claims
+from gridtokenx.accounts import AccountNotFound, Accounts, Claims
 from gridtokenx.api.limits import ClientAddress
 from gridtokenx.errors import Forbidden, InvalidInput, RateLimited, Unauthorized, Unavailable
 from gridtokenx.events import Fanout
+from gridtokenx.kyc import KycCheck
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
@@ -43,35 +44,63 @@ class Api:
     fanout: Fanout = field(default_factory=Fanout)
     addresses: ClientAddress = field(default_factory=ClientAddress)
     # approve each sign-up at once (the demo, `gridtokenx up`); otherwise a new account is
-    # `pending` with its GRX frozen until an operator (or the KYC step) approves it
+    # `pending` with its GRX and THB frozen until an operator (or the KYC step) approves it
     auto_approve: bool = False
+    kyc: KycCheck | None = None  # the configurable KYC step (`platform run --kyc-url`)
 
     @property
     def signup_status(self) -> str:
         return "active" if self.auto_approve else "pending"
 
-    def set_user_status(self, user_id: str, action: str, actor: str) -> str:
-        """Suspend (freeze its GRX, revoke its logins) or approve (thaw) a user; audited."""
+    def set_user_status(self, user_id: str, action: str, actor: str, by: str = "operator") -> str:
+        """Suspend (freeze its GRX and THB, revoke its logins) or approve (thaw) a user;
+        audited. The chain changes first, through the co-signed freeze authority (the
+        co-signer checks the operator's record of the decision), then the account."""
         if self.accounts is None:
             raise Unavailable("no_accounts", "user accounts are not enabled here")
+        found = self.accounts.user(user_id)
+        if found is None:
+            raise AccountNotFound("no_user", user_id)
         status = "suspended" if action == "suspend" else "active"
-        self.accounts.set_status(user_id, status)
-        wallet = Pubkey.from_string(str((self.accounts.user(user_id) or {})["wallet"]))
+        wallet = Pubkey.from_string(str(found["wallet"]))
         with self.platform.lock:
             if action == "suspend":
-                self.platform.dep.suspend(wallet)
+                self.platform.dep.suspend(wallet, by)
             else:
-                self.platform.dep.open_wallet(wallet)
-        auditlog.append(self.platform.books, actor, f"admin.user_{action}", {"user_id": user_id})
+                self.platform.dep.open_wallet(wallet, by=by)
+                self._grant(user_id, wallet)
+        self.accounts.set_status(user_id, status)
+        prefix = "admin" if by == "operator" else by
+        auditlog.append(self.platform.books, actor, f"{prefix}.user_{action}", {"user_id": user_id})
         return status
 
-    def welcome(self, user_id: str, wallet: Pubkey) -> None:
-        """Open the new user's wallet (its GRX stays frozen until approved, unless sign-ups
-        are approved at once); in a demo, give it THB to trade with."""
+    def _grant(self, user_id: str, wallet: Pubkey) -> None:
+        """The demo's THB for a sign-up, once it is approved (a frozen account takes no
+        mint); idempotent by its reference."""
+        if self.demo_grant > 0:
+            self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
+
+    def welcome(self, user_id: str, wallet: Pubkey, email: str = "") -> str:
+        """Open the new user's wallet, frozen until approved: at once under --auto-approve
+        (recorded `by auto`), or when the KYC step passes it; its status after."""
+        if self.auto_approve:
+            with self.platform.lock:
+                self.platform.dep.open_wallet(wallet, by="auto")
+                self._grant(user_id, wallet)
+            return "active"
         with self.platform.lock:
-            self.platform.dep.open_wallet(wallet, approve=self.auto_approve)
-            if self.demo_grant > 0:
-                self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
+            self.platform.dep.open_wallet(wallet, approve=False)
+        if self.kyc is None:
+            return "pending"
+        result = self.kyc.check(user_id, email, str(wallet))
+        if not result.passed:
+            detail = {"user_id": user_id, "reason": result.reason, "reference": result.reference}
+            auditlog.append(self.platform.books, "kyc", "kyc.pending", detail)
+            return "pending"
+        status = self.set_user_status(user_id, "approve", "kyc", by="kyc")
+        detail = {"user_id": user_id, "url": self.kyc.url, "reference": result.reference}
+        auditlog.append(self.platform.books, "kyc", "kyc.passed", detail)
+        return status
 
     def client_ip(self, conn: HTTPConnection) -> str:
         peer = conn.client.host if conn.client else "-"

@@ -4,12 +4,14 @@
          mint authority   = oracle multisig, 2 of 3: platform, grid operator, auditor
                             (each key in its own party's keystore; a hub consents to the
                             mint of its batch by signing the mint's memo)
-         freeze authority = registry key   (approve = thaw, suspend = freeze)
+         freeze authority = registry multisig, 2 of 3: platform, grid operator, auditor
+                            (approve = thaw, suspend = freeze; a co-signer signs only
+                            against an approval record signed by the operator's key)
          pause authority  = governance multisig, 2 of 3: platform, grid operator, auditor
-    THB  (Token-2022, 6 decimals, 1 unit = 1 micro-THB)
+    THB  (Token-2022, 6 decimals, 1 unit = 1 micro-THB, DefaultAccountState=Frozen)
          mint authority   = bank multisig, 2 of 3: platform, grid operator, auditor
                             (every fiat top-up co-signed)
-         freeze authority = the platform's bank key
+         freeze authority = the same registry multisig as GRX's
     escrow key owns the escrow accounts; treasury and grid operator receive fees and wheeling.
 
 Each party's secret keys live in that party's keystore; deployment.json holds addresses and
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,8 @@ COSIGNERS = ("grid-operator", "auditor")  # the parties independent of the platf
 PARTIES = ("platform", *COSIGNERS)
 ORACLES_REQUIRED = 2  # of 3: no party alone, any two (one may be down)
 GOVERNANCE_REQUIRED = 2
+FREEZERS_REQUIRED = 2  # of 3: approving (thaw) or suspending (freeze) an account
+APPROVER = "approver"  # the operator's key that signs approval and suspension records
 ALIASES = {"oracle/standby": "oracle/auditor"}  # the auditor's key, by its older name
 SOL_FOR_FEES = 10 * 10**9
 
@@ -59,8 +64,15 @@ def bank_key(party: str) -> str:
     return f"bank/{party}"
 
 
+def registry_key(party: str) -> str:
+    return f"registry/{party}"
+
+
 # A co-signer of THB mints (top-ups): its bank key, and what signs a message after review.
 MoneyCosigner = tuple[Pubkey, Callable[[Message], Signature]]
+# A co-signer of freezes and thaws: its registry key, and what signs a message after checking
+# the approval (or suspension) record: the operator's signature of the message's memo.
+FreezeCosigner = tuple[Pubkey, Callable[[Message, Signature], Signature]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class Identity:
     oracle: Pubkey
     governance: Pubkey
     bank: Pubkey | None = None  # None: a deployment from before THB was co-signed
+    registry: Pubkey | None = None  # None: from before freezing was co-signed
 
     @classmethod
     def of(cls, keys: Keystore, party: str) -> Identity:
@@ -77,6 +90,7 @@ class Identity:
             keys.ensure(oracle_key(party)).pubkey(),
             keys.ensure(governance_key(party)).pubkey(),
             keys.ensure(bank_key(party)).pubkey(),
+            keys.ensure(registry_key(party)).pubkey(),
         )
 
 
@@ -124,6 +138,10 @@ class Deployment:
     thb_multisig: Pubkey | None = None  # None: THB minted by the bank key alone (older sites)
     # who co-signs top-ups with the platform (set by the platform; else a hosted keystore)
     thb_cosigner: MoneyCosigner | None = None
+    # the freeze authority of both mints; None: the registry key alone (older sites)
+    freeze_multisig: Pubkey | None = None
+    # who co-signs freezes and thaws with the platform (set by the platform, as above)
+    freeze_cosigner: FreezeCosigner | None = None
 
     # -- the authorities (keys from the keystore) ---------------------------------------
     @property
@@ -182,7 +200,7 @@ class Deployment:
         """The mints and multisigs. `cosigners` gives each co-signer's keystore (hosted
         here) or public keys (hosted elsewhere); by default, development keystores
         beside the platform's (`embedded_cosigner`)."""
-        for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin"):
+        for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin", APPROVER):
             keys.ensure(name)
         if cosigners is None:
             directory = keys.path.parent / "cosigners"
@@ -202,12 +220,18 @@ class Deployment:
         governance_multisig = tokens.create_multisig(
             ledger, [identities[p].governance for p in PARTIES], GOVERNANCE_REQUIRED
         )
-        setup = Keypair()  # the first mint authority, only so TokenMetadata can be written
+        registries = [k for p in PARTIES if (k := identities[p].registry) is not None]
+        if len(registries) != len(PARTIES):
+            raise ValueError("every party needs a registry key (a co-signer from before?)")
+        freeze_multisig = tokens.create_multisig(ledger, registries, FREEZERS_REQUIRED)
+        # the first mint and freeze authority, only so TokenMetadata can be written and the
+        # site's own accounts thawed; both are handed to multisigs below
+        setup = Keypair()
         grx, onchain = Mint.create(
             ledger,
             decimals=GRX_DECIMALS,
             mint_authority=setup,
-            freeze_authority=keys.get("registry").pubkey(),
+            freeze_authority=setup.pubkey(),
             default_frozen=True,
             pause_authority=governance_multisig,
             metadata=GRX_METADATA,
@@ -222,7 +246,8 @@ class Deployment:
             ledger,
             decimals=THB_DECIMALS,
             mint_authority=bank,
-            freeze_authority=bank.pubkey(),
+            freeze_authority=setup.pubkey(),
+            default_frozen=True,
             metadata=THB_METADATA,
             metadata_authority=governance_multisig,
         )
@@ -247,32 +272,99 @@ class Deployment:
             identities=identities,
             parties=hosted,
             thb_multisig=thb_multisig,
+            freeze_multisig=freeze_multisig,
         )
-        for name in ("escrow", "treasury", "grid-operator"):
-            dep.open_wallet(keys.get(name).pubkey())
+        # the site's own accounts (escrow, fees, wheeling) thawed by the setup key, which
+        # then hands both freeze authorities to the registry multisig
+        own = [keys.get(name).pubkey() for name in ("escrow", "treasury", "grid-operator")]
+        ledger.send(
+            [
+                *(ix for o in own for ix in (grx.open_ix(o), thb.open_ix(o))),
+                *(
+                    ix
+                    for o in own
+                    for ix in (grx.thaw_ix(o, setup.pubkey()), thb.thaw_ix(o, setup.pubkey()))
+                ),
+            ],
+            [setup],
+        )
+        ledger.send(
+            [
+                m.set_authority_ix(AuthorityType.FREEZE_ACCOUNT, setup.pubkey(), freeze_multisig)
+                for m in (grx, thb)
+            ],
+            [setup],
+        )
         return dep
 
     # -- wallets ---------------------------------------------------------------------------
-    def open_wallet(self, owner: Pubkey, approve: bool = True) -> None:
-        """The owner's GRX and THB accounts (idempotent); GRX thawed if approved."""
-        ixs = []
+    def open_wallet(self, owner: Pubkey, approve: bool = True, by: str = "operator") -> None:
+        """The owner's GRX and THB accounts (idempotent), frozen until approved; thawed
+        now if `approve` (an approval recorded as given `by` the operator, or "kyc")."""
         if not (self.grx.exists(owner) and self.thb.exists(owner)):
-            ixs += [self.grx.open_ix(owner), self.thb.open_ix(owner)]
-        frozen = not self.grx.exists(owner) or self.grx.is_frozen(owner)
-        signers = []
-        if approve and frozen:
-            ixs.append(self.grx.thaw_ix(owner, self.registry.pubkey()))
-            signers.append(self.registry)
-        if ixs:
-            self.ledger.send(ixs, signers)
+            self.ledger.send([self.grx.open_ix(owner), self.thb.open_ix(owner)], [])
+        if approve:
+            self.approve(owner, by)
 
-    def approve(self, owner: Pubkey) -> str:
-        return self.ledger.send([self.grx.thaw_ix(owner, self.registry.pubkey())], [self.registry])
+    def is_approved(self, owner: Pubkey) -> bool:
+        """Both of the owner's accounts exist and are thawed (what trading needs)."""
+        return all(m.exists(owner) and not m.is_frozen(owner) for m in (self.grx, self.thb))
 
-    def suspend(self, owner: Pubkey) -> str:
-        return self.ledger.send(
-            [self.grx.freeze_ix(owner, self.registry.pubkey())], [self.registry]
+    def approve(self, owner: Pubkey, by: str = "operator") -> str | None:
+        """Thaw the owner's GRX and THB accounts (those frozen); None if none was."""
+        return self._freeze_or_thaw("thaw", owner, by)
+
+    def suspend(self, owner: Pubkey, by: str = "operator") -> str | None:
+        """Freeze the owner's GRX and THB accounts (those thawed); None if none was."""
+        return self._freeze_or_thaw("freeze", owner, by)
+
+    def _freeze_or_thaw(self, action: str, owner: Pubkey, by: str) -> str | None:
+        frozen = action == "thaw"
+        mints = [
+            m for m in (self.grx, self.thb) if m.exists(owner) and m.is_frozen(owner) == frozen
+        ]
+        if not mints:
+            return None
+        if self.freeze_multisig is None:  # an older site: the registry key alone (GRX only)
+            if self.grx not in mints:
+                return None
+            make = self.grx.thaw_ix if frozen else self.grx.freeze_ix
+            return self.ledger.send([make(owner, self.registry.pubkey())], [self.registry])
+        text = freeze_memo(action, owner, secrets.token_hex(8), by)
+        # the operator's record of the decision: what every co-signer checks before signing
+        approval = self.keys.ensure(APPROVER).sign_message(text.encode())
+        platform = self.keys.get(registry_key("platform"))
+        cosigner = self.freeze_cosigner or self._hosted_freezer()
+        signers = [platform.pubkey(), cosigner[0]]
+        ixs = [
+            (m.thaw_ix if frozen else m.freeze_ix)(owner, self.freeze_multisig, signers)
+            for m in mints
+        ]
+        payer = self.ledger.payer
+        message = Message.new_with_blockhash(
+            [*ixs, memo(text)], payer.pubkey(), self.ledger.latest_blockhash()
         )
+        payload, given = bytes(message), cosigner[1](message, approval)
+        by_key = {payer.pubkey(): payer.sign_message(payload)}
+        by_key[platform.pubkey()] = platform.sign_message(payload)
+        by_key[cosigner[0]] = given
+        required = message.account_keys[: message.header.num_required_signatures]
+        return self.ledger.send_transaction(
+            Transaction.populate(message, [by_key[k] for k in required])
+        )
+
+    def _hosted_freezer(self) -> FreezeCosigner:
+        """A co-signer's registry key from a keystore this process opens (development and
+        the ledger's own tests; the platform sets `freeze_cosigner` to a reviewing one)."""
+        for party in COSIGNERS:
+            if party in self.parties:
+                key = self.parties[party].get(registry_key(party))
+
+                def sign(message: Message, _approval: Signature, key: Keypair = key) -> Signature:
+                    return key.sign_message(bytes(message))
+
+                return key.pubkey(), sign
+        raise KeystoreError("held_elsewhere", "no co-signer for freezes and thaws is configured")
 
     def fund_fees(self, owner: Pubkey) -> None:
         """SOL for a custodial wallet that signs its own transfers (the payer pays fees)."""
@@ -372,19 +464,25 @@ class Deployment:
         self.governance_multisig = new
         return sig
 
-    def rotate_registry(self, new_name: str) -> str:
-        """The freeze (registry) authority moves to a new key, signed by the current one."""
-        new = self.keys.ensure(new_name)
+    def rotate_freeze_authority(self, new: Pubkey, current: Sequence[Keypair]) -> str:
+        """Both mints' freeze authority moves to `new` (a new multisig, say), signed by
+        m of the current registry multisig's signers."""
+        if self.freeze_multisig is None:
+            raise KeystoreError("not_a_multisig", "this site's freeze authority is one key")
+        keys = [k.pubkey() for k in current]
         sig = self.ledger.send(
             [
-                self.grx.set_authority_ix(
-                    AuthorityType.FREEZE_ACCOUNT, self.registry.pubkey(), new.pubkey()
+                *(
+                    m.set_authority_ix(
+                        AuthorityType.FREEZE_ACCOUNT, self.freeze_multisig, new, keys
+                    )
+                    for m in (self.grx, self.thb)
                 ),
-                memo(f"gtx1 governance rotate registry {new.pubkey()}"),
+                memo(f"gtx1 governance rotate freeze {new}"),
             ],
-            [self.registry],
+            list(current),
         )
-        self.registry_name = new_name
+        self.freeze_multisig = new
         return sig
 
     # -- persistence -------------------------------------------------------------------------
@@ -399,11 +497,14 @@ class Deployment:
             "metadata_onchain": self.metadata_onchain,
             "registry_name": self.registry_name,
             "thb_multisig": None if self.thb_multisig is None else str(self.thb_multisig),
+            "freeze_multisig": None if self.freeze_multisig is None else str(self.freeze_multisig),
+            "approver": str(self.keys.ensure(APPROVER).pubkey()),
             "parties": {
                 p: {
                     "oracle": str(i.oracle),
                     "governance": str(i.governance),
                     **({"bank": str(i.bank)} if i.bank is not None else {}),
+                    **({"registry": str(i.registry)} if i.registry is not None else {}),
                 }
                 for p, i in self.identities.items()
             },
@@ -420,10 +521,11 @@ class Deployment:
                 Pubkey.from_string(i["oracle"]),
                 Pubkey.from_string(i["governance"]),
                 Pubkey.from_string(i["bank"]) if "bank" in i else None,
+                Pubkey.from_string(i["registry"]) if "registry" in i else None,
             )
             for p, i in doc.get("parties", {}).items()
         }
-        thb_multisig = doc.get("thb_multisig")
+        thb_multisig, freeze_multisig = doc.get("thb_multisig"), doc.get("freeze_multisig")
         return cls(
             ledger,
             keys,
@@ -438,4 +540,25 @@ class Deployment:
             identities,
             embedded_cosigners(keys),
             None if thb_multisig is None else Pubkey.from_string(thb_multisig),
+            freeze_multisig=None
+            if freeze_multisig is None
+            else Pubkey.from_string(freeze_multisig),
         )
+
+
+def freeze_memo(action: str, owner: Pubkey, reference: str, by: str) -> str:
+    """The memo of a freeze or thaw, which the operator's approval record signs:
+    `gtx1 thaw|freeze <owner> <reference> <by>` (by: operator, kyc, ...)."""
+    return f"gtx1 {action} {owner} {reference} {by}"
+
+
+def parse_freeze_memo(text: str) -> tuple[str, Pubkey, str, str] | None:
+    """(action, owner, reference, by) of a freeze or thaw memo, or None."""
+    parts = text.split(" ")
+    if len(parts) != 5 or parts[0] != "gtx1" or parts[1] not in ("thaw", "freeze"):
+        return None
+    try:
+        owner = Pubkey.from_string(parts[2])
+    except ValueError:
+        return None
+    return parts[1], owner, parts[3], parts[4]

@@ -353,23 +353,31 @@ class Mint:
         )
         return Instruction(ix.program_id, bytes([1]), ix.accounts)  # CreateIdempotent
 
-    def thaw_ix(self, owner: Pubkey, authority: Pubkey) -> Instruction:
+    def thaw_ix(
+        self, owner: Pubkey, authority: Pubkey, signers: Sequence[Pubkey] = ()
+    ) -> Instruction:
+        """ThawAccount (11) of the owner's account; `signers` if the authority is a multisig."""
         return spl.thaw_account(
             ThawAccountParams(
                 program_id=TOKEN_2022_PROGRAM_ID,
                 account=self.account_of(owner),
                 mint=self.address,
                 authority=authority,
+                multi_signers=list(signers),
             )
         )
 
-    def freeze_ix(self, owner: Pubkey, authority: Pubkey) -> Instruction:
+    def freeze_ix(
+        self, owner: Pubkey, authority: Pubkey, signers: Sequence[Pubkey] = ()
+    ) -> Instruction:
+        """FreezeAccount (10) of the owner's account; `signers` if the authority is a multisig."""
         return spl.freeze_account(
             FreezeAccountParams(
                 program_id=TOKEN_2022_PROGRAM_ID,
                 account=self.account_of(owner),
                 mint=self.address,
                 authority=authority,
+                multi_signers=list(signers),
             )
         )
 

@@ -46,6 +46,6 @@ def signup(
         )
     except AuthError as err:
         return back("/signup", error=err.message)
-    api.welcome(user_id, wallet)
+    api.welcome(user_id, wallet, email)
     auditlog.append(api.platform.books, user_id, "auth.register", {"role": role, "via": "page"})
     return login.login(request, email, password)

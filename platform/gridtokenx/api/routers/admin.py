@@ -35,7 +35,7 @@ from gridtokenx.api.schemas import (
     UserStatusOut,
     errors,
 )
-from gridtokenx.errors import NotFound
+from gridtokenx.errors import Conflict, NotFound
 from gridtokenx.governing import Governing, refuse_fee_change
 from gridtokenx.keynames import user_key
 from gridtokenx.service import Platform
@@ -104,10 +104,11 @@ def top_up(
     found = accounts.user(body.user_id)
     if found is None:
         raise NotFound("no_user", body.user_id)
+    wallet = pubkey(str(found["wallet"]), "wallet")
+    if not platform.dep.is_approved(wallet):  # THB is minted only after approval
+        raise Conflict("not_approved", "this account waits for approval: top it up after")
     with platform.lock:
-        sig = platform.dep.top_up(
-            pubkey(str(found["wallet"]), "wallet"), body.micro_thb, body.reference
-        )
+        sig = platform.dep.top_up(wallet, body.micro_thb, body.reference)
     auditlog.append(
         platform.books,
         actor,

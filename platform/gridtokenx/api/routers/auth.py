@@ -53,8 +53,8 @@ def register(
     accounts.register(
         body.email, body.password, body.role, wallet, custodial, user_id=user_id, status=status
     )
-    api.welcome(user_id, wallet)
     auditlog.append(platform.books, user_id, "auth.register", {"role": body.role, "status": status})
+    status = api.welcome(user_id, wallet, body.email)  # the KYC step may approve it
     return {"user_id": user_id, "wallet": str(wallet), "custodial": custodial, "status": status}
 
 

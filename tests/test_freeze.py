@@ -1,0 +1,335 @@
+"""Freezing and thawing as a 2-of-3 multisig of independent parties (issue #14 item 1), THB
+frozen until approved too (item 2), the KYC step (item 3) and the approval rule for a meter's
+owner (item 4). On the embedded ledger (LiteSVM, signatures on); the KYC service is a real
+HTTP server in this process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import combinations
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from fastapi.testclient import TestClient
+from ledger_fixtures import Chain, make_chain
+from nacl.signing import SigningKey
+from platform_site import ADMIN_H, Clock, Site, hub_batch, hub_signatures, served, signup
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import Transaction
+
+from gridtokenx import auditlog
+from gridtokenx.cosigner import Cosigner, CosignRefused, Registry, RemoteCosigner, app
+from gridtokenx.kyc import KycCheck
+from gridtokenx.ledger import oracle, tokens
+from gridtokenx.ledger.backend import LedgerError, memo
+from gridtokenx.ledger.deployment import APPROVER, PARTIES, Deployment, freeze_memo
+from gridtokenx.ledger.tokens import Mint
+from gridtokenx.wire import batch as wire_batch
+
+SIGNED_AT = 1_790_000_000
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Chain:
+    return make_chain(tmp_path)
+
+
+def registry_keys(dep: Deployment) -> dict[str, Keypair]:
+    """Each party's registry key, from its own keystore (development keystores here)."""
+    stores = {"platform": dep.keys, **dep.parties}
+    return {p: stores[p].get(f"registry/{p}") for p in PARTIES}
+
+
+def change(dep: Deployment, action: str, owner: Pubkey, signers: list[Keypair]) -> None:
+    """A raw thaw or freeze of both of the owner's accounts under the registry multisig."""
+    keys = [k.pubkey() for k in signers]
+    ixs = [
+        (m.thaw_ix if action == "thaw" else m.freeze_ix)(owner, dep.freeze_multisig, keys)
+        for m in (dep.grx, dep.thb)
+    ]
+    dep.ledger.send(ixs, signers)
+
+
+def frozen(dep: Deployment, owner: Pubkey) -> tuple[bool, bool]:
+    return dep.grx.is_frozen(owner), dep.thb.is_frozen(owner)
+
+
+def test_one_party_alone_can_neither_freeze_nor_thaw_and_any_two_can(chain: Chain) -> None:
+    dep = chain.dep
+    assert dep.grx.freeze_authority() == dep.thb.freeze_authority() == dep.freeze_multisig
+    assert tokens.read_multisig(dep.ledger.account_data(dep.freeze_multisig)) == (
+        2,
+        [dep.identities[p].registry for p in PARTIES],
+    )
+    keys = registry_keys(chain.dep)
+    platform_all = [dep.keys.get(n) for n in dep.keys.names()]  # the platform's whole keystore
+    owner = Keypair().pubkey()
+    dep.open_wallet(owner, approve=False)
+    assert frozen(dep, owner) == (True, True)  # GRX and THB: frozen until approved
+    for alone in [[keys[p]] for p in PARTIES] + [platform_all]:
+        with pytest.raises(LedgerError):
+            change(dep, "thaw", owner, alone)
+        assert frozen(dep, owner) == (True, True)
+    for pair in combinations(PARTIES, 2):
+        change(dep, "thaw", owner, [keys[p] for p in pair])
+        assert frozen(dep, owner) == (False, False)
+        for p in PARTIES:
+            with pytest.raises(LedgerError):
+                change(dep, "freeze", owner, [keys[p]])
+        change(dep, "freeze", owner, [keys[p] for p in pair])
+        assert frozen(dep, owner) == (True, True)
+    # the site's own accounts were thawed at deployment, before the multisig took over
+    for name in ("escrow", "treasury", "grid-operator"):
+        assert frozen(dep, dep.keys.get(name).pubkey()) == (False, False)
+
+
+def reviewing(chain: Chain, role: str = "grid-operator") -> Cosigner:
+    dep = chain.dep
+    approver = dep.keys.ensure(APPROVER).pubkey()
+    return Cosigner(
+        role,
+        dep.parties[role],
+        dep.ledger,
+        lambda: dep.grx.address,
+        lambda: Registry({}, {}, {}),
+        thb=lambda: dep.thb.address,
+        approver=lambda: approver,
+    )
+
+
+def asked(
+    dep: Deployment,
+    cosigner: Cosigner,
+    action: str,
+    memo_owner: Pubkey,
+    ix_owner: Pubkey | None = None,
+    mints: list[Mint] | None = None,
+    reference: str = "r-1",
+) -> tuple[str, Message]:
+    """The message the platform would ask a co-signer to sign (its memo, the message)."""
+    text = freeze_memo(action, memo_owner, reference, "operator")
+    signers = [dep.keys.get("registry/platform").pubkey(), cosigner.registry_pubkey]
+    ixs = [
+        (m.thaw_ix if action == "thaw" else m.freeze_ix)(
+            ix_owner or memo_owner, dep.freeze_multisig, signers
+        )
+        for m in (mints or [dep.grx, dep.thb])
+    ]
+    return text, Message.new_with_blockhash(
+        [*ixs, memo(text)], dep.ledger.payer.pubkey(), dep.ledger.latest_blockhash()
+    )
+
+
+def code_of(call: Callable[[], Any]) -> str:
+    with pytest.raises(CosignRefused) as err:
+        call()
+    return err.value.code
+
+
+def test_a_cosigner_thaws_only_against_the_operators_approval_record(chain: Chain) -> None:
+    dep = chain.dep
+    cosigner = reviewing(chain)
+    alice, bob = Keypair().pubkey(), Keypair().pubkey()
+    for o in (alice, bob):
+        dep.open_wallet(o, approve=False)
+    approver = dep.keys.get(APPROVER)
+    text, message = asked(dep, cosigner, "thaw", alice)
+    forged = dep.keys.get("registry/platform").sign_message(text.encode())  # not the approver
+    assert code_of(lambda: cosigner.sign_freeze(message, forged)) == "not_approved"
+    other, _ = asked(dep, cosigner, "thaw", bob)  # a real approval, of another account
+    given = approver.sign_message(other.encode())
+    assert code_of(lambda: cosigner.sign_freeze(message, given)) == "not_approved"
+    # the record approves alice, the instructions thaw bob's accounts
+    text, wrong = asked(dep, cosigner, "thaw", alice, ix_owner=bob)
+    approval = approver.sign_message(text.encode())
+    assert code_of(lambda: cosigner.sign_freeze(wrong, approval)) == "wrong_account"
+    cert = Mint(dep.ledger, Keypair().pubkey(), 0)  # an account of a mint that is not GRX/THB
+    text, wrong = asked(dep, cosigner, "thaw", alice, mints=[cert])
+    assert code_of(lambda: cosigner.sign_freeze(wrong, approver.sign_message(text.encode()))) == (
+        "wrong_account"
+    )
+    # a suspension record does not thaw, and a message without its one memo is not a freeze
+    text, message = asked(dep, cosigner, "thaw", alice)
+    approval = approver.sign_message(text.encode())
+    freeze_text = freeze_memo("freeze", alice, "r-1", "operator")
+    swapped = Message.new_with_blockhash(
+        [
+            *(
+                m.thaw_ix(alice, dep.freeze_multisig, [k for k in message.account_keys[1:3]])
+                for m in (dep.grx, dep.thb)
+            ),
+            memo(freeze_text),
+        ],
+        dep.ledger.payer.pubkey(),
+        message.recent_blockhash,
+    )
+    assert code_of(
+        lambda: cosigner.sign_freeze(swapped, approver.sign_message(freeze_text.encode()))
+    ) == ("not_as_described")
+    bare = Message.new_with_blockhash(
+        [dep.grx.thaw_ix(alice, dep.freeze_multisig, [])],
+        dep.ledger.payer.pubkey(),
+        message.recent_blockhash,
+    )
+    assert code_of(lambda: cosigner.sign_freeze(bare, approval)) == "not_a_freeze"
+    assert frozen(dep, alice) == (True, True)  # nothing was signed, nothing changed
+
+    # with the approval the co-signer signs, and its signature with the platform's lands
+    signature = cosigner.sign_freeze(message, approval)
+    assert signature.verify(cosigner.registry_pubkey, bytes(message))
+    platform_key, payer = dep.keys.get("registry/platform"), dep.ledger.payer
+
+    by_key = {
+        payer.pubkey(): payer.sign_message(bytes(message)),
+        platform_key.pubkey(): platform_key.sign_message(bytes(message)),
+        cosigner.registry_pubkey: signature,
+    }
+    need = message.account_keys[: message.header.num_required_signatures]
+    dep.ledger.send_transaction(Transaction.populate(message, [by_key[k] for k in need]))
+    assert frozen(dep, alice) == (False, False)
+    # one reference, one message: the same record cannot be spent on another
+    text, again = asked(dep, cosigner, "thaw", alice, mints=[dep.grx])
+    assert code_of(lambda: cosigner.sign_freeze(again, approval)) == "already_signed"
+
+
+def test_the_platform_freezes_and_thaws_through_a_cosigner_over_http(chain: Chain) -> None:
+    dep = chain.dep
+    cosigner = reviewing(chain, "auditor")
+    client = TestClient(app(cosigner))
+    r = client.post("/sign/freeze", json={"message": "%%"})
+    assert (r.status_code, r.json()["code"]) == (422, "malformed_request")
+    owner = Keypair().pubkey()
+    dep.open_wallet(owner, approve=False)
+    _, message = asked(dep, cosigner, "thaw", owner)
+    body = {"message": _b64(bytes(message)), "approval": _b64(bytes(Signature.default()))}
+    r = client.post("/sign/freeze", json=body)
+    assert (r.status_code, r.json()["code"]) == (422, "not_approved")
+    with served(app(cosigner)) as url:
+        remote = RemoteCosigner("auditor", url)
+        assert remote.registry_pubkey == dep.identities["auditor"].registry
+        dep.freeze_cosigner = (remote.registry_pubkey, remote.sign_freeze)
+        dep.approve(owner)
+        assert frozen(dep, owner) == (False, False)
+        dep.suspend(owner)
+        assert frozen(dep, owner) == (True, True)
+    texts = [t for t in dep.ledger.memo_index() if t.split(" ")[2:3] == [str(owner)]]
+    assert sorted(t.split(" ")[1] for t in texts) == ["freeze", "thaw"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path / "platform", None, Clock(), auto_approve=False)
+    yield s
+    s.close()
+
+
+def submit(site: Site, hub: SigningKey, meter: SigningKey, epoch: int, exports: list[int]) -> None:
+    """A hub's batch of m-1's readings through the co-signer, as the outbox sends it."""
+    header, signature, readings = hub_batch(hub, meter, "m-1", epoch, exports)
+    encoded = wire_batch.encode_header(header)
+    out = site.platform.receive_batch("hub-1", epoch, encoded, signature, readings)
+    if out.state == "done":
+        return
+    evidence = oracle.Evidence(header, signature, tuple(readings))
+    site.platform.sign_batch("hub-1", epoch, hub_signatures(hub, out.proposals, evidence))
+
+
+def test_a_pending_owners_meter_is_registered_but_mints_only_after_approval(site: Site) -> None:
+    dep = site.platform.dep
+    pat = signup(site.client, "pat@example.org")
+    wallet = Pubkey.from_string(pat["wallet"])
+    hub, meter = SigningKey.generate(), SigningKey.generate()
+    site.platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    site.platform.register_meter("m-1", bytes(meter.verify_key), wallet)
+    assert frozen(dep, wallet) == (True, True)  # registering its meter approved nothing
+    submit(site, hub, meter, 1, [0, 2_500])
+    assert dep.grx.supply() == 0 and dep.grx.balance(wallet) == 0  # the mint waits
+    r = site.client.post(f"/api/v1/admin/users/{pat['user_id']}/approve", headers=ADMIN_H)
+    assert r.status_code == 200
+    submit(site, hub, meter, 2, [2_500, 6_000])
+    assert dep.grx.balance(wallet) == 3_500 == dep.grx.supply()
+    # a meter for a wallet with no account here: the operator's registration approves it
+    bare = Keypair().pubkey()
+    site.platform.register_meter("m-2", bytes(SigningKey.generate().verify_key), bare)
+    assert frozen(dep, bare) == (False, False)
+    assert any(t.startswith(f"gtx1 thaw {bare} ") for t in dep.ledger.memo_index())
+
+
+class Kyc(BaseHTTPRequestHandler):
+    """A KYC service: passes an email that starts with "ok", fails any other."""
+
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Kyc.seen.append(body)
+        passed = str(body["email"]).startswith("ok")
+        out = json.dumps({"passed": passed, "reference": f"kyc-{len(Kyc.seen)}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_kyc_step_approves_a_signup_whose_check_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Kyc)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/check"
+    s = Site(tmp_path / "p", None, Clock(), auto_approve=False, kyc_url=url)
+    try:
+        ok = signup(s.client, "ok@example.org")
+        no = signup(s.client, "no@example.org")
+        assert (ok["status"], no["status"]) == ("active", "pending")
+        dep = s.platform.dep
+        assert frozen(dep, Pubkey.from_string(ok["wallet"])) == (False, False)
+        assert frozen(dep, Pubkey.from_string(no["wallet"])) == (True, True)
+        assert [b["email"] for b in Kyc.seen] == ["ok@example.org", "no@example.org"]
+        assert Kyc.seen[0] == {
+            "user_id": ok["user_id"],
+            "email": "ok@example.org",
+            "wallet": ok["wallet"],
+        }
+        entries = {
+            (e["action"], e["detail"].get("user_id")): e
+            for e in auditlog.entries(s.platform.books, 20)
+        }
+        assert entries[("kyc.passed", ok["user_id"])]["detail"]["reference"] == "kyc-1"
+        assert ("kyc.user_approve", ok["user_id"]) in entries
+        assert entries[("kyc.pending", no["user_id"])]["detail"]["reason"] == "kyc_failed"
+        assert any(t.endswith(" kyc") and ok["wallet"] in t for t in dep.ledger.memo_index())
+        order = {"side": "buy", "quantity_wh": 1000, "price": 4_000_000}
+        r = s.client.post("/api/v1/orders", headers=no["auth"], json=order)
+        assert (r.status_code, r.json()["code"]) == (403, "not_approved")
+        # an operator still approves the one the KYC step did not pass
+        r = s.client.post(f"/api/v1/admin/users/{no['user_id']}/approve", headers=ADMIN_H)
+        assert r.json()["status"] == "active"
+        assert frozen(dep, Pubkey.from_string(no["wallet"])) == (False, False)
+        down = KycCheck("http://127.0.0.1:9/check", timeout_s=2).check("u", "ok@x.org", "w")
+        assert (down.passed, down.reason) == (False, "kyc_unavailable")
+    finally:
+        s.close()
+        server.shutdown()
+        server.server_close()
