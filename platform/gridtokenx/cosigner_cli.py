@@ -44,7 +44,15 @@ def identity_command(role: Role, keystore: KeystorePath) -> None:
     keys = _open(role, keystore)
     ident = Identity.of(keys, role)
     typer.echo(
-        json.dumps({"role": role, "oracle": str(ident.oracle), "governance": str(ident.governance)})
+        json.dumps(
+            {
+                "role": role,
+                "oracle": str(ident.oracle),
+                "governance": str(ident.governance),
+                "bank": str(ident.bank),
+                "registry": str(ident.registry),
+            }
+        )
     )
 
 

@@ -52,6 +52,7 @@ def admin_page(request: Request) -> Response:
         ],
         meters=books.rows(p.books, books.meters),
         auto_approve=api.auto_approve,
+        kyc_url=api.kyc.url if api.kyc is not None else None,
         proposals=_proposals(api),
         grid_map=t.grid.svg() if t and t.grid else None,
         grid_code=t.grid.grid.code if t and t.grid else None,
