@@ -458,6 +458,20 @@ def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
         sigs.append(bytes(key.sign_message(bytes(p.message))))
     done = platform.sign_batch("hub-1", 1, sigs)
     assert done.state == "done" and dep.grx.balance(owner.pubkey()) == 1_400
+    # the meter's registration thawed the owner through a co-signer's process, which read the
+    # operator's approval key from deployment.json and checked the record; without it: refused
+    thaw = [t for t in dep.ledger.memo_index() if t.startswith(f"gtx1 thaw {owner.pubkey()} ")]
+    assert len(thaw) == 1 and thaw[0].endswith(" operator")
+    other = Keypair().pubkey()
+    dep.open_wallet(other, approve=False)
+    remote, forger = cosigner.RemoteCosigner("grid-operator", urls["grid-operator"]), Keypair()
+    dep.freeze_cosigner = (  # the platform sends a record not signed by the approval key
+        remote.registry_pubkey,
+        lambda message, _approval: remote.sign_freeze(message, forger.sign_message(b"x")),
+    )
+    with pytest.raises(CosignRefused) as refusal:
+        dep.approve(other)
+    assert refusal.value.code == "not_approved" and dep.grx.is_frozen(other)
     dep.top_up(owner.pubkey(), 3_000_000, "deposit-1")  # co-signed by the grid operator's process
     assert dep.thb.balance(owner.pubkey()) == 3_000_000
     # the grid operator's process refuses a batch with one forged reading, with its reason
