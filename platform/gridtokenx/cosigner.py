@@ -63,7 +63,7 @@ from gridtokenx.ledger.deployment import (
     registry_key,
 )
 from gridtokenx.ledger.keystore import Keystore, KeystoreError
-from gridtokenx.ledger.tokens import Mint
+from gridtokenx.ledger.tokens import FROZEN, Mint
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import decode
@@ -149,8 +149,9 @@ def approved_owners(grx: Mint, owners: Mapping[str, Pubkey]) -> dict[str, Pubkey
     cache: dict[Pubkey, bool] = {}
     out = {}
     for meter_id, owner in owners.items():
-        if owner not in cache:
-            cache[owner] = grx.exists(owner) and not grx.is_frozen(owner)
+        if owner not in cache:  # one account read per owner: open and not frozen
+            data = grx.ledger.account_data(grx.account_of(owner))
+            cache[owner] = data is not None and data[108] != FROZEN
         if cache[owner]:
             out[meter_id] = owner
     return out
