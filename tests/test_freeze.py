@@ -327,6 +327,28 @@ def test_the_kyc_step_approves_a_signup_whose_check_passes(
         r = s.client.post(f"/api/v1/admin/users/{no['user_id']}/approve", headers=ADMIN_H)
         assert r.json()["status"] == "active"
         assert frozen(dep, Pubkey.from_string(no["wallet"])) == (False, False)
+        # the KYC check passes but the co-signer refuses the thaw (here: it knows another
+        # approval key): the sign-up stays pending, with the co-signer's reason audited
+        stranger = Keypair().pubkey()
+        refusing = Cosigner(
+            "grid-operator",
+            dep.parties["grid-operator"],
+            dep.ledger,
+            lambda: dep.grx.address,
+            lambda: Registry({}, {}, {}),
+            thb=lambda: dep.thb.address,
+            approver=lambda: stranger,
+        )
+        dep.freeze_cosigner = (refusing.registry_pubkey, refusing.sign_freeze)
+        late = signup(s.client, "ok-late@example.org")
+        assert late["status"] == "pending"
+        assert frozen(dep, Pubkey.from_string(late["wallet"])) == (True, True)
+        pending = [
+            e["detail"]
+            for e in auditlog.entries(s.platform.books, 40)
+            if e["action"] == "kyc.pending" and e["detail"]["user_id"] == late["user_id"]
+        ]
+        assert [d["reason"] for d in pending] == ["not_approved"]
         down = KycCheck("http://127.0.0.1:9/check", timeout_s=2).check("u", "ok@x.org", "w")
         assert (down.passed, down.reason) == (False, "kyc_unavailable")
     finally:

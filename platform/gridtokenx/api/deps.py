@@ -17,7 +17,14 @@ from starlette.requests import HTTPConnection
 from gridtokenx import auditlog
 from gridtokenx.accounts import AccountNotFound, Accounts, Claims
 from gridtokenx.api.limits import ClientAddress
-from gridtokenx.errors import Forbidden, InvalidInput, RateLimited, Unauthorized, Unavailable
+from gridtokenx.errors import (
+    CodedError,
+    Forbidden,
+    InvalidInput,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from gridtokenx.events import Fanout
 from gridtokenx.kyc import KycCheck
 from gridtokenx.ratelimit import Limiter, MemoryLimiter
@@ -97,7 +104,12 @@ class Api:
             detail = {"user_id": user_id, "reason": result.reason, "reference": result.reference}
             auditlog.append(self.platform.books, "kyc", "kyc.pending", detail)
             return "pending"
-        status = self.set_user_status(user_id, "approve", "kyc", by="kyc")
+        try:
+            status = self.set_user_status(user_id, "approve", "kyc", by="kyc")
+        except CodedError as err:  # a co-signer down or refusing: an operator approves later
+            detail = {"user_id": user_id, "reason": err.code, "reference": result.reference}
+            auditlog.append(self.platform.books, "kyc", "kyc.pending", detail)
+            return "pending"
         detail = {"user_id": user_id, "url": self.kyc.url, "reference": result.reference}
         auditlog.append(self.platform.books, "kyc", "kyc.passed", detail)
         return status
