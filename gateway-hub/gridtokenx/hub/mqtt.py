@@ -251,7 +251,7 @@ class MqttIngest:
         host: str = "127.0.0.1",
         port: int = 1883,
         client_id: str = "gtx-hub",
-        batch_max: int = 1000,
+        batch_max: int = 4000,
         batch_wait_s: float = 0.01,
     ) -> None:
         self.ingestor = ingestor
