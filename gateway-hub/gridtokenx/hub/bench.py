@@ -36,6 +36,19 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _process_cpu_s(pid: int) -> float | None:
+    """Another process's CPU (user + system) from /proc, or None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_reading(cpu_s: float | None, readings: int) -> float | None:
+    return None if cpu_s is None else round(cpu_s / max(1, readings) * 1e6, 1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +69,7 @@ def run(readings: int, meters: int, database: str | None) -> dict[str, Any]:
             [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            return _measure(port, url, readings, meters)
+            return _measure(port, url, readings, meters, broker.pid)
         finally:
             broker.terminate()
             broker.wait()
@@ -152,7 +165,7 @@ def publish_main() -> None:
     Path(times_file).write_text(json.dumps(sent))
 
 
-def _measure(port: int, url: str, count: int, meters: int) -> dict[str, Any]:
+def _measure(port: int, url: str, count: int, meters: int, broker: int) -> dict[str, Any]:
     import json
     import sys
 
@@ -201,11 +214,20 @@ def _measure(port: int, url: str, count: int, meters: int) -> dict[str, Any]:
         meters_proc.stdout.readline()  # signed and connected
         start = time.time()
         cpu_start = _cpu_s()
+        others_start = [_process_cpu_s(pid) for pid in (broker, meters_proc.pid)]
         meters_proc.stdin.write("go\n")
         meters_proc.stdin.flush()
         finished = done.wait(max(60.0, count / 500))
         end = max(committed_at.values(), default=time.time())
         hub_cpu = _cpu_s() - cpu_start
+        others = [
+            None if a is None or b is None else b - a
+            for a, b in zip(
+                others_start,
+                [_process_cpu_s(pid) for pid in (broker, meters_proc.pid)],
+                strict=True,
+            )
+        ]
         meters_proc.wait(timeout=120)
         sent = {(m, q): t for m, q, t in json.loads(times_file.read_text())}
     ingest.stop()
@@ -228,6 +250,9 @@ def _measure(port: int, url: str, count: int, meters: int) -> dict[str, Any]:
         "p99_ms": round(p99 * 1000, 1),
         # the hub's own CPU (all its threads), so a busy shared machine can be told apart
         "hub_cpu_us_per_reading": round(hub_cpu / max(1, len(committed_at)) * 1e6, 1),
+        # the same for the broker and the meters' process (None without /proc)
+        "broker_cpu_us_per_reading": _per_reading(others[0], len(committed_at)),
+        "meters_cpu_us_per_reading": _per_reading(others[1], len(committed_at)),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "hub_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
