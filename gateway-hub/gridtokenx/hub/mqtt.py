@@ -278,12 +278,17 @@ class MqttIngest:
         self.client.on_connect = self._on_connect
         if ingestor.on_stored is None:  # after each commit: acks to the meters (acks.py)
             ingestor.on_stored = AckPublisher(self.client)
-        self.client.on_subscribe = lambda *a: self.connected.set()
+        self._next_connect, self._retry_s = 0.0, RECONNECT_MIN_S
+        self.client.on_subscribe = lambda *a: self._subscribed()
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_inbound = self._received
         self.client.on_message = lambda c, u, m: self._received(
             Inbound(m.topic, bytes(m.payload), m.mid, m.qos)
         )
+
+    def _subscribed(self) -> None:
+        self._retry_s = RECONNECT_MIN_S
+        self.connected.set()
 
     def _received(self, message: Inbound) -> None:
         if not self._pending:
@@ -380,25 +385,24 @@ class MqttIngest:
         if client.socket() is not None:
             client.loop_misc()
 
-    def _connect(self, state: list[float]) -> None:
-        """(Re)connect when there is no socket, backing off from 1 to 5 s."""
-        next_try, delay = state
-        if time.monotonic() < next_try:
-            self._stop.wait(min(0.2, next_try - time.monotonic()))
+    def _connect(self) -> None:
+        """(Re)connect when there is no socket: at most one attempt per `_retry_s`, which
+        doubles from 1 to 5 s while attempts fail and is reset once subscribed."""
+        if time.monotonic() < self._next_connect:
+            self._stop.wait(min(0.2, self._next_connect - time.monotonic()))
             return
+        self._next_connect = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, RECONNECT_MAX_S)
         try:
             self.client.reconnect()
-            state[1] = RECONNECT_MIN_S
             self.client.flush()
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly (refused, TLS, DNS): never the worker's end
             log.warning("mqtt: cannot connect to %s:%s: %s", self.host, self.port, exc)
-            state[0], state[1] = time.monotonic() + delay, min(delay * 2, RECONNECT_MAX_S)
 
     def _work(self) -> None:
-        backoff = [0.0, RECONNECT_MIN_S]
         while not self._stop.is_set():
             if self.client.socket() is None:
-                self._connect(backoff)
+                self._connect()
                 continue
             self._offer()
             if not self._pending:
