@@ -4,7 +4,9 @@ a chunk may end anywhere in a packet, and nothing is lost or acknowledged twice.
 
 from __future__ import annotations
 
+import itertools
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,3 +169,33 @@ def test_tiny_reads_through_mosquitto_store_all_ack_each_once_and_acks_at_qos0(
         meters.disconnect()
         meters.loop_stop()
         store.engine.dispose()
+
+
+def test_a_broker_that_drops_every_connection_is_retried_at_1_2_4_s_not_in_a_loop() -> None:
+    """A listener on this machine that accepts and closes at once (as a broker refusing the
+    hub's login would): the hub tries again after 1 s, then 2 s, ..., not in a tight loop."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted: list[float] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    store = HubStore(connect("sqlite:///:memory:"))
+    ingest = MqttIngest(Ingestor(store), "127.0.0.1", port, client_id="hub-retry").start()
+    try:
+        time.sleep(3.5)
+    finally:
+        ingest.stop()
+        server.close()
+    # attempts at about 0, 1 and 3 s (a busy machine may delay the third past the window)
+    assert 2 <= len(accepted) <= 3, accepted
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(accepted)), accepted
+    assert not ingest.connected.is_set()
