@@ -248,6 +248,11 @@ def test_bench_hub_prints_its_figures() -> None:
     result = json.loads(done.stdout)
     assert result["lost"] == 0 and result["stored"] == 300
     assert {"readings_per_s", "p99_ms"} <= set(result)
+    assert result["complete"] is True
+    # each process's own CPU, so the hub's cost is told apart from the broker's and meters'
+    # (theirs may round to 0 on 300 readings: /proc counts in 10 ms ticks)
+    assert result["hub_cpu_us_per_reading"] > 0
+    assert result["broker_cpu_us_per_reading"] >= 0 and result["meters_cpu_us_per_reading"] >= 0
 
 
 class Amqtt:

@@ -161,7 +161,8 @@ class Ingestor:
 
     def _ingest(self, messages: Sequence[tuple[str, bytes]]) -> list[Decision]:
         now = int(self.clock())
-        wanted = {m for t, _ in messages if (m := meter_of(t)) and m not in self._heads}
+        owners = [meter_of(topic) or "" for topic, _ in messages]
+        wanted = {m for m in owners if m and m not in self._heads}
         if wanted:
             found = self.store.heads(wanted)
             for meter_id in wanted:
@@ -169,7 +170,6 @@ class Ingestor:
         received = []
         decisions = []
         batch: dict[tuple[str, int], bytes] = {}  # accepted in this batch, not yet stored
-        owners = [meter_of(topic) or "" for topic, _ in messages]
         meters = [self._meter(m) for m in owners]
         # Signatures and CBOR first, in parallel (libsodium releases the GIL) ...
         work = list(zip(owners, [p for _, p in messages], meters, strict=True))
