@@ -7,7 +7,6 @@ stable code, raised before anything changes.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 
@@ -26,6 +25,7 @@ _GFE = TimeInForce.GFE
 _FILLED = OrderStatus.FILLED
 _PARTIAL = OrderStatus.PARTIALLY_FILLED
 _CANCELLED = OrderStatus.CANCELLED
+_LIVE = LIVE_STATUSES
 _new_tuple = tuple.__new__  # builds a Trade without the NamedTuple's Python-level __new__
 
 
@@ -172,37 +172,42 @@ class Market:
         book = self._book
         buying = order.is_buy
         if buying:
-            levels, limit = book.pool_asks, price
+            other, limit = book.pool_asks, price
         else:
-            levels, limit = book.pool_bids, -price
-        heap = levels.heap
+            other, limit = book.pool_bids, -price
+        heap = other.heap
         remaining = quantity
         trades: list[Trade] = []
-        if heap and heap[0] <= limit:  # the best key may be a dead level: the loop sees
-            by_key = levels.levels
-            live = LIVE_STATUSES
+        if heap and heap[0] <= limit:  # the best key may hold only dead orders: see below
+            by_key = other.levels
             new = _new_tuple
+            zone = order.zone
+            fee_bps = self._fee_bps
             band = self._band
             bps = band.bps
             lows, highs = band.lows, band.highs
-            fee_bps = self._fee_bps
-            zone = order.zone
-            lo = hi = first = 0
-            level: deque[Order] | None = None
+            first = at = lo = hi = 0
             stopped = False
-            while remaining:
-                while heap:
-                    level = by_key[heap[0]]
-                    while level and level[0].status not in live:
-                        level.popleft()
-                    if level:
+            while True:
+                level = by_key[heap[0]]
+                h = level[0]
+                resting = level[h]
+                if resting.status not in _LIVE:  # cancelled: skip the dead, drop a drained level
+                    h += 1
+                    end = len(level)
+                    while h < end and level[h].status not in _LIVE:
+                        h += 1
+                    if h < end:
+                        level[0] = h
+                    else:
+                        del by_key[heappop(heap)]
+                        if not heap:
+                            break
+                    if heap[0] > limit:
                         break
-                    del by_key[heappop(heap)]
-                if not heap or heap[0] > limit or level is None:
-                    break
-                resting = level[0]
+                    continue
                 at = resting.price
-                if not trades:  # band.window(now_ms), inlined
+                if not trades:  # band.window(now_ms), inlined: read once for this order
                     horizon = now_ms - band.window_ms
                     while lows and lows[0][0] < horizon:
                         lows.popleft()
@@ -210,23 +215,33 @@ class Market:
                         highs.popleft()
                     lo, hi = (lows[0][1], highs[0][1]) if lows else (at, at)
                     first = at
-                if (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
+                    if (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
+                        stopped = True
+                        break
+                    # the later prices of this order are monotonic (best level first): the
+                    # window's far end stays, so only the first price can move lo or hi
+                    if at < lo:
+                        lo = at
+                    elif at > hi:
+                        hi = at
+                elif (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
                     stopped = True
                     break
-                if at < lo:
-                    lo = at
-                elif at > hi:
-                    hi = at
                 q = resting.quantity_wh - resting.filled_wh
                 if q > remaining:
-                    q = remaining
-                    resting.filled_wh += q
+                    resting.filled_wh += remaining
                     resting.status = _PARTIAL
+                    q = remaining
+                    remaining = 0
                 else:
                     resting.filled_wh = resting.quantity_wh
                     resting.status = _FILLED
-                    level.popleft()
-                remaining -= q
+                    remaining -= q
+                    h += 1
+                    if h < len(level):
+                        level[0] = h
+                    else:
+                        del by_key[heappop(heap)]
                 if buying:
                     trade = (oid, resting.id, owner, resting.owner, zone, resting.zone,
                              q, at, 0, fee_bps)  # fmt: skip
@@ -234,10 +249,12 @@ class Market:
                     trade = (resting.id, oid, resting.owner, owner, resting.zone, zone,
                              q, at, 0, fee_bps)  # fmt: skip
                 trades.append(new(Trade, trade))
+                if not remaining or not heap or heap[0] > limit:
+                    break
             if trades:
                 order.filled_wh = quantity - remaining
                 order.status = _PARTIAL if remaining else _FILLED
-                last = trades[-1].price
+                last = trades[-1].price if stopped else at
                 # band.record(now_ms, min(first, last), max(first, last)), inlined
                 low, high = (first, last) if first < last else (last, first)
                 while lows and lows[-1][1] >= low:
@@ -254,14 +271,14 @@ class Market:
         if remaining:
             if order.tif is not _GFE:
                 order.status = _CANCELLED
-            else:  # rests: book.rest(order), inlined
-                side = book.pool_bids if buying else book.pool_asks
-                key = -price if buying else price
-                resting_at = side.levels.get(key)
-                if resting_at is None:
-                    resting_at = side.levels[key] = deque()
-                    heappush(side.heap, key)
-                resting_at.append(order)
+            else:  # rests: book.rest(order), inlined; the key is minus the other side's
+                own = book.pool_bids if buying else book.pool_asks
+                at_level = own.levels.get(-limit)
+                if at_level is None:
+                    own.levels[-limit] = [1, order]
+                    heappush(own.heap, -limit)
+                else:
+                    at_level.append(order)
                 book.rested = True
                 if live_orders is None:
                     self._live[owner] = [order]
