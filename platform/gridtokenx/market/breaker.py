@@ -16,6 +16,20 @@ class PriceBand:
         self.window_ms = window_ms
         self.lows: deque[tuple[int, int]] = deque()
         self.highs: deque[tuple[int, int]] = deque()
+        # the admitted range for a window lo..hi (see `limits`), kept for the last lo, hi
+        self.lo = self.hi = self.top = self.bottom = 0
+        self.limits(0, 0)
+
+    def limits(self, lo: int, hi: int) -> tuple[int, int]:
+        """The range of prices `admit` lets trade against a window whose lowest and
+        highest prices are `lo` and `hi`: (top, bottom), admitted iff bottom <= price <=
+        top (the same integer comparisons as `admit`'s, solved for the price). Kept for
+        the last lo, hi: a busy CDA asks for the same window over and over, and the
+        products are big integers CPython allocates."""
+        self.lo, self.hi = lo, hi
+        self.top = lo * (10_000 + self.bps) // 10_000
+        self.bottom = -(-hi * (10_000 - self.bps) // 10_000)
+        return self.top, self.bottom
 
     def admit(self, price: int, now_ms: int) -> bool:
         """Record a trade at `price` if the band allows it; say whether it did. One call

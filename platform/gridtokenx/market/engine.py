@@ -184,9 +184,8 @@ class Market:
             zone = order.zone
             fee_bps = self._fee_bps
             band = self._band
-            bps = band.bps
             lows, highs = band.lows, band.highs
-            first = at = lo = hi = 0
+            first = at = top = bottom = 0
             stopped = False
             while True:
                 level = by_key[heap[0]]
@@ -214,17 +213,20 @@ class Market:
                     while highs and highs[0][0] < horizon:
                         highs.popleft()
                     lo, hi = (lows[0][1], highs[0][1]) if lows else (at, at)
-                    first = at
-                    if (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
+                    if lo != band.lo or hi != band.hi:
+                        band.limits(lo, hi)
+                    top, bottom = band.top, band.bottom
+                    if at > top or at < bottom:
                         stopped = True
                         break
+                    first = at
                     # the later prices of this order are monotonic (best level first): the
                     # window's far end stays, so only the first price can move lo or hi
                     if at < lo:
-                        lo = at
+                        top, bottom = band.limits(at, hi)
                     elif at > hi:
-                        hi = at
-                elif (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
+                        top, bottom = band.limits(lo, at)
+                elif at > top or at < bottom:
                     stopped = True
                     break
                 q = resting.quantity_wh - resting.filled_wh
