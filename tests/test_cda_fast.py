@@ -19,17 +19,67 @@ prices = st.integers(1, 9_000_000)
 @settings(max_examples=400, deadline=None)
 @given(prices, prices, prices, st.sampled_from([-1, 0, 1, 7, 300, 1_000, 10_000, NO_BREAKER]))
 def test_limits_admit_exactly_what_the_products_admit(lo: int, hi: int, at: int, bps: int) -> None:
-    band = PriceBand(bps, 1_000)
-    top, bottom = band.limits(lo, hi)
+    top, bottom = PriceBand(bps, 1_000).limits(lo, hi)
     refused = (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi
     assert (bottom <= at <= top) is not refused
-    assert (band.lo, band.hi, band.top, band.bottom) == (lo, hi, top, bottom)
 
 
 def test_limits_at_the_edges() -> None:
     band = PriceBand(1_000, 1_000)  # 10 %
     assert band.limits(4_000_000, 4_000_000) == (4_400_000, 3_600_000)
     assert band.limits(3_333_333, 3_333_337) == (3_666_666, 3_000_004)
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from([0, 0, 0, 1, 400, 1_500]), prices, prices, st.booleans()),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops, st.sampled_from([-1, 0, 500, 10_000]))
+def test_the_summary_and_skipping_covered_records_change_no_answer(
+    steps: list[tuple[int, int, int, bool]], bps: int
+) -> None:
+    """Two bands see the same trades: one records every run of prices, the other skips
+    those `covers` says change nothing. Both give every answer a brute-force window over
+    all trades gives, and their summaries (lo, hi, top, bottom) match the deques'."""
+    every, skipping = PriceBand(bps, 1_000), PriceBand(bps, 1_000)
+    history: list[tuple[int, int]] = []
+    now = 0
+    for dt, a, b, single in steps:
+        now += dt
+        seen = [(p, t) for t, p in history if t >= now - 1_000]
+        expected = (min(seen)[0], max(seen)[0]) if seen else None
+        for band in (every, skipping):
+            assert band.window(now) == expected
+            if expected is not None:
+                assert (band.lo, band.hi) == expected
+                assert (band.top, band.bottom) == band.limits(*expected)
+                assert band.fresh_until >= now - 1_000
+        if single:
+            admitted = every.admit(a, now)
+            assert skipping.admit(a, now) is admitted
+            if admitted:
+                history.append((now, a))
+        else:
+            low, high = min(a, b), max(a, b)
+            every.record(now, low, high)
+            if not skipping.covers(now, low, high):
+                skipping.record(now, low, high)
+            history += [(now, low), (now, high)]
+    assert every.window(now + 1) == skipping.window(now + 1)
+
+
+def test_covers() -> None:
+    band = PriceBand(1_000, 1_000)
+    assert not band.covers(0, 4_000_000, 4_000_000)  # nothing recorded: it must be
+    band.record(5, 4_000_000, 4_200_000)
+    assert band.covers(5, 4_000_000, 4_200_000)
+    assert band.covers(5, 4_100_000, 4_100_000)
+    assert not band.covers(5, 3_999_999, 4_100_000)  # a new low
+    assert not band.covers(5, 4_100_000, 4_200_001)  # a new high
+    assert not band.covers(6, 4_100_000, 4_100_000)  # would outlive the fronts
 
 
 def bench_stream(n: int, seed: int) -> list[Order]:

@@ -184,7 +184,7 @@ class Market:
             zone = order.zone
             fee_bps = self._fee_bps
             band = self._band
-            lows, highs = band.lows, band.highs
+            lows = band.lows
             first = at = top = bottom = 0
             stopped = False
             while True:
@@ -206,16 +206,14 @@ class Market:
                         break
                     continue
                 at = resting.price
-                if not trades:  # band.window(now_ms), inlined: read once for this order
-                    horizon = now_ms - band.window_ms
-                    while lows and lows[0][0] < horizon:
-                        lows.popleft()
-                    while highs and highs[0][0] < horizon:
-                        highs.popleft()
-                    lo, hi = (lows[0][1], highs[0][1]) if lows else (at, at)
-                    if lo != band.lo or hi != band.hi:
-                        band.limits(lo, hi)
-                    top, bottom = band.top, band.bottom
+                if not trades:  # the breaker's window, read once for this order
+                    if now_ms - band.window_ms > band.fresh_until or not lows:
+                        band.window(now_ms)  # expire what is old; the summary follows
+                    if lows:
+                        lo, hi, top, bottom = band.lo, band.hi, band.top, band.bottom
+                    else:
+                        lo = hi = at
+                        top, bottom = band.limits(at, at)
                     if at > top or at < bottom:
                         stopped = True
                         break
@@ -257,14 +255,10 @@ class Market:
                 order.filled_wh = quantity - remaining
                 order.status = _PARTIAL if remaining else _FILLED
                 last = trades[-1].price if stopped else at
-                # band.record(now_ms, min(first, last), max(first, last)), inlined
                 low, high = (first, last) if first < last else (last, first)
-                while lows and lows[-1][1] >= low:
-                    lows.pop()
-                lows.append((now_ms, low))
-                while highs and highs[-1][1] <= high:
-                    highs.pop()
-                highs.append((now_ms, high))
+                # `not band.covers(now_ms, low, high)`, inlined
+                if not (lows and band.fresh_until >= now_ms and band.lo <= low and high <= band.hi):
+                    band.record(now_ms, low, high)
                 self._trades.extend(trades)
             if stopped:
                 order.status = _CANCELLED
