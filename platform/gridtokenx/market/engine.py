@@ -160,8 +160,10 @@ class Market:
         if (
             self.halted is not None
             or oid in orders
-            or not 0 < quantity <= cfg.max_quantity_wh
-            or not cfg.min_price <= price <= cfg.max_price
+            or quantity <= 0
+            or quantity > cfg.max_quantity_wh
+            or price < cfg.min_price
+            or price > cfg.max_price
             or live_orders
         ):
             self.validate(order)  # raises with the code, or the owner's orders pass
@@ -185,7 +187,6 @@ class Market:
             fee_bps = self._fee_bps
             band = self._band
             lows = band.lows
-            first = at = top = bottom = 0
             stopped = False
             while True:
                 level = by_key[heap[0]]
@@ -269,10 +270,11 @@ class Market:
                 order.status = _CANCELLED
             else:  # rests: book.rest(order), inlined; the key is minus the other side's
                 own = book.pool_bids if buying else book.pool_asks
-                at_level = own.levels.get(-limit)
+                key = -limit  # one int object for the heap and the dict: found by identity
+                at_level = own.levels.get(key)
                 if at_level is None:
-                    own.levels[-limit] = [1, order]
-                    heappush(own.heap, -limit)
+                    own.levels[key] = [1, order]
+                    heappush(own.heap, key)
                 else:
                     at_level.append(order)
                 book.rested = True
