@@ -168,8 +168,7 @@ class Market:
         ):
             self.validate(order)  # raises with the code, or the owner's orders pass
             live_orders = self._live.get(owner)  # validate keeps only the live ones
-        self._seq = seq = self._seq + 1
-        order.seq = seq
+        order.seq = self._seq = self._seq + 1
         orders[oid] = order
         book = self._book
         buying = order.is_buy
@@ -227,6 +226,7 @@ class Market:
                         top, bottom = band.limits(lo, at)
                 elif at > top or at < bottom:
                     stopped = True
+                    at = trades[-1].price  # the last price traded, for the record
                     break
                 q = resting.quantity_wh - resting.filled_wh
                 if q > remaining:
@@ -255,8 +255,7 @@ class Market:
             if trades:
                 order.filled_wh = quantity - remaining
                 order.status = _PARTIAL if remaining else _FILLED
-                last = trades[-1].price if stopped else at
-                low, high = (first, last) if first < last else (last, first)
+                low, high = (first, at) if buying else (at, first)  # `at`: the last traded
                 # `not band.covers(now_ms, low, high)`, inlined
                 if not (lows and band.fresh_until >= now_ms and band.lo <= low and high <= band.hi):
                     band.record(now_ms, low, high)
