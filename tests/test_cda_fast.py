@@ -3,6 +3,8 @@ order stream traded exactly as the reference CDA trades it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,21 @@ def test_the_bench_stream_trades_as_the_reference_does() -> None:
     assert len(fast_trades) == 4_695
     assert fast.depth() == reference.depth()
     assert fast.clear_epoch().closed_orders == reference.clear_epoch().closed_orders
+
+
+def test_new_parameters_apply_to_the_next_order() -> None:
+    """`Trading.set_parameters` replaces `market.config`: the fee and the breaker's limit
+    the hot path keeps follow it (they were once read only when the market was made)."""
+    market = Market(MarketConfig(mechanism=Mechanism.CDA, fee_bps=100, breaker_bps=1_000))
+    market.place(Order("s0", "s0", Side.SELL, 1000, 4_000_000), 0)
+    market.config = replace(market.config, fee_bps=50)
+    (trade,) = market.place(Order("b0", "b0", Side.BUY, 1000, 4_000_000), 0)
+    assert (trade.fee_bps, trade.price) == (50, 4_000_000)
+    market.place(Order("s1", "s1", Side.SELL, 1000, 4_500_000), 1)
+    market.config = replace(market.config, breaker_bps=2_000)  # 12.5% above 4.00 now passes
+    (trade,) = market.place(Order("b1", "b1", Side.BUY, 1000, 4_500_000), 2)
+    assert trade.price == 4_500_000 and market.halted is None
+    market.place(Order("s2", "s2", Side.SELL, 1000, 5_000_000), 3)
+    market.config = replace(market.config, breaker_bps=1_000)  # 25% above 4.00: refused
+    assert market.place(Order("b2", "b2", Side.BUY, 1000, 5_000_000), 4) == []
+    assert market.halted == "price moved more than 10% within 60 s"

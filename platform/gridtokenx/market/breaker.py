@@ -33,6 +33,11 @@ class PriceBand:
         bps = self.bps
         return lo * (10_000 + bps) // 10_000, -(-hi * (10_000 - bps) // 10_000)
 
+    def configure(self, bps: int, window_ms: int) -> None:
+        """New limits (the operators' parameters): the window's prices stay."""
+        self.bps, self.window_ms = bps, window_ms
+        self.top, self.bottom = self.limits(self.lo, self.hi)
+
     def _sync(self) -> None:
         """Bring the summary up to date with the deques."""
         lows, highs = self.lows, self.highs

@@ -64,7 +64,6 @@ class Market:
     """A market moving through epochs under one clearing mechanism."""
 
     def __init__(self, config: MarketConfig, epoch: int = 0) -> None:
-        self.config = config
         self.epoch = epoch
         self.halted: str | None = None
         self._orders: dict[str, Order] = {}
@@ -73,11 +72,26 @@ class Market:
         self._cda = config.mechanism is Mechanism.CDA
         self._open = config.wheeling.open
         self._pool = self._cda and self._open
-        self._fee_bps = config.fee_bps
         self._book = ContinuousBook(config.wheeling)
         self._trades: list[Trade] = []
         self._band = PriceBand(config.breaker_bps, config.breaker_window_ms)
         self._reference = ReferenceBand(config.breaker_bps, config.reference_epochs)
+        self.config = config
+
+    @property
+    def config(self) -> MarketConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: MarketConfig) -> None:
+        """Operators change parameters (`Trading.set_parameters`) while the market runs:
+        the next order sees the new fee, bounds and breaker limits (what the hot path
+        keeps of them follows here). The mechanism and the wheeling zones stay the ones
+        the market was made with."""
+        self._config = config
+        self._fee_bps = config.fee_bps
+        self._band.configure(config.breaker_bps, config.breaker_window_ms)
+        self._reference.bps = config.breaker_bps
 
     # -- orders -------------------------------------------------------------------------
 
@@ -155,7 +169,7 @@ class Market:
         quantity = order.quantity_wh
         price = order.price
         owner = order.owner
-        cfg = self.config
+        cfg = self._config
         live_orders = self._live.get(owner)
         if (
             self.halted is not None
