@@ -195,7 +195,6 @@ class Market:
         trades: list[Trade] = []
         if heap and heap[0] <= limit:  # the best key may hold only dead orders: see below
             by_key = other.levels
-            new = _new_tuple
             zone = order.zone
             fee_bps = self._fee_bps
             band = self._band
@@ -263,7 +262,7 @@ class Market:
                 else:
                     trade = (resting.id, oid, resting.owner, owner, resting.zone, zone,
                              q, at, 0, fee_bps)  # fmt: skip
-                trades.append(new(Trade, trade))
+                trades.append(_new_tuple(Trade, trade))
                 if not remaining or not heap or heap[0] > limit:
                     break
             if trades:
