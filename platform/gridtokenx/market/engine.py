@@ -7,7 +7,6 @@ stable code, raised before anything changes.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 
@@ -26,6 +25,7 @@ _GFE = TimeInForce.GFE
 _FILLED = OrderStatus.FILLED
 _PARTIAL = OrderStatus.PARTIALLY_FILLED
 _CANCELLED = OrderStatus.CANCELLED
+_LIVE = LIVE_STATUSES
 _new_tuple = tuple.__new__  # builds a Trade without the NamedTuple's Python-level __new__
 
 
@@ -64,7 +64,6 @@ class Market:
     """A market moving through epochs under one clearing mechanism."""
 
     def __init__(self, config: MarketConfig, epoch: int = 0) -> None:
-        self.config = config
         self.epoch = epoch
         self.halted: str | None = None
         self._orders: dict[str, Order] = {}
@@ -73,11 +72,26 @@ class Market:
         self._cda = config.mechanism is Mechanism.CDA
         self._open = config.wheeling.open
         self._pool = self._cda and self._open
-        self._fee_bps = config.fee_bps
         self._book = ContinuousBook(config.wheeling)
         self._trades: list[Trade] = []
         self._band = PriceBand(config.breaker_bps, config.breaker_window_ms)
         self._reference = ReferenceBand(config.breaker_bps, config.reference_epochs)
+        self.config = config
+
+    @property
+    def config(self) -> MarketConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: MarketConfig) -> None:
+        """Operators change parameters (`Trading.set_parameters`) while the market runs:
+        the next order sees the new fee, bounds and breaker limits (what the hot path
+        keeps of them follows here). The mechanism and the wheeling zones stay the ones
+        the market was made with."""
+        self._config = config
+        self._fee_bps = config.fee_bps
+        self._band.configure(config.breaker_bps, config.breaker_window_ms)
+        self._reference.bps = config.breaker_bps
 
     # -- orders -------------------------------------------------------------------------
 
@@ -155,97 +169,109 @@ class Market:
         quantity = order.quantity_wh
         price = order.price
         owner = order.owner
-        cfg = self.config
+        cfg = self._config
         live_orders = self._live.get(owner)
         if (
             self.halted is not None
             or oid in orders
-            or not 0 < quantity <= cfg.max_quantity_wh
-            or not cfg.min_price <= price <= cfg.max_price
+            or quantity <= 0
+            or quantity > cfg.max_quantity_wh
+            or price < cfg.min_price
+            or price > cfg.max_price
             or live_orders
         ):
             self.validate(order)  # raises with the code, or the owner's orders pass
             live_orders = self._live.get(owner)  # validate keeps only the live ones
-        self._seq = seq = self._seq + 1
-        order.seq = seq
+        order.seq = self._seq = self._seq + 1
         orders[oid] = order
         book = self._book
         buying = order.is_buy
         if buying:
-            levels, limit = book.pool_asks, price
+            other, limit = book.pool_asks, price
         else:
-            levels, limit = book.pool_bids, -price
-        heap = levels.heap
+            other, limit = book.pool_bids, -price
+        heap = other.heap
         remaining = quantity
         trades: list[Trade] = []
-        if heap and heap[0] <= limit:  # the best key may be a dead level: the loop sees
-            by_key = levels.levels
-            live = LIVE_STATUSES
-            new = _new_tuple
-            band = self._band
-            bps = band.bps
-            lows, highs = band.lows, band.highs
-            fee_bps = self._fee_bps
+        if heap and heap[0] <= limit:  # the best key may hold only dead orders: see below
+            by_key = other.levels
             zone = order.zone
-            lo = hi = first = 0
-            level: deque[Order] | None = None
+            fee_bps = self._fee_bps
+            band = self._band
+            lows = band.lows
             stopped = False
-            while remaining:
-                while heap:
-                    level = by_key[heap[0]]
-                    while level and level[0].status not in live:
-                        level.popleft()
-                    if level:
+            while True:
+                level = by_key[heap[0]]
+                h = level[0]
+                resting = level[h]
+                if resting.status not in _LIVE:  # cancelled: skip the dead, drop a drained level
+                    h += 1
+                    end = len(level)
+                    while h < end and level[h].status not in _LIVE:
+                        h += 1
+                    if h < end:
+                        level[0] = h
+                    else:
+                        del by_key[heappop(heap)]
+                        if not heap:
+                            break
+                    if heap[0] > limit:
                         break
-                    del by_key[heappop(heap)]
-                if not heap or heap[0] > limit or level is None:
-                    break
-                resting = level[0]
+                    continue
                 at = resting.price
-                if not trades:  # band.window(now_ms), inlined
-                    horizon = now_ms - band.window_ms
-                    while lows and lows[0][0] < horizon:
-                        lows.popleft()
-                    while highs and highs[0][0] < horizon:
-                        highs.popleft()
-                    lo, hi = (lows[0][1], highs[0][1]) if lows else (at, at)
+                if not trades:  # the breaker's window, read once for this order
+                    if now_ms - band.window_ms > band.fresh_until or not lows:
+                        band.window(now_ms)  # expire what is old; the summary follows
+                    if lows:
+                        lo, hi, top, bottom = band.lo, band.hi, band.top, band.bottom
+                    else:
+                        lo = hi = at
+                        top, bottom = band.limits(at, at)
+                    if at > top or at < bottom:
+                        stopped = True
+                        break
                     first = at
-                if (at - lo) * 10_000 > bps * lo or (hi - at) * 10_000 > bps * hi:
+                    # the later prices of this order are monotonic (best level first): the
+                    # window's far end stays, so only the first price can move lo or hi
+                    if at < lo:
+                        top, bottom = band.limits(at, hi)
+                    elif at > hi:
+                        top, bottom = band.limits(lo, at)
+                elif at > top or at < bottom:
                     stopped = True
+                    at = trades[-1].price  # the last price traded, for the record
                     break
-                if at < lo:
-                    lo = at
-                elif at > hi:
-                    hi = at
                 q = resting.quantity_wh - resting.filled_wh
                 if q > remaining:
-                    q = remaining
-                    resting.filled_wh += q
+                    resting.filled_wh += remaining
                     resting.status = _PARTIAL
+                    q = remaining
+                    remaining = 0
                 else:
                     resting.filled_wh = resting.quantity_wh
                     resting.status = _FILLED
-                    level.popleft()
-                remaining -= q
+                    remaining -= q
+                    h += 1
+                    if h < len(level):
+                        level[0] = h
+                    else:
+                        del by_key[heappop(heap)]
                 if buying:
                     trade = (oid, resting.id, owner, resting.owner, zone, resting.zone,
                              q, at, 0, fee_bps)  # fmt: skip
                 else:
                     trade = (resting.id, oid, resting.owner, owner, resting.zone, zone,
                              q, at, 0, fee_bps)  # fmt: skip
-                trades.append(new(Trade, trade))
+                trades.append(_new_tuple(Trade, trade))
+                if not remaining or not heap or heap[0] > limit:
+                    break
             if trades:
                 order.filled_wh = quantity - remaining
                 order.status = _PARTIAL if remaining else _FILLED
-                last = trades[-1].price
-                # band.record(now_ms, min(first, last), max(first, last)), inlined
-                low, high = (first, last) if first < last else (last, first)
-                while lows and lows[-1][1] >= low:
-                    lows.pop()
-                lows.append((now_ms, low))
-                while highs and highs[-1][1] <= high:
-                    highs.pop()
-                highs.append((now_ms, high))
+                low, high = (first, at) if buying else (at, first)  # `at`: the last traded
+                # `not band.covers(now_ms, low, high)`, inlined
+                if not (lows and band.fresh_until >= now_ms and band.lo <= low and high <= band.hi):
+                    band.record(now_ms, low, high)
                 self._trades.extend(trades)
             if stopped:
                 order.status = _CANCELLED
@@ -254,14 +280,15 @@ class Market:
         if remaining:
             if order.tif is not _GFE:
                 order.status = _CANCELLED
-            else:  # rests: book.rest(order), inlined
-                side = book.pool_bids if buying else book.pool_asks
-                key = -price if buying else price
-                resting_at = side.levels.get(key)
-                if resting_at is None:
-                    resting_at = side.levels[key] = deque()
-                    heappush(side.heap, key)
-                resting_at.append(order)
+            else:  # rests: book.rest(order), inlined; the key is minus the other side's
+                own = book.pool_bids if buying else book.pool_asks
+                key = -limit  # one int object for the heap and the dict: found by identity
+                at_level = own.levels.get(key)
+                if at_level is None:
+                    own.levels[key] = [1, order]
+                    heappush(own.heap, key)
+                else:
+                    at_level.append(order)
                 book.rested = True
                 if live_orders is None:
                     self._live[owner] = [order]
