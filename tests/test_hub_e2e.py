@@ -16,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from databases import database
-from hubproc import RUNNING, hub_cli, stop_running
+from hubproc import RUNNING, amqtt_process, hub_cli, stop_running
 from nacl.signing import SigningKey
 from services import (
     FIRMWARE,
@@ -252,32 +252,19 @@ def test_bench_hub_prints_its_figures() -> None:
 
 class Amqtt:
     """The embedded broker (amqtt, what `make run` uses) in a process of its own, so a test
-    can kill it: it keeps sessions and retained messages in memory only."""
+    can kill it: it keeps sessions and retained messages in memory only. Its output goes to
+    a file (hubproc.LoggedProcess): a pipe nobody reads could fill and stall it."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[str] | None = None
+        self.process, self.port = amqtt_process(directory)
 
     def start(self) -> Amqtt:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gridtokenx.hub", "broker", "--port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        RUNNING.append(self.proc)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "ready" in line:
-                break
+        self.process.start()
         return self
 
     def stop(self) -> None:  # a crash: everything it held is gone
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self.process.kill()
 
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
@@ -331,7 +318,7 @@ def test_firmware_loses_nothing_when_hub_and_broker_die(
                         "min_backoff_ms": 100,
                         "max_backoff_ms": 500,
                     },
-                    "interval_s": 2.05,  # whole-second ts: strictly later if a cycle runs late
+                    "interval_s": 1.05,  # a late cycle waits for the next second (app.py)
                     "ack_timeout_s": 1,
                     "heartbeat_s": 2,
                     "data_dir": str(flash),
