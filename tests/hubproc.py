@@ -55,15 +55,25 @@ class LoggedProcess:
         self.log = directory / f"{name}.log"
         self.log.touch()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._start = 0  # the log's size when the process was launched last
 
     def start(self) -> LoggedProcess:
-        start = self.log.stat().st_size
+        return self.launch().wait_ready()
+
+    def launch(self) -> LoggedProcess:
+        """Start the process without waiting for it (several can start side by side)."""
+        self._start = self.log.stat().st_size
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.args, cwd=self.directory, stdout=out, stderr=subprocess.STDOUT
             )
         RUNNING.append(self.proc)  # type: ignore[arg-type]
-        _wait_for_line(self.proc, self.log, start, self.ready)
+        return self
+
+    def wait_ready(self) -> LoggedProcess:
+        """Wait until the process launched last printed its ready line."""
+        assert self.proc is not None
+        _wait_for_line(self.proc, self.log, self._start, self.ready)
         return self
 
     def kill(self) -> None:

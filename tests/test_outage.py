@@ -86,6 +86,58 @@ def test_firmware_never_stamps_two_readings_in_one_second(tmp_path: Path) -> Non
     assert stamps == sorted(set(stamps)), stamps  # strictly increasing
 
 
+def test_a_meter_done_reading_takes_each_ack_as_it_comes(tmp_path: Path) -> None:
+    """A meter that took its last reading (tests' `max_readings`) with a backlog in its
+    ring, e.g. after the hub was down: it went on polling for acks, not only every
+    `ack_timeout_s` (here 600 s, longer than the test may take): the backlog drains as
+    fast as the hub acknowledges."""
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    make_keys([tmp_path / "mtr-done"])
+    store = HubStore(connect(db))
+    public = bytes.fromhex((tmp_path / "mtr-done" / "meter.pub").read_text().strip())
+    store.add_meter("mtr-done", public, status=MeterStatus.APPROVED)
+    broker = Mosquitto(tmp_path / "broker").start()
+    hub = hub_process(db, broker.port, tmp_path / "hub").start()  # its session: kept
+    chip = EmulatedChip("pzem004t", 1)
+    chip.update(import_wh=5_000)
+    try:
+        with ChipServer([chip]) as server:
+            config = tmp_path / "meter.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "meter_id": "mtr-done",
+                        "uart": {"tcp": server.address, "timeout_ms": 50},
+                        "broker": {"host": "127.0.0.1", "port": broker.port},
+                        "interval_s": 1.05,
+                        "ack_timeout_s": 600,
+                        "heartbeat_s": 600,
+                        "data_dir": str(tmp_path / "mtr-done"),
+                    }
+                )
+            )
+            hub.kill()  # the meter's readings wait in its ring (and one at the broker)
+            meter = subprocess.Popen(
+                [micropython(), str(FIRMWARE / "main.py"), str(config), "4"],
+                env=mpy_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            RUNNING.append(meter)
+            wait_for(lambda: ring_tail(tmp_path / "mtr-done") == 4)
+            time.sleep(1.5)  # past its next reading's time: only acks to wait for
+            hub.start()
+            out, _ = meter.communicate(timeout=60)  # without the fix: 600 s
+            assert meter.returncode == 0, out
+        assert [r["seq"] for r in store.readings_of("mtr-done")] == [4, 3, 2, 1]
+        assert store.counts() == {"accepted": 4}
+    finally:
+        hub.stop()
+        broker.stop()
+        store.engine.dispose()
+
+
 HUB_DOWN_S = 120  # the hub killed -9 for two minutes
 BROKER_DOWN_S = 60  # the broker killed -9 for one
 FIRST_FAULT_S = 10  # the meters publish this long before the first fault
@@ -113,13 +165,21 @@ class Site:
     backlog: dict[str, int] = field(default_factory=dict)  # ring lengths before recovery
 
     def start_broker(self) -> None:
+        self.launch_broker()
+        if isinstance(self.broker, LoggedProcess):
+            self.broker.wait_ready()
+
+    def launch_broker(self) -> None:
         if self.broker is None:
             if self.broker_kind == "mosquitto":
                 self.broker = Mosquitto(self.directory / "mosquitto")
                 self.port = self.broker.port
             else:
                 self.broker, self.port = amqtt_process(self.directory / "amqtt")
-        self.broker.start()
+        if isinstance(self.broker, Mosquitto):
+            self.broker.start()  # listening within a few ms
+        else:
+            self.broker.launch()
 
     def kill_broker(self) -> None:
         """kill -9 for both: Mosquitto loses what it had not saved, amqtt everything."""
@@ -133,9 +193,14 @@ class Site:
             self.broker.kill()
 
     def start_hub(self) -> None:
+        self.launch_hub()
+        assert self.hub is not None
+        self.hub.wait_ready()
+
+    def launch_hub(self) -> None:
         if self.hub is None:
             self.hub = hub_process(self.db, self.port, self.directory / "hub")
-        self.hub.start()
+        self.hub.launch()
 
     def kill_hub(self) -> None:
         assert self.hub is not None
@@ -154,15 +219,10 @@ class Site:
             self.backlog[meter_id] = ring["tail"] - ring["head"]
 
     def register_meters(self) -> None:
-        """Each meter's first boot makes its key; the installer approves its public key."""
-        self.ids = ids = [f"{self.name}-{k}" for k in range(METERS)]
-        run_micropython(
-            "from gtx import store, keys\n"
-            f"for d in {[str(self.flash(m)) for m in ids]!r}:\n"
-            "    store.makedirs(d); keys.load_or_create(d)\n"
-        )
+        """Approve each meter's public key, as the installer does (make_keys made them)."""
+        self.ids = [f"{self.name}-{k}" for k in range(METERS)]
         store = HubStore(connect(self.db))
-        for meter_id in ids:
+        for meter_id in self.ids:
             public = bytes.fromhex((self.flash(meter_id) / "meter.pub").read_text().strip())
             store.add_meter(meter_id, public, status=MeterStatus.APPROVED)
         store.engine.dispose()
@@ -227,6 +287,15 @@ class Site:
         return [f"{self.name}: {p}" for p in problems]
 
 
+def make_keys(flashes: list[Path]) -> None:
+    """Each meter's first boot makes its key (one MicroPython run for them all)."""
+    run_micropython(
+        "from gtx import store, keys\n"
+        f"for d in {[str(f) for f in flashes]!r}:\n"
+        "    store.makedirs(d); keys.load_or_create(d)\n"
+    )
+
+
 @pytest.fixture(autouse=True)
 def no_orphans() -> Iterator[None]:
     yield
@@ -275,18 +344,9 @@ def test_minutes_of_hub_and_broker_outages_lose_nothing(tmp_path: Path) -> None:
         ("both-mosquitto", "mosquitto", "sqlite"),
     ]
     with ExitStack() as stack:
-        sites = []
-        for name, broker, kind in plan:
-            directory = tmp_path / name
-            directory.mkdir()
-            db = stack.enter_context(database(kind, directory))
-            site = Site(name, broker, db, directory)
-            site.register_meters()
-            site.start_broker()
-            site.start_hub()
-            sites.append(site)
+        sites: list[Site] = []
 
-        def clean_up() -> None:  # first, before the databases go
+        def clean_up() -> None:  # (a database is dropped WITH (FORCE), even if in use)
             stop_running()
             for site in sites:
                 for server in site.chips:
@@ -295,6 +355,22 @@ def test_minutes_of_hub_and_broker_outages_lose_nothing(tmp_path: Path) -> None:
                     site.broker.stop()
 
         stack.callback(clean_up)
+        for name, broker, kind in plan:
+            directory = tmp_path / name
+            directory.mkdir()
+            db = stack.enter_context(database(kind, directory))
+            sites.append(Site(name, broker, db, directory))
+        make_keys([s.flash(f"{s.name}-{k}") for s in sites for k in range(METERS)])
+        for site in sites:  # the slow starts side by side
+            site.register_meters()
+            site.launch_broker()
+        for site in sites:
+            if isinstance(site.broker, LoggedProcess):
+                site.broker.wait_ready()
+            site.launch_hub()
+        for site in sites:
+            assert site.hub is not None
+            site.hub.wait_ready()
         for site in sites:
             site.start_meters()
         t0 = time.monotonic()
@@ -388,6 +464,15 @@ def embedded(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     broker = EmbeddedBroker(port, auth_dir=tmp_path / "auth").start()
     yield port, passwords
     broker.stop()
+
+
+def ring_tail(flash: Path) -> int:
+    """How many readings the meter has taken (its ring's tail), -1 before it wrote one."""
+    try:
+        tail: int = json.loads((flash / "ring.json").read_text())["tail"]
+    except (OSError, ValueError):  # not yet, or being replaced
+        return -1
+    return tail
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:

@@ -185,9 +185,8 @@ def run(config_path: str, max_readings: int = 0, image: tuple = (0, b"", False))
     while True:
         wdt.feed()
         now = time.ticks_ms()
-        due = time.ticks_diff(now, next_read) >= 0 and not (
-            max_readings and meter.readings >= max_readings
-        )
+        taken = max_readings and meter.readings >= max_readings  # tests: no more to read
+        due = not taken and time.ticks_diff(now, next_read) >= 0
         if due and meter.ready():  # else: still the last reading's second, wait for it
             due = False
             next_read = time.ticks_add(next_read, interval_ms)
@@ -207,10 +206,15 @@ def run(config_path: str, max_readings: int = 0, image: tuple = (0, b"", False))
         ):
             reported_fault = meter.fault
             next_beat = time.ticks_add(now, heartbeat_ms)
-        if max_readings and meter.readings >= max_readings and flushed and not len(meter.ring):
+        if taken and flushed and not len(meter.ring):
             meter.heartbeat()
             meter.uplink.close()
             return meter
-        wait = 50 if due else min(time.ticks_diff(next_read, time.ticks_ms()), 200)
+        if due:  # in the last reading's second
+            wait = 50
+        elif taken:  # only acks to wait for (next_read is past and stays so)
+            wait = 200
+        else:
+            wait = min(time.ticks_diff(next_read, time.ticks_ms()), 200)
         if wait > 0:
             meter.idle(wait)
