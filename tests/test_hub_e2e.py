@@ -333,7 +333,13 @@ def test_firmware_loses_nothing_when_hub_and_broker_die(
             text=True,
         )
         RUNNING.append(meter)  # type: ignore[arg-type]
-        wait_until(lambda: store.counts().get("accepted", 0) >= 3)
+        try:
+            wait_until(lambda: store.counts().get("accepted", 0) >= 3)
+        except TimeoutError:  # say why
+            meter.kill()
+            raise AssertionError(
+                f"{store.counts()} meter: {meter.communicate()[0][-3000:]} hub: {hub.stop()}"
+            ) from None
         hub.kill()
         time.sleep(2.0)  # the meter goes on reading and publishing to the broker
         any_broker.stop()
