@@ -16,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from databases import database
-from hubproc import RUNNING, hub_cli, stop_running
+from hubproc import RUNNING, amqtt_process, hub_cli, stop_running
 from nacl.signing import SigningKey
 from services import (
     FIRMWARE,
@@ -79,6 +79,15 @@ class Hub:
                 str(self.broker.port),
                 "--min-interval-s",
                 "0",
+                # its own web port and key (not 8080 and ./var, shared with any other hub)
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(self.http_port),
+                "--key-file",
+                str(self.key_file),
+                "--archive-dir",
+                str(self.key_file.parent / "archive"),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -257,32 +266,19 @@ def test_bench_hub_prints_its_figures() -> None:
 
 class Amqtt:
     """The embedded broker (amqtt, what `make run` uses) in a process of its own, so a test
-    can kill it: it keeps sessions and retained messages in memory only."""
+    can kill it: it keeps sessions and retained messages in memory only. Its output goes to
+    a file (hubproc.LoggedProcess): a pipe nobody reads could fill and stall it."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[str] | None = None
+        self.process, self.port = amqtt_process(directory)
 
     def start(self) -> Amqtt:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gridtokenx.hub", "broker", "--port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        RUNNING.append(self.proc)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "ready" in line:
-                break
+        self.process.start()
         return self
 
     def stop(self) -> None:  # a crash: everything it held is gone
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self.process.kill()
 
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
@@ -336,7 +332,7 @@ def test_firmware_loses_nothing_when_hub_and_broker_die(
                         "min_backoff_ms": 100,
                         "max_backoff_ms": 500,
                     },
-                    "interval_s": 2.05,  # whole-second ts: strictly later if a cycle runs late
+                    "interval_s": 1.05,  # a late cycle waits for the next second (app.py)
                     "ack_timeout_s": 1,
                     "heartbeat_s": 2,
                     "data_dir": str(flash),
@@ -351,7 +347,13 @@ def test_firmware_loses_nothing_when_hub_and_broker_die(
             text=True,
         )
         RUNNING.append(meter)  # type: ignore[arg-type]
-        wait_until(lambda: store.counts().get("accepted", 0) >= 3)
+        try:
+            wait_until(lambda: store.counts().get("accepted", 0) >= 3)
+        except TimeoutError:  # say why
+            meter.kill()
+            raise AssertionError(
+                f"{store.counts()} meter: {meter.communicate()[0][-3000:]} hub: {hub.stop()}"
+            ) from None
         hub.kill()
         time.sleep(2.0)  # the meter goes on reading and publishing to the broker
         any_broker.stop()

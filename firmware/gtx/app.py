@@ -68,6 +68,7 @@ class Meter:
         # reading waiting for the hub's ack
         self.fault = ""
         self.last_read_ms: _TicksMs | None = None
+        self.last_ts = -1  # the last reading's ts: the next one must be stamped later
         self.readings = 0
 
     def _status(self, fault: str) -> bytes:
@@ -84,8 +85,18 @@ class Meter:
         )
         return reading.seal(message, reading.STATUS_DOMAIN, self.seed, self.public)
 
+    def ready(self) -> bool:
+        """True once the clock has left the last reading's second. Timestamps are whole
+        seconds and the hub refuses a reading not stamped after the one before it
+        (`backdated`), so a late cycle followed by one on time waits for the next second
+        instead of making a reading the hub refuses."""
+        return clock.now()[0] > self.last_ts
+
     def measure(self) -> bool:
-        """One reading into the ring; a chip fault is remembered for the next status."""
+        """One reading into the ring; a chip fault is remembered for the next status.
+        False, and nothing taken, while not ready()."""
+        if not self.ready():
+            return False
         now_ms = time.ticks_ms()
         if self.last_read_ms is None:
             interval = int(self.cfg["interval_s"])
@@ -108,6 +119,7 @@ class Meter:
         )
         self.ring.append(reading.seal(message, reading.READING_DOMAIN, self.seed, self.public), seq)
         self.last_read_ms = now_ms
+        self.last_ts = ts
         self.readings += 1
         return True
 
@@ -173,9 +185,10 @@ def run(config_path: str, max_readings: int = 0, image: tuple = (0, b"", False))
     while True:
         wdt.feed()
         now = time.ticks_ms()
-        if time.ticks_diff(now, next_read) >= 0 and not (
-            max_readings and meter.readings >= max_readings
-        ):
+        taken = max_readings and meter.readings >= max_readings  # tests: no more to read
+        due = not taken and time.ticks_diff(now, next_read) >= 0
+        if due and meter.ready():  # else: still the last reading's second, wait for it
+            due = False
             next_read = time.ticks_add(next_read, interval_ms)
             if time.ticks_diff(now, next_read) > 0:  # we fell behind: do not burst
                 next_read = time.ticks_add(now, interval_ms)
@@ -193,10 +206,15 @@ def run(config_path: str, max_readings: int = 0, image: tuple = (0, b"", False))
         ):
             reported_fault = meter.fault
             next_beat = time.ticks_add(now, heartbeat_ms)
-        if max_readings and meter.readings >= max_readings and flushed and not len(meter.ring):
+        if taken and flushed and not len(meter.ring):
             meter.heartbeat()
             meter.uplink.close()
             return meter
-        wait = min(time.ticks_diff(next_read, time.ticks_ms()), 200)
+        if due:  # in the last reading's second
+            wait = 50
+        elif taken:  # only acks to wait for (next_read is past and stays so)
+            wait = 200
+        else:
+            wait = min(time.ticks_diff(next_read, time.ticks_ms()), 200)
         if wait > 0:
             meter.idle(wait)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -83,6 +85,46 @@ class RegistryAcl(BaseTopicPlugin):  # type: ignore[misc]
         return allowed(table.get(session.username, []), topic)
 
 
+class _Snapshots(dict[str, Any]):
+    """amqtt's table of subscriptions (filter -> subscribers), iterated over a snapshot.
+
+    amqtt 0.12 walks this table while awaiting: a broadcast asks the topic plugins about
+    each subscriber, a connecting client is sent the retained messages filter by filter. A
+    client subscribing meanwhile adds a filter, and the walk raised `RuntimeError:
+    dictionary changed size during iteration` (seen when 50 meters connect at once): the
+    rest of that broadcast was dropped, its message never delivered to the subscribers not
+    yet reached. A snapshot sees the filters as they were when the walk began."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(dict.keys(self)))
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(dict.items(self))
+
+
+def _broker_class() -> type:
+    from amqtt.broker import Broker
+
+    class SafeBroker(Broker):  # type: ignore[misc]
+        """amqtt's Broker with two fixes (tests/test_outage.py shows both)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._subscriptions = _Snapshots()
+
+        async def _publish_retained_messages_for_subscription(
+            self, subscription: tuple[str, int], session: Session
+        ) -> None:
+            """Retained messages for one of the session's own filters only. On every
+            connection amqtt offers each filter any client subscribed to, so a meter
+            was sent every meter's retained status and ack, past the ACL."""
+            mine = self._subscriptions.get(subscription[0], ())
+            if any(s.client_id == session.client_id for s, _ in mine):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return SafeBroker
+
+
 class EmbeddedBroker:
     """amqtt in a background thread: MQTT without installing Mosquitto."""
 
@@ -93,8 +135,7 @@ class EmbeddedBroker:
         self._broker: object | None = None
 
     def start(self) -> EmbeddedBroker:
-        from amqtt.broker import Broker
-
+        broker_class = _broker_class()
         self._thread.start()
         config: dict[str, object] = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}
@@ -107,7 +148,7 @@ class EmbeddedBroker:
             }
 
         async def start() -> None:
-            broker = Broker(config, loop=self._loop)
+            broker = broker_class(config, loop=self._loop)
             await broker.start()
             self._broker = broker
 
