@@ -161,9 +161,9 @@ def test_the_wallet_signs_only_what_it_was_asked_for() -> None:
     from solders.keypair import Keypair
     from solders.message import Message
 
+    from gridtokenx.cli.wallet import approval_problem, retire_problem
     from gridtokenx.ledger.backend import memo
     from gridtokenx.ledger.tokens import Mint
-    from gridtokenx.wallet_cli import approval_problem, retire_problem
 
     me, delegate, thief, payer = (Keypair().pubkey() for _ in range(4))
     grx, thb = Mint(None, Keypair().pubkey(), 3), Mint(None, Keypair().pubkey(), 6)  # type: ignore[arg-type]
