@@ -20,12 +20,10 @@ from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 
-from gridtokenx.accounts import Accounts
-from gridtokenx.api.app import create_app
+from gridtokenx.bootstrap import Settings, build
 from gridtokenx.ledger.oracle import hub_check
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import cbor
 from gridtokenx.wire.envelope import seal
@@ -48,18 +46,20 @@ class Site:
     def __init__(
         self, data: Path, url: str | None, clock: Clock, auto_approve: bool = True, **market: Any
     ) -> None:
-        self.platform = Platform(data, url)
-        config = MarketConfig(breaker_bps=NO_BREAKER, **market)
-        self.trading = Trading(self.platform, config, EPOCH_S, clock)
-        self.accounts = Accounts(self.platform.books, b"k" * 32)
-        self.app = create_app(
-            self.platform,
-            ADMIN,
-            self.trading,
-            self.accounts,
-            limits_per_minute=(100_000, 100_000),
+        settings = Settings(
+            data,
+            url,
+            MarketConfig(breaker_bps=NO_BREAKER, **market),
+            EPOCH_S,
+            admin_token=ADMIN,
             auto_approve=auto_approve,
+            jwt_secret=b"k" * 32,
+            limits_per_minute=(100_000, 100_000),
         )
+        instance = build(settings, clock)  # the composition root `platform run` uses
+        self.platform, self.trading = instance.platform, instance.trading
+        self.accounts = instance.accounts
+        self.app = instance.app()
         self.client = TestClient(self.app)
 
     def close(self) -> None:

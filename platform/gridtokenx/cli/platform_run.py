@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from gridtokenx.cli.common import fail
-from gridtokenx.keynames import user_key
 from gridtokenx.market.config import Mechanism
 
 app = typer.Typer(help="The platform service: API, co-signer, ledger.", no_args_is_help=True)
@@ -49,80 +48,40 @@ def platform_run(
 
     import uvicorn
 
-    from gridtokenx.accounts import Accounts
-    from gridtokenx.api.app import create_app
+    from gridtokenx.bootstrap import Settings, build
     from gridtokenx.ledger.keystore import KeystoreError
     from gridtokenx.market.config import MarketConfig
-    from gridtokenx.ratelimit import from_env
-    from gridtokenx.service import Platform
-    from gridtokenx.trading import Trading
+    from gridtokenx.sim.grid import GridError
 
     os.umask(0o077)  # books, keystore, chain log: personal data and keys, owner only
-    try:
-        platform = Platform(data, database)
-    except KeystoreError as err:
-        fail(str(err))
-    view = None
-    if grid:
-        from gridtokenx.gridview import GridView
-        from gridtokenx.sim.grid import GridError, load_simbench
-
-        try:
-            view = GridView(load_simbench(grid))
-        except GridError as err:
-            fail(str(err))
-    election = None
-    if platform.books.dialect.name != "sqlite":  # any number of instances: one sequencer
-        from gridtokenx.adapters.election import Election
-
-        election = Election(platform.books, campaign=scheduler)
-    trading = Trading(
-        platform,
-        MarketConfig(mechanism=Mechanism(mechanism)),
-        epoch_s,
-        grid=view,
-        sequencer=election is None,
+    settings = Settings.from_env(
+        data=data,
+        database=database,
+        market=MarketConfig(mechanism=Mechanism(mechanism)),
+        epoch_s=epoch_s,
+        grid=grid,
+        elect=True,  # on PostgreSQL any number of instances: one sequencer
+        campaign=scheduler,
+        demo_grant=demo_grant_thb * 1_000_000,
+        auto_approve=auto_approve,
     )
-    accounts = Accounts(platform.books, bytes(platform.keys.ensure("jwt"))[:32])
-    from gridtokenx.governing import Governing
-
-    fee = Governing(platform, trading).apply_fee()  # the governance threshold's, if any
+    try:
+        instance = build(settings)
+    except (KeystoreError, GridError) as err:
+        fail(str(err))
+    platform, trading, election = instance.platform, instance.trading, instance.election
     typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
-    if fee is not None:
-        typer.echo(f"platform: market fee {fee} bps, from the chain's governance decision")
+    if instance.fee is not None:  # the governance threshold's
+        typer.echo(f"platform: market fee {instance.fee} bps, from the chain's governance decision")
     typer.echo(
         "platform: sign-ups are "
         + ("approved at once (--auto-approve)" if auto_approve else "pending until approved")
     )
-    app_ = create_app(
-        platform,
-        os.environ.get("GTX_ADMIN_TOKEN") or None,
-        trading,
-        accounts,
-        from_env(os.environ.get("REDIS_URL")),
-        redis_url=os.environ.get("REDIS_URL") or None,
-        demo_grant=demo_grant_thb * 1_000_000,
-        auto_approve=auto_approve,
-    )
+    app_ = instance.app()
     from gridtokenx.hub import logs
 
     logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines, request ids
     logs.install(app_)
-    admin_password = os.environ.get("GTX_DEMO_ADMIN_PASSWORD")
-    if admin_password:  # the demo's operator account
-        from contextlib import suppress
-
-        from gridtokenx.accounts import AuthError
-
-        with suppress(AuthError):  # made at an earlier start
-            accounts.register(
-                "admin@gridtokenx.local",
-                admin_password,
-                "admin",
-                platform.keys.ensure(user_key("admin")).pubkey(),
-                True,
-                user_id="admin",
-            )
     stop = threading.Event()
     if agents:
         from gridtokenx.agents import Agents
