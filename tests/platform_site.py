@@ -34,6 +34,11 @@ EPOCH_S = 900.0
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 
 
+def admin_h() -> dict[str, str]:
+    """The admin token's header, a fresh dict each call."""
+    return dict(ADMIN_H)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_790_000_000.0 + 10
@@ -44,8 +49,16 @@ class Clock:
 
 class Site:
     def __init__(
-        self, data: Path, url: str | None, clock: Clock, auto_approve: bool = True, **market: Any
+        self,
+        data: Path,
+        url: str | None,
+        clock: Clock,
+        auto_approve: bool = True,
+        limiter: Any = None,
+        limits_per_minute: tuple[int, int] | None = (100_000, 100_000),
+        **market: Any,
     ) -> None:
+        """`limits_per_minute` None: the defaults (GTX_LIMIT_PER_USER/_PER_IP)."""
         settings = Settings(
             data,
             url,
@@ -54,12 +67,12 @@ class Site:
             admin_token=ADMIN,
             auto_approve=auto_approve,
             jwt_secret=b"k" * 32,
-            limits_per_minute=(100_000, 100_000),
+            limits_per_minute=limits_per_minute,
         )
         instance = build(settings, clock)  # the composition root `platform run` uses
         self.platform, self.trading = instance.platform, instance.trading
         self.accounts = instance.accounts
-        self.app = instance.app()
+        self.app = instance.app(limiter)
         self.client = TestClient(self.app)
 
     def close(self) -> None:

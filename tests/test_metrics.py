@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from platform_site import EPOCH_S, Clock, Site, fund, signup
 from prometheus_client.parser import text_string_to_metric_families
 from test_hub_outbox import setup as served_hub  # noqa: F401 - a fixture: hub + served platform
-from test_platform_api import EPOCH_S, Clock, Site, fund, signup
 
 from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.hub.web import HubContext

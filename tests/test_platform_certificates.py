@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
+from platform_site import ADMIN, Clock, admin_h, signup
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
-from test_platform_api import ADMIN, Clock, admin_h, signup
 
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app

@@ -307,8 +307,8 @@ def test_the_agents_log_a_failed_round_and_keep_trading(
 ) -> None:
     import threading
 
+    from platform_site import Clock, Site, fund, signup
     from sqlalchemy import create_engine
-    from test_platform_api import Clock, Site, fund, signup
 
     from gridtokenx.agents import Agents
 

@@ -18,7 +18,7 @@ from gridtokenx.accounts import Accounts, AuthError
 from gridtokenx.governing import Governing
 from gridtokenx.keynames import user_key
 from gridtokenx.market.config import MarketConfig
-from gridtokenx.ratelimit import from_env
+from gridtokenx.ratelimit import Limiter, from_env
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
 
@@ -74,8 +74,9 @@ class Instance:
     election: Election | None  # None: this instance is the sequencer (SQLite, or not elected)
     fee: int | None  # the fee of the chain's last governance decision, applied at start
 
-    def app(self, **options: Any) -> FastAPI:
-        """The HTTP app over these parts (`options`: create_app's limits and sizes)."""
+    def app(self, limiter: Limiter | None = None, **options: Any) -> FastAPI:
+        """The HTTP app over these parts: rate limits in Redis with `redis_url`, else in
+        memory, unless a `limiter` is given; `options`: create_app's sizes."""
         from gridtokenx.api.app import create_app
 
         s = self.settings
@@ -84,7 +85,7 @@ class Instance:
             s.admin_token,
             self.trading,
             self.accounts,
-            from_env(s.redis_url),
+            limiter or from_env(s.redis_url),
             redis_url=s.redis_url,
             demo_grant=s.demo_grant,
             auto_approve=s.auto_approve,
