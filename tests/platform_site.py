@@ -150,7 +150,12 @@ def served(app: FastAPI) -> Iterator[str]:
 
 
 def hub_batch(
-    hub: SigningKey, meter: SigningKey, meter_id: str, epoch: int, exports: list[int]
+    hub: SigningKey,
+    meter: SigningKey,
+    meter_id: str,
+    epoch: int,
+    exports: list[int],
+    imports: list[int] | None = None,
 ) -> tuple[Any, bytes, list[tuple[bytes, bytes]]]:
     """A hub's batch of one meter's signed readings: (header, hub signature, readings)."""
     readings = []
@@ -160,7 +165,7 @@ def hub_batch(
                 meter_id,
                 epoch * 10 + k,
                 1_790_000_000 + epoch * 900 + k * 300,
-                0,
+                imports[k] if imports else 0,
                 export,
                 300,
                 2300,
@@ -183,3 +188,23 @@ def hub_signatures(hub: SigningKey, proposals: Any, evidence: Any) -> list[bytes
         hub_check(Message.from_bytes(bytes(p.message)), evidence)
         out.append(bytes(key.sign_message(bytes(p.message))))
     return out
+
+
+def submit(
+    platform: Platform,
+    hub: SigningKey,
+    meter: SigningKey,
+    epoch: int,
+    exports: list[int],
+    imports: list[int] | None = None,
+) -> None:
+    """A hub's batch of meter m-1 through the co-signer, as the outbox sends it."""
+    from gridtokenx.ledger.oracle import Evidence
+
+    header, signature, readings = hub_batch(hub, meter, "m-1", epoch, exports, imports)
+    encoded = wire_batch.encode_header(header)
+    out = platform.receive_batch("hub-1", epoch, encoded, signature, readings)
+    if out.state == "done":  # everything already on the chain
+        return
+    evidence = Evidence(header, signature, tuple(readings))
+    platform.sign_batch("hub-1", epoch, hub_signatures(hub, out.proposals, evidence))

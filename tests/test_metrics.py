@@ -147,7 +147,7 @@ def test_every_dashboard_query_names_an_exported_metric(
 
 
 def test_hub_per_meter_metrics(tmp_path: Path) -> None:
-    from test_hub_rules import KEY, NOW, ingest, reading, sealed
+    from hub_readings import KEY, NOW, ingest, reading, sealed
 
     from gridtokenx.hub.rules import MeterStatus
 
@@ -198,8 +198,8 @@ def test_cosigning_a_hub_batch_is_timed_and_a_refusal_counted(
 
 
 def test_hub_ingest_counts_verdicts_and_reasons_and_times_batches(tmp_path: Path) -> None:
+    from hub_readings import KEY, NOW, reading, sealed
     from nacl.signing import SigningKey
-    from test_hub_rules import KEY, NOW, reading, sealed
 
     from gridtokenx.hub.ingest import Ingestor
     from gridtokenx.hub.mqtt import MqttIngest

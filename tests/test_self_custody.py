@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from platform_site import ADMIN_H, EPOCH_S, Clock, Site, fund, served, signup
+from platform_site import ADMIN_H, EPOCH_S, Clock, Site, fund, served, signup, submit
 from services import gridtokenx
 from solders.pubkey import Pubkey
-from test_platform_certificates import submit
 
 from gridtokenx import audit
 from gridtokenx.keynames import user_key
