@@ -122,3 +122,14 @@ def test_only_the_command_line_modules_import_typer() -> None:
     assert found <= cli_package | hub_cli, sorted(found - cli_package - hub_cli)
     assert "platform/gridtokenx/cli/__init__.py" in found  # the rule sees the imports
     assert not (ROOT / "platform" / "gridtokenx" / "cli.py").exists()
+
+
+def test_no_test_module_imports_another() -> None:
+    """What several test modules share lives in tests/conftest.py (fixtures) or a helper
+    module beside it (platform_site.py, outbox_site.py, mqtt_auth.py, ...), never in a
+    test module: each module's tests are found in one file."""
+    tests = ROOT / "tests"
+    modules = {p.stem for p in tests.glob("test_*.py")}
+    for path in tests.glob("*.py"):
+        imported = {n.split(".")[0] for n in imports_of_files([path])}
+        assert not imported & modules, (path.name, sorted(imported & modules))

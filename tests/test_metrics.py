@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from platform_site import EPOCH_S, Clock, Site, fund, signup
 from prometheus_client.parser import text_string_to_metric_families
-from test_hub_outbox import setup as served_hub  # noqa: F401 - a fixture: hub + served platform
 
 from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.hub.web import HubContext
@@ -170,10 +169,10 @@ def test_hub_per_meter_metrics(tmp_path: Path) -> None:
 
 
 def test_cosigning_a_hub_batch_is_timed_and_a_refusal_counted(
-    served_hub: dict[str, Any],  # noqa: F811 - the fixture imported above
+    served_hub: dict[str, Any],  # the fixture of tests/conftest.py
 ) -> None:
     import httpx
-    from test_hub_outbox import HUB_TOKEN, NOW, feed
+    from outbox_site import HUB_TOKEN, NOW, feed
 
     from gridtokenx.hub import batches
     from gridtokenx.hub.outbox import Outbox
