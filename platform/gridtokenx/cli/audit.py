@@ -5,11 +5,29 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from gridtokenx.cli.common import fail
+
+
+def _site(data: Path, database: str | None) -> tuple[Any, Any]:
+    """A site's ledger deployment and books, read by the commands below (exit 2 with a
+    message when there is no deployment or the keystore does not open)."""
+    from gridtokenx import books
+    from gridtokenx.ledger.deployment import Deployment
+    from gridtokenx.ledger.keystore import KeystoreError
+    from gridtokenx.ledger.site import open_keystore, open_ledger
+
+    if not (data / "deployment.json").exists():
+        fail(f"no ledger deployment in {data} (deployment.json is missing)")
+    try:
+        keys = open_keystore(data)
+    except KeystoreError as err:
+        fail(str(err))
+    dep = Deployment.load(open_ledger(data, keys), keys, data / "deployment.json")
+    return dep, books.connect(database or f"sqlite:///{data / 'books.db'}")
 
 
 def audit_command(
@@ -23,20 +41,9 @@ def audit_command(
     ] = None,
 ) -> None:
     """Replay the chain and the books; exit 0 only when everything reconciles."""
-    from gridtokenx import audit, books
-    from gridtokenx.ledger.deployment import Deployment
-    from gridtokenx.ledger.keystore import KeystoreError
-    from gridtokenx.ledger.site import open_keystore, open_ledger
+    from gridtokenx import audit
 
-    if not (data / "deployment.json").exists():
-        fail(f"no ledger deployment in {data} (deployment.json is missing)")
-    try:
-        keys = open_keystore(data)
-    except KeystoreError as err:
-        fail(str(err))
-    ledger = open_ledger(data, keys)
-    dep = Deployment.load(ledger, keys, data / "deployment.json")
-    engine = books.connect(database or f"sqlite:///{data / 'books.db'}")
+    dep, engine = _site(data, database)
     report = audit.run(dep, engine, archive_dir or data / "archive")
     typer.echo(json.dumps(report.as_dict(), indent=1))
     raise typer.Exit(0 if report.ok else 1)
@@ -56,19 +63,9 @@ def retention_command(
 ) -> None:
     """Archive (with Merkle proofs) and prune the books' readings of minted batches older
     than DAYS days; `gridtokenx audit` still traces their mints from the archive."""
-    from gridtokenx import books, retention
-    from gridtokenx.ledger.deployment import Deployment
-    from gridtokenx.ledger.keystore import KeystoreError
-    from gridtokenx.ledger.site import open_keystore, open_ledger
+    from gridtokenx import retention
 
-    if not (data / "deployment.json").exists():
-        fail(f"no ledger deployment in {data} (deployment.json is missing)")
-    try:
-        keys = open_keystore(data)
-    except KeystoreError as err:
-        fail(str(err))
-    dep = Deployment.load(open_ledger(data, keys), keys, data / "deployment.json")
-    engine = books.connect(database or f"sqlite:///{data / 'books.db'}")
+    dep, engine = _site(data, database)
     directory = archive_dir or data / "archive"
     os.umask(0o077)
     pruned = retention.prune(engine, dep.ledger.history(), directory, days)
