@@ -133,3 +133,28 @@ def test_no_test_module_imports_another() -> None:
     for path in tests.glob("*.py"):
         imported = {n.split(".")[0] for n in imports_of_files([path])}
         assert not imported & modules, (path.name, sorted(imported & modules))
+
+
+def test_every_data_file_of_a_package_is_installed() -> None:
+    """A non-editable install (a wheel, the Docker image) carries only what package-data
+    names: each page template, script and migration template is matched by a pattern of its
+    package (or of "*"), which setuptools reads relative to the package's directory."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    directories = {name: ROOT / path for name, path in config["package-dir"].items()}
+    data = config["package-data"]
+    tracked = subprocess.run(
+        ["git", "ls-files", *PORTIONS], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    checked = 0
+    for rel in tracked:
+        path = ROOT / rel
+        if path.suffix == ".py" or path.name == "README.md":
+            continue
+        owners = [n for n, d in directories.items() if d in path.parents]
+        assert owners, rel  # a data file outside every package is never installed
+        package = max(owners, key=lambda n: len(str(directories[n])))  # the innermost
+        base = directories[package]
+        patterns = [*data.get("*", []), *data.get(package, [])]
+        assert any(path in set(base.glob(p)) for p in patterns), (rel, package)
+        checked += 1
+    assert checked >= 14  # templates, live.js, the migration templates
