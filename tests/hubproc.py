@@ -106,3 +106,54 @@ def amqtt_process(directory: Path) -> tuple[LoggedProcess, int]:
     port = free_port()
     args = [sys.executable, "-m", "gridtokenx.hub", "broker", "--port", str(port)]
     return LoggedProcess(args, directory, "amqtt", "ready"), port
+
+
+class HubProcess:
+    """`gridtokenx-hub run` on a broker's port, in a process of its own (listed in RUNNING);
+    `start` returns once it is subscribed and serving, `stop` gives all it printed."""
+
+    def __init__(self, db: str, mqtt_port: int, *extra: str) -> None:
+        self.db, self.mqtt_port, self.extra = db, mqtt_port, extra
+        self.proc: subprocess.Popen[str] | None = None
+        self.banner: list[str] = []  # what it printed until ready
+
+    def start(self) -> HubProcess:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridtokenx.hub",
+                "run",
+                "--database",
+                self.db,
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--min-interval-s",
+                "0",
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        RUNNING.append(self.proc)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # until it is subscribed and serving
+            self.banner.append(line)
+            if "ready" in line:
+                break
+        assert self.proc.poll() is None, "".join(self.banner)
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no handler runs."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> str:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return "".join(self.banner) + out

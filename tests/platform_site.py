@@ -20,12 +20,10 @@ from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 
-from gridtokenx.accounts import Accounts
-from gridtokenx.api.app import create_app
+from gridtokenx.bootstrap import Settings, build
 from gridtokenx.ledger.oracle import hub_check
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import cbor
 from gridtokenx.wire.envelope import seal
@@ -34,6 +32,11 @@ from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 ADMIN = "admin-" + "a" * 30
 EPOCH_S = 900.0
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def admin_h() -> dict[str, str]:
+    """The admin token's header, a fresh dict each call."""
+    return dict(ADMIN_H)
 
 
 class Clock:
@@ -52,21 +55,26 @@ class Site:
         clock: Clock,
         auto_approve: bool = True,
         kyc_url: str | None = None,
+        limiter: Any = None,
+        limits_per_minute: tuple[int, int] | None = (100_000, 100_000),
         **market: Any,
     ) -> None:
-        self.platform = Platform(data, url)
-        config = MarketConfig(breaker_bps=NO_BREAKER, **market)
-        self.trading = Trading(self.platform, config, EPOCH_S, clock)
-        self.accounts = Accounts(self.platform.books, b"k" * 32)
-        self.app = create_app(
-            self.platform,
-            ADMIN,
-            self.trading,
-            self.accounts,
-            limits_per_minute=(100_000, 100_000),
+        """`limits_per_minute` None: the defaults (GTX_LIMIT_PER_USER/_PER_IP)."""
+        settings = Settings(
+            data,
+            url,
+            MarketConfig(breaker_bps=NO_BREAKER, **market),
+            EPOCH_S,
+            admin_token=ADMIN,
             auto_approve=auto_approve,
             kyc_url=kyc_url,
+            jwt_secret=b"k" * 32,
+            limits_per_minute=limits_per_minute,
         )
+        instance = build(settings, clock)  # the composition root `platform run` uses
+        self.platform, self.trading = instance.platform, instance.trading
+        self.accounts = instance.accounts
+        self.app = instance.app(limiter)
         self.client = TestClient(self.app)
 
     def close(self) -> None:
@@ -144,7 +152,12 @@ def served(app: FastAPI) -> Iterator[str]:
 
 
 def hub_batch(
-    hub: SigningKey, meter: SigningKey, meter_id: str, epoch: int, exports: list[int]
+    hub: SigningKey,
+    meter: SigningKey,
+    meter_id: str,
+    epoch: int,
+    exports: list[int],
+    imports: list[int] | None = None,
 ) -> tuple[Any, bytes, list[tuple[bytes, bytes]]]:
     """A hub's batch of one meter's signed readings: (header, hub signature, readings)."""
     readings = []
@@ -154,7 +167,7 @@ def hub_batch(
                 meter_id,
                 epoch * 10 + k,
                 1_790_000_000 + epoch * 900 + k * 300,
-                0,
+                imports[k] if imports else 0,
                 export,
                 300,
                 2300,
@@ -177,3 +190,23 @@ def hub_signatures(hub: SigningKey, proposals: Any, evidence: Any) -> list[bytes
         hub_check(Message.from_bytes(bytes(p.message)), evidence)
         out.append(bytes(key.sign_message(bytes(p.message))))
     return out
+
+
+def submit(
+    platform: Platform,
+    hub: SigningKey,
+    meter: SigningKey,
+    epoch: int,
+    exports: list[int],
+    imports: list[int] | None = None,
+) -> None:
+    """A hub's batch of meter m-1 through the co-signer, as the outbox sends it."""
+    from gridtokenx.ledger.oracle import Evidence
+
+    header, signature, readings = hub_batch(hub, meter, "m-1", epoch, exports, imports)
+    encoded = wire_batch.encode_header(header)
+    out = platform.receive_batch("hub-1", epoch, encoded, signature, readings)
+    if out.state == "done":  # everything already on the chain
+        return
+    evidence = Evidence(header, signature, tuple(readings))
+    platform.sign_batch("hub-1", epoch, hub_signatures(hub, out.proposals, evidence))

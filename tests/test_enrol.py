@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mqtt_auth import AuthAmqtt, login
 from nacl.signing import SigningKey
-from test_broker_auth import AuthAmqtt, login
 
 from gridtokenx.hub import credentials
 from gridtokenx.hub.enrol import Enrolment, enrol

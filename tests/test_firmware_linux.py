@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -21,7 +20,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from hubproc import RUNNING, hub_cli, stop_running
+import simday
+from hubproc import HubProcess, hub_cli, stop_running
 from services import (
     FIRMWARE,
     ROOT,
@@ -56,46 +56,14 @@ def no_orphan_hubs() -> Iterator[None]:
     stop_running()
 
 
-class Hub:
-    """`gridtokenx-hub run` in a process of its own."""
+class Hub(HubProcess):
+    """The hub on its own HTTP port, its key beside its database, started at once."""
 
     def __init__(self, db: str, port: int, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gridtokenx.hub",
-                "run",
-                "--database",
-                db,
-                "--mqtt-port",
-                str(port),
-                "--http-port",
-                str(free_port()),
-                "--key-file",
-                str(Path(db.removeprefix("sqlite:///")).with_name("hub.key")),
-                "--min-interval-s",
-                "0",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        RUNNING.append(self.proc)
-        assert self.proc.stdout is not None
-        self.banner: list[str] = []
-        for line in self.proc.stdout:  # until it is subscribed and serving
-            self.banner.append(line)
-            if "ready" in line:
-                break
-        assert self.proc.poll() is None, "".join(self.banner)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return "".join(self.banner) + out
+        key_file = Path(db.removeprefix("sqlite:///")).with_name("hub.key")
+        http = ("--http-port", str(free_port()), "--key-file", str(key_file))
+        super().__init__(db, port, *http, *extra)
+        self.start()
 
 
 def make_key_linux(data: Path) -> str:
@@ -584,57 +552,12 @@ def test_systemd_watchdog_and_readiness_reach_notify_socket(tmp_path: Path) -> N
 def test_sim_run_serial_puts_each_chip_on_a_pty_read_by_linux_meters(tmp_path: Path) -> None:
     """`gridtokenx sim run --serial`: the grid's emulated chips on serial lines, each read
     by the firmware as a Raspberry Pi runs it; what they sign is what the physics did."""
-    import threading
-
-    from gridtokenx.sim.run import run
-    from gridtokenx.wire.reading import READING_DOMAIN, decode
-
-    broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port).start()
-    try:
-        physics = run(
-            "1-LV-semiurb4--0-sw",
-            2,
-            4_320.0,
-            "127.0.0.1",
-            broker.port,
-            tmp_path / "sim",
-            1.0,
-            96 * 160,
-            threading.Event(),
-            duration=12,
-            record=True,
-            ack=False,  # no hub: the broker's PUBACK frees a reading
-            serial=True,
-        )
-    finally:
-        collector.stop()
-        broker.stop()
-    keys = {
-        meter_id: bytes.fromhex(public)
-        for meter_id, public, _bus in (
-            line.split("\t") for line in (tmp_path / "sim" / "meters.tsv").read_text().splitlines()
-        )
-    }
+    physics, messages = simday.day(tmp_path, 2, 12, serial=True)
+    keys = simday.registered(tmp_path / "sim" / "meters.tsv")
     for meter_id in keys:
         config = json.loads((tmp_path / "sim" / f"{meter_id}.json").read_text())
         assert config["uart"]["device"].startswith("/dev/pts/")
-    seen: dict[str, list[tuple[int, int]]] = {}
-    for topic, payload in collector.messages:
-        if topic.endswith("/reading"):
-            raw, signature = envelope.unwrap(payload)
-            meter_id = topic.split("/")[3]
-            envelope.verify(raw, signature, READING_DOMAIN, keys[meter_id])
-            r = decode(raw)
-            seen.setdefault(meter_id, []).append((r.import_wh, r.export_wh))
-    assert set(seen) == set(keys)
-    for index, home in enumerate(physics.homes):
-        states = {regs[index] for _, _, regs in physics.log}
-        states.add((home.base_import, home.base_export))
-        published = seen[home.home.meter_id]
-        assert len(published) >= 3
-        assert all(p in states for p in published)  # what the chip showed at some instant
-        assert published == sorted(published)
+    simday.assert_registers_follow_the_physics(physics, simday.signed_readings(messages, keys))
 
 
 def test_a_site_as_shipped_pi_meter_over_tls_with_its_own_login(
@@ -718,6 +641,34 @@ def test_a_site_as_shipped_pi_meter_over_tls_with_its_own_login(
     store.engine.dispose()
 
 
+def _tcp_meter(
+    tmp_path: Path, meter_id: str, chip: str, broker_port: int, readings: int
+) -> subprocess.CompletedProcess[str]:
+    """The Linux firmware reading an SDM120 (unit 3) behind an RTU-over-TCP converter at
+    `chip` (host:port), publishing `readings` readings to the broker, then exiting."""
+    config = tmp_path / "meter.json"
+    config.write_text(
+        json.dumps(
+            {
+                "meter_id": meter_id,
+                "chip": "sdm120",
+                "unit": 3,
+                "uart": {"tcp": chip, "timeout_ms": 50},
+                "broker": {"host": "127.0.0.1", "port": broker_port},
+                "interval_s": 0.3,
+                "data_dir": str(tmp_path / "flash"),
+                "ack": False,
+            }
+        )
+    )
+    return subprocess.run(
+        [sys.executable, str(LINUX_MAIN), str(config), str(readings)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_linux_meter_reads_an_rtu_over_tcp_converter_too(tmp_path: Path) -> None:
     """A uart with "tcp" on Linux is a serial-to-Ethernet converter: gtx/port.py's TcpUart,
     under CPython."""
@@ -729,27 +680,7 @@ def test_linux_meter_reads_an_rtu_over_tcp_converter_too(tmp_path: Path) -> None
     collector = Collector(broker.port).start()
     try:
         with ChipServer([chip]) as server:
-            config = tmp_path / "meter.json"
-            config.write_text(
-                json.dumps(
-                    {
-                        "meter_id": "mtr-tcp",
-                        "chip": "sdm120",
-                        "unit": 3,
-                        "uart": {"tcp": server.address, "timeout_ms": 50},
-                        "broker": {"host": "127.0.0.1", "port": broker.port},
-                        "interval_s": 0.3,
-                        "data_dir": str(tmp_path / "flash"),
-                        "ack": False,
-                    }
-                )
-            )
-            done = subprocess.run(
-                [sys.executable, str(LINUX_MAIN), str(config), "2"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            done = _tcp_meter(tmp_path, "mtr-tcp", server.address, broker.port, 2)
             assert done.returncode == 0, done.stdout + done.stderr
         payloads = collector.wait_for("reading", 2)
     finally:
@@ -790,27 +721,7 @@ def test_a_linux_meter_refuses_an_offered_update_and_says_how_it_is_updated(
     chip.update(import_wh=55_000, export_wh=4_400)
     try:
         with ChipServer([chip]) as server:
-            config = tmp_path / "meter.json"
-            config.write_text(
-                json.dumps(
-                    {
-                        "meter_id": "mtr-pi",
-                        "chip": "sdm120",
-                        "unit": 3,
-                        "uart": {"tcp": server.address, "timeout_ms": 50},
-                        "broker": {"host": "127.0.0.1", "port": broker.port},
-                        "interval_s": 0.3,
-                        "data_dir": str(tmp_path / "flash"),
-                        "ack": False,
-                    }
-                )
-            )
-            done = subprocess.run(
-                [sys.executable, str(LINUX_MAIN), str(config), "3"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            done = _tcp_meter(tmp_path, "mtr-pi", server.address, broker.port, 3)
         assert done.returncode == 0, done.stdout + done.stderr
         statuses = collector.wait_for("status", 1)
         collector.wait_for("reading", 3)

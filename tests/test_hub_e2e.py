@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from databases import database
-from hubproc import RUNNING, amqtt_process, hub_cli, stop_running
+from hubproc import RUNNING, HubProcess, amqtt_process, hub_cli, stop_running
 from nacl.signing import SigningKey
 from services import (
     FIRMWARE,
@@ -59,59 +57,23 @@ def no_orphan_hubs() -> Iterator[None]:
     stop_running()
 
 
-class Hub:
-    def __init__(self, db: str, broker: Mosquitto, epoch_s: int = 900) -> None:
-        self.db, self.broker, self.epoch_s = db, broker, epoch_s
+class Hub(HubProcess):
+    def __init__(self, db: str, broker: Mosquitto) -> None:
         self.http_port = free_port()
-        self.key_file = broker.directory.parent / "hub.key"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> Hub:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gridtokenx.hub",
-                "run",
-                "--database",
-                self.db,
-                "--mqtt-port",
-                str(self.broker.port),
-                "--min-interval-s",
-                "0",
-                # its own web port and key (not 8080 and ./var, shared with any other hub)
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                str(self.http_port),
-                "--key-file",
-                str(self.key_file),
-                "--archive-dir",
-                str(self.key_file.parent / "archive"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        key_file = broker.directory.parent / "hub.key"
+        # its own web port and key (not 8080 and ./var, shared with any other hub)
+        super().__init__(
+            db,
+            broker.port,
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--key-file",
+            str(key_file),
+            "--archive-dir",
+            str(key_file.parent / "archive"),
         )
-        RUNNING.append(self.proc)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # wait until it is subscribed
-            if "ready" in line:
-                break
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> str:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read()
 
 
 def wait_until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]

@@ -5,132 +5,17 @@ crash after the chain accepted a batch submits it twice."""
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
-from databases import database
-from nacl.signing import SigningKey
+from outbox_site import HUB_TOKEN, NOW, feed
 from services import free_port
 from solders.keypair import Keypair
 from sqlalchemy import select, update
 
-from gridtokenx.api.app import create_app
 from gridtokenx.hub import batches, schema
-from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.outbox import Outbox
-from gridtokenx.hub.rules import MeterStatus, RuleConfig
-from gridtokenx.hub.store import HubStore, connect
-from gridtokenx.service import Platform
-from gridtokenx.wire import envelope
-from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
-from gridtokenx.wire.topics import reading_topic
-
-NOW = 1_767_225_600
-METERS = {f"m{k}": SigningKey(bytes([k + 1]) * 32) for k in range(3)}
-ADMIN, HUB_TOKEN = "admin-token-" + "x" * 20, "hub-token-" + "y" * 20
-
-
-class Server:
-    """The platform served over real HTTP on 127.0.0.1, in this process."""
-
-    def __init__(self, platform: Platform) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(
-            create_app(platform, ADMIN), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-@pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
-    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
-    with database("sqlite", tmp_path) as url:
-        store = HubStore(connect(url))
-        for meter_id, key in METERS.items():
-            store.add_meter(meter_id, bytes(key.verify_key), status=MeterStatus.APPROVED)
-        hub_key = batches.hub_key(tmp_path / "hub.key")
-        platform = Platform(tmp_path / "platform")
-        server = Server(platform)
-        owners = {m: Keypair().pubkey() for m in METERS}
-        with httpx.Client(base_url=server.url) as admin:
-            auth = {"Authorization": f"Bearer {ADMIN}"}
-            r = admin.post(
-                "/api/v1/admin/hubs",
-                headers=auth,
-                json={
-                    "hub_id": "hub-001",
-                    "public_key": bytes(hub_key.verify_key).hex(),
-                    "token": HUB_TOKEN,
-                },
-            )
-            assert r.status_code == 201, r.text
-            for m, key in METERS.items():
-                r = admin.post(
-                    "/api/v1/admin/meters",
-                    headers=auth,
-                    json={
-                        "meter_id": m,
-                        "public_key": bytes(key.verify_key).hex(),
-                        "owner": str(owners[m]),
-                    },
-                )
-                assert r.status_code == 201, r.text
-            assert admin.post("/api/v1/admin/meters", json={}).status_code == 401
-            bad = admin.post(
-                "/api/v1/admin/meters",
-                headers=auth,
-                json={"meter_id": "x", "public_key": "00", "owner": "y"},
-            )
-            assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
-        yield {
-            "store": store,
-            "key": hub_key,
-            "platform": platform,
-            "server": server,
-            "owners": owners,
-        }
-        server.stop()
-
-
-def feed(store: HubStore, seqs: range, received_at: int) -> None:
-    hub = Ingestor(store, RuleConfig(), clock=lambda: received_at)
-    messages = []
-    for seq in seqs:
-        for meter_id, key in METERS.items():
-            r = Reading(
-                meter_id,
-                seq,
-                NOW - 3600 + seq * 900,
-                100 + seq,
-                1_000 * seq,
-                900,
-                2300,
-                0,
-                1000,
-                5000,
-            )
-            messages.append(
-                (reading_topic(meter_id), envelope.seal(encode(r), READING_DOMAIN, key))
-            )
-    assert all(d.accepted for d in hub.ingest(messages))
+from gridtokenx.hub.store import HubStore
 
 
 def states(store: HubStore) -> list[tuple[int, str, int]]:
@@ -142,9 +27,9 @@ def states(store: HubStore) -> list[tuple[int, str, int]]:
         ]
 
 
-def test_batches_reach_the_chain_once_through_the_platform(setup: dict[str, Any]) -> None:
+def test_batches_reach_the_chain_once_through_the_platform(served_hub: dict[str, Any]) -> None:
     store, key, platform, server, owners = (
-        setup[k] for k in ("store", "key", "platform", "server", "owners")
+        served_hub[k] for k in ("store", "key", "platform", "server", "owners")
     )
     feed(store, range(1, 4), NOW)
     batches.build(store, "hub-001", 1, NOW + 1, key)
@@ -185,10 +70,10 @@ def test_batches_reach_the_chain_once_through_the_platform(setup: dict[str, Any]
 
 
 def test_crash_between_the_chain_and_the_hub_and_an_outage_lose_nothing(
-    setup: dict[str, Any],
+    served_hub: dict[str, Any],
 ) -> None:
     store, key, platform, server, _owners = (
-        setup[k] for k in ("store", "key", "platform", "server", "owners")
+        served_hub[k] for k in ("store", "key", "platform", "server", "owners")
     )
     feed(store, range(1, 3), NOW)
     batches.build(store, "hub-001", 1, NOW + 1, key)
@@ -217,8 +102,8 @@ def test_crash_between_the_chain_and_the_hub_and_an_outage_lose_nothing(
     assert [s for _, s, _ in states(store)] == ["submitted", "submitted"]
 
 
-def test_platform_refuses_a_forged_reading_and_a_wrong_token(setup: dict[str, Any]) -> None:
-    store, key, platform, server = (setup[k] for k in ("store", "key", "platform", "server"))
+def test_platform_refuses_a_forged_reading_and_a_wrong_token(served_hub: dict[str, Any]) -> None:
+    store, key, platform, server = (served_hub[k] for k in ("store", "key", "platform", "server"))
     feed(store, range(1, 3), NOW)
     batches.build(store, "hub-001", 1, NOW + 1, key)
     assert Outbox(store, key, server.url, "wrong-token-" + "z" * 20).run_once()["pending"] == 1

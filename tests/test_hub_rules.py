@@ -9,27 +9,13 @@ from pathlib import Path
 import cbor2
 import pytest
 from databases import database
+from hub_readings import KEY, NOW, ingest, reading, sealed
 from nacl.signing import SigningKey
 
-from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import MeterStatus, RuleConfig, Verdict
 from gridtokenx.hub.store import HubStore, RegistrationError, connect
-from gridtokenx.wire import envelope
-from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
+from gridtokenx.wire.reading import READING_DOMAIN, encode
 from gridtokenx.wire.topics import reading_topic
-
-NOW = 1_767_225_600
-KEY = SigningKey(bytes(range(32)))
-
-
-def reading(
-    seq: int = 1, ts: int = NOW - 600, imp: int = 1_000, exp: int = 0, **kw: int
-) -> Reading:
-    return Reading("m1", seq, ts, imp, exp, 60, 2300, 1000, 1000, 5000, **kw)
-
-
-def sealed(r: Reading, key: SigningKey = KEY) -> bytes:
-    return envelope.seal(encode(r), READING_DOMAIN, key)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -40,11 +26,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
         s.add_meter("m1", bytes(KEY.verify_key), rated_power_w=5_000, status=MeterStatus.APPROVED)
         yield s
         engine.dispose()
-
-
-def ingest(store: HubStore, *payloads: bytes, topic: str = reading_topic("m1")) -> list[str]:
-    hub = Ingestor(store, RuleConfig(min_interval_s=10), clock=lambda: NOW)
-    return [d.reason or d.verdict.value for d in hub.ingest([(topic, p) for p in payloads])]
 
 
 def test_a_good_history_is_accepted_and_stored_unaltered(store: HubStore) -> None:

@@ -45,8 +45,12 @@ def test_every_package_directory_is_listed_in_pyproject() -> None:
 
 
 def imports_of(directory: Path) -> set[str]:
+    return imports_of_files(list(directory.rglob("*.py")))
+
+
+def imports_of_files(paths: list[Path]) -> set[str]:
     names: set[str] = set()
-    for path in directory.rglob("*.py"):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 names.add(node.module)
@@ -71,3 +75,86 @@ def test_services_and_adapters_import_no_web_framework() -> None:
         for name in imports_of(base / package):
             assert name.split(".")[0] not in {"fastapi", "starlette"}, (package, name)
             assert not name.startswith("gridtokenx.api"), (package, name)
+
+
+# what touches the world: files, processes, the network, databases, clocks, threads, logs
+IO_MODULES = {
+    "os", "pathlib", "shutil", "tempfile", "glob", "socket", "ssl", "select", "selectors",
+    "subprocess", "signal", "threading", "multiprocessing", "concurrent", "asyncio", "time",
+    "logging", "sqlite3", "urllib", "http", "sqlalchemy", "psycopg", "alembic", "redis",
+    "httpx", "requests", "paho", "amqtt", "serial", "solana", "solders", "spl", "fastapi",
+    "starlette", "uvicorn", "typer",
+}  # fmt: skip
+
+
+def test_the_market_engine_imports_no_io() -> None:
+    """gridtokenx.market is pure: orders in, outcomes out (its CSV reader parses text it is
+    given); it imports nothing that does I/O, and of the platform only the integer units
+    and the error hierarchy, which import no I/O either."""
+    base = ROOT / "platform" / "gridtokenx"
+    market = base / "market"
+    pure = {"gridtokenx.units", "gridtokenx.errors"}
+    for name in imports_of(market) | imports_of_files([base / "units.py", base / "errors.py"]):
+        assert name.split(".")[0] not in IO_MODULES, name
+        if name.startswith("gridtokenx"):
+            assert name.startswith("gridtokenx.market") or name in pure, name
+    for path in [*market.rglob("*.py"), base / "units.py", base / "errors.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"open", "print", "input"}, (path, node.func.id)
+
+
+def test_only_the_command_line_modules_import_typer() -> None:
+    """The platform's commands live in gridtokenx/cli/ (one module per group), the hub's in
+    its *cli modules; nothing else parses a command line."""
+    found = set()
+    for portion in PORTIONS:
+        for path in (ROOT / portion).rglob("*.py"):
+            if "typer" in {n.split(".")[0] for n in imports_of_files([path])}:
+                found.add(str(path.relative_to(ROOT)))
+    cli_package = {
+        str(p.relative_to(ROOT)) for p in (ROOT / "platform" / "gridtokenx" / "cli").glob("*.py")
+    }
+    hub = ROOT / "gateway-hub" / "gridtokenx" / "hub"
+    hub_cli = {str((hub / f"{n}.py").relative_to(ROOT)) for n in ("cli", "cli_common")}
+    hub_cli |= {str(p.relative_to(ROOT)) for p in hub.glob("*_cli.py")}
+    hub_cli.add(str((hub / "backupcli.py").relative_to(ROOT)))
+    assert found <= cli_package | hub_cli, sorted(found - cli_package - hub_cli)
+    assert "platform/gridtokenx/cli/__init__.py" in found  # the rule sees the imports
+    assert not (ROOT / "platform" / "gridtokenx" / "cli.py").exists()
+
+
+def test_no_test_module_imports_another() -> None:
+    """What several test modules share lives in tests/conftest.py (fixtures) or a helper
+    module beside it (platform_site.py, outbox_site.py, mqtt_auth.py, ...), never in a
+    test module: each module's tests are found in one file."""
+    tests = ROOT / "tests"
+    modules = {p.stem for p in tests.glob("test_*.py")}
+    for path in tests.glob("*.py"):
+        imported = {n.split(".")[0] for n in imports_of_files([path])}
+        assert not imported & modules, (path.name, sorted(imported & modules))
+
+
+def test_every_data_file_of_a_package_is_installed() -> None:
+    """A non-editable install (a wheel, the Docker image) carries only what package-data
+    names: each page template, script and migration template is matched by a pattern of its
+    package (or of "*"), which setuptools reads relative to the package's directory."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    directories = {name: ROOT / path for name, path in config["package-dir"].items()}
+    data = config["package-data"]
+    tracked = subprocess.run(
+        ["git", "ls-files", *PORTIONS], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    checked = 0
+    for rel in tracked:
+        path = ROOT / rel
+        if path.suffix == ".py" or path.name == "README.md":
+            continue
+        owners = [n for n, d in directories.items() if d in path.parents]
+        assert owners, rel  # a data file outside every package is never installed
+        package = max(owners, key=lambda n: len(str(directories[n])))  # the innermost
+        base = directories[package]
+        patterns = [*data.get("*", []), *data.get(package, [])]
+        assert any(path in set(base.glob(p)) for p in patterns), (rel, package)
+        checked += 1
+    assert checked >= 14  # templates, live.js, the migration templates

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_platform_api import Clock, Site
+from platform_site import Clock, Site
 
 from gridtokenx.hub import logs
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from platform_site import EPOCH_S, Clock, Site, fund, signup
 from prometheus_client.parser import text_string_to_metric_families
-from test_hub_outbox import setup as served_hub  # noqa: F401 - a fixture: hub + served platform
-from test_platform_api import EPOCH_S, Clock, Site, fund, signup
 
 from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.hub.web import HubContext
@@ -147,7 +146,7 @@ def test_every_dashboard_query_names_an_exported_metric(
 
 
 def test_hub_per_meter_metrics(tmp_path: Path) -> None:
-    from test_hub_rules import KEY, NOW, ingest, reading, sealed
+    from hub_readings import KEY, NOW, ingest, reading, sealed
 
     from gridtokenx.hub.rules import MeterStatus
 
@@ -170,10 +169,10 @@ def test_hub_per_meter_metrics(tmp_path: Path) -> None:
 
 
 def test_cosigning_a_hub_batch_is_timed_and_a_refusal_counted(
-    served_hub: dict[str, Any],  # noqa: F811 - the fixture imported above
+    served_hub: dict[str, Any],  # the fixture of tests/conftest.py
 ) -> None:
     import httpx
-    from test_hub_outbox import HUB_TOKEN, NOW, feed
+    from outbox_site import HUB_TOKEN, NOW, feed
 
     from gridtokenx.hub import batches
     from gridtokenx.hub.outbox import Outbox
@@ -198,8 +197,8 @@ def test_cosigning_a_hub_batch_is_timed_and_a_refusal_counted(
 
 
 def test_hub_ingest_counts_verdicts_and_reasons_and_times_batches(tmp_path: Path) -> None:
+    from hub_readings import KEY, NOW, reading, sealed
     from nacl.signing import SigningKey
-    from test_hub_rules import KEY, NOW, reading, sealed
 
     from gridtokenx.hub.ingest import Ingestor
     from gridtokenx.hub.mqtt import MqttIngest

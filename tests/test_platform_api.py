@@ -10,36 +10,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import platform_site
 import pytest
 from databases import database
-from fastapi.testclient import TestClient
-from platform_site import ADMIN, EPOCH_S, Clock, fund, signup
+from platform_site import EPOCH_S, Clock, admin_h, fund, signup
 from services import unavailable
 from solders.keypair import Keypair
 from sqlalchemy import update
 
 from gridtokenx import auditlog
 from gridtokenx.accounts import Accounts
-from gridtokenx.api.app import create_app
-from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.ratelimit import MemoryLimiter, RedisLimiter
-from gridtokenx.service import Platform
 from gridtokenx.tables import audit_log
-from gridtokenx.trading import Trading
 
 
-class Site:
+class Site(platform_site.Site):
+    """The API's tests' site: the default rate limits, a limiter of the test's choosing."""
+
     def __init__(self, data: Path, url: str | None, clock: Clock, limiter: Any = None) -> None:
-        self.platform = Platform(data, url)
-        self.trading = Trading(self.platform, MarketConfig(breaker_bps=NO_BREAKER), EPOCH_S, clock)
-        self.accounts = Accounts(self.platform.books, b"k" * 32)
-        self.app = create_app(
-            self.platform, ADMIN, self.trading, self.accounts, limiter, auto_approve=True
-        )
-        self.client = TestClient(self.app)
-
-    def close(self) -> None:
-        self.platform.books.dispose()
+        super().__init__(data, url, clock, limiter=limiter, limits_per_minute=None)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,10 +43,6 @@ def site(
         s = Site(tmp_path / "platform", books_url, clock)
         yield s, clock, tmp_path / "platform", books_url
         s.close()
-
-
-def admin_h() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN}"}
 
 
 def test_accounts_tokens_and_auth_failures(site: tuple[Site, Clock, Path, str | None]) -> None:

@@ -9,65 +9,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
-from solders.keypair import Keypair
-from solders.message import Message
+from platform_site import ADMIN, Clock, admin_h, signup, submit
 from solders.pubkey import Pubkey
-from test_platform_api import ADMIN, Clock, admin_h, signup
 
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app
-from gridtokenx.ledger.oracle import hub_check
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
-from gridtokenx.wire import batch as wire_batch
-from gridtokenx.wire import cbor
-from gridtokenx.wire.envelope import seal
-from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
-
-
-def submit(
-    platform: Platform,
-    hub: SigningKey,
-    meter: SigningKey,
-    epoch: int,
-    exports: list[int],
-    imports: list[int] | None = None,
-) -> None:
-    """A hub's batch through the co-signer, as the outbox sends it."""
-    readings = []
-    for k, export in enumerate(exports):
-        raw = encode(
-            Reading(
-                "m-1",
-                epoch * 10 + k,
-                1_790_000_000 + epoch * 900 + k * 300,
-                imports[k] if imports else 0,
-                export,
-                300,
-                2300,
-                0,
-                1000,
-                5000,
-            )
-        )
-        readings.append((raw, bytes(cbor.loads(seal(raw, READING_DOMAIN, meter))[1])))
-    header = wire_batch.build("hub-1", epoch, [r for r, _ in readings])
-    signature = hub.sign(wire_batch.BATCH_DOMAIN + wire_batch.encode_header(header)).signature
-    out = platform.receive_batch(
-        "hub-1", epoch, wire_batch.encode_header(header), bytes(signature), readings
-    )
-    if out.state == "done":  # everything already on the chain
-        return
-    from gridtokenx.ledger.oracle import Evidence
-
-    evidence = Evidence(header, bytes(signature), tuple(readings))
-    key = Keypair.from_seed(bytes(hub))
-    sigs = []
-    for p in out.proposals:
-        hub_check(Message.from_bytes(bytes(p.message)), evidence)
-        sigs.append(bytes(key.sign_message(bytes(p.message))))
-    platform.sign_batch("hub-1", epoch, sigs)
 
 
 def test_certificates_for_verified_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_platform_api import ADMIN, EPOCH_S, Clock, fund, signup
+from platform_site import ADMIN, EPOCH_S, Clock, fund, signup
 
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app

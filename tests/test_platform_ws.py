@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from platform_site import ADMIN, Clock, Site, fund, signup
 from services import unavailable
 from starlette.websockets import WebSocketDisconnect
-from test_platform_api import ADMIN, Clock, Site, fund, signup
 
 from gridtokenx.api.app import create_app
 from gridtokenx.trading import Event

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from databases import database
 from fastapi.testclient import TestClient
+from outbox_site import ADMIN, HUB_TOKEN, METERS, NOW, Server, feed
 from services import gridtokenx
 from solders.keypair import Keypair
 from sqlalchemy import func, select
-from test_hub_outbox import ADMIN, HUB_TOKEN, METERS, NOW, Server, feed
 
 from gridtokenx import books
 from gridtokenx.hub import batches, retention, schema

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from platform_site import ADMIN_H, EPOCH_S, Clock, Site, fund, served, signup
+from platform_site import ADMIN_H, EPOCH_S, Clock, Site, fund, served, signup, submit
 from services import gridtokenx
 from solders.pubkey import Pubkey
-from test_platform_certificates import submit
 
 from gridtokenx import audit
 from gridtokenx.keynames import user_key
@@ -161,9 +160,9 @@ def test_the_wallet_signs_only_what_it_was_asked_for() -> None:
     from solders.keypair import Keypair
     from solders.message import Message
 
+    from gridtokenx.cli.wallet import approval_problem, retire_problem
     from gridtokenx.ledger.backend import memo
     from gridtokenx.ledger.tokens import Mint
-    from gridtokenx.wallet_cli import approval_problem, retire_problem
 
     me, delegate, thief, payer = (Keypair().pubkey() for _ in range(4))
     grx, thb = Mint(None, Keypair().pubkey(), 3), Mint(None, Keypair().pubkey(), 6)  # type: ignore[arg-type]

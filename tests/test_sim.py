@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import simday
 from services import Collector, Mosquitto
+from simday import registered
 
 from gridtokenx.sim.grid import STEP_S, load_simbench
 from gridtokenx.sim.meters import GridMeters
@@ -18,12 +20,6 @@ from gridtokenx.wire.reading import READING_DOMAIN, decode
 
 pytestmark = pytest.mark.slow
 NOON = 96 * 160 + 44
-
-
-def registered(path: Path) -> dict[str, bytes]:
-    """meters.tsv: meter id -> public key, as an installer would register them."""
-    rows = (line.split("\t") for line in path.read_text().splitlines())
-    return {meter_id: bytes.fromhex(public) for meter_id, public, _bus in rows}
 
 
 @pytest.fixture(scope="module")
@@ -52,49 +48,11 @@ def test_chip_registers_integrate_the_profile_exactly(grid) -> None:  # type: ig
 
 
 def test_a_day_of_physics_through_the_firmware_fleet(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port).start()
-    stop = threading.Event()
-    try:
-        # 20 s of wall clock at x4,320 is a whole day, from midnight
-        physics = run(
-            "1-LV-semiurb4--0-sw",
-            3,
-            4_320.0,
-            "127.0.0.1",
-            broker.port,
-            tmp_path / "sim",
-            1.0,
-            96 * 160,
-            stop,
-            duration=20,
-            record=True,
-            ack=False,  # no hub here to acknowledge: the broker's PUBACK frees a reading
-        )
-    finally:
-        collector.stop()
-        broker.stop()
-    keys = registered(tmp_path / "sim" / "meters.tsv")
-    seen: dict[str, list[tuple[int, int]]] = {}
-    for topic, payload in collector.messages:
-        if not topic.endswith("/reading"):
-            continue
-        raw, signature = envelope.unwrap(payload)
-        meter_id = topic.split("/")[3]
-        envelope.verify(raw, signature, READING_DOMAIN, keys[meter_id])
-        r = decode(raw)
-        assert 2000 <= r.voltage_dv <= 2600  # the power flow's voltage at the bus
-        seen.setdefault(meter_id, []).append((r.import_wh, r.export_wh))
-    assert set(seen) == set(keys)
-    for index, home in enumerate(physics.homes):
-        states = {regs[index] for _, _, regs in physics.log}
-        states.add((home.base_import, home.base_export))  # before the clock first moved
-        published = seen[home.home.meter_id]
-        assert len(published) >= 3
-        # every published register pair is a state the physics put on the chip ...
-        assert all(p in states for p in published)
-        # ... and they only grow, as energy accumulates
-        assert published == sorted(published)
+    physics, messages = simday.day(tmp_path, 3, 20)  # 20 s at x4,320: a day from midnight
+    seen = simday.signed_readings(messages, registered(tmp_path / "sim" / "meters.tsv"))
+    for readings in seen.values():  # the power flow's voltage at the bus
+        assert all(2000 <= r.voltage_dv <= 2600 for r in readings)
+    simday.assert_registers_follow_the_physics(physics, seen)
     assert np.isfinite(physics.sim_seconds) and physics.sim_seconds >= 0.9 * 86_400
 
 

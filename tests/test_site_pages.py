@@ -16,6 +16,7 @@ from platform_site import Clock, Site, signup
 from gridtokenx.sitetime import epoch_label, site_zone, zone_name
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_epoch_is_its_local_times_of_day_with_its_date() -> None:
@@ -65,5 +66,9 @@ def test_pages_show_site_times_and_are_kept_live(
         assert script.status_code == 200
         assert script.headers["content-type"].startswith("text/javascript")
         assert b"data-live" in script.content and b"http" not in script.content
+        # one copy of the script: the hub's file, which the hub's pages serve too
+        hub_file = ROOT / "gateway-hub" / "gridtokenx" / "hub" / "static" / "live.js"
+        assert script.content == hub_file.read_bytes()
+        assert not (ROOT / "platform" / "gridtokenx" / "api" / "pages" / "static").exists()
     finally:
         site.close()

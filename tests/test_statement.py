@@ -441,6 +441,32 @@ def test_the_documented_vector_verifies_and_each_alteration_is_named() -> None:
     )
 
 
+def test_a_mint_or_burn_of_an_unproved_meter_or_missing_fields_is_named() -> None:
+    """Mints and burns are read alike (one reader): a meter without proved readings is an
+    amount mismatch; of two missing fields, a burn names its `wh` first, a mint its memo
+    (its `wh` is checked only once its range holds)."""
+    doc = json.loads(VECTOR.read_text())
+    for kind, item, total in (
+        ("mints", "mint ghost:1000-3000", "minted_wh"),
+        ("burns", "burn ghost:100-102", "burned_wh"),
+    ):
+        altered = copy.deepcopy(doc)
+        altered["epochs"][0][kind][0]["meter_id"] = "ghost"
+        assert [(f.code, f.item, f.message) for f in verify(altered)] == [
+            ("amount_mismatch", f"epoch 1988888 {item}", "no proved readings of this meter"),
+            ("amount_mismatch", f"epoch 1988888 {total}", "recomputed 0"),
+        ]
+    for kind, item, missing in (
+        ("mints", "mint pv-1:1000-3000", "'memo'"),
+        ("burns", "burn pv-1:100-102", "'wh'"),
+    ):
+        altered = copy.deepcopy(doc)
+        del altered["epochs"][0][kind][0]["wh"], altered["epochs"][0][kind][0]["memo"]
+        assert [(f.code, f.item, f.message) for f in verify(altered)] == [
+            ("malformed_statement", f"epoch 1988888 {item}", f"missing {missing}")
+        ]
+
+
 def _paths(x: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     yield at
     items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()

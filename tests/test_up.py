@@ -251,7 +251,7 @@ def test_up_survives_429_and_a_killed_hub_restarts_on_its_data_and_audits(
         _wait_for(second, "GridTokenX is up", up, 480)
         # the embedded broker refuses anonymous clients; the meters (their new passwords
         # in their configs) and the hub (@hub) log in, and readings keep arriving
-        from test_broker_auth import login
+        from mqtt_auth import login
 
         assert login(mqtt_port, None, None) is False
         meter_config = _meter_configs(data)[0]
@@ -307,8 +307,8 @@ def test_the_agents_log_a_failed_round_and_keep_trading(
 ) -> None:
     import threading
 
+    from platform_site import Clock, Site, fund, signup
     from sqlalchemy import create_engine
-    from test_platform_api import Clock, Site, fund, signup
 
     from gridtokenx.agents import Agents
 

@@ -61,20 +61,21 @@ def run(epochs: int = YEAR_EPOCHS) -> dict[str, Any]:
 def _measure(data: Path, epochs: int) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
-    from gridtokenx.accounts import Accounts
-    from gridtokenx.api.app import create_app
-    from gridtokenx.service import Platform
-    from gridtokenx.trading import Trading
+    from gridtokenx.bootstrap import Settings, build
 
     os.environ.pop("SOLANA_RPC_URL", None)
     clock = _Clock()
-    platform = Platform(data)
-    trading = Trading(platform, epoch_s=EPOCH_S, clock=clock)
-    accounts = Accounts(platform.books, secrets.token_bytes(32))
-    admin = secrets.token_hex(16)
-    app = create_app(
-        platform, admin, trading, accounts, limits_per_minute=(10**9, 10**9), auto_approve=True
+    settings = Settings(
+        data,
+        epoch_s=EPOCH_S,
+        admin_token=secrets.token_hex(16),
+        auto_approve=True,
+        jwt_secret=secrets.token_bytes(32),
+        limits_per_minute=(10**9, 10**9),
     )
+    instance = build(settings, clock)
+    platform, trading = instance.platform, instance.trading
+    app = instance.app()
     client = TestClient(app)
     # the measured household signs up through the API (its page needs a login); the other
     # traders are custodial wallets made directly (a sign-up's password hash costs ~1 s)

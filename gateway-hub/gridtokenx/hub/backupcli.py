@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gridtokenx.hub import backup
+from gridtokenx.hub.cli_common import DatabaseOption
 from gridtokenx.hub.store import DEFAULT_URL
 
 
@@ -17,7 +18,6 @@ def fail(message: str) -> None:
 
 
 app = typer.Typer(help="Back up and restore the hub's database and key.", no_args_is_help=True)
-DatabaseOption = Annotated[str, typer.Option("--database", envvar="HUB_DATABASE_URL")]
 KeyFileOption = Annotated[Path, typer.Option(envvar="HUB_KEY_FILE")]
 
 

@@ -8,27 +8,19 @@ import typer
 
 from gridtokenx.hub import balances
 from gridtokenx.hub.balances import FeederError
+from gridtokenx.hub.cli_common import DatabaseOption, fail_coded
+from gridtokenx.hub.cli_common import open_store as _store
 from gridtokenx.hub.feeder import LossModel
-from gridtokenx.hub.store import DEFAULT_URL, HubStore, connect
+from gridtokenx.hub.store import DEFAULT_URL
 
 feeder_app = typer.Typer(
     help="The feeder reference meter, its balance, and held batches.", no_args_is_help=True
 )
-DatabaseOption = Annotated[str, typer.Option("--database", envvar="HUB_DATABASE_URL")]
 DEFAULTS = LossModel()
 
 
-def _store(url: str) -> HubStore:
-    try:
-        return HubStore(connect(url))
-    except Exception as exc:  # unreachable server, bad URL: a message, not a traceback
-        typer.echo(f"error: cannot open the hub database {url}: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 def _fail(err: FeederError) -> None:
-    typer.echo(f"error: {err.code}: {err.message}", err=True)
-    raise typer.Exit(2)
+    fail_coded(err.code, err.message)
 
 
 @feeder_app.command("set")

@@ -9,27 +9,16 @@ import typer
 from nacl.signing import VerifyKey
 
 from gridtokenx.hub import firmware, updates
+from gridtokenx.hub.cli_common import DatabaseOption
+from gridtokenx.hub.cli_common import fail_coded as _fail
+from gridtokenx.hub.cli_common import open_store as _store
 from gridtokenx.hub.firmware import FirmwareError
-from gridtokenx.hub.store import DEFAULT_URL, HubStore, connect
+from gridtokenx.hub.store import DEFAULT_URL
 
 firmware_app = typer.Typer(
     help="Firmware updates: publish signed images, list what the meters run.",
     no_args_is_help=True,
 )
-DatabaseOption = Annotated[str, typer.Option("--database", envvar="HUB_DATABASE_URL")]
-
-
-def _store(url: str) -> HubStore:
-    try:
-        return HubStore(connect(url))
-    except Exception as exc:  # unreachable server, bad URL: a message, not a traceback
-        typer.echo(f"error: cannot open the hub database {url}: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _fail(code: str, message: str) -> None:
-    typer.echo(f"error: {code}: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @firmware_app.command("publish")

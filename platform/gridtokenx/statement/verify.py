@@ -10,7 +10,7 @@ are in docs/statement.md; `chain.py` adds the ledger checks when a ledger is at 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,6 +315,25 @@ class Verifier:
             if _field(e, name, int, where) != value:
                 self.fail("amount_mismatch", f"{where} {name}", f"recomputed {value}")
 
+    def _ranged(
+        self, e: Any, kind: str, where: str, ranges: Mapping[str, _Range]
+    ) -> Iterator[tuple[Any, tuple[str, int, int], str, str, int, _Range]]:
+        """An epoch's mints or burns (`kind`) in their shape, each with its meter's proved
+        range; one of a meter without proved readings fails here and is skipped. A burn's
+        `wh` is read up front (a mint's only once its range holds): (entry, (meter, from,
+        to), item, memo, burnt Wh or 0, range)."""
+        for x in _field(e, f"{kind}s", list, where):
+            meter_id = _field(x, "meter_id", str, where)
+            low, high = _field(x, "from_wh", int, where), _field(x, "to_wh", int, where)
+            item = f"{where} {kind} {meter_id}:{low}-{high}"
+            wh = _field(x, "wh", int, item) if kind == "burn" else 0
+            memo = _field(x, "memo", str, item)
+            _field(x, "transaction", str, item)
+            if meter_id not in ranges:
+                self.fail("amount_mismatch", item, "no proved readings of this meter")
+                continue
+            yield x, (meter_id, low, high), item, memo, wh, ranges[meter_id]
+
     def _mints(
         self,
         e: Any,
@@ -323,16 +342,9 @@ class Verifier:
         last_mint: dict[str, int],
     ) -> int:
         total = 0
-        for m in _field(e, "mints", list, where):
-            meter_id = _field(m, "meter_id", str, where)
-            low, high = _field(m, "from_wh", int, where), _field(m, "to_wh", int, where)
-            item = f"{where} mint {meter_id}:{low}-{high}"
-            memo = _field(m, "memo", str, item)
-            _field(m, "transaction", str, item)
-            if meter_id not in ranges:
-                self.fail("amount_mismatch", item, "no proved readings of this meter")
-                continue
-            span, base, tag = ranges[meter_id]
+        for m, (meter_id, low, high), item, memo, _, (span, base, tag) in self._ranged(
+            e, "mint", where, ranges
+        ):
             root = self.batches[tag].header.root.hex()
             start_ok = low in (base[1], span.export_first_wh) and (
                 meter_id not in last_mint or low == last_mint[meter_id]
@@ -357,17 +369,9 @@ class Verifier:
         ranges: Mapping[str, _Range],
     ) -> int:
         total = 0
-        for b in _field(e, "burns", list, where):
-            meter_id = _field(b, "meter_id", str, where)
-            low, high = _field(b, "from_wh", int, where), _field(b, "to_wh", int, where)
-            item = f"{where} burn {meter_id}:{low}-{high}"
-            wh = _field(b, "wh", int, item)
-            memo = _field(b, "memo", str, item)
-            _field(b, "transaction", str, item)
-            if meter_id not in ranges:
-                self.fail("amount_mismatch", item, "no proved readings of this meter")
-                continue
-            span, base, _ = ranges[meter_id]
+        for _, (meter_id, low, high), item, memo, wh, (span, base, _) in self._ranged(
+            e, "burn", where, ranges
+        ):
             if high != span.import_last_wh or low not in (base[0], span.import_first_wh):
                 self.fail("amount_mismatch", item, "not the import since the last burn")
             elif not 0 <= wh <= high - low:
