@@ -20,6 +20,9 @@ users = Table(
     Column("status", String(16), nullable=False),  # active | suspended
     Column("created_at", BigInteger, nullable=False),
 )
+# GET /admin/users: oldest first a page at a time by (created_at, user_id), all or one status
+Index("users_page", users.c.created_at, users.c.user_id)
+Index("users_status_page", users.c.status, users.c.created_at, users.c.user_id)
 refresh_tokens = Table(
     "refresh_tokens",
     metadata,
