@@ -26,7 +26,7 @@ from sqlalchemy import event, insert, update
 
 from gridtokenx import auditlog, books
 from gridtokenx.adapters import ledger_index
-from gridtokenx.tables import audit_log, settings, users
+from gridtokenx.tables import audit_log, market_orders, settings, users
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -326,7 +326,10 @@ def test_an_audit_page_checks_its_links_and_what_is_new(site: Site) -> None:
 
 
 # -- the query plans (PostgreSQL): each page's queries use an index, none a Seq Scan ---------
-BIG = ("ledger_trades", "ledger_account_entries", "ledger_batch_readings", "users", "audit_log")
+BIG = (
+    *("market_orders", "ledger_trades", "ledger_account_entries", "ledger_batch_readings"),
+    *("users", "audit_log"),
+)
 
 
 @pytest.fixture
@@ -392,6 +395,19 @@ def test_list_queries_use_their_indexes_on_postgresql(pg_site: Site) -> None:
             ],
         )
         conn.execute(
+            insert(market_orders),
+            [
+                {
+                    "order_id": f"o-{k:x}",
+                    "user_id": home["user_id"] if k % 1009 == 0 else f"u{k % 300}",
+                }
+                | {"epoch": k // 20, "seq": k % 20 + 1, "side": "buy", "quantity_wh": 100}
+                | {"price": 3_000_000, "zone": "default", "tif": "gfe", "status": "filled"}
+                | {"filled_wh": 100, "created_at": k}
+                for k in range(n)
+            ],
+        )
+        conn.execute(
             insert(users),
             [
                 user_row(f"u-{k:05d}", 1000 + k // 3, ("active", "suspended")[k % 2])
@@ -416,6 +432,8 @@ def test_list_queries_use_their_indexes_on_postgresql(pg_site: Site) -> None:
     event.listen(engine, "before_cursor_execute", capture)
     try:
         for path, headers, params in (
+            ("/api/v1/orders", home["auth"], {"limit": 5}),
+            ("/api/v1/orders", home["auth"], {"limit": 5, "cursor": "500.1.o-2710"}),
             ("/api/v1/trades", home["auth"], {"limit": 5}),
             ("/api/v1/trades", home["auth"], {"limit": 5, "cursor": "1000.1000-0"}),
             ("/api/v1/wallet", home["auth"], {"limit": 5}),

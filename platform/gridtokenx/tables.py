@@ -57,6 +57,14 @@ market_orders = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("market_orders_user_epoch", market_orders.c.user_id, market_orders.c.epoch)
+# GET /orders: a user's orders newest first, a page at a time by (epoch, seq, order_id)
+Index(
+    "market_orders_user_page",
+    market_orders.c.user_id,
+    market_orders.c.epoch,
+    market_orders.c.seq,
+    market_orders.c.order_id,
+)
 Index("market_orders_epoch_status", market_orders.c.epoch, market_orders.c.status)
 Index("market_orders_status", market_orders.c.status)
 Index("market_orders_epoch_seq", market_orders.c.epoch, market_orders.c.seq)

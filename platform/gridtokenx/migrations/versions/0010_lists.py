@@ -1,5 +1,6 @@
-"""Lists whose cost follows the page: a wallet's trades by (epoch, trade_id), the users by
-(created_at, user_id), and every account's ledger transactions by their place in the chain.
+"""Lists whose cost follows the page: a user's orders by (epoch, seq, order_id), a wallet's
+trades by (epoch, trade_id), the users by (created_at, user_id), and every account's ledger
+transactions by their place in the chain.
 
 Revision ID: 0010_lists
 Revises: 0009
@@ -24,6 +25,9 @@ def upgrade() -> None:
     op.drop_index("ledger_trades_seller", table_name="ledger_trades")
     op.create_index("ledger_trades_buyer_page", "ledger_trades", ["buyer", "epoch", "trade_id"])
     op.create_index("ledger_trades_seller_page", "ledger_trades", ["seller", "epoch", "trade_id"])
+    op.create_index(
+        "market_orders_user_page", "market_orders", ["user_id", "epoch", "seq", "order_id"]
+    )
     op.create_index("users_page", "users", ["created_at", "user_id"])
     op.create_index("users_status_page", "users", ["status", "created_at", "user_id"])
 
@@ -31,6 +35,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("users_status_page", table_name="users")
     op.drop_index("users_page", table_name="users")
+    op.drop_index("market_orders_user_page", table_name="market_orders")
     op.drop_index("ledger_trades_seller_page", table_name="ledger_trades")
     op.drop_index("ledger_trades_buyer_page", table_name="ledger_trades")
     op.create_index("ledger_trades_seller", "ledger_trades", ["seller", "epoch"])
