@@ -90,6 +90,7 @@ def test_every_paged_list_declares_its_cursor_the_same_way(document: dict[str, A
             paged[f"{method.upper()} {path}"] = names - {"cursor", "limit", "authorization"}
     assert paged == {
         "GET /api/v1/wallet": set(),
+        "GET /api/v1/market/epochs": set(),
         "GET /api/v1/orders": set(),
         "GET /api/v1/trades": set(),
         "GET /api/v1/readings": set(),

@@ -26,7 +26,7 @@ from sqlalchemy import event, insert, update
 
 from gridtokenx import auditlog, books
 from gridtokenx.adapters import ledger_index
-from gridtokenx.tables import audit_log, market_orders, settings, users
+from gridtokenx.tables import audit_log, epochs, market_orders, settings, users
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -235,6 +235,34 @@ def test_my_readings_page_across_my_meters(site: Site) -> None:
         assert r.status_code == 422, (bad, r.text)
 
 
+def test_cleared_epochs_page_newest_first(site: Site) -> None:
+    c = site.client
+    books.add_rows(
+        site.platform.books,
+        epochs,
+        [
+            {"epoch": e, "state": "settled", "clearing_price": 3_000_000 + e, "volume_wh": e}
+            | {"trades": 1, "transactions": json.dumps([f"sig-{e}"]), "closed_at": e * 900}
+            for e in (3, 4, 6, 9, 10)
+        ],
+    )
+    key = lambda e: e["epoch"]  # noqa: E731
+    assert pages(c, "/api/v1/market/epochs", {}, key, limit=2) == [
+        ([10, 9], "9"),
+        ([6, 4], "4"),
+        ([3], None),
+    ]
+    r = c.get("/api/v1/market/epochs", params={"cursor": "6", "limit": 1})
+    assert r.json() == [
+        {"epoch": 4, "state": "settled", "clearing_price": 3_000_004, "volume_wh": 4}
+        | {"trades": 1, "transactions": ["sig-4"], "closed_at": 3600}
+    ]
+    assert pages(c, "/api/v1/market/epochs", {}, key) == [([10, 9, 6, 4, 3], None)]
+    for bad in ("x", "-1", "1" * 19):
+        r = c.get("/api/v1/market/epochs", params={"cursor": bad})
+        assert r.status_code == 422, (bad, r.text)
+
+
 def user_row(user_id: str, created_at: int, status: str) -> dict[str, Any]:
     return {
         "user_id": user_id,
@@ -328,7 +356,7 @@ def test_an_audit_page_checks_its_links_and_what_is_new(site: Site) -> None:
 # -- the query plans (PostgreSQL): each page's queries use an index, none a Seq Scan ---------
 BIG = (
     *("market_orders", "ledger_trades", "ledger_account_entries", "ledger_batch_readings"),
-    *("users", "audit_log"),
+    *("users", "audit_log", "epochs"),
 )
 
 
@@ -395,6 +423,14 @@ def test_list_queries_use_their_indexes_on_postgresql(pg_site: Site) -> None:
             ],
         )
         conn.execute(
+            insert(epochs),
+            [
+                {"epoch": e, "state": "settled", "clearing_price": 1, "volume_wh": 1, "trades": 1}
+                | {"transactions": "[]", "closed_at": e}
+                for e in range(n)
+            ],
+        )
+        conn.execute(
             insert(market_orders),
             [
                 {
@@ -443,6 +479,7 @@ def test_list_queries_use_their_indexes_on_postgresql(pg_site: Site) -> None:
             ("/api/v1/admin/users", ADMIN_H, {"limit": 5, "cursor": "1500.u-01500"}),
             ("/api/v1/admin/users", ADMIN_H, {"limit": 5, "status": "active"}),
             ("/api/v1/admin/audit", ADMIN_H, {"limit": 5, "cursor": "10000"}),
+            ("/api/v1/market/epochs", {}, {"limit": 5, "cursor": "1500"}),
         ):
             r = c.get(path, headers=headers, params=params)
             assert r.status_code == 200, (path, r.text)

@@ -89,6 +89,20 @@ def readings_of_meters(
     return found[:limit]
 
 
+def epochs_page(engine: Engine, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+    """The cleared epochs newest first, at most `limit` below `before`, by the primary key;
+    each with its settlement signatures as a list."""
+    e = tables.epochs
+    query = select(e).order_by(e.c.epoch.desc()).limit(limit)
+    if before is not None:
+        query = query.where(e.c.epoch < before)
+    with engine.connect() as c:
+        return [
+            {**dict(r._mapping), "transactions": json.loads(r.transactions or "[]")}
+            for r in c.execute(query)
+        ]
+
+
 def settlement_transactions(engine: Engine, epochs: Collection[int]) -> dict[int, list[str]]:
     """The settlement signatures of these epochs (those settled), by primary key."""
     e = tables.epochs
