@@ -40,6 +40,7 @@ meters = Table(
     Column("owner", String(44), nullable=False),  # the owner's wallet (base58)
     Column("status", String(16), nullable=False, server_default="active"),
 )
+Index("ledger_meters_owner", meters.c.owner)  # a household's meters (its readings' page)
 hubs = Table(
     "ledger_hubs",
     metadata,
@@ -72,11 +73,12 @@ batch_readings = Table(
     Column("import_wh", BigInteger),
     Column("export_wh", BigInteger),
 )
-Index(
-    "ledger_batch_readings_meter",
+Index(  # a meter's readings newest first, a page at a time by (epoch, idx, hub_id)
+    "ledger_batch_readings_meter_page",
     batch_readings.c.meter_id,
     batch_readings.c.epoch,
     batch_readings.c.idx,
+    batch_readings.c.hub_id,
 )
 orders = Table(
     "ledger_orders",

@@ -69,7 +69,7 @@ def readings_of_meters(
 ) -> list[dict[str, Any]]:
     """These meters' readings as stored in the hubs' batches, newest first by (epoch, idx,
     hub_id), at most `limit` before the key `after`: one index range per meter
-    (ledger_batch_readings_meter); `raw` adds the signed reading (a few hundred bytes)."""
+    (ledger_batch_readings_meter_page); `raw` adds the signed reading (a few hundred bytes)."""
     if not meter_ids:
         return []
     r = books.batch_readings
