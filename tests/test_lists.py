@@ -353,6 +353,32 @@ def test_an_audit_page_checks_its_links_and_what_is_new(site: Site) -> None:
     assert r.status_code == 422
 
 
+def test_a_long_unverified_log_is_checked_a_bounded_stretch_a_page(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, engine = site.client, site.platform.books
+    base = len(auditlog.entries(engine, 1000))
+    for k in range(7):
+        auditlog.append(engine, "op", "test.page", {"k": k})
+    monkeypatch.setattr(auditlog, "CHECK_MAX", 3)
+
+    def look() -> tuple[int | None, int]:
+        r = c.get("/api/v1/admin/audit", headers=ADMIN_H, params={"limit": 1})
+        assert r.status_code == 200, r.text
+        return r.json()["broken_at"], r.json()["verified_to"]
+
+    assert look() == (None, 3)
+    assert look() == (None, 6)
+    assert look() == (None, base + 7) and base + 7 <= 9
+    assert look() == (None, base + 7)  # nothing new: the checkpoint stays
+    seq = auditlog.append(engine, "op", "test.page", {"k": 7})
+    with engine.begin() as conn:  # a break past the checkpoint stops it there
+        conn.execute(update(audit_log).where(audit_log.c.seq == seq).values(ts=1))
+    auditlog.append(engine, "op", "test.page", {"k": 8})
+    assert look() == (seq, base + 7)
+    assert look() == (seq, base + 7)
+
+
 # -- the query plans: each page's queries use an index, none a Seq Scan (SQLite: a SCAN) ------
 BIG = (
     *("market_orders", "ledger_trades", "ledger_account_entries", "ledger_batch_readings"),

@@ -27,6 +27,7 @@ LOCK_KEY = 0x47545831_00000001  # PostgreSQL advisory lock: one appender across 
 CHECKPOINT = "audit_verified"  # settings: {"seq": n, "hash": hex} of the newest verified entry
 CHECK_LOCK_KEY = 0x47545831_00000003  # PostgreSQL advisory lock: one checkpoint writer
 CHECK_CHUNK = 10_000  # entries read at a time past the checkpoint
+CHECK_MAX = 50_000  # entries one look verifies at most (a long unverified log: several looks)
 _checking = threading.Lock()
 
 
@@ -85,10 +86,11 @@ def _holds(r: Row[Any]) -> bool:
 
 def verify_page(
     engine: Engine, limit: int = 100, before: int | None = None
-) -> tuple[list[dict[str, Any]], bool, int | None]:
-    """A page of the log, newest first (`entries`), whether older entries follow, and the
-    first broken entry among the page (each entry's hash, its link to the one before it,
-    which is read too, and seq 1's to the genesis) and those appended since the checkpoint."""
+) -> tuple[list[dict[str, Any]], bool, int | None, int]:
+    """A page of the log, newest first (`entries`), whether older entries follow, the first
+    broken entry among the page (each entry's hash, its link to the one before it, which is
+    read too, and seq 1's to the genesis) and those appended since the checkpoint (at most
+    CHECK_MAX of them a look), and the checkpoint's seq after the look."""
     query = select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit + 1)
     if before is not None:
         query = query.where(audit_log.c.seq < before)
@@ -103,10 +105,15 @@ def verify_page(
             linked = older.seq == r.seq - 1 and bytes(r.prev_hash) == bytes(older.hash)
         if not linked or not _holds(r):
             broken.append(int(r.seq))
-    new = verify_since_checkpoint(engine)
+    new, verified_to = verify_since_checkpoint(engine)
     if new is not None:
         broken.append(new)
-    return [_entry(r) for r in rows[:limit]], len(rows) > limit, min(broken, default=None)
+    return (
+        [_entry(r) for r in rows[:limit]],
+        len(rows) > limit,
+        min(broken, default=None),
+        verified_to,
+    )
 
 
 def _checkpoint(c: Connection) -> tuple[int, bytes] | None:
@@ -117,31 +124,34 @@ def _checkpoint(c: Connection) -> tuple[int, bytes] | None:
     return int(found["seq"]), bytes.fromhex(found["hash"])
 
 
-def verify_since_checkpoint(engine: Engine) -> int | None:
-    """The first broken entry after the verified checkpoint (which moves up to the newest
-    entry that holds), or None: each entry is walked once, whatever the log's length."""
+def verify_since_checkpoint(engine: Engine, most: int | None = None) -> tuple[int | None, int]:
+    """The first broken entry after the verified checkpoint, or None, and the checkpoint's
+    seq after this look: it moves up to the newest entry that holds, at most `most` entries
+    a look, so each entry is walked once, whatever the log's length."""
+    most = CHECK_MAX if most is None else most
     with _checking, engine.begin() as c:
         if c.dialect.name == "postgresql":  # one checker at a time across instances
             c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": CHECK_LOCK_KEY})
         stored = _checkpoint(c)
         seq, prev = stored or (0, GENESIS)
         found: int | None = None
-        while found is None:
+        start = seq
+        while found is None and seq - start < most:
             query = select(audit_log).where(audit_log.c.seq > seq).order_by(audit_log.c.seq)
-            rows = c.execute(query.limit(CHECK_CHUNK)).all()
+            rows = c.execute(query.limit(min(CHECK_CHUNK, most - (seq - start)))).all()
             for r in rows:
                 if r.seq != seq + 1 or bytes(r.prev_hash) != prev or not _holds(r):
                     found = int(r.seq)
                     break
                 seq, prev = int(r.seq), bytes(r.hash)
-            if len(rows) < CHECK_CHUNK:
+            if not rows or rows[-1].seq != seq:  # the log's end, or the break
                 break
         value = json.dumps({"seq": seq, "hash": prev.hex()})
         if stored is None:
             c.execute(insert(settings).values(name=CHECKPOINT, value=value))
         elif seq > stored[0]:
             c.execute(update(settings).where(settings.c.name == CHECKPOINT).values(value=value))
-    return found
+    return found, seq
 
 
 def verify(engine: Engine) -> int | None:

@@ -379,6 +379,9 @@ class AuditOut(Out):
     entries: list[AuditEntryOut]
     broken_at: int | None
     next_cursor: str | None = None  # the `cursor` of the next (older) page; None on the last
+    verified_to: int = Field(
+        default=0, description="the chain is verified up to this seq (besides the page's links)"
+    )
 
 
 class UserOut(Out):

@@ -31,7 +31,7 @@ def admin_page(request: Request) -> Response:
             dict(r._mapping) for r in c.execute(users.select().order_by(users.c.created_at))
         ]
     config = t.config if t else None
-    audit_page, _, broken = auditlog.verify_page(p.books, 50)  # the page's links, what is new
+    audit_page, _, broken, _ = auditlog.verify_page(p.books, 50)  # the page's links, what is new
     return page(
         request,
         "admin.html",

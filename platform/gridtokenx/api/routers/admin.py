@@ -166,14 +166,20 @@ def audit_log(
     number, so a page reads its rows by the primary key however long the log is. `broken_at`
     is the first broken link among the page's entries (with the one before it) and those
     appended since the last verified checkpoint (auditlog.verify_page): the cost follows the
-    page and what is new; `gridtokenx audit` checks the whole chain."""
-    page, more, broken = auditlog.verify_page(
+    page and what is new (at most 50,000 entries a page: `verified_to` says how far the
+    chain is checked); `gridtokenx audit` checks the whole chain."""
+    page, more, broken, verified_to = auditlog.verify_page(
         platform.books, limit, None if cursor is None else int(cursor)
     )
     next_cursor = str(page[-1]["seq"]) if more else None
     if next_cursor is not None:
         response.headers["Next-Cursor"] = next_cursor
-    return {"entries": page, "broken_at": broken, "next_cursor": next_cursor}
+    return {
+        "entries": page,
+        "broken_at": broken,
+        "next_cursor": next_cursor,
+        "verified_to": verified_to,
+    }
 
 
 UserStatus = Literal["active", "pending", "suspended"]
