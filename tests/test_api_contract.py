@@ -47,7 +47,8 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 def test_every_operation_declares_its_errors_with_the_one_schema(document: dict[str, Any]) -> None:
     ops = operations(document)
-    assert len(ops) == 53  # 41 + statement + 5 governance + 2 allowance + 4 signed certificates
+    assert len(ops) == 55  # 41 + statement + 5 governance + 2 allowance + 4 signed certificates
+    # + trades + readings
     for path, method, op in ops:
         statuses = set(op["responses"])
         assert {"413", "422", "429"} <= statuses, (method, path)
@@ -75,6 +76,30 @@ def test_every_operation_declares_its_errors_with_the_one_schema(document: dict[
         "503",
     }
     assert by_name["POST /api/v1/auth/register"] == {"201", "409", "413", "422", "429", "503"}
+
+
+def test_every_paged_list_declares_its_cursor_the_same_way(document: dict[str, Any]) -> None:
+    """docs/platform.md "Lists": `limit` and `cursor` in, the next page's cursor out in the
+    `Next-Cursor` header (an object body also carries it as `next_cursor`)."""
+    paged = {}
+    for path, method, op in operations(document):
+        names = {p["name"] for p in op.get("parameters", [])}
+        if "cursor" in names:
+            assert "limit" in names, path
+            assert "Next-Cursor" in op["responses"]["200"]["headers"], path
+            paged[f"{method.upper()} {path}"] = names - {"cursor", "limit", "authorization"}
+    assert paged == {
+        "GET /api/v1/wallet": set(),
+        "GET /api/v1/market/epochs": set(),
+        "GET /api/v1/orders": set(),
+        "GET /api/v1/trades": set(),
+        "GET /api/v1/readings": set(),
+        "GET /api/v1/admin/audit": set(),
+        "GET /api/v1/admin/users": {"status"},
+    }
+    schemas = document["components"]["schemas"]
+    assert "next_cursor" in schemas["WalletOut"]["properties"]
+    assert "next_cursor" in schemas["AuditOut"]["properties"]
 
 
 def test_every_answer_has_a_named_schema(document: dict[str, Any]) -> None:

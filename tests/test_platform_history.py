@@ -149,6 +149,8 @@ def test_bench_growth_prints_empty_and_year_figures() -> None:
     for run in ("empty", "year"):
         assert figures[run]["orders_per_s"] > 0 and figures[run]["epoch_ms"] > 0
         assert figures[run]["me_page_ms"] > 0
+        for page in ("wallet", "trades_page", "readings_page", "audit_page", "users_page"):
+            assert figures[run][f"{page}_ms"] > 0, page
     assert figures["year"]["rows"] == {
         "epochs": 40,
         "orders": 1_200,
@@ -157,4 +159,5 @@ def test_bench_growth_prints_empty_and_year_figures() -> None:
         "refunds": 40,
         "readings": 3_600,
         "audit_log": 1_200,
+        "account_entries": 40 * 33,  # the household's 3 accounts and 30 other wallets
     }

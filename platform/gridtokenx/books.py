@@ -40,6 +40,7 @@ meters = Table(
     Column("owner", String(44), nullable=False),  # the owner's wallet (base58)
     Column("status", String(16), nullable=False, server_default="active"),
 )
+Index("ledger_meters_owner", meters.c.owner)  # a household's meters (its readings' page)
 hubs = Table(
     "ledger_hubs",
     metadata,
@@ -72,11 +73,12 @@ batch_readings = Table(
     Column("import_wh", BigInteger),
     Column("export_wh", BigInteger),
 )
-Index(
-    "ledger_batch_readings_meter",
+Index(  # a meter's readings newest first, a page at a time by (epoch, idx, hub_id)
+    "ledger_batch_readings_meter_page",
     batch_readings.c.meter_id,
     batch_readings.c.epoch,
     batch_readings.c.idx,
+    batch_readings.c.hub_id,
 )
 orders = Table(
     "ledger_orders",
@@ -109,8 +111,9 @@ trades = Table(
 )
 Index("ledger_trades_buy", trades.c.buy_id)
 Index("ledger_trades_sell", trades.c.sell_id)
-Index("ledger_trades_buyer", trades.c.buyer, trades.c.epoch)
-Index("ledger_trades_seller", trades.c.seller, trades.c.epoch)
+# a wallet's trades newest first, a page at a time by (epoch, trade_id): GET /trades, /me
+Index("ledger_trades_buyer_page", trades.c.buyer, trades.c.epoch, trades.c.trade_id)
+Index("ledger_trades_seller_page", trades.c.seller, trades.c.epoch, trades.c.trade_id)
 refunds = Table(
     "ledger_refunds",
     metadata,
@@ -131,6 +134,18 @@ cosign_pending = Table(
     Column("idx", Integer, primary_key=True),  # the proposal's place: the hub signs in order
     Column("memo", Text, nullable=False),
     Column("message", LargeBinary, nullable=False),  # the transaction message to co-sign
+)
+
+# Every account a landed transaction names (its programs aside), by the transaction's place
+# in the chain's history: a wallet's transactions newest first by the primary key, however
+# long the chain (adapters/ledger_index.py keeps it caught up; GET /wallet, /me read it).
+account_entries = Table(
+    "ledger_account_entries",
+    metadata,
+    Column("account", String(44), primary_key=True),
+    Column("pos", BigInteger, primary_key=True),  # its index in the chain's history
+    Column("signature", String(88), nullable=False),
+    Column("memos", Text, nullable=False),  # JSON list of its memo texts
 )
 
 

@@ -9,12 +9,19 @@ with the same households signed up through the API, and measures on it:
 - `epoch_ms`: closing the epoch those orders are in: clearing, the trades and refunds in the
   books, settlement on the ledger;
 - `me_page_ms`: the median of rendering the account page (`/me`) of a household whose year
-  of trades and readings is in the books.
+  of trades and readings is in the books;
+- `wallet_ms`, `trades_page_ms`, `readings_page_ms`, `audit_page_ms`, `users_page_ms`: the
+  medians of the first page of `GET /api/v1/wallet`, `/trades`, `/readings` (the household's),
+  `/admin/audit` and `/admin/users`; `audit_first_page_ms` is the first audit page, which
+  verifies up to 50,000 entries of the never-checked seeded log, `audit_catch_up_ms` the
+  checkpoint's walk to the newest entry (a live site's follows the appends), before the
+  audit pages are measured.
 
 The year is seeded straight into the books (bulk inserts, not through the service):
 `epochs` x (30 orders, 30 trades, 90 batch readings), one refund per epoch, an audit-log
-entry per order; a twentieth of the orders and trades, and one meter's readings, are the
-measured household's. Its rows are history
+entry per order, one settlement transaction per epoch in the per-account ledger record
+(naming the household's wallet and token accounts and 30 other wallets); a twentieth of the
+orders and trades, and one meter's readings, are the measured household's. Its rows are history
 only: settled epochs and closed orders.
 """
 
@@ -61,14 +68,16 @@ def run(epochs: int = YEAR_EPOCHS) -> dict[str, Any]:
 def _measure(data: Path, epochs: int) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
+    from gridtokenx import auditlog
     from gridtokenx.bootstrap import Settings, build
 
     os.environ.pop("SOLANA_RPC_URL", None)
     clock = _Clock()
+    admin = secrets.token_hex(16)
     settings = Settings(
         data,
         epoch_s=EPOCH_S,
-        admin_token=secrets.token_hex(16),
+        admin_token=admin,
         auto_approve=True,
         jwt_secret=secrets.token_bytes(32),
         limits_per_minute=(10**9, 10**9),
@@ -86,7 +95,13 @@ def _measure(data: Path, epochs: int) -> dict[str, Any]:
     for k in range(1, HOUSEHOLDS):
         users.append((f"trader-{k}", str(platform.register_user(f"trader-{k}")), ""))
     _fund(platform, users)
-    seeded = _seed(platform.books, epochs, trading.current_epoch(), users[0]) if epochs else {}
+    owner = Pubkey.from_string(users[0][1])
+    home_accounts = [
+        str(owner),
+        *(str(m.account_of(owner)) for m in (platform.dep.grx, platform.dep.thb)),
+    ]
+    current = trading.current_epoch()
+    seeded = _seed(platform.books, epochs, current, users[0], home_accounts) if epochs else {}
 
     start = time.perf_counter()
     for k in range(ORDERS_EACH):
@@ -102,21 +117,54 @@ def _measure(data: Path, epochs: int) -> dict[str, Any]:
     assert trading.tick() == [epoch]
     epoch_s = time.perf_counter() - start
     client.cookies.set("gtx_access", users[0][2])
-    pages = []
-    for _ in range(15):
-        start = time.perf_counter()
-        page = client.get("/me")
-        pages.append(time.perf_counter() - start)
-        assert page.status_code == 200
+    pages = _median_ms(client, "/me", {})
+    client.cookies.clear()
+    home_h = {"Authorization": f"Bearer {users[0][2]}"}
+    admin_h = {"Authorization": f"Bearer {admin}"}
+    start = time.perf_counter()  # the first audit page verifies the chain up to its newest
+    assert client.get("/api/v1/admin/audit", headers=admin_h).status_code == 200
+    audit_first_s = time.perf_counter() - start
+    start = time.perf_counter()  # then as a live site's checkpoint would be: at the newest
+    while auditlog.verify_since_checkpoint(platform.books)[1] < _newest_seq(platform.books):
+        pass
+    audit_catch_up_s = time.perf_counter() - start
+    lists = {
+        "wallet_ms": _median_ms(client, "/api/v1/wallet", home_h),
+        "trades_page_ms": _median_ms(client, "/api/v1/trades", home_h),
+        "readings_page_ms": _median_ms(client, "/api/v1/readings", home_h),
+        "audit_page_ms": _median_ms(client, "/api/v1/admin/audit", admin_h),
+        "users_page_ms": _median_ms(client, "/api/v1/admin/users", admin_h),
+    }
     platform.ledger.close()  # type: ignore[attr-defined]
     platform.books.dispose()
     orders = ORDERS_EACH * HOUSEHOLDS
     return {
         "orders_per_s": round(orders / placed_s, 1),
         "epoch_ms": round(epoch_s * 1000, 1),
-        "me_page_ms": round(statistics.median(pages) * 1000, 2),
+        "me_page_ms": pages,
+        **lists,
+        "audit_first_page_ms": round(audit_first_s * 1000, 1),
+        "audit_catch_up_ms": round(audit_catch_up_s * 1000, 1),
         "rows": seeded,
     }
+
+
+def _newest_seq(engine: Engine) -> int:
+    from gridtokenx.tables import audit_log
+
+    with engine.connect() as c:
+        newest = c.execute(select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1))
+        return int(newest.scalar() or 0)
+
+
+def _median_ms(client: Any, path: str, headers: dict[str, str], times: int = 15) -> float:
+    spent = []
+    for _ in range(times):
+        start = time.perf_counter()
+        answer = client.get(path, headers=headers)
+        spent.append(time.perf_counter() - start)
+        assert answer.status_code == 200, (path, answer.text)
+    return round(statistics.median(spent) * 1000, 2)
 
 
 def _fund(platform: Any, users: list[tuple[str, str, str]]) -> None:
@@ -133,9 +181,14 @@ def _fund(platform: Any, users: list[tuple[str, str, str]]) -> None:
 
 
 def _seed(
-    engine: Engine, epochs: int, current: int, household: tuple[str, str, str]
+    engine: Engine,
+    epochs: int,
+    current: int,
+    household: tuple[str, str, str],
+    accounts: list[str],
 ) -> dict[str, int]:
-    """A year of settled history before `current`, partly the household's."""
+    """A year of settled history before `current`, partly the household's (`accounts`: its
+    wallet and token accounts, named by each epoch's settlement transaction)."""
     from gridtokenx import books
     from gridtokenx.tables import audit_log, market_orders
     from gridtokenx.tables import epochs as epoch_rows
@@ -228,6 +281,19 @@ def _seed(
                 "closed_at": int((e + 1) * EPOCH_S),
             }
 
+    def account_entries() -> Iterator[dict[str, Any]]:
+        # each epoch's settlement, before this chain's first transaction (negative places)
+        for e in range(first, current):
+            signature = f"{e:088d}"
+            memos = json.dumps([f"gtx1 settle {e}"])
+            for account in (*accounts, *others[:ORDERS_PER_EPOCH]):
+                yield {
+                    "account": account,
+                    "pos": e - current,
+                    "signature": signature,
+                    "memos": memos,
+                }
+
     def refunds() -> Iterator[dict[str, Any]]:
         for e in range(first, current):
             yield {
@@ -276,6 +342,7 @@ def _seed(
         ("refunds", books.refunds, refunds()),
         ("readings", books.batch_readings, readings()),
         ("audit_log", audit_log, audit()),
+        ("account_entries", books.account_entries, account_entries()),
     ):
         counts[name] = _bulk(engine, table, rows)
     with engine.begin() as c:  # as a database a year old would be: statistics, no WAL backlog

@@ -20,6 +20,9 @@ users = Table(
     Column("status", String(16), nullable=False),  # active | suspended
     Column("created_at", BigInteger, nullable=False),
 )
+# GET /admin/users: oldest first a page at a time by (created_at, user_id), all or one status
+Index("users_page", users.c.created_at, users.c.user_id)
+Index("users_status_page", users.c.status, users.c.created_at, users.c.user_id)
 refresh_tokens = Table(
     "refresh_tokens",
     metadata,
@@ -54,6 +57,14 @@ market_orders = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("market_orders_user_epoch", market_orders.c.user_id, market_orders.c.epoch)
+# GET /orders: a user's orders newest first, a page at a time by (epoch, seq, order_id)
+Index(
+    "market_orders_user_page",
+    market_orders.c.user_id,
+    market_orders.c.epoch,
+    market_orders.c.seq,
+    market_orders.c.order_id,
+)
 Index("market_orders_epoch_status", market_orders.c.epoch, market_orders.c.status)
 Index("market_orders_status", market_orders.c.status)
 Index("market_orders_epoch_seq", market_orders.c.epoch, market_orders.c.seq)

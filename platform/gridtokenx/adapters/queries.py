@@ -7,24 +7,49 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, tuple_
 
 from gridtokenx import books, tables
 
 
-def trades_of_wallet(engine: Engine, wallet: str, limit: int = 100) -> list[dict[str, Any]]:
-    """A wallet's newest trades (as buyer or seller), newest epoch first."""
+def trades_of_wallet(
+    engine: Engine, wallet: str | None, limit: int = 100, after: tuple[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """A wallet's trades (as buyer or seller; every trade for None) newest epoch first by
+    (epoch, trade_id), at most `limit`, those before the key `after`: one index range per
+    side (ledger_trades_buyer_page, _seller_page; the primary key for every trade)."""
     t = books.trades
+    key = (t.c.epoch, t.c.trade_id)
     found: list[dict[str, Any]] = []
     with engine.connect() as c:
-        for column in (t.c.buyer, t.c.seller):
-            query = (
-                select(t).where(column == wallet).order_by(t.c.epoch.desc(), t.c.trade_id.desc())
-            )
-            found += [dict(r._mapping) for r in c.execute(query.limit(limit))]
-    unique = {(r["epoch"], r["trade_id"]): r for r in found}
+        for column in (t.c.buyer, t.c.seller) if wallet is not None else (None,):
+            query = select(t)
+            if column is not None:
+                query = query.where(column == wallet)
+            if after is not None:
+                query = query.where(tuple_(*key) < tuple_(*after))
+            query = query.order_by(*(k.desc() for k in key)).limit(limit)
+            found += [dict(r._mapping) for r in c.execute(query)]
+    unique = {(r["epoch"], r["trade_id"]): r for r in found}  # a self-trade is on both sides
     newest = sorted(unique.values(), key=lambda r: (r["epoch"], r["trade_id"]), reverse=True)
     return newest[:limit]
+
+
+def users_page(
+    engine: Engine, limit: int, after: tuple[int, str] | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The users oldest first by (created_at, user_id), all or those of one status, at most
+    `limit` after the key `after` (users_page, users_status_page); no password hashes."""
+    u = tables.users
+    key = (u.c.created_at, u.c.user_id)
+    columns = [col for col in u.c if col.name != "password_hash"]
+    query = select(*columns)
+    if status is not None:
+        query = query.where(u.c.status == status)
+    if after is not None:
+        query = query.where(tuple_(*key) > tuple_(*after))
+    with engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(query.order_by(*key).limit(limit))]
 
 
 def meters_of_wallet(engine: Engine, wallet: str) -> list[str]:
@@ -36,28 +61,46 @@ def meters_of_wallet(engine: Engine, wallet: str) -> list[str]:
 
 
 def readings_of_meters(
-    engine: Engine, meter_ids: Collection[str], limit: int = 100
+    engine: Engine,
+    meter_ids: Collection[str],
+    limit: int = 100,
+    after: tuple[int, int, str] | None = None,
+    raw: bool = True,
 ) -> list[dict[str, Any]]:
-    """These meters' newest readings as stored in the hubs' batches, newest first."""
+    """These meters' readings as stored in the hubs' batches, newest first by (epoch, idx,
+    hub_id), at most `limit` before the key `after`: one index range per meter
+    (ledger_batch_readings_meter_page); `raw` adds the signed reading (a few hundred bytes)."""
     if not meter_ids:
         return []
     r = books.batch_readings
-    columns = (
-        *(r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh),
-        r.c.raw,  # for the reading's time (a few hundred bytes each)
-    )
+    key = (r.c.epoch, r.c.idx, r.c.hub_id)
+    columns = [r.c.hub_id, r.c.epoch, r.c.idx, r.c.meter_id, r.c.seq, r.c.import_wh, r.c.export_wh]
+    if raw:
+        columns.append(r.c.raw)  # for the reading's time
     found: list[dict[str, Any]] = []
     with engine.connect() as c:
         for meter_id in sorted(meter_ids):  # one index range each, read newest first
-            query = (
-                select(*columns)
-                .where(r.c.meter_id == meter_id)
-                .order_by(r.c.epoch.desc(), r.c.idx.desc())
-                .limit(limit)
-            )
+            query = select(*columns).where(r.c.meter_id == meter_id)
+            if after is not None:
+                query = query.where(tuple_(*key) < tuple_(*after))
+            query = query.order_by(*(k.desc() for k in key)).limit(limit)
             found += [dict(row._mapping) for row in c.execute(query)]
-    found.sort(key=lambda row: (row["epoch"], row["idx"]), reverse=True)
+    found.sort(key=lambda row: (row["epoch"], row["idx"], row["hub_id"]), reverse=True)
     return found[:limit]
+
+
+def epochs_page(engine: Engine, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+    """The cleared epochs newest first, at most `limit` below `before`, by the primary key;
+    each with its settlement signatures as a list."""
+    e = tables.epochs
+    query = select(e).order_by(e.c.epoch.desc()).limit(limit)
+    if before is not None:
+        query = query.where(e.c.epoch < before)
+    with engine.connect() as c:
+        return [
+            {**dict(r._mapping), "transactions": json.loads(r.transactions or "[]")}
+            for r in c.execute(query)
+        ]
 
 
 def settlement_transactions(engine: Engine, epochs: Collection[int]) -> dict[int, list[str]]:

@@ -25,6 +25,8 @@ from gridtokenx.api.routers import (
     hubs,
     market,
     orders,
+    readings,
+    trades,
     wallet,
     ws,
 )
@@ -36,7 +38,20 @@ from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
 
-ROUTERS = (health, auth, wallet, market, orders, certificates, grid, admin, hubs, ws)
+ROUTERS = (
+    health,
+    auth,
+    wallet,
+    market,
+    orders,
+    trades,
+    readings,
+    certificates,
+    grid,
+    admin,
+    hubs,
+    ws,
+)
 
 
 def limits() -> tuple[int, int]:

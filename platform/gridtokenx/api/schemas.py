@@ -214,7 +214,41 @@ class WalletOut(Out):
     delegate: str = Field(description="the key a self-custody wallet approves")
     allowance_grx_wh: int = Field(description="GRX the delegate may still move (self-custody)")
     allowance_thb_micro: int = Field(description="THB the delegate may still move")
-    transactions: list[TransactionOut]
+    transactions: list[TransactionOut] = Field(description="newest first, a page of them")
+    next_cursor: str | None = Field(
+        default=None, description="the `cursor` of the next (older) transactions; None on the last"
+    )
+
+
+class TradeOut(Out):
+    """A cleared trade, with the amounts settled (uTHB, Wh) and the rates they came from."""
+
+    epoch: int
+    trade_id: str
+    buy_id: str
+    sell_id: str
+    buyer: str = Field(description="the buyer's wallet")
+    seller: str = Field(description="the seller's wallet")
+    wh: int
+    buyer_paid: int
+    seller_net: int
+    fee: int
+    wheeling: int
+    price: int | None = Field(description="uTHB per kWh")
+    wheeling_rate: int | None
+    fee_bps: int | None
+
+
+class ReadingOut(Out):
+    """A meter reading as the hub's batch holds it (the energy registers, Wh)."""
+
+    meter_id: str
+    hub_id: str
+    epoch: int
+    idx: int = Field(description="its place in the hub's batch")
+    seq: int | None
+    import_wh: int | None
+    export_wh: int | None
 
 
 class StatementOut(Out):
@@ -345,6 +379,9 @@ class AuditOut(Out):
     entries: list[AuditEntryOut]
     broken_at: int | None
     next_cursor: str | None = None  # the `cursor` of the next (older) page; None on the last
+    verified_to: int = Field(
+        default=0, description="the chain is verified up to this seq (besides the page's links)"
+    )
 
 
 class UserOut(Out):
@@ -401,6 +438,10 @@ CURSOR_PATTERN = r"^[0-9]{1,18}$"  # within a BIGINT, so no database overflows o
 CURSOR_HELP = "opaque: the next_cursor of the page before; absent for the first page"
 # an order's key (epoch.seq.order_id); order ids are "o-" and hex
 ORDER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}\.[A-Za-z0-9-]{1,64}$"
+# a trade's key (epoch.trade_id), a user's (created_at.user_id), a reading's (epoch.idx.hub_id)
+TRADE_CURSOR_PATTERN = r"^[0-9]{1,18}\.[A-Za-z0-9_-]{1,64}$"
+USER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[A-Za-z0-9_-]{1,36}$"
+READING_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,9}\.[A-Za-z0-9_.:-]{1,64}$"
 NEXT_CURSOR: dict[int | str, dict[str, Any]] = {
     200: {
         "headers": {

@@ -31,6 +31,7 @@ def admin_page(request: Request) -> Response:
             dict(r._mapping) for r in c.execute(users.select().order_by(users.c.created_at))
         ]
     config = t.config if t else None
+    audit_page, _, broken, _ = auditlog.verify_page(p.books, 50)  # the page's links, what is new
     return page(
         request,
         "admin.html",
@@ -44,8 +45,8 @@ def admin_page(request: Request) -> Response:
             "max_quantity_wh": config.max_quantity_wh if config else 0,
         },
         users=all_users,
-        audit=auditlog.entries(p.books, 50),
-        broken=auditlog.verify(p.books),
+        audit=audit_page,
+        broken=broken,
         hubs=[
             {"hub_id": h["hub_id"], "key": bytes(h["public_key"]).hex(), "status": h["status"]}
             for h in books.rows(p.books, books.hubs)

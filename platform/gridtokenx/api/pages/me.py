@@ -13,13 +13,14 @@ from solders.pubkey import Pubkey
 
 from gridtokenx.adapters import queries
 from gridtokenx.api.pages.layout import api_of, back, page, session, thb
-from gridtokenx.api.routers.wallet import statement_download
+from gridtokenx.api.routers.wallet import statement_download, wallet_transactions
 from gridtokenx.sitetime import local_time, site_zone
 from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError
 
 router = APIRouter()
 ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
+ME_TRANSACTIONS, ME_ORDERS = 30, 100  # and its newest ledger transactions and orders
 
 
 @router.get("/me/statement")
@@ -40,12 +41,10 @@ def me_page(request: Request) -> Response:
         return back("/login")
     p, dep = api.platform, api.platform.dep
     owner = Pubkey.from_string(claims.wallet)
-    keys = {str(dep.grx.account_of(owner)), str(dep.thb.account_of(owner)), str(owner)}
     txs = [
-        {"signature": e.signature, "memos": list(e.memos)}
-        for e in p.ledger.history()[-3000:]
-        if keys & {str(k) for k in e.tx.message.account_keys}
-    ][-30:]
+        {"signature": e["signature"], "memos": e["memos"]}
+        for e in wallet_transactions(p, owner, ME_TRANSACTIONS)
+    ]
     wallet = {
         "wallet": claims.wallet,
         "grx_wh": dep.grx.balance(owner),
@@ -53,11 +52,11 @@ def me_page(request: Request) -> Response:
         "frozen": dep.grx.is_frozen(owner),
         "custodial": p.keys.name_of(claims.wallet) is not None,
         "pending": api.trading is not None and api.trading.user_status(claims.user_id) == "pending",
-        "transactions": list(reversed(txs)),
+        "transactions": txs,
     }
     orders = [
         {**o, "price_thb": thb(o["price"])}
-        for o in (api.trading.orders_of(claims.user_id) if api.trading else [])
+        for o in (api.trading.orders_of(claims.user_id, ME_ORDERS) if api.trading else [])
     ]
     trades = []
     newest = queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES)

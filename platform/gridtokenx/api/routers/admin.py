@@ -3,16 +3,18 @@ market parameters and halts, governance proposals, the audit log. Every change i
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
-from sqlalchemy import select
+from fastapi import APIRouter, Path, Query, Response
 
 from gridtokenx import auditlog
+from gridtokenx.adapters import queries
 from gridtokenx.api.deps import AccountsDep, AdminDep, ApiDep, PlatformDep, TradingDep, pubkey
 from gridtokenx.api.schemas import (
     CURSOR_HELP,
     CURSOR_PATTERN,
+    NEXT_CURSOR,
+    USER_CURSOR_PATTERN,
     AuditOut,
     HaltIn,
     HaltOut,
@@ -39,7 +41,6 @@ from gridtokenx.errors import Conflict, NotFound
 from gridtokenx.governing import Governing, refuse_fee_change
 from gridtokenx.keynames import user_key
 from gridtokenx.service import Platform
-from gridtokenx.tables import users
 
 router = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], responses=errors(401, 403, 404, 409, 413, 422, 429, 503)
@@ -154,31 +155,59 @@ def resume(actor: AdminDep, t: TradingDep) -> dict[str, Any]:
     return {"halted": None}
 
 
-@router.get("/audit", response_model=AuditOut)
+@router.get("/audit", response_model=AuditOut, responses=NEXT_CURSOR)
 def audit_log(
     actor: AdminDep,
     platform: PlatformDep,
+    response: Response,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
 ) -> dict[str, Any]:
     """The newest entries first, a page at a time: the cursor is the last entry's sequence
-    number, so a page reads its rows by the primary key however long the log is."""
-    rows = auditlog.entries(platform.books, limit + 1, None if cursor is None else int(cursor))
-    page = rows[:limit]
+    number, so a page reads its rows by the primary key however long the log is. `broken_at`
+    is the first broken link among the page's entries (with the one before it) and those
+    appended since the last verified checkpoint (auditlog.verify_page): the cost follows the
+    page and what is new (at most 50,000 entries a page: `verified_to` says how far the
+    chain is checked); `gridtokenx audit` checks the whole chain."""
+    page, more, broken, verified_to = auditlog.verify_page(
+        platform.books, limit, None if cursor is None else int(cursor)
+    )
+    next_cursor = str(page[-1]["seq"]) if more else None
+    if next_cursor is not None:
+        response.headers["Next-Cursor"] = next_cursor
     return {
         "entries": page,
-        "broken_at": auditlog.verify(platform.books),
-        "next_cursor": str(page[-1]["seq"]) if len(rows) > limit else None,
+        "broken_at": broken,
+        "next_cursor": next_cursor,
+        "verified_to": verified_to,
     }
 
 
-@router.get("/users", response_model=list[UserOut])
-def list_users(actor: AdminDep, platform: PlatformDep) -> list[dict[str, Any]]:
-    with platform.books.connect() as c:
-        return [
-            {k: v for k, v in r._mapping.items() if k != "password_hash"}
-            for r in c.execute(select(users).order_by(users.c.created_at))
-        ]
+UserStatus = Literal["active", "pending", "suspended"]
+
+
+@router.get("/users", response_model=list[UserOut], responses=NEXT_CURSOR)
+def list_users(
+    actor: AdminDep,
+    platform: PlatformDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(pattern=USER_CURSOR_PATTERN, description=CURSOR_HELP)
+    ] = None,
+    status: UserStatus | None = None,
+) -> list[dict[str, Any]]:
+    """The users oldest first by (created_at, user_id), all or those of one status; the next
+    page's cursor is the `Next-Cursor` header, absent on the last page."""
+    after = None
+    if cursor is not None:
+        created_at, user_id = cursor.split(".", 1)
+        after = (int(created_at), user_id)
+    rows = queries.users_page(platform.books, limit + 1, after, status)
+    page = rows[:limit]
+    if len(rows) > limit:
+        response.headers["Next-Cursor"] = f"{page[-1]['created_at']}.{page[-1]['user_id']}"
+    return page
 
 
 # -- governance (the same proposals as `gridtokenx governance`, governing.py) -------------------

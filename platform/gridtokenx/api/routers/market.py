@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 
+from gridtokenx.adapters import queries
 from gridtokenx.api.deps import TradingDep
 from gridtokenx.api.schemas import (
+    CURSOR_HELP,
+    CURSOR_PATTERN,
     EPOCH_MAX,
+    NEXT_CURSOR,
     BookOut,
     CandleOut,
     CurrentEpochOut,
@@ -35,11 +39,20 @@ def current_epoch(t: TradingDep) -> dict[str, Any]:
     }
 
 
-@router.get("/epochs", response_model=list[EpochOut])
+@router.get("/epochs", response_model=list[EpochOut], responses=NEXT_CURSOR)
 def list_epochs(
-    t: TradingDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    t: TradingDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
 ) -> list[dict[str, Any]]:
-    return t.recent_epochs(limit)
+    """The cleared epochs, newest first by number (the primary key); the next page's cursor
+    is the `Next-Cursor` header, absent on the last page."""
+    rows = queries.epochs_page(t.engine, limit + 1, None if cursor is None else int(cursor))
+    page = rows[:limit]
+    if len(rows) > limit:
+        response.headers["Next-Cursor"] = str(page[-1]["epoch"])
+    return page
 
 
 @router.get("/epochs/{epoch}", response_model=EpochDetailOut, responses=errors(404))

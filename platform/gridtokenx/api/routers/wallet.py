@@ -11,8 +11,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from gridtokenx import auditlog, custody
+from gridtokenx.adapters import ledger_index
 from gridtokenx.api.deps import AccountsDep, ApiDep, PlatformDep, UserDep, pubkey
 from gridtokenx.api.schemas import (
+    CURSOR_HELP,
+    CURSOR_PATTERN,
+    NEXT_CURSOR,
     AllowanceIn,
     AllowanceSignedIn,
     PreparedOut,
@@ -29,16 +33,36 @@ router = APIRouter(
 )
 
 
-@router.get("/wallet", response_model=WalletOut)
-def wallet(claims: UserDep, platform: PlatformDep) -> dict[str, Any]:
-    owner = pubkey(claims.wallet, "wallet")
+def wallet_transactions(
+    platform: Platform, owner: Any, limit: int, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The ledger transactions naming the wallet or its GRX and THB accounts, newest first:
+    the per-account record (adapters/ledger_index.py), caught up first with what landed
+    since the last look, so the cost follows the page and what is new, not the chain."""
     dep = platform.dep
     accounts = {str(dep.grx.account_of(owner)), str(dep.thb.account_of(owner)), str(owner)}
-    txs = [
-        {"signature": e.signature, "memos": list(e.memos)}
-        for e in platform.ledger.history()[-2000:]
-        if accounts & {str(k) for k in e.tx.message.account_keys}
-    ][-50:]
+    ledger_index.catch_up(platform.books, platform.ledger)
+    return ledger_index.entries_of(platform.books, accounts, limit, before)
+
+
+@router.get("/wallet", response_model=WalletOut, responses=NEXT_CURSOR)
+def wallet(
+    claims: UserDep,
+    platform: PlatformDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
+) -> dict[str, Any]:
+    """Balances, allowances and the newest ledger transactions, a page at a time: the
+    cursor is the last transaction's place in the chain (`next_cursor`, also the
+    `Next-Cursor` header; absent on the last page)."""
+    owner = pubkey(claims.wallet, "wallet")
+    dep = platform.dep
+    rows = wallet_transactions(platform, owner, limit + 1, None if cursor is None else int(cursor))
+    txs = [{"signature": r["signature"], "memos": r["memos"]} for r in rows[:limit]]
+    next_cursor = str(rows[limit - 1]["pos"]) if len(rows) > limit else None
+    if next_cursor is not None:
+        response.headers["Next-Cursor"] = next_cursor
     delegate = platform.delegate.pubkey()
 
     def left(mint: Any) -> int:
@@ -54,7 +78,8 @@ def wallet(claims: UserDep, platform: PlatformDep) -> dict[str, Any]:
         "delegate": str(delegate),
         "allowance_grx_wh": left(dep.grx),
         "allowance_thb_micro": left(dep.thb),
-        "transactions": list(reversed(txs)),
+        "transactions": txs,
+        "next_cursor": next_cursor,
     }
 
 

@@ -1,0 +1,80 @@
+"""A per-account record of the chain's transactions (`ledger_account_entries`), so that a
+wallet's newest transactions are read by the primary key, whatever the chain's length.
+
+`catch_up` indexes what landed since the last look: the chain's history from the position
+stored in `settings` (`ledger_index_seen`), each transaction once per account it names
+(its programs aside), in one database transaction with the new position. Instances share
+the work under a PostgreSQL advisory lock; SQLite has one process, its threads a lock."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import text as sql
+
+from gridtokenx.books import CHUNK, account_entries
+from gridtokenx.ledger.backend import ChainView
+from gridtokenx.tables import settings
+
+SEEN = "ledger_index_seen"
+LOCK_KEY = 0x47545831_00000002  # PostgreSQL advisory lock: one indexer across instances
+_lock = threading.Lock()
+
+
+def _seen(c: Connection) -> int | None:
+    value = c.execute(select(settings.c.value).where(settings.c.name == SEEN)).scalar()
+    return None if value is None else int(json.loads(value))
+
+
+def catch_up(engine: Engine, chain: ChainView) -> int:
+    """Index the transactions landed since the last call; how many there were."""
+    with _lock, engine.begin() as c:
+        if c.dialect.name == "postgresql":  # held to the commit: the next starts after it
+            c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+        stored = _seen(c)
+        seen = stored or 0
+        landed = chain.history(seen)
+        rows: list[dict[str, Any]] = []
+        for pos, entry in enumerate(landed, start=seen):
+            message = entry.tx.message
+            keys = message.account_keys
+            programs = {ix.program_id_index for ix in message.instructions}
+            memos = json.dumps(list(entry.memos), separators=(",", ":"))
+            for account in {str(k) for n, k in enumerate(keys) if n not in programs}:
+                rows.append(
+                    {"account": account, "pos": pos, "signature": entry.signature, "memos": memos}
+                )
+        for k in range(0, len(rows), CHUNK):
+            c.execute(insert(account_entries), rows[k : k + CHUNK])
+        if not landed and stored is not None:
+            return 0
+        value = json.dumps(seen + len(landed))
+        if stored is None:
+            c.execute(insert(settings).values(name=SEEN, value=value))
+        else:
+            c.execute(update(settings).where(settings.c.name == SEEN).values(value=value))
+        return len(landed)
+
+
+def entries_of(
+    engine: Engine, accounts: set[str], limit: int, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The transactions naming any of these accounts, newest first, at most `limit`, older
+    than position `before`: one index range per account, read newest first."""
+    e = account_entries
+    found: dict[int, dict[str, Any]] = {}
+    with engine.connect() as c:
+        for account in sorted(accounts):
+            query = select(e.c.pos, e.c.signature, e.c.memos).where(e.c.account == account)
+            if before is not None:
+                query = query.where(e.c.pos < before)
+            for pos, signature, memos in c.execute(query.order_by(e.c.pos.desc()).limit(limit)):
+                found[int(pos)] = {
+                    "pos": int(pos),
+                    "signature": signature,
+                    "memos": list(json.loads(memos)),
+                }
+    return [found[p] for p in sorted(found, reverse=True)[:limit]]
