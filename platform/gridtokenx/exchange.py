@@ -1,9 +1,10 @@
 """The market with money behind it: escrow on placing, settlement on the chain at clearing.
 
 Order of writes, so that a crash anywhere loses nothing and pays nothing twice:
-- place: commit an escrow intent (a `pending` row), lock the escrow on the chain (idempotent
-  by its memo), then the order row with the intent opened in one transaction, then the
-  book; `sweep_intents` settles intents a crash left behind. Under CDA the order's
+- place (`escrow_many`, a batch of orders at once): commit the escrow intents (`pending`
+  rows), lock the escrows on the chain (packed, each idempotent by its memo), then the book
+  and the order rows with the intents opened in one transaction; `sweep_intents` settles
+  intents a crash left behind. Under CDA the order's
   executions and its counterparties' fills are written in the order row's transaction
   (`persist`), so a match survives a crash; at a restart `load` reads them back and the
   resting book is rebuilt from the live orders' remainders.
