@@ -48,10 +48,10 @@ def test_escrows_pack_five_owners_a_transaction_and_a_refused_one_fails_alone(
     for u in users:
         fund(site, u, thb=1_000_000)
     dep = site.platform.dep
-    escrows = [
-        st.Escrow(site.trading.wallets[u["user_id"]], order_id(), "thb", 300_000) for u in users
-    ]
-    escrows[2] = st.Escrow(escrows[2].holder, escrows[2].order_id, "thb", 5_000_000)  # too much
+    holders = [site.trading.wallets[u["user_id"]] for u in users]
+    escrows = [st.Escrow(h, order_id(), "thb", 300_000, st.owner_key(h)) for h in holders]
+    e = escrows[2]
+    escrows[2] = st.Escrow(e.holder, e.order_id, "thb", 5_000_000, e.owner)  # too much
     landed = st.lock_many(dep, escrows)
     bad = landed[2]
     assert isinstance(bad, LedgerError) and bad.code == "insufficient_funds"

@@ -123,7 +123,7 @@ class Exchange:
             [
                 {
                     "order_id": e.order_id,
-                    "owner": str(e.holder.pubkey()),
+                    "owner": str(e.owner),
                     "asset": e.asset,
                     "escrowed": e.amount,
                     "status": PENDING,
@@ -164,7 +164,8 @@ class Exchange:
         asset, amount = ("thb", max_cost(order)) if order.is_buy else ("grx", order.quantity_wh)
         if amount <= 0:  # e.g. 1 Wh at 1 uTHB/kWh: nothing to escrow, nothing it could pay
             raise OrderRejected("order_too_small", "the order's value rounds to 0 uTHB")
-        have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(key.pubkey())
+        owner = st.owner_key(key)
+        have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(owner)
         if have < amount:
             raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
         left = st.allowance_left(self.dep, key, asset)  # a self-custody wallet's grant
@@ -172,7 +173,7 @@ class Exchange:
             raise OrderRejected(
                 "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
             )
-        return st.Escrow(key, order.id, asset, amount)
+        return st.Escrow(key, order.id, asset, amount, owner)
 
     def sweep_intents(self, epoch: int, older_than_ms: int | None = None) -> int:
         """Settle escrow intents a crash cut short: an intent whose transfer landed is
