@@ -164,3 +164,68 @@ def wait_for(condition: Any, seconds: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+def test_a_batch_whose_transaction_fails_leaves_no_order_and_its_escrow_is_swept(
+    site: Site,
+) -> None:
+    """Should the batch's one transaction fail (here a recorder that raises, standing in for
+    a database error), no order of it is acknowledged or left in the book, and the escrow
+    that landed is given back by the sweep."""
+    users = [signup(site.client, f"f{k}@x.org", "consumer") for k in range(2)]
+    for u in users:
+        fund(site, u, thb=10_000_000)
+    t = site.trading
+    outcome: dict[int, Any] = {}
+
+    def broken(_c: Any, _row: dict[str, Any]) -> None:
+        raise RuntimeError("the database went away")
+
+    def place(k: int, record: Any) -> None:
+        try:
+            outcome[k] = t.place(users[k]["user_id"], "buy", 1_000, 3_000_000, record=record)
+        except RuntimeError as err:
+            outcome[k] = str(err)
+
+    blocker = signup(site.client, "blocker@x.org", "consumer")
+    fund(site, blocker, thb=10_000_000)
+    first = threading.Thread(target=lambda: t.place(blocker["user_id"], "buy", 1_000, 3_000_000))
+    threads = [
+        threading.Thread(target=place, args=(0, None)),
+        threading.Thread(target=place, args=(1, broken)),
+    ]
+    with t.lock:
+        first.start()
+        wait_for(lambda: t._flushing)
+        threads[0].start()
+        wait_for(lambda: len(t._queue) == 1)
+        threads[1].start()
+        wait_for(lambda: len(t._queue) == 2)
+    for th in [first, *threads]:
+        th.join(timeout=60)
+    assert outcome == {0: "the database went away", 1: "the database went away"}
+    assert len(t.market.live_orders(blocker["user_id"])) == 1  # the book as the rows say
+    assert [t.market.live_orders(u["user_id"]) for u in users] == [[], []]
+    with site.platform.books.connect() as c:
+        mine = [u["user_id"] for u in users]
+        assert (
+            c.execute(
+                select(market_orders.c.order_id).where(market_orders.c.user_id.in_(mine))
+            ).all()
+            == []
+        )
+        pending = (
+            c.execute(select(books.orders.c.order_id).where(books.orders.c.status == "pending"))
+            .scalars()
+            .all()
+        )
+    assert len(pending) == 2  # both escrows landed with the batch
+    wallets = [site.trading.wallets[u["user_id"]] for u in users]
+    dep = site.platform.dep
+    assert [dep.thb.balance(st.owner_key(w)) for w in wallets] == [
+        7_000_000,
+        7_000_000,
+    ]  # 3,000,000 each held
+    t._sweep(t.market.epoch)
+    assert [dep.thb.balance(st.owner_key(w)) for w in wallets] == [10_000_000, 10_000_000]
+    assert auditlog.verify(site.platform.books) is None
