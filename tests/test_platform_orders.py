@@ -69,3 +69,18 @@ def test_order_ids_grow_with_time() -> None:
     time.sleep(0.002)
     second = order_id()
     assert first < second and len(first) == len(second) == 22 and first.startswith("o-")
+
+
+def test_the_server_parses_http_in_c_on_uvloop() -> None:
+    """`platform run` leaves uvicorn's choice on auto: with httptools and uvloop installed (the
+    project's dependencies) it takes them, about twice the requests/s of h11 on asyncio."""
+    import sys
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    config = uvicorn.Config(FastAPI(), host="127.0.0.1", port=0)
+    config.load()
+    assert config.http_protocol_class.__module__ == "uvicorn.protocols.http.httptools_impl"
+    if sys.platform != "win32":
+        assert config.get_loop_factory().__module__.startswith("uvloop")

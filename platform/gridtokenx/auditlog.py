@@ -14,6 +14,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, insert, select, update
@@ -37,26 +39,47 @@ def _hash(prev: bytes, seq: int, ts: int, actor: str, action: str, detail: str) 
 
 
 def append(engine: Engine, actor: str, action: str, detail: dict[str, Any] | None = None) -> int:
-    text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
+    with begin(engine) as c:
+        return append_many(c, [(actor, action, detail or {})])
+
+
+@contextmanager
+def begin(engine: Engine) -> Iterator[Connection]:
+    """A transaction in which `append_many` may add entries: this process's other appenders
+    wait for its commit (on PostgreSQL other instances wait from the first append on)."""
     with _lock, engine.begin() as c:
-        if c.dialect.name == "postgresql":  # held to the commit: the next reads this one
-            c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-        last = c.execute(
-            select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-        ).first()
-        seq, prev = (last.seq + 1, bytes(last.hash)) if last else (1, GENESIS)
-        ts = int(time.time())
-        c.execute(
-            insert(audit_log).values(
-                seq=seq,
-                ts=ts,
-                actor=actor,
-                action=action,
-                detail=text,
-                prev_hash=prev,
-                hash=_hash(prev, seq, ts, actor, action, text),
-            )
+        yield c
+
+
+def append_many(c: Connection, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+    """Append (actor, action, detail) entries in `c`, a transaction from `begin` (e.g. one
+    batch of orders with their audit entries, one commit). Returns the last entry's seq."""
+    if c.dialect.name == "postgresql":  # held to the commit: the next reads this one
+        c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+    last = c.execute(
+        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (last.seq, bytes(last.hash)) if last else (0, GENESIS)
+    ts = int(time.time())
+    rows = []
+    for actor, action, detail in entries:
+        text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+        seq += 1
+        digest = _hash(prev, seq, ts, actor, action, text)
+        rows.append(
+            {
+                "seq": seq,
+                "ts": ts,
+                "actor": actor,
+                "action": action,
+                "detail": text,
+                "prev_hash": prev,
+                "hash": digest,
+            }
         )
+        prev = digest
+    if rows:
+        c.execute(insert(audit_log), rows)
     return seq
 
 

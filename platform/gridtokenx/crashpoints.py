@@ -4,8 +4,9 @@
 point, exactly as a power cut or `kill -9` would (no handler, no flush, no cleanup).
 Unset, `reached` is one dictionary lookup. The points, in an order's placement:
 
-- `order.intent`: the escrow intent row is committed, nothing is on the chain yet;
-- `order.escrowed`: the escrow transfer landed on the chain, the order row is not written.
+- `order.intent`: a batch's escrow intent rows are committed, nothing is on the chain yet;
+- `order.escrowed`: the batch's escrow transfers landed on the chain, no order row is
+  written.
 """
 
 from __future__ import annotations

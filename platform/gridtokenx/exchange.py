@@ -1,9 +1,10 @@
 """The market with money behind it: escrow on placing, settlement on the chain at clearing.
 
 Order of writes, so that a crash anywhere loses nothing and pays nothing twice:
-- place: commit an escrow intent (a `pending` row), lock the escrow on the chain (idempotent
-  by its memo), then the order row with the intent opened in one transaction, then the
-  book; `sweep_intents` settles intents a crash left behind. Under CDA the order's
+- place (`escrow_many`, a batch of orders at once): commit the escrow intents (`pending`
+  rows), lock the escrows on the chain (packed, each idempotent by its memo), then the book
+  and the order rows with the intents opened in one transaction; `sweep_intents` settles
+  intents a crash left behind. Under CDA the order's
   executions and its counterparties' fills are written in the order row's transaction
   (`persist`), so a match survives a crash; at a restart `load` reads them back and the
   resting book is rebuilt from the live orders' remainders.
@@ -15,15 +16,16 @@ Every query selects by key or by an indexed epoch: no step reads the whole histo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from gridtokenx import books, crashpoints
 from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.market.config import Mechanism
 from gridtokenx.market.engine import EpochOutcome, Market
@@ -34,6 +36,15 @@ from gridtokenx.tables import market_executions, market_orders
 from gridtokenx.units import WH_PER_KWH
 
 PENDING = "pending"  # an escrow intent: committed before the transfer, see `place`
+
+
+class Entered(NamedTuple):
+    """An order entered into the book: the executions it made, the first one's index among
+    the epoch's."""
+
+    order: Order
+    trades: list[Trade]
+    first: int
 
 
 def max_cost(order: Order) -> int:
@@ -60,66 +71,109 @@ class Exchange:
         return key
 
     def place(self, order: Order, c: Connection | None = None) -> list[Trade]:
-        """Escrow the order on the chain and enter it in the book.
+        """Escrow the order on the chain and enter it in the book (`escrow_many` of one).
+        `c` is the caller's open transaction that writes the order row: the intent becomes
+        `open` in it (`persist`), so an open escrow row always has its order row. Without
+        `c` the intent is opened at once (the order has no other row)."""
+        if c is None:
+            with self.engine.begin() as own:
+                trades = self.place(order, own)
+                _open(own, order.id)
+                return trades
+        refused = self.escrow_many([order], c)[0]
+        if refused is not None:
+            raise refused
+        return self.enter(order)
 
-        The escrow intent (a `pending` row) is committed before the transfer, so a crash at
-        any instant leaves either nothing on the chain or a pending row that the audit counts
-        as held when its transfer landed and `sweep_intents` settles. `c` is the caller's
-        open transaction that writes the order row: the intent becomes `open` in it
-        (`persist`), so an open escrow row always has its order row. Without `c` the intent
-        is opened at once (the order has no other row)."""
+    def escrow_many(self, orders: Sequence[Order], c: Connection) -> list[OrderRejected | None]:
+        """Escrow several orders on the chain at once (a group commit): each is checked
+        (the book's rules, its wallet, funds, a self-custody allowance), the intents of
+        those that pass are committed in one transaction (`pending` rows), then all their
+        transfers go to the ledger packed (`st.lock_many`). A crash at any instant leaves
+        either nothing on the chain or pending rows that the audit counts as held when
+        their transfer landed and `sweep_intents` settles. `c` is the caller's open
+        transaction that will write the order rows and open the intents (`persist`); on
+        PostgreSQL the intents are locked in it first, so a sweep on another instance
+        cannot take them meanwhile. The orders are not entered in the book here.
+
+        At most one order of an owner per call: each is checked against the book as it is
+        (the caller enters them afterwards). Returns each order's refusal, or None: a bad
+        order fails alone with its own code and never fails the others."""
+        out: list[OrderRejected | None] = [None] * len(orders)
+        with self.engine.connect() as conn:
+            known = set(
+                conn.execute(
+                    select(books.orders.c.order_id).where(
+                        books.orders.c.order_id.in_([o.id for o in orders])
+                    )
+                ).scalars()
+            )
+        escrows: dict[int, st.Escrow] = {}
+        for k, order in enumerate(orders):
+            try:
+                escrow = self._check(order)
+            except OrderRejected as err:
+                out[k] = err
+                continue
+            if order.id not in known:  # escrowed before (a retry): not again
+                escrows[k] = escrow
+        books.add_rows(
+            self.engine,
+            books.orders,
+            [
+                {
+                    "order_id": e.order_id,
+                    "owner": str(e.owner),
+                    "asset": e.asset,
+                    "escrowed": e.amount,
+                    "status": PENDING,
+                }
+                for e in escrows.values()
+            ],
+        )
+        if escrows:
+            crashpoints.reached("order.intent")
+        if c.dialect.name == "postgresql" and escrows:
+            held = set(
+                c.execute(
+                    select(books.orders.c.order_id)
+                    .where(
+                        books.orders.c.order_id.in_([e.order_id for e in escrows.values()]),
+                        books.orders.c.status == PENDING,
+                    )
+                    .with_for_update()
+                ).scalars()
+            )
+            for k in [k for k, e in escrows.items() if e.order_id not in held]:
+                out[k] = OrderRejected(
+                    "order_interrupted", "the order was cut short; place it again"
+                )
+                del escrows[k]
+        landed = st.lock_many(self.dep, list(escrows.values()))
+        for k, result in zip(list(escrows), landed, strict=True):
+            if isinstance(result, LedgerError):
+                out[k] = OrderRejected(result.code, f"the ledger refused the escrow: {result.code}")
+        if escrows:
+            crashpoints.reached("order.escrowed")
+        return out
+
+    def _check(self, order: Order) -> st.Escrow:
+        """The order's escrow if it may be placed now, else its refusal (OrderRejected)."""
         self.market.validate(order)
         key = self.wallet(order.owner)
         asset, amount = ("thb", max_cost(order)) if order.is_buy else ("grx", order.quantity_wh)
         if amount <= 0:  # e.g. 1 Wh at 1 uTHB/kWh: nothing to escrow, nothing it could pay
             raise OrderRejected("order_too_small", "the order's value rounds to 0 uTHB")
-        have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(key.pubkey())
-        with self.engine.connect() as conn:
-            known = conn.execute(
-                select(books.orders.c.order_id).where(books.orders.c.order_id == order.id)
-            ).first()
-        if known is None:
-            if have < amount:
-                raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
-            left = st.allowance_left(self.dep, key, asset)  # a self-custody wallet's grant
-            if left is not None and left < amount:
-                raise OrderRejected(
-                    "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
-                )
-            intent = {
-                "order_id": order.id,
-                "owner": str(key.pubkey()),
-                "asset": asset,
-                "escrowed": amount,
-                "status": PENDING,
-            }
-            books.add_rows(self.engine, books.orders, [intent])
-            crashpoints.reached("order.intent")
-            if c is None:
-                with self.engine.begin() as own:
-                    self._escrow(own, key, order.id, asset, amount)
-                    _open(own, order.id)
-            else:
-                self._escrow(c, key, order.id, asset, amount)
-        trades = self.market.place(order)
-        self._trades.extend(trades)
-        return trades
-
-    def _escrow(
-        self, c: Connection, key: st.Holder, order_id: str, asset: str, amount: int
-    ) -> None:
-        """The transfer into escrow, with the intent row locked in `c` (PostgreSQL), so a
-        sweep on another instance cannot take it meanwhile; gone means a sweep took it."""
-        if c.dialect.name == "postgresql":
-            held = c.execute(
-                select(books.orders.c.status)
-                .where(books.orders.c.order_id == order_id)
-                .with_for_update()
-            ).first()
-            if held is None or held.status != PENDING:
-                raise OrderRejected("order_interrupted", "the order was cut short; place it again")
-        st.lock(self.dep, key, order_id, asset, amount)
-        crashpoints.reached("order.escrowed")
+        owner = st.owner_key(key)
+        have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(owner)
+        if have < amount:
+            raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
+        left = st.allowance_left(self.dep, key, asset)  # a self-custody wallet's grant
+        if left is not None and left < amount:
+            raise OrderRejected(
+                "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
+            )
+        return st.Escrow(key, order.id, asset, amount, owner)
 
     def sweep_intents(self, epoch: int, older_than_ms: int | None = None) -> int:
         """Settle escrow intents a crash cut short: an intent whose transfer landed is
@@ -162,28 +216,42 @@ class Exchange:
 
     def persist(self, c: Connection, order: Order, trades: list[Trade]) -> None:
         """Write a CDA order's executions and its counterparties' fills (in the transaction
-        that writes the order's own row)."""
-        _open(c, order.id)
-        if not trades:
-            return
-        first = len(self._trades) - len(trades)
-        c.execute(
-            insert(market_executions),
-            [
-                {"epoch": self.market.epoch, "idx": first + k, **t._asdict()}
-                for k, t in enumerate(trades)
-            ],
-        )
-        for t in trades:
-            other = self.market.order(t.sell_id if order.is_buy else t.buy_id)
-            if other is not None:
-                c.execute(  # a cancel asked meanwhile stays asked (applied after this)
-                    update(market_orders)
-                    .where(
-                        market_orders.c.order_id == other.id, market_orders.c.status != "cancelling"
-                    )
-                    .values(status=other.status.value, filled_wh=other.filled_wh)
+        that writes the order's own row), its escrow intent opened."""
+        self.persist_many(c, [Entered(order, trades, len(self._trades) - len(trades))])
+
+    def persist_many(self, c: Connection, entered: Sequence[Entered]) -> None:
+        """`persist` for several orders entered one after the other (`enter_many`): their
+        intents opened in one statement, their executions in one, then the fills of their
+        counterparties."""
+        ids = [e.order.id for e in entered]
+        for k in range(0, len(ids), books.CHUNK):
+            c.execute(
+                update(books.orders)
+                .where(
+                    books.orders.c.order_id.in_(ids[k : k + books.CHUNK]),
+                    books.orders.c.status == PENDING,
                 )
+                .values(status="open")
+            )
+        executions = [
+            {"epoch": self.market.epoch, "idx": e.first + k, **t._asdict()}
+            for e in entered
+            for k, t in enumerate(e.trades)
+        ]
+        if executions:
+            c.execute(insert(market_executions), executions)
+        for e in entered:
+            for t in e.trades:
+                other = self.market.order(t.sell_id if e.order.is_buy else t.buy_id)
+                if other is not None:
+                    c.execute(  # a cancel asked meanwhile stays asked (applied after this)
+                        update(market_orders)
+                        .where(
+                            market_orders.c.order_id == other.id,
+                            market_orders.c.status != "cancelling",
+                        )
+                        .values(status=other.status.value, filled_wh=other.filled_wh)
+                    )
 
     def load(self, epoch: int) -> None:
         """This epoch's CDA executions as persisted (after a restart)."""
@@ -210,10 +278,19 @@ class Exchange:
         ]
 
     def enter(self, order: Order) -> list[Trade]:
-        """An order another instance escrowed and wrote, entered into the book."""
+        """An order escrowed (here, or by another instance that wrote it), entered into the
+        book."""
         trades = self.market.place(order)
         self._trades.extend(trades)
         return trades
+
+    def enter_many(self, orders: Sequence[Order]) -> list[Entered]:
+        """Escrowed orders entered into the book in turn, each with what it executed."""
+        out = []
+        for order in orders:
+            first = len(self._trades)
+            out.append(Entered(order, self.enter(order), first))
+        return out
 
     def withdraw(self, order_id: str, owner: str) -> int | None:
         """A cancel another instance asked for: out of the book if it is live there, the

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ from sqlalchemy import text as sql
 
 from gridtokenx import auditlog, books
 from gridtokenx.adapters import idempotency
-from gridtokenx.exchange import Exchange
+from gridtokenx.exchange import Entered, Exchange
 from gridtokenx.keynames import key_user, user_key
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
@@ -116,6 +118,26 @@ class Event:
     user_id: str | None = None  # own-account events go to this user only
 
 
+MAX_BATCH = 256  # placements in one group commit
+
+
+@dataclass(eq=False)
+class _Placement:
+    """One request waiting in the group-commit queue (see `Trading.place`)."""
+
+    user_id: str
+    side: str
+    quantity_wh: int
+    price: int
+    zone: str
+    tif: str
+    record: Callable[[Connection, dict[str, Any]], None] | None
+    order: Order | None = None
+    row: dict[str, Any] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class Trading:
     def __init__(
         self,
@@ -143,6 +165,9 @@ class Trading:
         self.market = Market(self.config, epoch=epoch)
         self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
         self.listeners: list[Callable[[Event], None]] = []
+        self._queue: deque[_Placement] = deque()  # placements waiting for a group commit
+        self._queued = threading.Condition()
+        self._flushing = False  # a caller is placing a batch
         if sequencer:
             if self.shared:
                 self._set_open_epoch(self.market.epoch)
@@ -229,117 +254,222 @@ class Trading:
         record: Callable[[Connection, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Place an order with its escrow; `record` runs in the transaction that writes the
-        order row (the Idempotency-Key's response is kept with the order, or neither)."""
-        self.require_approved(user_id)
-        if not self.leading:
-            return self._place_here(user_id, side, quantity_wh, price, zone, tif, record)
-        with self.lock:
-            self.tick()
-            epoch = self.market.epoch
-            self._check_rate(user_id, epoch)
-            order = _new_order(user_id, side, quantity_wh, price, zone, tif)
-            with self.engine.begin() as c:
-                trades = self.exchange.place(order, c)
-                row: dict[str, Any] = {
-                    "order_id": order.id,
-                    "user_id": user_id,
-                    "epoch": epoch,
-                    "seq": order.seq,
-                    "side": order.side.value,
-                    "quantity_wh": quantity_wh,
-                    "price": price,
-                    "zone": zone,
-                    "tif": order.tif.value,
-                    "status": order.status.value,
-                    "filled_wh": order.filled_wh,
-                    "created_at": int(self.clock()),
-                }
-                c.execute(insert(market_orders).values(**row))
-                self.exchange.persist(c, order, trades)
-                if record is not None:
-                    record(c, row)
-            auditlog.append(
-                self.engine,
-                user_id,
-                "order.place",
-                {"order_id": order.id, "side": side, "wh": quantity_wh, "price": price},
-            )
-            self.publish(Event("order", row, user_id))
-            self.publish(Event("book", {"epoch": epoch}))
-            for t in trades:
-                self.publish(
-                    Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
-                )
-            return row
+        order row (the Idempotency-Key's response is kept with the order, or neither).
 
-    def _check_rate(self, user_id: str, epoch: int) -> None:
-        with self.engine.connect() as c:
-            placed = c.execute(
-                select(func.count())
-                .select_from(market_orders)
-                .where(market_orders.c.user_id == user_id, market_orders.c.epoch == epoch)
-            ).scalar_one()
-        if placed >= MAX_ORDERS_PER_EPOCH:
-            raise OrderRejected("order_rate_limited", f"{MAX_ORDERS_PER_EPOCH} orders per epoch")
+        Group commit: the placement joins a queue, and one of the waiting callers at a time
+        (the flusher) takes a batch of it and places the whole batch with one intents
+        commit, its escrow transfers packed into as few ledger transactions as fit (one
+        fsync), and all its order rows, intents opened, Idempotency-Keys and audit entries
+        in one database transaction (`_flush`). Each caller returns once its order is
+        durable and its escrow is on the ledger, or raises its own refusal."""
+        waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, record)
+        with self._queued:
+            self._queue.append(waiting)
+        while not waiting.done:
+            with self._queued:
+                while self._flushing and not waiting.done:
+                    self._queued.wait()
+                if waiting.done:
+                    break
+                self._flushing = True  # this caller flushes one batch, then hands over
+                batch = self._take()
+            try:
+                self._flush(batch)
+            finally:
+                with self._queued:
+                    for p in batch:
+                        p.done = True
+                    self._flushing = False
+                    self._queued.notify_all()
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.row is not None
+        return waiting.row
 
-    def _place_here(
-        self,
-        user_id: str,
-        side: str,
-        quantity_wh: int,
-        price: int,
-        zone: str,
-        tif: str,
-        record: Callable[[Connection, dict[str, Any]], None] | None,
-    ) -> dict[str, Any]:
-        """An order placed on an instance that is not the sequencer: checked against the
-        owner's live orders in the database, escrowed, and written with seq 0 into the open
-        epoch; the sequencer enters it into the book (`_sequence`), in the order placed."""
+    def _take(self) -> list[_Placement]:
+        """The next batch from the queue, oldest first, at most one order of an owner (each
+        is checked against the book with the owner's earlier orders in it)."""
+        batch: list[_Placement] = []
+        owners: set[str] = set()
+        rest: deque[_Placement] = deque()
+        while self._queue and len(batch) < MAX_BATCH:
+            p = self._queue.popleft()
+            if p.user_id in owners:
+                rest.append(p)
+            else:
+                owners.add(p.user_id)
+                batch.append(p)
+        rest.extend(self._queue)
+        self._queue = rest
+        return batch
+
+    def _flush(self, batch: list[_Placement]) -> None:
+        """Place a batch: each order checked on its own (approval, the rate limit, the
+        book's rules, funds), the rest escrowed together and written in one transaction.
+        The sequencer enters them into the book; another instance writes them with seq 0
+        into the open epoch, for the sequencer to enter (`_sequence`), in the order placed."""
+        escrowed: list[_Placement] = []
+        entered: list[Entered] = []
         with self.lock:
-            self.follow()
             epoch = self.market.epoch
-            self._check_rate(user_id, epoch)
-            order = _new_order(user_id, side, quantity_wh, price, zone, tif)
-            own = Market(self.config, epoch=epoch)  # the owner's live orders, for the checks
-            own.halted = self.market.halted
-            with self.engine.connect() as c:
-                for r in c.execute(
-                    select(market_orders).where(
-                        market_orders.c.user_id == user_id,
-                        market_orders.c.epoch == epoch,
-                        market_orders.c.status.in_(LIVE),
+            try:
+                if self.leading:
+                    self.tick()
+                    market, exchange = self.market, self.exchange
+                else:
+                    self.follow()
+                    market = self._owners_market([p.user_id for p in batch])
+                    exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
+                placed = self._admit(batch, market.epoch)
+                orders = [p.order for p in placed if p.order is not None]
+                with auditlog.begin(self.engine) as c:
+                    refused = exchange.escrow_many(orders, c) if orders else []
+                    for p, error in zip(placed, refused, strict=True):
+                        if error is None:
+                            escrowed.append(p)
+                        else:
+                            p.error = error
+                    if not escrowed:
+                        return
+                    if self.leading:
+                        epoch = market.epoch
+                        entered = exchange.enter_many([p.order for p in escrowed if p.order])
+                    else:
+                        epoch = self._open_epoch(c)
+                        entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
+                    self._write_orders(c, exchange, escrowed, entered, epoch)
+            except BaseException as err:
+                for p in batch:  # nothing of this batch was committed
+                    if p.error is None:
+                        p.error, p.row = err, None
+                if entered:  # the book took orders whose rows were not written
+                    self._reload_book()
+                if not isinstance(err, Exception):
+                    raise
+                return
+            for p, e in zip(escrowed, entered, strict=True):
+                assert p.row is not None
+                self.publish(Event("order", p.row, p.user_id))
+                for t in e.trades:
+                    self.publish(
+                        Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
                     )
-                ).all():
-                    own.place(_order_of(r))
-            exchange = Exchange(self.platform.dep, self.engine, own, self.wallets)
-            with self.engine.begin() as c:
-                exchange.place(order, c)
-                row: dict[str, Any] = {
-                    "order_id": order.id,
-                    "user_id": user_id,
-                    "epoch": self._open_epoch(c),
-                    "seq": 0,
-                    "side": order.side.value,
-                    "quantity_wh": quantity_wh,
-                    "price": price,
-                    "zone": zone,
-                    "tif": order.tif.value,
-                    "status": "open",
-                    "filled_wh": 0,
-                    "created_at": int(self.clock()),
-                }
-                c.execute(insert(market_orders).values(**row))
-                exchange.persist(c, order, [])
-                if record is not None:
-                    record(c, row)
-            auditlog.append(
-                self.engine,
-                user_id,
-                "order.place",
-                {"order_id": order.id, "side": side, "wh": quantity_wh, "price": price},
+            if self.leading:
+                self.publish(Event("book", {"epoch": epoch}))
+
+    def _admit(self, batch: list[_Placement], epoch: int) -> list[_Placement]:
+        """The placements that pass the account's approval, the rate limit and the order's
+        own form (each refused one gets its error), with their new orders."""
+        owners = [p.user_id for p in batch]
+        with self.engine.connect() as c:
+            pending = set(
+                c.execute(
+                    select(users.c.user_id).where(
+                        users.c.user_id.in_(owners), users.c.status == "pending"
+                    )
+                ).scalars()
             )
-            self.publish(Event("order", row, user_id))
-            return row
+            placed: dict[str, int] = dict(
+                c.execute(
+                    select(market_orders.c.user_id, func.count())
+                    .where(market_orders.c.user_id.in_(owners), market_orders.c.epoch == epoch)
+                    .group_by(market_orders.c.user_id)
+                ).all()
+            )
+        admitted = []
+        for p in batch:
+            try:
+                if p.user_id in pending:
+                    raise OrderRejected(
+                        "not_approved", "this account waits for an operator's approval"
+                    )
+                if placed.get(p.user_id, 0) >= MAX_ORDERS_PER_EPOCH:
+                    raise OrderRejected(
+                        "order_rate_limited", f"{MAX_ORDERS_PER_EPOCH} orders per epoch"
+                    )
+                p.order = _new_order(p.user_id, p.side, p.quantity_wh, p.price, p.zone, p.tif)
+            except OrderRejected as err:
+                p.error = err
+                continue
+            admitted.append(p)
+        return admitted
+
+    def _owners_market(self, owners: list[str]) -> Market:
+        """A scratch market holding these owners' live orders in the open epoch, to check
+        their new orders against (an instance that is not the sequencer has no book)."""
+        epoch = self.market.epoch
+        own = Market(self.config, epoch=epoch)
+        own.halted = self.market.halted
+        with self.engine.connect() as c:
+            for r in c.execute(
+                select(market_orders).where(
+                    market_orders.c.user_id.in_(owners),
+                    market_orders.c.epoch == epoch,
+                    market_orders.c.status.in_(LIVE),
+                )
+            ).all():
+                own.place(_order_of(r))
+        return own
+
+    def _write_orders(
+        self,
+        c: Connection,
+        exchange: Exchange,
+        placed: list[_Placement],
+        entered: list[Entered],
+        epoch: int,
+    ) -> None:
+        """The tail of every placement, on the sequencer or not: the order rows (as the
+        book left them after the whole batch; seq 0 where no book took them), the intents
+        opened with the executions and fills, each Idempotency-Key's response and the audit
+        entries, all in `c`."""
+        now = int(self.clock())
+        rows = []
+        for p, e in zip(placed, entered, strict=True):
+            order = e.order
+            p.row = {
+                "order_id": order.id,
+                "user_id": p.user_id,
+                "epoch": epoch,
+                "seq": order.seq if self.leading else 0,
+                "side": order.side.value,
+                "quantity_wh": order.quantity_wh,
+                "price": order.price,
+                "zone": order.zone,
+                "tif": order.tif.value,
+                "status": order.status.value if self.leading else "open",
+                "filled_wh": order.filled_wh if self.leading else 0,
+                "created_at": now,
+            }
+            rows.append(p.row)
+        c.execute(insert(market_orders), rows)
+        exchange.persist_many(c, entered)
+        for p in placed:
+            if p.record is not None and p.row is not None:
+                p.record(c, p.row)
+        auditlog.append_many(
+            c,
+            [
+                (
+                    p.user_id,
+                    "order.place",
+                    {
+                        "order_id": r["order_id"],
+                        "side": p.side,
+                        "wh": p.quantity_wh,
+                        "price": p.price,
+                    },
+                )
+                for p, r in zip(placed, rows, strict=True)
+            ],
+        )
+
+    def _reload_book(self) -> None:
+        """The open epoch's book again from the database (a batch's transaction failed after
+        the book took its orders); their escrow intents stay pending for the sweep."""
+        self.market = Market(self.config, epoch=self.market.epoch)
+        self.exchange = Exchange(self.platform.dep, self.engine, self.market, self.wallets)
+        self._load(self.market, self.exchange, self.market.epoch)
 
     def _sequence(self, market: Market, exchange: Exchange, epoch: int) -> None:
         """Enter the orders other instances placed into this epoch (seq 0), in the order
@@ -752,12 +882,6 @@ class Trading:
                 c.execute(settings.delete().where(settings.c.name == "halt"))
             auditlog.append(self.engine, actor, "market.resume", {})
             self.publish(Event("epoch", {"epoch": self.market.epoch, "halted": None}))
-
-    def require_approved(self, user_id: str) -> None:
-        """A signed-up account trades once approved (an operator or the KYC step); the
-        demo's agents and registry-made households have no account row and are approved."""
-        if self.user_status(user_id) == "pending":
-            raise OrderRejected("not_approved", "this account waits for an operator's approval")
 
     def user_status(self, user_id: str) -> str | None:
         with self.engine.connect() as c:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -38,6 +39,7 @@ from gridtokenx.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.service import Platform
 from gridtokenx.trading import Trading
 
+THREADS = 256  # request threads (anyio's default is 40)
 ROUTERS = (
     health,
     auth,
@@ -109,6 +111,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # a placement's thread waits for its group commit (`Trading.place`): more threads
+        # than anyio's 40 let a batch hold every concurrent request
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
         if relay is not None:
             relay.close()

@@ -126,6 +126,14 @@ class Ledger(Protocol):
         """Submit one transaction paid by the payer; its signature, or LedgerError."""
         ...
 
+    def send_many(
+        self, transactions: Sequence[tuple[Sequence[Instruction], Sequence[Keypair]]]
+    ) -> list[str | LedgerError]:
+        """Several transactions (instructions, signers), each landing or failing on its own:
+        its signature or its error, in order. The embedded ledger makes them durable with
+        one fsync; a cluster confirms each."""
+        ...
+
     def account_data(self, address: Pubkey) -> bytes | None: ...
 
     def fund(self, address: Pubkey, lamports: int) -> None:

@@ -179,6 +179,32 @@ class EmbeddedLedger:
             tx = transaction(instructions, self._payer, signers, self.svm.latest_blockhash())
             return self._send(tx)
 
+    def send_many(
+        self, transactions: Sequence[tuple[Sequence[Instruction], Sequence[Keypair]]]
+    ) -> list[str | LedgerError]:
+        """Several transactions under one lock of the log and one fsync (a group commit):
+        each lands or fails on its own (its signature or its `LedgerError`, in order), and
+        none is reported before all that landed are durable."""
+        out: list[str | LedgerError] = []
+        with self._mutex, self._locked():
+            records = []
+            for instructions, signers in transactions:
+                blockhash = self.svm.latest_blockhash()
+                tx = transaction(instructions, self._payer, signers, blockhash)
+                result = self.svm.send_transaction(tx)
+                if isinstance(result, FailedTransactionMetadata):
+                    out.append(LedgerError(error_code(str(result.err())), result.meta().logs()))
+                    continue
+                body = bytes(tx)
+                records.append(_RECORD.pack(len(body), zlib.crc32(body)) + body)
+                out.append(self._remember(tx).signature)
+            if self._log is not None and records:
+                record = b"".join(records)
+                self._log.write(record)
+                os.fsync(self._log.fileno())
+                self._offset += len(record)
+        return out
+
     def send_transaction(self, tx: Transaction) -> str:
         """Submit a transaction signed elsewhere (e.g. by oracles one by one). The
         blockhash stays valid until a duplicate needs a new one, so signatures gathered

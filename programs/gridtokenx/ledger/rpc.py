@@ -69,6 +69,18 @@ class RpcLedger:
             transaction(instructions, self._payer, signers, self.latest_blockhash())
         )
 
+    def send_many(
+        self, transactions: Sequence[tuple[Sequence[Instruction], Sequence[Keypair]]]
+    ) -> list[str | LedgerError]:
+        """Each transaction in turn, each confirmed: its signature or its `LedgerError`."""
+        out: list[str | LedgerError] = []
+        for instructions, signers in transactions:
+            try:
+                out.append(self.send(instructions, signers))
+            except LedgerError as err:
+                out.append(err)
+        return out
+
     def send_transaction(self, tx: Transaction) -> str:
         try:
             self._run(

@@ -29,7 +29,7 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from gridtokenx.ledger.backend import fits, memo
+from gridtokenx.ledger.backend import LedgerError, fits, memo, public_key
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.tokens import Mint
 from gridtokenx.wire import merkle
@@ -51,6 +51,12 @@ class Delegated:
 
 
 Holder = Keypair | Delegated
+
+
+def owner_key(holder: Holder) -> Pubkey:
+    """The wallet's public key (a keypair's read from its bytes: `Keypair.pubkey()` derives
+    it again, ~50 us, three times a placement otherwise)."""
+    return holder.owner if isinstance(holder, Delegated) else public_key(holder)
 
 
 def _signing(holder: Holder) -> tuple[Pubkey | None, Keypair]:
@@ -203,6 +209,72 @@ def lock(dep: Deployment, owner: Holder, order_id: str, asset: str, amount: int)
     authority, signer = _signing(owner)
     ix = _mint(dep, asset).transfer_ix(owner.pubkey(), dep.escrow.pubkey(), amount, authority)
     return dep.ledger.send([ix, memo(text)], [signer])
+
+
+@dataclass(frozen=True)
+class Escrow:
+    """One order's transfer into escrow, as `lock` makes it."""
+
+    holder: Holder
+    order_id: str
+    asset: str
+    amount: int
+    owner: Pubkey  # the holder's public key (`owner_key`), read once
+
+    @property
+    def memo(self) -> str:
+        return f"{ESCROW} {self.order_id} {self.asset} {self.amount}"
+
+
+def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerError]:
+    """Several orders' escrow (each as `lock` would, once: one on the chain already is
+    skipped) packed into as few legacy transactions as fit 1232 bytes, each escrow's
+    transfer followed by its own memo, all sent as one group (`Ledger.send_many`: the
+    embedded ledger fsyncs once). 5 orders of different owners fit one transaction
+    (each brings a signature and two accounts; measured), 13 of one owner. A transaction the chain
+    refuses is sent again one escrow per transaction, so one bad escrow (an account frozen
+    meanwhile, funds gone) fails alone. Returns each escrow's signature or error, in order."""
+    index = dep.ledger.memo_index()
+    out: list[str | LedgerError | None] = [None] * len(escrows)
+    todo: list[int] = []
+    for k, e in enumerate(escrows):
+        if e.asset not in ASSETS or e.amount <= 0:
+            raise SettlementError("bad_escrow", f"{e.asset} {e.amount}")
+        done = index.get(e.memo)
+        if done:
+            out[k] = done
+        else:
+            todo.append(k)
+    escrow_key = dep.escrow.pubkey()
+
+    def pair(e: Escrow) -> tuple[list[Instruction], Keypair]:
+        authority, signer = _signing(e.holder)
+        ix = _mint(dep, e.asset).transfer_ix(e.owner, escrow_key, e.amount, authority)
+        return [ix, memo(e.memo)], signer
+
+    parts: list[tuple[list[int], list[Instruction], list[Keypair]]] = []
+    for k in todo:
+        ixs, signer = pair(escrows[k])
+        if parts and fits([*parts[-1][1], *ixs], dep.ledger.payer):
+            parts[-1][0].append(k)
+            parts[-1][1].extend(ixs)
+            parts[-1][2].append(signer)
+        else:
+            parts.append(([k], ixs, [signer]))
+    results = dep.ledger.send_many([(ixs, signers) for _, ixs, signers in parts])
+    again: list[int] = []
+    for (members, _, _), result in zip(parts, results, strict=True):
+        if isinstance(result, str) or len(members) == 1:
+            for k in members:
+                out[k] = result
+        else:
+            again.extend(members)
+    if again:
+        singles = [pair(escrows[k]) for k in again]
+        retried = dep.ledger.send_many([(ixs, [signer]) for ixs, signer in singles])
+        for k, result in zip(again, retried, strict=True):
+            out[k] = result
+    return [LedgerError("transaction_failed") if r is None else r for r in out]
 
 
 def refund(dep: Deployment, order_id: str, owner: Pubkey, asset: str, amount: int) -> str:
