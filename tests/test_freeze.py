@@ -229,6 +229,47 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+@pytest.mark.parametrize("path", ["/sign/freeze", "/sign/topup", "/sign/mint"])
+@pytest.mark.parametrize("bad", ["program", "account"])
+def test_a_message_with_an_index_out_of_range_is_malformed_not_a_500(
+    chain: Chain, path: str, bad: str
+) -> None:
+    """The co-signer's HTTP is unauthenticated: an instruction pointing past the message's
+    keys (program or account index) is 422 malformed_request, never an IndexError 500."""
+    from solders.hash import Hash
+    from solders.instruction import CompiledInstruction
+    from spl.token.constants import TOKEN_2022_PROGRAM_ID
+
+    from gridtokenx.ledger.backend import MEMO_PROGRAM_ID
+
+    dep = chain.dep
+    client = TestClient(app(reviewing(chain)), raise_server_exceptions=False)
+    text = freeze_memo("thaw", Keypair().pubkey(), "x", "operator")
+    keys = [dep.ledger.payer.pubkey(), TOKEN_2022_PROGRAM_ID, MEMO_PROGRAM_ID]
+    first = (
+        CompiledInstruction(7, bytes([11]), bytes([0]))
+        if bad == "program"
+        else CompiledInstruction(1, bytes([11]), bytes([9, 9, 9]))
+    )
+    ixs = [first, CompiledInstruction(2, text.encode(), b"")]
+    message = bytes(Message.new_with_compiled_instructions(1, 0, 2, keys, Hash.default(), ixs))
+    assert not oracle.well_formed(Message.from_bytes(message))
+    if path == "/sign/mint":
+        header, signature, readings = hub_batch(
+            SigningKey.generate(), SigningKey.generate(), "m-1", 1, [0, 5]
+        )
+        body: dict[str, Any] = {
+            "header": _b64(wire_batch.encode_header(header)),
+            "hub_signature": _b64(signature),
+            "readings": [[_b64(raw), _b64(sig)] for raw, sig in readings],
+            "messages": [_b64(message)],
+        }
+    else:
+        body = {"message": _b64(message), "approval": _b64(bytes(64))}
+    r = client.post(path, json=body)
+    assert (r.status_code, r.json()["code"]) == (422, "malformed_request")
+
+
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())

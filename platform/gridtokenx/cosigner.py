@@ -157,6 +157,14 @@ def approved_owners(grx: Mint, owners: Mapping[str, Pubkey]) -> dict[str, Pubkey
     return out
 
 
+def well_formed(message: Message) -> Message:
+    """The message, if every index in it points into its keys; else CosignRefused
+    ("malformed_request"). Every sign_* entry runs this before reading an instruction."""
+    if not oracle.well_formed(message):
+        raise CosignRefused("malformed_request", "an instruction index is out of range")
+    return message
+
+
 class Journal:
     """The meter ranges this co-signer signed, one JSON line each, fsynced (0600).
 
@@ -249,6 +257,7 @@ class Cosigner:
         <by>` signed by the operator's approval key; every other instruction a ThawAccount
         (FreezeAccount) of that owner's GRX or THB account under the registry multisig;
         each reference signed once."""
+        well_formed(message)
         texts = oracle.memos_of_message(message)
         parsed = parse_freeze_memo(texts[0]) if len(texts) == 1 else None
         if parsed is None:
@@ -307,6 +316,7 @@ class Cosigner:
     def sign_topup(self, message: Message) -> Signature:
         """Co-sign a fiat top-up: exactly one THB MintToChecked to the owner the memo names,
         of the amount it names, under a reference never minted or signed for before."""
+        well_formed(message)
         if self._thb is None:
             raise CosignRefused("not_a_signer", "this co-signer does not sign THB top-ups")
         thb = Mint(cast(Ledger, self.chain), self._thb(), THB_DECIMALS)
@@ -346,6 +356,8 @@ class Cosigner:
 
     def sign_mint(self, evidence: oracle.Evidence, messages: Sequence[Message]) -> list[Signature]:
         """Review the batch and each message; its signatures, or CosignRefused."""
+        for message in messages:
+            well_formed(message)
         reg = self.registry()
         hub_key = reg.hub_keys.get(evidence.header.hub_id)
         if hub_key is None:
