@@ -196,9 +196,63 @@ def test_a_cosigner_thaws_only_against_the_operators_approval_record(chain: Chai
     need = message.account_keys[: message.header.num_required_signatures]
     dep.ledger.send_transaction(Transaction.populate(message, [by_key[k] for k in need]))
     assert frozen(dep, alice) == (False, False)
-    # one reference, one message: the same record cannot be spent on another
+    # a reference on the chain is spent: the same record cannot be used again
     text, again = asked(dep, cosigner, "thaw", alice, mints=[dep.grx])
-    assert code_of(lambda: cosigner.sign_freeze(again, approval)) == "already_signed"
+    assert code_of(lambda: cosigner.sign_freeze(again, approval)) == "stale_approval"
+    # one reference, one message, even before it lands (the journal)
+    text, first = asked(dep, cosigner, "thaw", bob, reference="r-9")
+    bob_ok = approver.sign_message(text.encode())
+    cosigner.sign_freeze(first, bob_ok)
+    _, other_bytes = asked(dep, cosigner, "thaw", bob, mints=[dep.grx], reference="r-9")
+    assert code_of(lambda: cosigner.sign_freeze(other_bytes, bob_ok)) == "already_signed"
+
+
+def _land(dep: Deployment, message: Message, cosigner: Cosigner, signature: Signature) -> None:
+    """The platform's and the payer's signatures beside a co-signer's, sent."""
+    platform_key, payer = dep.keys.get("registry/platform"), dep.ledger.payer
+    by_key = {
+        payer.pubkey(): payer.sign_message(bytes(message)),
+        platform_key.pubkey(): platform_key.sign_message(bytes(message)),
+        cosigner.registry_pubkey: signature,
+    }
+    need = message.account_keys[: message.header.num_required_signatures]
+    dep.ledger.send_transaction(Transaction.populate(message, [by_key[k] for k in need]))
+
+
+def test_an_old_approval_cannot_thaw_an_account_suspended_after_it(chain: Chain) -> None:
+    """The red team's replay: thaw r-1 through the grid operator, freeze r-2, then the same
+    r-1 record sent to the auditor; and a thaw record made before a later suspension, never
+    landed, sent after it."""
+    from gridtokenx.ledger.deployment import new_reference
+
+    dep = chain.dep
+    gop, aud = reviewing(chain, "grid-operator"), reviewing(chain, "auditor")
+    approver = dep.keys.get(APPROVER)
+    alice = Keypair().pubkey()
+    dep.open_wallet(alice, approve=False)
+    text, msg = asked(dep, gop, "thaw", alice, reference="r-1")
+    approval = approver.sign_message(text.encode())
+    _land(dep, msg, gop, gop.sign_freeze(msg, approval))
+    ftext, fmsg = asked(dep, gop, "freeze", alice, reference="r-2")
+    _land(dep, fmsg, gop, gop.sign_freeze(fmsg, approver.sign_message(ftext.encode())))
+    assert frozen(dep, alice) == (True, True)
+    text2, msg2 = asked(dep, aud, "thaw", alice, reference="r-1")
+    assert text2 == text
+    assert code_of(lambda: aud.sign_freeze(msg2, approval)) == "stale_approval"
+    assert frozen(dep, alice) == (True, True)
+    # times in the references: a thaw decided at t=1000 ms, withheld; a freeze at t=2000
+    # lands; the t=1000 thaw is older than that suspension; a thaw at t=3000 is not
+    bob = Keypair().pubkey()
+    dep.open_wallet(bob, approve=True)
+    ftext, fmsg = asked(dep, gop, "freeze", bob, reference=new_reference(2000))
+    _land(dep, fmsg, gop, gop.sign_freeze(fmsg, approver.sign_message(ftext.encode())))
+    old, old_msg = asked(dep, aud, "thaw", bob, reference=new_reference(1000))
+    assert code_of(lambda: aud.sign_freeze(old_msg, approver.sign_message(old.encode()))) == (
+        "stale_approval"
+    )
+    new, new_msg = asked(dep, aud, "thaw", bob, reference=new_reference(3000))
+    _land(dep, new_msg, aud, aud.sign_freeze(new_msg, approver.sign_message(new.encode())))
+    assert frozen(dep, bob) == (False, False)
 
 
 def test_the_platform_freezes_and_thaws_through_a_cosigner_over_http(chain: Chain) -> None:
@@ -396,3 +450,114 @@ def test_the_kyc_step_approves_a_signup_whose_check_passes(
         s.close()
         server.shutdown()
         server.server_close()
+
+
+def _actions(site: Site, user_id: str) -> list[tuple[str, str]]:
+    """(action, reason) of the audit entries about one user, oldest first."""
+    return [
+        (e["action"], str(e["detail"].get("reason", "")))
+        for e in reversed(auditlog.entries(site.platform.books, 100))
+        if e["detail"].get("user_id") == user_id
+    ]
+
+
+def test_a_suspension_stands_at_once_when_the_cosigner_is_down_and_freezes_later(
+    site: Site,
+) -> None:
+    """Suspended first (logins revoked, orders refused), the chain freeze after: a co-signer
+    that is down (faked: a process outside this one) leaves the freeze pending, and the next
+    epoch pass freezes the account once the co-signer answers."""
+    from platform_site import EPOCH_S
+
+    from gridtokenx.errors import Unavailable
+
+    dep = site.platform.dep
+    u = signup(site.client, "a@example.org")
+    wallet = Pubkey.from_string(u["wallet"])
+    r = site.client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+    assert r.json()["status"] == "active"
+    working = dep.freeze_cosigner
+
+    def down(message: Message, approval: Signature) -> Signature:
+        raise Unavailable("cosigner_unavailable", "grid-operator: connection refused")
+
+    assert working is not None
+    dep.freeze_cosigner = (working[0], down)
+    r = site.client.post(f"/api/v1/admin/users/{u['user_id']}/suspend", headers=ADMIN_H)
+    assert (r.status_code, r.json()["status"]) == (200, "suspended")
+    me = site.client.get("/api/v1/me", headers=u["auth"])
+    assert (me.status_code, me.json()["code"]) == (403, "suspended")
+    order = {"side": "buy", "quantity_wh": 1000, "price": 4_000_000}
+    o = site.client.post("/api/v1/orders", headers=u["auth"], json=order)
+    assert (o.status_code, o.json()["code"]) == (403, "suspended")
+    with pytest.raises(Exception) as err:
+        site.trading.place(u["user_id"], "buy", 1000, 4_000_000)
+    assert getattr(err.value, "code", None) == "suspended"
+    assert frozen(dep, wallet) == (False, False)  # the chain step waits for a co-signer
+    assert _actions(site, u["user_id"])[-2:] == [
+        ("admin.user_suspend", ""),
+        ("admin.user_freeze_pending", "cosigner_unavailable"),
+    ]
+    site.trading.clock.now += EPOCH_S  # type: ignore[attr-defined]
+    site.trading.tick()  # still down: still pending, not audited again
+    assert frozen(dep, wallet) == (False, False)
+    assert [a for a, _ in _actions(site, u["user_id"])].count("admin.user_freeze_pending") == 1
+    dep.freeze_cosigner = working
+    site.trading.clock.now += EPOCH_S  # type: ignore[attr-defined]
+    site.trading.tick()
+    assert frozen(dep, wallet) == (True, True)
+    assert _actions(site, u["user_id"])[-1] == ("admin.user_freeze", "")
+    texts = [t for t in dep.ledger.memo_index() if t.startswith(f"gtx1 freeze {wallet} ")]
+    assert len(texts) == 1
+
+
+def test_a_suspended_user_with_a_resting_order_never_stalls_settlement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from platform_site import EPOCH_S, fund
+
+    from gridtokenx import audit
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    clock = Clock()
+    s = Site(tmp_path / "p", None, clock, auto_approve=True)
+    try:
+        c, dep = s.client, s.platform.dep
+        seller, buyer = signup(c, "s@example.org"), signup(c, "b@example.org")
+        other = signup(c, "o@example.org")
+        fund(s, seller, grx=5_000)
+        fund(s, other, grx=5_000)
+        fund(s, buyer, thb=100_000_000)
+        sell = {"side": "sell", "quantity_wh": 1000, "price": 3_000_000}
+        buy = {"side": "buy", "quantity_wh": 1000, "price": 2_000_000}  # does not cross
+        sold = c.post("/api/v1/orders", headers=seller["auth"], json=sell).json()
+        bought = c.post("/api/v1/orders", headers=buyer["auth"], json=buy).json()
+        seller_w, buyer_w = (Pubkey.from_string(u["wallet"]) for u in (seller, buyer))
+        assert dep.grx.balance(seller_w) == 4_000  # 1000 Wh in escrow
+        r = c.post(f"/api/v1/admin/users/{seller['user_id']}/suspend", headers=ADMIN_H)
+        assert r.json()["status"] == "suspended"
+        assert frozen(dep, seller_w) == (True, True)
+        assert s.trading.order_row(sold["order_id"])["status"] == "cancelled"  # type: ignore[index]
+        assert dep.grx.balance(seller_w) == 5_000  # refunded before the freeze
+        # one suspended whose order is still in the book at the close (placed on another
+        # instance as the suspension's cancels ran, say): the close cancels and refunds it
+        rest = c.post("/api/v1/orders", headers=other["auth"], json=sell).json()
+        other_w = Pubkey.from_string(other["wallet"])
+        s.accounts.set_status(other["user_id"], "suspended")
+        epoch = bought["epoch"]
+        clock.now += EPOCH_S
+        assert s.trading.tick() == [epoch]  # the epoch clears
+        assert s.trading.order_row(rest["order_id"])["status"] == "cancelled"  # type: ignore[index]
+        assert dep.grx.balance(other_w) == 5_000
+        assert frozen(dep, other_w) == (True, True)  # then frozen by the same pass
+        r = c.get(f"/api/v1/market/epochs/{epoch}", headers=buyer["auth"])
+        assert r.status_code == 200
+        assert s.trading.order_row(bought["order_id"])["status"] != "open"  # type: ignore[index]
+        assert dep.thb.balance(buyer_w) == 100_000_000  # its escrow back
+        report = audit.run(dep, s.platform.books)
+        # the only failures: `fund` mints the sellers' GRX directly, with no meter's batch
+        assert len(report.failures) == 2 and all("GRX minted" in f for f in report.failures)
+        assert (report.checked["settlements"], report.checked["escrow"]) == (1, 2)
+    finally:
+        s.close()

@@ -60,6 +60,7 @@ from gridtokenx.ledger.deployment import (
     governance_key,
     oracle_key,
     parse_freeze_memo,
+    reference_ms,
     registry_key,
 )
 from gridtokenx.ledger.keystore import Keystore, KeystoreError
@@ -271,6 +272,7 @@ class Cosigner:
             raise CosignRefused("not_approved", f"the {word} record is not the operator's")
         if self._thb is None:
             raise CosignRefused("not_a_signer", "this co-signer does not sign freezes")
+        self._check_fresh(action, owner, reference)
         mints = {
             m.address: m
             for m in (self.grx, Mint(cast(Ledger, self.chain), self._thb(), THB_DECIMALS))
@@ -312,6 +314,26 @@ class Cosigner:
             raise CosignRefused("already_signed", f"reference {reference} was signed before")
         self.journal.record([f"{action}:{reference}"], digest)
         return self.keys.get(registry_key(self.role)).sign_message(bytes(message))
+
+    def _check_fresh(self, action: str, owner: Pubkey, reference: str) -> None:
+        """Refuse a record whose reference is already on the chain (a replay, to this or
+        another co-signer), and a thaw not newer than the owner's last freeze record on the
+        chain (an approval given before a suspension): `stale_approval`."""
+        on_chain = [
+            p
+            for text in self.chain.memo_index()
+            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
+            and (p := parse_freeze_memo(text)) is not None
+            and p[1] == owner
+        ]
+        if any(p[2] == reference for p in on_chain):
+            raise CosignRefused("stale_approval", f"reference {reference} is on the chain")
+        if action == "thaw":
+            made = reference_ms(reference)
+            if any(p[0] == "freeze" and reference_ms(p[2]) >= made for p in on_chain):
+                raise CosignRefused(
+                    "stale_approval", "the approval is older than the owner's last suspension"
+                )
 
     def sign_topup(self, message: Message) -> Signature:
         """Co-sign a fiat top-up: exactly one THB MintToChecked to the owner the memo names,
@@ -491,6 +513,26 @@ class RemoteCosigner:
     def bank_pubkey(self) -> Pubkey:
         return Pubkey.from_string(self.identity()["bank"])
 
+    def _check_fresh(self, action: str, owner: Pubkey, reference: str) -> None:
+        """Refuse a record whose reference is already on the chain (a replay, to this or
+        another co-signer), and a thaw not newer than the owner's last freeze record on the
+        chain (an approval given before a suspension): `stale_approval`."""
+        on_chain = [
+            p
+            for text in self.chain.memo_index()
+            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
+            and (p := parse_freeze_memo(text)) is not None
+            and p[1] == owner
+        ]
+        if any(p[2] == reference for p in on_chain):
+            raise CosignRefused("stale_approval", f"reference {reference} is on the chain")
+        if action == "thaw":
+            made = reference_ms(reference)
+            if any(p[0] == "freeze" and reference_ms(p[2]) >= made for p in on_chain):
+                raise CosignRefused(
+                    "stale_approval", "the approval is older than the owner's last suspension"
+                )
+
     def sign_topup(self, message: Message) -> Signature:
         doc = self._post("/sign/topup", {"message": _b64(bytes(message))})
         return Signature.from_bytes(base64.b64decode(doc["signature"]))
@@ -529,6 +571,26 @@ class MintCosigner(Protocol):
 
     @property
     def bank_pubkey(self) -> Pubkey: ...
+
+    def _check_fresh(self, action: str, owner: Pubkey, reference: str) -> None:
+        """Refuse a record whose reference is already on the chain (a replay, to this or
+        another co-signer), and a thaw not newer than the owner's last freeze record on the
+        chain (an approval given before a suspension): `stale_approval`."""
+        on_chain = [
+            p
+            for text in self.chain.memo_index()
+            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
+            and (p := parse_freeze_memo(text)) is not None
+            and p[1] == owner
+        ]
+        if any(p[2] == reference for p in on_chain):
+            raise CosignRefused("stale_approval", f"reference {reference} is on the chain")
+        if action == "thaw":
+            made = reference_ms(reference)
+            if any(p[0] == "freeze" and reference_ms(p[2]) >= made for p in on_chain):
+                raise CosignRefused(
+                    "stale_approval", "the approval is older than the owner's last suspension"
+                )
 
     def sign_topup(self, message: Message) -> Signature: ...
 

@@ -24,7 +24,7 @@ from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
-from gridtokenx import auditlog, books
+from gridtokenx import auditlog, books, suspension
 from gridtokenx.adapters import idempotency
 from gridtokenx.exchange import Exchange
 from gridtokenx.keynames import key_user, user_key
@@ -468,7 +468,10 @@ class Trading:
             if self.shared:  # orders and cancels other instances took
                 self._sequence(self.market, self.exchange, self.market.epoch)
             while self.market.epoch < self.current_epoch() and self.market.halted is None:
+                suspension.cancel_suspended(self)  # never clear against a frozen account
                 closed.append(self.close_epoch())
+            if closed:
+                suspension.freeze_pending(self.platform)  # freezes a co-signer did not sign
         return closed
 
     def close_epoch(self) -> int:
@@ -642,6 +645,7 @@ class Trading:
                 outcome, signatures = exchange.clear()
                 self._record(epoch, outcome, signatures)
             self._load(self.market, self.exchange, self.market.epoch)
+            suspension.freeze_pending(self.platform)
             # escrow intents a crash cut short: refunded if their transfer landed, else gone
             self._sweep(self.market.epoch)
             # escrow opened for an order the crash left out of the market (rows written
@@ -756,8 +760,11 @@ class Trading:
     def require_approved(self, user_id: str) -> None:
         """A signed-up account trades once approved (an operator or the KYC step); the
         demo's agents and registry-made households have no account row and are approved."""
-        if self.user_status(user_id) == "pending":
+        status = self.user_status(user_id)
+        if status == "pending":
             raise OrderRejected("not_approved", "this account waits for an operator's approval")
+        if status == "suspended":
+            raise OrderRejected("suspended", "this account is suspended")
 
     def user_status(self, user_id: str) -> str | None:
         with self.engine.connect() as c:

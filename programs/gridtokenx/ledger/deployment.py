@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,7 +331,7 @@ class Deployment:
                 return None
             make = self.grx.thaw_ix if frozen else self.grx.freeze_ix
             return self.ledger.send([make(owner, self.registry.pubkey())], [self.registry])
-        text = freeze_memo(action, owner, secrets.token_hex(8), by)
+        text = freeze_memo(action, owner, new_reference(), by)
         # the operator's record of the decision: what every co-signer checks before signing
         approval = self.keys.ensure(APPROVER).sign_message(text.encode())
         platform = self.keys.get(registry_key("platform"))
@@ -550,6 +551,19 @@ def freeze_memo(action: str, owner: Pubkey, reference: str, by: str) -> str:
     """The memo of a freeze or thaw, which the operator's approval record signs:
     `gtx1 thaw|freeze <owner> <reference> <by>` (by: operator, kyc, ...)."""
     return f"gtx1 {action} {owner} {reference} {by}"
+
+
+def new_reference(now_ms: int | None = None) -> str:
+    """A freeze or thaw record's reference: `<unix ms>-<random>`, so that a co-signer can
+    tell a thaw decided before the owner's last suspension (`reference_ms`)."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return f"{ms}-{secrets.token_hex(6)}"
+
+
+def reference_ms(reference: str) -> int:
+    """The time in a record's reference (0 for one without: older, or hand-made)."""
+    head = reference.split("-", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 15 else 0
 
 
 def parse_freeze_memo(text: str) -> tuple[str, Pubkey, str, str] | None:
