@@ -513,26 +513,6 @@ class RemoteCosigner:
     def bank_pubkey(self) -> Pubkey:
         return Pubkey.from_string(self.identity()["bank"])
 
-    def _check_fresh(self, action: str, owner: Pubkey, reference: str) -> None:
-        """Refuse a record whose reference is already on the chain (a replay, to this or
-        another co-signer), and a thaw not newer than the owner's last freeze record on the
-        chain (an approval given before a suspension): `stale_approval`."""
-        on_chain = [
-            p
-            for text in self.chain.memo_index()
-            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
-            and (p := parse_freeze_memo(text)) is not None
-            and p[1] == owner
-        ]
-        if any(p[2] == reference for p in on_chain):
-            raise CosignRefused("stale_approval", f"reference {reference} is on the chain")
-        if action == "thaw":
-            made = reference_ms(reference)
-            if any(p[0] == "freeze" and reference_ms(p[2]) >= made for p in on_chain):
-                raise CosignRefused(
-                    "stale_approval", "the approval is older than the owner's last suspension"
-                )
-
     def sign_topup(self, message: Message) -> Signature:
         doc = self._post("/sign/topup", {"message": _b64(bytes(message))})
         return Signature.from_bytes(base64.b64decode(doc["signature"]))
@@ -571,26 +551,6 @@ class MintCosigner(Protocol):
 
     @property
     def bank_pubkey(self) -> Pubkey: ...
-
-    def _check_fresh(self, action: str, owner: Pubkey, reference: str) -> None:
-        """Refuse a record whose reference is already on the chain (a replay, to this or
-        another co-signer), and a thaw not newer than the owner's last freeze record on the
-        chain (an approval given before a suspension): `stale_approval`."""
-        on_chain = [
-            p
-            for text in self.chain.memo_index()
-            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
-            and (p := parse_freeze_memo(text)) is not None
-            and p[1] == owner
-        ]
-        if any(p[2] == reference for p in on_chain):
-            raise CosignRefused("stale_approval", f"reference {reference} is on the chain")
-        if action == "thaw":
-            made = reference_ms(reference)
-            if any(p[0] == "freeze" and reference_ms(p[2]) >= made for p in on_chain):
-                raise CosignRefused(
-                    "stale_approval", "the approval is older than the owner's last suspension"
-                )
 
     def sign_topup(self, message: Message) -> Signature: ...
 
