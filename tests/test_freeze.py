@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
@@ -561,3 +562,92 @@ def test_a_suspended_user_with_a_resting_order_never_stalls_settlement(
         assert (report.checked["settlements"], report.checked["escrow"]) == (1, 2)
     finally:
         s.close()
+
+
+class BadKyc(BaseHTTPRequestHandler):
+    """A KYC service answering badly, by the e-mail's first word: malformed JSON, a
+    non-bool `passed`, HTTP 500, a redirect, a trickle slower than the deadline, too long."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        kind = str(body["email"]).split("@")[0]
+        status, out = 200, b'{"passed": true, "reference": "k"}'
+        if kind == "json":
+            out = b'{"passed": tru'
+        elif kind == "nonbool":
+            out = b'{"passed": "yes"}'
+        elif kind == "e500":
+            status = 500
+        elif kind == "e302":
+            status = 302
+        elif kind == "big":
+            out = b'{"passed": true, "reference": "' + b"x" * 20_000 + b'"}'
+        self.send_response(status)
+        if kind == "e302":
+            self.send_header("Location", "http://127.0.0.1:9/passed")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if kind == "slow":  # a byte every 0.4 s: each read is quick, the whole is not
+            for i in range(len(out)):
+                self.wfile.write(out[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.4)
+            return
+        self.wfile.write(out)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_bad_kyc_answers_leave_the_signup_pending_with_the_reason_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient as Client
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BadKyc)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/check"
+    s = Site(tmp_path / "p", None, Clock(), auto_approve=False, kyc_url=url)
+    try:
+        api = s.app.state.api
+        api.kyc = KycCheck(url, timeout_s=1.0)
+        dep = s.platform.dep
+        expected = {
+            "json": ("kyc_malformed", ""),
+            "nonbool": ("kyc_malformed", ""),
+            "e500": ("kyc_unavailable", "HTTP 500"),
+            "e302": ("kyc_unavailable", "HTTP 302"),
+            "slow": ("kyc_unavailable", "no answer in time"),
+            "big": ("kyc_malformed", "answer too long"),
+        }
+        for kind, (reason, reference) in expected.items():
+            u = signup(s.client, f"{kind}@example.org")
+            assert u["status"] == "pending", kind
+            assert frozen(dep, Pubkey.from_string(u["wallet"])) == (True, True)
+            pending = [
+                (e["detail"]["reason"], e["detail"]["reference"])
+                for e in auditlog.entries(s.platform.books, 50)
+                if e["action"] == "kyc.pending" and e["detail"]["user_id"] == u["user_id"]
+            ]
+            assert pending == [(reason, reference)], kind
+        # the check passes but no co-signer for freezes is configured: pending, coded, no 500
+        dep.freeze_cosigner, dep.parties = None, {}
+        client = Client(s.app, raise_server_exceptions=False)
+        u = signup(client, "ok@example.org")
+        assert u["status"] == "pending"
+        reasons = [
+            e["detail"]["reason"]
+            for e in auditlog.entries(s.platform.books, 50)
+            if e["action"] == "kyc.pending" and e["detail"]["user_id"] == u["user_id"]
+        ]
+        assert reasons == ["cosigner_unavailable"]
+        r = client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+        assert (r.status_code, r.json()["code"]) == (503, "cosigner_unavailable")
+        me = client.get("/api/v1/me", headers=u["auth"])
+        assert me.json()["status"] == "pending"
+    finally:
+        s.close()
+        server.shutdown()
+        server.server_close()

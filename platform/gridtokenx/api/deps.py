@@ -132,7 +132,8 @@ class Api:
             return "pending"
         try:
             status = self.set_user_status(user_id, "approve", "kyc", by="kyc")
-        except CodedError as err:  # a co-signer down or refusing: an operator approves later
+        except (CodedError, *LEDGER_ERRORS) as err:  # a co-signer down or refusing, the
+            # chain refusing, or no co-signer configured: an operator approves later
             detail = {"user_id": user_id, "reason": err.code, "reference": result.reference}
             auditlog.append(self.platform.books, "kyc", "kyc.pending", detail)
             return "pending"
