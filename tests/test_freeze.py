@@ -104,6 +104,7 @@ def reviewing(chain: Chain, role: str = "grid-operator") -> Cosigner:
         lambda: Registry({}, {}, {}),
         thb=lambda: dep.thb.address,
         approver=lambda: approver,
+        site_accounts=dep.site_accounts,
     )
 
 
@@ -651,3 +652,25 @@ def test_bad_kyc_answers_leave_the_signup_pending_with_the_reason_audited(
         s.close()
         server.shutdown()
         server.server_close()
+
+
+def test_no_cosigner_freezes_the_sites_own_accounts(chain: Chain, tmp_path: Path) -> None:
+    """Escrow, treasury and the grid operator's wallet: a freeze of any of them would stop
+    the market for everyone, so a co-signer refuses it whatever record comes with it."""
+    dep = chain.dep
+    cosigner = reviewing(chain)
+    approver = dep.keys.get(APPROVER)
+    for name in ("escrow", "treasury", "grid-operator"):
+        owner = dep.keys.get(name).pubkey()
+        text, message = asked(dep, cosigner, "freeze", owner, reference=f"site-{name}")
+        record = approver.sign_message(text.encode())
+        with pytest.raises(CosignRefused) as err:
+            cosigner.sign_freeze(message, record)
+        assert err.value.code == "site_account"
+        assert frozen(dep, owner) == (False, False)
+    # the co-signer process reads them from deployment.json, as it reads the approval key
+    dep.save(tmp_path / "deployment.json")
+    doc = json.loads((tmp_path / "deployment.json").read_text())
+    assert doc["site_accounts"] == [
+        str(dep.keys.get(n).pubkey()) for n in ("escrow", "treasury", "grid-operator")
+    ]

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -213,9 +213,12 @@ class Cosigner:
         clock: Callable[[], float] = time.time,
         thb: Callable[[], Pubkey] | None = None,
         approver: Callable[[], Pubkey | None] | None = None,
+        site_accounts: Callable[[], Collection[Pubkey]] | None = None,
     ) -> None:
         self.role = role
         self._approver = approver  # the operator's approval key (None: signs no freeze)
+        # the site's own wallets (escrow, treasury, grid operator): never frozen
+        self._site_accounts = site_accounts
         self.keys = keys
         self.chain = chain
         self._grx = grx  # read when first needed: a co-signer may start before the mint exists
@@ -272,6 +275,9 @@ class Cosigner:
             raise CosignRefused("not_approved", f"the {word} record is not the operator's")
         if self._thb is None:
             raise CosignRefused("not_a_signer", "this co-signer does not sign freezes")
+        site = self._site_accounts() if self._site_accounts is not None else ()
+        if action == "freeze" and owner in site:
+            raise CosignRefused("site_account", f"{owner} is the site's own account")
         self._check_fresh(action, owner, reference)
         mints = {
             m.address: m
@@ -578,6 +584,7 @@ def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[Min
                 books_registry(engine),
                 thb=lambda: thb,
                 approver=lambda: approver,
+                site_accounts=dep.site_accounts,
             )
             for role in COSIGNERS
             if role in dep.parties

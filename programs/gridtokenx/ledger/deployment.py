@@ -182,6 +182,11 @@ class Deployment:
             self._held(governance_key(p)) for p in PARTIES if p == "platform" or p in self.parties
         ]
 
+    def site_accounts(self) -> list[Pubkey]:
+        """The site's own wallets, thawed at deployment and never frozen by a co-signer:
+        the escrow, the treasury (fees) and the grid operator's (wheeling)."""
+        return [self.keys.get(n).pubkey() for n in ("escrow", "treasury", "grid-operator")]
+
     def holder_of(self, key: Pubkey) -> str | None:
         """The party whose keystore holds this public key, as far as this site knows."""
         for party, ident in self.identities.items():
@@ -500,6 +505,7 @@ class Deployment:
             "thb_multisig": None if self.thb_multisig is None else str(self.thb_multisig),
             "freeze_multisig": None if self.freeze_multisig is None else str(self.freeze_multisig),
             "approver": str(self.keys.ensure(APPROVER).pubkey()),
+            "site_accounts": [str(k) for k in self.site_accounts()],
             "parties": {
                 p: {
                     "oracle": str(i.oracle),
