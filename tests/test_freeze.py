@@ -674,3 +674,36 @@ def test_no_cosigner_freezes_the_sites_own_accounts(chain: Chain, tmp_path: Path
     assert doc["site_accounts"] == [
         str(dep.keys.get(n).pubkey()) for n in ("escrow", "treasury", "grid-operator")
     ]
+
+
+def test_the_demo_grant_is_minted_after_the_status_and_a_refused_one_leaves_the_approval(
+    site: Site,
+) -> None:
+    from gridtokenx.cosigner import CosignRefused as Refused
+
+    dep, api = site.platform.dep, site.app.state.api
+    api.demo_grant = 7_000_000
+    u = signup(site.client, "g@example.org")
+    wallet = Pubkey.from_string(u["wallet"])
+    assert dep.thb.balance(wallet) == 0  # pending: nothing minted
+    r = site.client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+    assert r.json()["status"] == "active"
+    assert dep.thb.balance(wallet) == 7_000_000
+    # the bank co-signer refuses the next grant (faked: it is another process): the approval
+    # stands, the books say active, and the refusal is audited
+    assert dep.thb_cosigner is not None
+    key = dep.thb_cosigner[0]
+
+    def refuses(message: Message) -> Signature:
+        raise Refused("not_as_described", "no")
+
+    dep.thb_cosigner = (key, refuses)
+    v = signup(site.client, "h@example.org")
+    r = site.client.post(f"/api/v1/admin/users/{v['user_id']}/approve", headers=ADMIN_H)
+    assert (r.status_code, r.json()["status"]) == (200, "active")
+    assert frozen(dep, Pubkey.from_string(v["wallet"])) == (False, False)
+    assert dep.thb.balance(Pubkey.from_string(v["wallet"])) == 0
+    assert _actions(site, v["user_id"])[-2:] == [
+        ("admin.user_approve", ""),
+        ("demo.grant_failed", "not_as_described"),
+    ]
