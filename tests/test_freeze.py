@@ -707,3 +707,49 @@ def test_the_demo_grant_is_minted_after_the_status_and_a_refused_one_leaves_the_
         ("admin.user_approve", ""),
         ("demo.grant_failed", "not_as_described"),
     ]
+
+
+def test_the_approver_key_can_live_in_the_operators_own_keystore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GTX_OPERATOR_KEYSTORE: the approval records are signed from the operator's own
+    keystore file (its own sealing key); the platform's keystore has no `approver`."""
+    import stat
+
+    from gridtokenx.ledger.keystore import Keystore
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    operator_secret = os.urandom(32)
+    path = tmp_path / "operator" / "keystore.json"
+    path.parent.mkdir(mode=0o700)
+    monkeypatch.setenv("GTX_OPERATOR_KEYSTORE", str(path))
+    monkeypatch.setenv("GTX_OPERATOR_KEYSTORE_KEY", operator_secret.hex())
+    s = Site(tmp_path / "p", None, Clock(), auto_approve=False)
+    try:
+        dep = s.platform.dep
+        u = signup(s.client, "op@example.org")
+        r = s.client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+        assert r.json()["status"] == "active"
+        assert frozen(dep, Pubkey.from_string(u["wallet"])) == (False, False)
+        assert APPROVER not in dep.keys.names()
+        operator = Keystore(path, operator_secret).get(APPROVER).pubkey()
+        doc = json.loads((tmp_path / "p" / "deployment.json").read_text())
+        assert doc["approver"] == str(operator)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        # a record signed by the platform's keystore is no longer the operator's
+        cosigner = Cosigner(
+            "grid-operator",
+            dep.parties["grid-operator"],
+            dep.ledger,
+            lambda: dep.grx.address,
+            lambda: Registry({}, {}, {}),
+            thb=lambda: dep.thb.address,
+            approver=lambda: operator,
+        )
+        owner = Keypair().pubkey()
+        dep.open_wallet(owner, approve=False)
+        text, message = asked(dep, cosigner, "thaw", owner)
+        forged = dep.keys.ensure("not-the-operator").sign_message(text.encode())
+        assert code_of(lambda: cosigner.sign_freeze(message, forged)) == "not_approved"
+    finally:
+        s.close()

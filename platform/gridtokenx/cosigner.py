@@ -50,7 +50,6 @@ from gridtokenx.hub import rules
 from gridtokenx.ledger import oracle
 from gridtokenx.ledger.backend import MEMO_PROGRAM_ID, ChainView, Ledger, memo
 from gridtokenx.ledger.deployment import (
-    APPROVER,
     COSIGNERS,
     GRX_DECIMALS,
     THB_DECIMALS,
@@ -58,6 +57,7 @@ from gridtokenx.ledger.deployment import (
     Identity,
     bank_key,
     governance_key,
+    operator_keystore,
     oracle_key,
     parse_freeze_memo,
     reference_ms,
@@ -571,7 +571,7 @@ def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[Min
     (their own processes), else the development ones whose keystores this site keeps."""
     remote = remote_from_env()
     grx, thb = dep.grx.address, dep.thb.address
-    approver = dep.keys.ensure(APPROVER).pubkey()
+    approver = dep.approver_key().pubkey()
     found: list[MintCosigner] = (
         [remote[role] for role in COSIGNERS if role in remote]
         if remote
@@ -618,7 +618,11 @@ def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
 
     remote = remote_from_env()
     fresh = not (data / "deployment.json").exists()
-    dep = site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+    given = identities(remote) if remote and fresh else None
+    dep = site.deployment(data, ledger, keys, given, operator_keystore())
+    recorded = json.loads((data / "deployment.json").read_text()).get("approver")
+    if recorded != str(dep.approver_key().pubkey()):  # the co-signers read it from here
+        dep.save(data / "deployment.json")
     for role, other in remote.items():  # the deployment must list these very co-signers
         known = dep.identities.get(role)
         if known is None or known.oracle != other.oracle_pubkey:

@@ -143,6 +143,13 @@ class Deployment:
     freeze_multisig: Pubkey | None = None
     # who co-signs freezes and thaws with the platform (set by the platform, as above)
     freeze_cosigner: FreezeCosigner | None = None
+    # the operator's own keystore, which holds `approver` (GTX_OPERATOR_KEYSTORE); None:
+    # the platform's keystore holds it (the default, and every site made before)
+    operator_keys: Keystore | None = None
+
+    def approver_key(self) -> Keypair:
+        """The key that signs approval and suspension records (made on first use)."""
+        return (self.operator_keys or self.keys).ensure(APPROVER)
 
     # -- the authorities (keys from the keystore) ---------------------------------------
     @property
@@ -206,7 +213,7 @@ class Deployment:
         """The mints and multisigs. `cosigners` gives each co-signer's keystore (hosted
         here) or public keys (hosted elsewhere); by default, development keystores
         beside the platform's (`embedded_cosigner`)."""
-        for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin", APPROVER):
+        for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin"):
             keys.ensure(name)
         if cosigners is None:
             directory = keys.path.parent / "cosigners"
@@ -338,7 +345,7 @@ class Deployment:
             return self.ledger.send([make(owner, self.registry.pubkey())], [self.registry])
         text = freeze_memo(action, owner, new_reference(), by)
         # the operator's record of the decision: what every co-signer checks before signing
-        approval = self.keys.ensure(APPROVER).sign_message(text.encode())
+        approval = self.approver_key().sign_message(text.encode())
         platform = self.keys.get(registry_key("platform"))
         cosigner = self.freeze_cosigner or self._hosted_freezer()
         signers = [platform.pubkey(), cosigner[0]]
@@ -504,7 +511,7 @@ class Deployment:
             "registry_name": self.registry_name,
             "thb_multisig": None if self.thb_multisig is None else str(self.thb_multisig),
             "freeze_multisig": None if self.freeze_multisig is None else str(self.freeze_multisig),
-            "approver": str(self.keys.ensure(APPROVER).pubkey()),
+            "approver": str(self.approver_key().pubkey()),
             "site_accounts": [str(k) for k in self.site_accounts()],
             "parties": {
                 p: {
@@ -551,6 +558,26 @@ class Deployment:
             if freeze_multisig is None
             else Pubkey.from_string(freeze_multisig),
         )
+
+
+OPERATOR_KEYSTORE_ENV = "GTX_OPERATOR_KEYSTORE"  # the operator's keystore file (its approver)
+OPERATOR_SECRET_ENV = "GTX_OPERATOR_KEYSTORE_KEY"  # its own sealing key, 64 hex digits
+
+
+def operator_keystore(env: Mapping[str, str] | None = None) -> Keystore | None:
+    """The operator's own keystore, if GTX_OPERATOR_KEYSTORE names one (sealed with its
+    own key, GTX_OPERATOR_KEYSTORE_KEY, not the platform's); None: the platform's."""
+    env = os.environ if env is None else env
+    path = env.get(OPERATOR_KEYSTORE_ENV)
+    if not path:
+        return None
+    try:
+        secret = bytes.fromhex(env.get(OPERATOR_SECRET_ENV, ""))
+    except ValueError:
+        secret = b""
+    if len(secret) != 32:
+        raise KeystoreError("bad_key", f"{OPERATOR_SECRET_ENV} must be 64 hex digits")
+    return Keystore(Path(path), secret)
 
 
 def freeze_memo(action: str, owner: Pubkey, reference: str, by: str) -> str:
