@@ -365,6 +365,12 @@ def test_a_pending_owners_meter_is_registered_but_mints_only_after_approval(site
     site.platform.register_meter("m-2", bytes(SigningKey.generate().verify_key), bare)
     assert frozen(dep, bare) == (False, False)
     assert any(t.startswith(f"gtx1 thaw {bare} ") for t in dep.ledger.memo_index())
+    approvals = [
+        e["detail"]
+        for e in auditlog.entries(site.platform.books, 50)
+        if e["action"] == "admin.wallet_approve"
+    ]
+    assert approvals == [{"wallet": str(bare), "meter_id": "m-2"}]
 
 
 class Kyc(BaseHTTPRequestHandler):
@@ -528,6 +534,7 @@ def test_a_suspended_user_with_a_resting_order_never_stalls_settlement(
         c, dep = s.client, s.platform.dep
         seller, buyer = signup(c, "s@example.org"), signup(c, "b@example.org")
         other = signup(c, "o@example.org")
+        assert _actions(s, seller["user_id"]) == [("auto.user_approve", "")]
         fund(s, seller, grx=5_000)
         fund(s, other, grx=5_000)
         fund(s, buyer, thb=100_000_000)
@@ -542,17 +549,21 @@ def test_a_suspended_user_with_a_resting_order_never_stalls_settlement(
         assert frozen(dep, seller_w) == (True, True)
         assert s.trading.order_row(sold["order_id"])["status"] == "cancelled"  # type: ignore[index]
         assert dep.grx.balance(seller_w) == 5_000  # refunded before the freeze
-        # one suspended whose order is still in the book at the close (placed on another
-        # instance as the suspension's cancels ran, say): the close cancels and refunds it
+        # one suspended and already frozen whose order is still in the book at the close
+        # (placed on another instance as the suspension's cancels ran, say): the close
+        # cancels it, and its refund waits in the escrow for the thaw
         rest = c.post("/api/v1/orders", headers=other["auth"], json=sell).json()
         other_w = Pubkey.from_string(other["wallet"])
         s.accounts.set_status(other["user_id"], "suspended")
+        dep.suspend(other_w)
         epoch = bought["epoch"]
         clock.now += EPOCH_S
         assert s.trading.tick() == [epoch]  # the epoch clears
         assert s.trading.order_row(rest["order_id"])["status"] == "cancelled"  # type: ignore[index]
-        assert dep.grx.balance(other_w) == 5_000
-        assert frozen(dep, other_w) == (True, True)  # then frozen by the same pass
+        assert dep.grx.balance(other_w) == 4_000 and frozen(dep, other_w) == (True, True)
+        r = c.post(f"/api/v1/admin/users/{other['user_id']}/approve", headers=ADMIN_H)
+        assert r.json()["status"] == "active"
+        assert dep.grx.balance(other_w) == 5_000  # the held refund, paid at the thaw
         r = c.get(f"/api/v1/market/epochs/{epoch}", headers=buyer["auth"])
         assert r.status_code == 200
         assert s.trading.order_row(bought["order_id"])["status"] != "open"  # type: ignore[index]

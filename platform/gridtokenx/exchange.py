@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from gridtokenx import books, crashpoints
 from gridtokenx.ledger import settlement as st
+from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.market.config import Mechanism
 from gridtokenx.market.engine import EpochOutcome, Market
@@ -356,7 +357,11 @@ class Exchange:
         if kind == "cancel":
             for row, left in refunds:
                 if left > 0:
-                    st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, left)
+                    try:
+                        st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, left)
+                    except LedgerError as err:  # a frozen owner's refund waits for its
+                        if err.code != "account_frozen":  # thaw (suspension.pay_held)
+                            raise
 
 
 def _open(c: Connection, order_id: str) -> None:

@@ -100,3 +100,26 @@ def cancel_suspended(trading: Trading) -> list[str]:
         ).scalars()
         owners = list(rows)
     return [o for user_id in owners for o in cancel_orders(trading, user_id)]
+
+
+def pay_held(platform: Platform, wallet: Pubkey) -> int:
+    """Pay the cancel refunds that waited while the owner was frozen (recorded in the
+    books, refused by the chain then); each is idempotent by its memo. How many landed."""
+    from gridtokenx import books
+    from gridtokenx.ledger import settlement as st
+
+    with platform.books.connect() as c:
+        rows = c.execute(
+            select(books.refunds).where(
+                books.refunds.c.owner == str(wallet), books.refunds.c.kind == "cancel"
+            )
+        ).all()
+    landed = platform.ledger.memo_index()
+    paid = 0
+    for r in rows:
+        if f"{st.REFUND} {r.order_id} {r.asset} {r.amount}" in landed:
+            continue
+        with platform.lock:
+            st.refund(platform.dep, str(r.order_id), wallet, str(r.asset), int(r.amount))
+        paid += 1
+    return paid

@@ -96,6 +96,7 @@ class Api:
             except KeystoreError as err:  # no co-signer for freezes here
                 raise Unavailable("cosigner_unavailable", str(err)) from None
         self.accounts.set_status(user_id, "active")
+        suspension.pay_held(self.platform, wallet)  # refunds a freeze held back
         auditlog.append(self.platform.books, actor, f"{prefix}.user_approve", {"user_id": user_id})
         self._grant(user_id, wallet)
         return "active"
@@ -119,6 +120,8 @@ class Api:
         if self.auto_approve:
             with self.platform.lock:
                 self.platform.dep.open_wallet(wallet, by="auto")
+            detail = {"user_id": user_id}
+            auditlog.append(self.platform.books, "auto", "auto.user_approve", detail)
             self._grant(user_id, wallet)
             return "active"
         with self.platform.lock:
