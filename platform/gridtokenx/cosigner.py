@@ -620,8 +620,9 @@ def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
     fresh = not (data / "deployment.json").exists()
     given = identities(remote) if remote and fresh else None
     dep = site.deployment(data, ledger, keys, given, operator_keystore())
-    recorded = json.loads((data / "deployment.json").read_text()).get("approver")
-    if recorded != str(dep.approver_key().pubkey()):  # the co-signers read it from here
+    doc = json.loads((data / "deployment.json").read_text())
+    # the co-signers read the approval key and the site's own accounts from here
+    if doc.get("approver") != str(dep.approver_key().pubkey()) or "site_accounts" not in doc:
         dep.save(data / "deployment.json")
     for role, other in remote.items():  # the deployment must list these very co-signers
         known = dep.identities.get(role)
