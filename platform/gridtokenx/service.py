@@ -16,7 +16,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
 
-from gridtokenx import books, cosigner
+from gridtokenx import auditlog, books, cosigner
 from gridtokenx.errors import (
     CodedError,
     Conflict,
@@ -187,7 +187,11 @@ class Platform:
             # state its approval gives it (a pending owner stays frozen and the meter's
             # mints wait); a wallet with no account is approved by the operator who
             # registers a meter for it
-            self.dep.open_wallet(owner, approve=self._account_status(owner) is None)
+            approve = self._account_status(owner) is None
+            self.dep.open_wallet(owner, approve=approve)
+            if approve:  # on the chain as `gtx1 thaw <owner> <ref> operator`; here too
+                detail = {"wallet": str(owner), "meter_id": meter_id}
+                auditlog.append(self.books, "operator", "admin.wallet_approve", detail)
             books.add_rows(
                 self.books,
                 books.meters,
