@@ -31,10 +31,12 @@ def test_deployment_and_settlement_over_json_rpc(server: RpcServer, tmp_path: Pa
     server.svm.airdrop(payer.pubkey(), 1_000 * 10**9)
     ledger = RpcLedger(server.url, payer)
     dep = Deployment.create(ledger, keys)
-    alice, bob = Keypair(), Keypair()
+    alice, bob, carol = Keypair(), Keypair(), Keypair()
     dep.open_wallet(alice.pubkey())
-    dep.open_wallet(bob.pubkey(), approve=False)
-    assert dep.grx.is_frozen(bob.pubkey()) and not dep.grx.is_frozen(alice.pubkey())
+    dep.open_wallet(bob.pubkey())
+    dep.open_wallet(carol.pubkey(), approve=False)  # pending: GRX and THB frozen
+    assert (dep.grx.is_frozen(carol.pubkey()), dep.thb.is_frozen(carol.pubkey())) == (True, True)
+    assert (dep.grx.is_frozen(alice.pubkey()), dep.thb.is_frozen(bob.pubkey())) == (False, False)
     dep.top_up(dep.escrow.pubkey(), 1_000_000, "float")
     trades = [st.Trade("1", alice.pubkey(), bob.pubkey(), 0, 600_000, 594_000, 6_000, 0)]
     first = st.settle_epoch(dep, 3, trades)
@@ -58,8 +60,8 @@ def test_deployment_and_settlement_over_json_rpc(server: RpcServer, tmp_path: Pa
         dep.escrow.pubkey(), 1_000_000, "float"
     )
     with pytest.raises(LedgerError) as err:  # a refusal comes back as a stable code
-        ledger.send([dep.grx.transfer_ix(alice.pubkey(), bob.pubkey(), 1)], [alice])
-    assert err.value.code in ("account_frozen", "insufficient_funds")
+        ledger.send([dep.thb.transfer_ix(bob.pubkey(), carol.pubkey(), 1)], [bob])
+    assert err.value.code == "account_frozen"
     assert {
         "sendTransaction",
         "getSignatureStatuses",
