@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import pytest
 from platform_site import Clock, Site, fund, signup
 from sqlalchemy import select
 
-from gridtokenx import auditlog, books
+from gridtokenx import audit, auditlog, books
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.market.config import Mechanism
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.tables import audit_log, market_orders
 from gridtokenx.trading import order_id
@@ -229,3 +231,76 @@ def test_a_batch_whose_transaction_fails_leaves_no_order_and_its_escrow_is_swept
     t._sweep(t.market.epoch)
     assert [dep.thb.balance(st.owner_key(w)) for w in wallets] == [10_000_000, 10_000_000]
     assert auditlog.verify(site.platform.books) is None
+
+
+def test_a_breaker_trip_inside_a_batch_keeps_what_was_entered_and_refunds_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CDA, breaker 10%: one batch of buys at 2.0M, 3.0M, 3.0M against asks at 2.0M and
+    3.0M. The first fills at 2.0M; the second would trade at 3.0M (+50%), trips the breaker
+    and is cancelled (its row written, as one order alone); the third is refused `market_halted`
+    and its escrow is given back at once. No trade lives only in memory; the audit is clean."""
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path, None, Clock(), mechanism=Mechanism.CDA)
+    try:
+        t = s.trading
+        cfg = replace(t.config, breaker_bps=1_000)
+        t.config = cfg
+        t.market.config = cfg
+        s1, s2 = signup(s.client, "s1@x.org"), signup(s.client, "s2@x.org")
+        fund(s, s1, grx=10_000)
+        fund(s, s2, grx=10_000)
+        bs = [signup(s.client, f"b{k}@x.org", "consumer") for k in range(3)]
+        for b in bs:
+            fund(s, b, thb=100_000_000)
+        t.place(s1["user_id"], "sell", 100, 2_000_000)
+        t.place(s2["user_id"], "sell", 1_000, 3_000_000)
+        out: dict[int, Any] = {}
+
+        def place(k: int, price: int) -> None:
+            try:
+                out[k] = t.place(bs[k]["user_id"], "buy", 100, price)["status"]
+            except OrderRejected as e:
+                out[k] = e.code
+
+        blocker = signup(s.client, "blk@x.org")
+        fund(s, blocker, grx=10_000)
+        first = threading.Thread(target=lambda: t.place(blocker["user_id"], "sell", 10, 7_900_000))
+        prices = [2_000_000, 3_000_000, 3_000_000]
+        ths = [threading.Thread(target=place, args=(k, p)) for k, p in enumerate(prices)]
+        with t.lock:
+            first.start()
+            wait_for(lambda: t._flushing)
+            for k, th in enumerate(ths, 1):
+                th.start()
+                wait_for(lambda k=k: len(t._queue) == k)  # type: ignore[misc]
+        for th in [first, *ths]:
+            th.join(60)
+        assert out == {0: "filled", 1: "cancelled", 2: "market_halted"}
+        assert t.market.halted is not None
+        assert [(tr.quantity_wh, tr.price) for tr in t.exchange._trades] == [(100, 2_000_000)]
+        owners = {s1["user_id"]: "s1", s2["user_id"]: "s2"} | {
+            b["user_id"]: f"b{k}" for k, b in enumerate(bs)
+        }
+        with s.platform.books.connect() as c:
+            rows = c.execute(
+                select(market_orders.c.user_id, market_orders.c.status, market_orders.c.filled_wh)
+            ).all()
+            intents = c.execute(
+                select(books.orders.c.owner, books.orders.c.status, books.orders.c.escrowed)
+            ).all()
+        assert sorted((owners[u], st_, f) for u, st_, f in rows if u in owners) == [
+            ("b0", "filled", 100),
+            ("b1", "cancelled", 0),
+            ("s1", "filled", 100),
+            ("s2", "open", 0),
+        ]
+        assert "pending" not in {i.status for i in intents}
+        dep = s.platform.dep
+        thb = [dep.thb.balance(st.owner_key(t.wallets[b["user_id"]])) for b in bs]
+        assert thb == [100_000_000 - 200_000, 100_000_000 - 300_000, 100_000_000]
+        rep = audit.run(s.platform.dep, s.platform.books, tmp_path / "archive")
+        assert [p for p in rep.as_dict().get("problems", []) if "escrow" in str(p)] == []
+    finally:
+        s.close()

@@ -14,6 +14,7 @@ loses no match.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -39,6 +40,7 @@ from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
 from gridtokenx.service import Platform
 from gridtokenx.tables import epochs, market_executions, market_orders, settings, users
 
+log = logging.getLogger(__name__)
 MAX_ORDERS_PER_EPOCH = 50
 LIVE = ("open", "partially_filled")
 CANCELLING = "cancelling"  # asked on an instance that is not the sequencer, not yet applied
@@ -310,6 +312,7 @@ class Trading:
         into the open epoch, for the sequencer to enter (`_sequence`), in the order placed."""
         escrowed: list[_Placement] = []
         entered: list[Entered] = []
+        turned: list[str] = []  # escrowed, then refused by the book (a breaker trip)
         with self.lock:
             epoch = self.market.epoch
             try:
@@ -333,11 +336,21 @@ class Trading:
                         return
                     if self.leading:
                         epoch = market.epoch
-                        entered = exchange.enter_many([p.order for p in escrowed if p.order])
+                        kept = []
+                        results = exchange.enter_many([p.order for p in escrowed if p.order])
+                        for p, r in zip(escrowed, results, strict=True):
+                            if isinstance(r, Entered):
+                                kept.append(p)
+                                entered.append(r)  # as it goes: a failure reloads the book
+                            else:  # refused after a breaker trip: its escrow refunded below
+                                p.error = r
+                                turned.append(p.order.id if p.order else "")
+                        escrowed = kept
                     else:
                         epoch = self._open_epoch(c)
                         entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
-                    self._write_orders(c, exchange, escrowed, entered, epoch)
+                    if escrowed:
+                        self._write_orders(c, exchange, escrowed, entered, epoch)
             except BaseException as err:
                 for p in batch:  # nothing of this batch was committed
                     if p.error is None:
@@ -347,6 +360,11 @@ class Trading:
                 if not isinstance(err, Exception):
                     raise
                 return
+            if turned:  # their escrow back at once, not at the epoch's close
+                try:
+                    exchange.sweep_intents(epoch, only=turned)
+                except Exception:  # the epoch's close sweeps them again
+                    log.exception("refund of %d refused orders' escrow failed", len(turned))
             for p, e in zip(escrowed, entered, strict=True):
                 assert p.row is not None
                 self.publish(Event("order", p.row, p.user_id))
