@@ -50,6 +50,14 @@ STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut sho
 STALE_INTENT_MS = 30_000  # an escrow intent older than this is not being placed any more
 
 
+class _WriteFailed(Exception):
+    """Some placements of a batch failed their own writes (each has its error)."""
+
+    def __init__(self, placements: list[_Placement]) -> None:
+        super().__init__(f"{len(placements)} placements failed")
+        self.placements = placements
+
+
 class Wallets(Mapping[str, st.Holder]):
     """Wallets by user id: custodial ones from the keystore (`user/<id>`); a self-custody
     one (its key is the household's) as the platform's delegate within the allowance the
@@ -334,29 +342,55 @@ class Trading:
                             p.error = error
                     if not escrowed:
                         return
-                    if self.leading:
-                        epoch = market.epoch
-                        kept = []
-                        results = exchange.enter_many([p.order for p in escrowed if p.order])
-                        for p, r in zip(escrowed, results, strict=True):
-                            if isinstance(r, Entered):
-                                kept.append(p)
-                                entered.append(r)  # as it goes: a failure reloads the book
-                            else:  # refused after a breaker trip: its escrow refunded below
-                                p.error = r
-                                turned.append(p.order.id if p.order else "")
-                        escrowed = kept
-                    else:
-                        epoch = self._open_epoch(c)
-                        entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
-                    if escrowed:
-                        self._write_orders(c, exchange, escrowed, entered, epoch)
+                    while escrowed:  # again without the orders whose own write failed
+                        entered = []
+                        savepoint = c.begin_nested()
+                        try:
+                            if self.leading:
+                                epoch = market.epoch
+                                kept = []
+                                results = exchange.enter_many(
+                                    [p.order for p in escrowed if p.order]
+                                )
+                                for p, r in zip(escrowed, results, strict=True):
+                                    if isinstance(r, Entered):
+                                        kept.append(p)
+                                        entered.append(r)  # as it goes: a failure reloads the book
+                                    else:  # refused after a breaker trip: its escrow refunded below
+                                        p.error = r
+                                        turned.append(p.order.id if p.order else "")
+                                escrowed = kept
+                            else:
+                                epoch = self._open_epoch(c)
+                                entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
+                            if escrowed:
+                                self._write_orders(c, exchange, escrowed, entered, epoch)
+                        except _WriteFailed as failed:
+                            savepoint.rollback()
+                            turned += [f.order.id for f in failed.placements if f.order]
+                            if self.leading:  # the book took orders whose rows rolled back
+                                self._reload_book()
+                                market, exchange = self.market, self.exchange
+                            escrowed = [p for p in escrowed if p.error is None]
+                            for p in escrowed:  # the same order (its escrow), not yet entered
+                                o = p.order
+                                assert o is not None
+                                p.order = Order(
+                                    o.id, o.owner, o.side, o.quantity_wh, o.price, o.zone, o.tif
+                                )
+                            continue
+                        savepoint.commit()
+                        break
             except BaseException as err:
                 for p in batch:  # nothing of this batch was committed
                     if p.error is None:
                         p.error, p.row = err, None
                 if entered:  # the book took orders whose rows were not written
                     self._reload_book()
+                try:  # the batch's escrow back at once, not at the epoch's close
+                    self._sweep(epoch)
+                except Exception:
+                    log.exception("sweep after a failed batch failed")
                 if not isinstance(err, Exception):
                     raise
                 return
@@ -462,9 +496,17 @@ class Trading:
             rows.append(p.row)
         c.execute(insert(market_orders), rows)
         exchange.persist_many(c, entered)
-        for p in placed:
+        failed = []
+        for p in placed:  # one request's error fails that order alone, with its own error
             if p.record is not None and p.row is not None:
-                p.record(c, p.row)
+                try:
+                    with c.begin_nested():
+                        p.record(c, p.row)
+                except Exception as err:
+                    p.error, p.row = err, None
+                    failed.append(p)
+        if failed:
+            raise _WriteFailed(failed)
         auditlog.append_many(
             c,
             [
