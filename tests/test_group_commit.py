@@ -300,3 +300,16 @@ def test_a_breaker_trip_inside_a_batch_keeps_what_was_entered_and_refunds_the_re
         assert [p for p in rep.as_dict().get("problems", []) if "escrow" in str(p)] == []
     finally:
         s.close()
+
+
+def test_reloading_the_book_keeps_the_halt_and_the_breaker_window(site: Site) -> None:
+    """A batch's failed commit reloads the book from the rows; a halt the breaker set and
+    the window of recent prices stay (a reload never un-halts the market)."""
+    t = site.trading
+    t.market.halted = "price moved more than 10% within 60 s"
+    band = t.market._band
+    assert band.window(1_000) is None
+    band.record(1_000, 2_000_000, 2_100_000)
+    t._reload_book()
+    assert t.market.halted == "price moved more than 10% within 60 s"
+    assert t.market._band.window(1_000) == (2_000_000, 2_100_000)

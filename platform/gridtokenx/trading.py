@@ -527,9 +527,13 @@ class Trading:
     def _reload_book(self) -> None:
         """The open epoch's book again from the database (a batch's transaction failed after
         the book took its orders); their escrow intents stay pending for the sweep."""
-        self.market = Market(self.config, epoch=self.market.epoch)
+        old = self.market
+        self.market = Market(self.config, epoch=old.epoch)
         self.exchange = Exchange(self.platform.dep, self.engine, self.market, self.wallets)
         self._load(self.market, self.exchange, self.market.epoch)
+        # a halt and the breakers' windows are the market's, not the book's: they stay
+        self.market.halted = old.halted
+        self.market._band, self.market._reference = old._band, old._reference
 
     def _sequence(self, market: Market, exchange: Exchange, epoch: int) -> None:
         """Enter the orders other instances placed into this epoch (seq 0), in the order
