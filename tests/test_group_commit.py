@@ -313,3 +313,33 @@ def test_reloading_the_book_keeps_the_halt_and_the_breaker_window(site: Site) ->
     t._reload_book()
     assert t.market.halted == "price moved more than 10% within 60 s"
     assert t.market._band.window(1_000) == (2_000_000, 2_100_000)
+
+
+def test_a_packed_escrow_reported_failed_that_landed_is_not_sent_again(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster can report an error for a packed transaction that lands after all (faked:
+    the embedded ledger lands it, the RPC's answer is an error). The one-by-one resend reads
+    the chain again and skips the escrows that landed: each is taken once."""
+    users = [signup(site.client, f"r{k}@x.org") for k in range(3)]
+    for u in users:
+        fund(site, u, thb=1_000_000)
+    dep = site.platform.dep
+    holders = [site.trading.wallets[u["user_id"]] for u in users]
+    escrows = [st.Escrow(h, order_id(), "thb", 300_000, st.owner_key(h)) for h in holders]
+    real = dep.ledger.send_many
+    calls: list[int] = []
+
+    def lying(transactions: Any) -> list[str | LedgerError]:
+        calls.append(len(transactions))
+        results = real(transactions)
+        if len(calls) == 1:  # landed, but reported lost (a timeout of the RPC's answer)
+            return [LedgerError("transaction_failed") for _ in results]
+        return results
+
+    monkeypatch.setattr(dep.ledger, "send_many", lying)
+    landed = st.lock_many(dep, escrows)
+    index = dep.ledger.memo_index()
+    assert landed == [index[e.memo] for e in escrows]
+    assert calls == [1]  # nothing sent again
+    assert [dep.thb.balance(h.pubkey()) for h in holders] == [700_000, 700_000, 700_000]
