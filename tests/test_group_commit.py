@@ -343,3 +343,30 @@ def test_a_packed_escrow_reported_failed_that_landed_is_not_sent_again(
     assert landed == [index[e.memo] for e in escrows]
     assert calls == [1]  # nothing sent again
     assert [dep.thb.balance(h.pubkey()) for h in holders] == [700_000, 700_000, 700_000]
+
+
+def test_a_failing_listener_never_fails_a_committed_order(site: Site) -> None:
+    """A listener that raises (a Redis relay down; here a function that raises) is logged
+    and counted; the placement still returns its row and the other listener gets every
+    event."""
+    u = signup(site.client, "l@x.org", "consumer")
+    fund(site, u, thb=10_000_000)
+    t = site.trading
+    seen: list[str] = []
+
+    def down(_e: Any) -> None:
+        raise ConnectionError("relay down")
+
+    t.listeners[:0] = [down]
+    t.listeners.append(lambda e: seen.append(e.kind))
+    row = t.place(u["user_id"], "buy", 1_000, 3_000_000)
+    assert row["status"] == "open"
+    assert seen == ["order", "book"]
+    assert t.publish_failures == 2
+    with site.platform.books.connect() as c:
+        assert (
+            c.execute(
+                select(market_orders.c.status).where(market_orders.c.order_id == row["order_id"])
+            ).scalar_one()
+            == "open"
+        )

@@ -175,6 +175,7 @@ class Trading:
         self.market = Market(self.config, epoch=epoch)
         self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
         self.listeners: list[Callable[[Event], None]] = []
+        self.publish_failures = 0  # listener calls that raised (`publish`)
         self._queue: deque[_Placement] = deque()  # placements waiting for a group commit
         self._queued = threading.Condition()
         self._flushing = False  # a caller is placing a batch
@@ -249,8 +250,14 @@ class Trading:
         return (epoch + 1) * self.epoch_s
 
     def publish(self, event: Event) -> None:
+        """Each listener told in turn; one that fails (a relay down) is logged and counted
+        (`publish_failures`) and never fails what was committed, nor the other listeners."""
         for listener in list(self.listeners):
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                self.publish_failures += 1
+                log.exception("an event listener failed on %s", event.kind)
 
     # -- orders ----------------------------------------------------------------------------
     def place(
