@@ -341,6 +341,10 @@ class Trading:
                 placed = self._admit(batch, market.epoch)
                 orders = [p.order for p in placed if p.order is not None]
                 with auditlog.begin(self.engine) as c:
+                    if not self.leading and orders and self._open_epoch(c) != market.epoch:
+                        # read first (on PostgreSQL held to the commit): the checks ran
+                        # against the epoch the rows go into, or nothing is placed
+                        raise OrderRejected("epoch_moved", "the epoch closed; place it again")
                     refused = exchange.escrow_many(orders, c) if orders else []
                     for p, error in zip(placed, refused, strict=True):
                         if error is None:
@@ -557,7 +561,18 @@ class Trading:
             ).all()
         for r in rows:
             order = _order_of(r)
-            trades = exchange.enter(order)
+            try:
+                trades = exchange.enter(order)
+            except OrderRejected as err:  # a halt the other instance did not see: no place
+                log.info("order %s from another instance refused: %s", order.id, err.code)
+                exchange.withdraw(order.id, order.owner)  # its escrow back
+                with self.engine.begin() as c:
+                    c.execute(
+                        update(market_orders)
+                        .where(market_orders.c.order_id == order.id)
+                        .values(status="cancelled")
+                    )
+                continue
             with self.engine.begin() as c:
                 c.execute(
                     update(market_orders)

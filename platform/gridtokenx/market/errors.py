@@ -49,7 +49,12 @@ class NotApproved(OrderRejected, Forbidden):
     """`not_approved`: the account waits for an operator's (or the KYC step's) approval."""
 
 
+class EpochMoved(OrderRejected, Conflict):
+    """`epoch_moved`: the epoch closed while the order was checked; place it again."""
+
+
 _REJECTION_KINDS: dict[str, type[OrderRejected]] = {
+    "epoch_moved": EpochMoved,
     "order_rate_limited": OrderRateLimited,
     "market_halted": MarketHalted,
     "not_approved": NotApproved,
