@@ -135,18 +135,18 @@ def test_a_self_trade_waits_for_the_next_batch_and_is_refused(site: Site) -> Non
     fund(site, u, thb=10_000_000, grx=5_000)
     fund(site, v, thb=10_000_000)
     t = site.trading
-    results: list[Any] = []
+    results: dict[int, Any] = {}  # by thread: each wakes when it may, in any order
 
-    def place(user: dict[str, Any], side: str, price: int) -> None:
+    def place(k: int, user: dict[str, Any], side: str, price: int) -> None:
         try:
-            results.append(t.place(user["user_id"], side, 1_000, price)["side"])
+            results[k] = t.place(user["user_id"], side, 1_000, price)["side"]
         except OrderRejected as err:
-            results.append(err.code)
+            results[k] = err.code
 
     threads = [
-        threading.Thread(target=place, args=(v, "buy", 2_500_000)),
-        threading.Thread(target=place, args=(u, "buy", 3_000_000)),
-        threading.Thread(target=place, args=(u, "sell", 2_000_000)),
+        threading.Thread(target=place, args=(0, v, "buy", 2_500_000)),
+        threading.Thread(target=place, args=(1, u, "buy", 3_000_000)),
+        threading.Thread(target=place, args=(2, u, "sell", 2_000_000)),
     ]
     with t.lock:  # v's order flushes alone and blocks; u's two queue up behind it
         threads[0].start()
@@ -157,7 +157,7 @@ def test_a_self_trade_waits_for_the_next_batch_and_is_refused(site: Site) -> Non
         wait_for(lambda: len(t._queue) == 2)
     for th in threads:
         th.join(timeout=60)
-    assert results == ["buy", "buy", "self_trade"]
+    assert results == {0: "buy", 1: "buy", 2: "self_trade"}
     assert site.platform.dep.grx.balance(site.trading.wallets[u["user_id"]].pubkey()) == 5_000
 
 
@@ -370,3 +370,25 @@ def test_a_failing_listener_never_fails_a_committed_order(site: Site) -> None:
             ).scalar_one()
             == "open"
         )
+
+
+def test_the_audit_logs_lock_is_free_while_a_batch_escrows_on_the_ledger(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's ledger I/O (its escrows) runs without this process's audit-log lock, so
+    logins, registrations and admin actions never wait it out; the order is placed."""
+    u = signup(site.client, "a@x.org", "consumer")
+    fund(site, u, thb=10_000_000)
+    dep = site.platform.dep
+    real = dep.ledger.send_many
+    locked: list[bool] = []
+
+    def watched(transactions: Any) -> list[str | LedgerError]:
+        locked.append(auditlog._lock.locked())
+        return real(transactions)
+
+    monkeypatch.setattr(dep.ledger, "send_many", watched)
+    row = site.trading.place(u["user_id"], "buy", 1_000, 3_000_000)
+    assert row["status"] == "open"
+    assert locked == [False]
+    assert not auditlog._lock.locked()

@@ -340,7 +340,7 @@ class Trading:
                     exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
                 placed = self._admit(batch, market.epoch)
                 orders = [p.order for p in placed if p.order is not None]
-                with auditlog.begin(self.engine) as c:
+                with auditlog.begin_late(self.engine) as (c, hold):
                     if not self.leading and orders and self._open_epoch(c) != market.epoch:
                         # read first (on PostgreSQL held to the commit): the checks ran
                         # against the epoch the rows go into, or nothing is placed
@@ -353,6 +353,7 @@ class Trading:
                             p.error = error
                     if not escrowed:
                         return
+                    hold()  # the audit log's lock from here to the commit, not over ledger I/O
                     while escrowed:  # again without the orders whose own write failed
                         entered = []
                         savepoint = c.begin_nested()
