@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import pytest
 from platform_site import Clock, Site, fund, signup
 from sqlalchemy import select
 
-from gridtokenx import auditlog, books
+from gridtokenx import audit, auditlog, books
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.market.config import Mechanism
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.tables import audit_log, market_orders
 from gridtokenx.trading import order_id
@@ -133,18 +135,18 @@ def test_a_self_trade_waits_for_the_next_batch_and_is_refused(site: Site) -> Non
     fund(site, u, thb=10_000_000, grx=5_000)
     fund(site, v, thb=10_000_000)
     t = site.trading
-    results: list[Any] = []
+    results: dict[int, Any] = {}  # by thread: each wakes when it may, in any order
 
-    def place(user: dict[str, Any], side: str, price: int) -> None:
+    def place(k: int, user: dict[str, Any], side: str, price: int) -> None:
         try:
-            results.append(t.place(user["user_id"], side, 1_000, price)["side"])
+            results[k] = t.place(user["user_id"], side, 1_000, price)["side"]
         except OrderRejected as err:
-            results.append(err.code)
+            results[k] = err.code
 
     threads = [
-        threading.Thread(target=place, args=(v, "buy", 2_500_000)),
-        threading.Thread(target=place, args=(u, "buy", 3_000_000)),
-        threading.Thread(target=place, args=(u, "sell", 2_000_000)),
+        threading.Thread(target=place, args=(0, v, "buy", 2_500_000)),
+        threading.Thread(target=place, args=(1, u, "buy", 3_000_000)),
+        threading.Thread(target=place, args=(2, u, "sell", 2_000_000)),
     ]
     with t.lock:  # v's order flushes alone and blocks; u's two queue up behind it
         threads[0].start()
@@ -155,7 +157,7 @@ def test_a_self_trade_waits_for_the_next_batch_and_is_refused(site: Site) -> Non
         wait_for(lambda: len(t._queue) == 2)
     for th in threads:
         th.join(timeout=60)
-    assert results == ["buy", "buy", "self_trade"]
+    assert results == {0: "buy", 1: "buy", 2: "self_trade"}
     assert site.platform.dep.grx.balance(site.trading.wallets[u["user_id"]].pubkey()) == 5_000
 
 
@@ -166,12 +168,13 @@ def wait_for(condition: Any, seconds: float = 30) -> None:
         time.sleep(0.005)
 
 
-def test_a_batch_whose_transaction_fails_leaves_no_order_and_its_escrow_is_swept(
+def test_one_requests_failed_write_fails_that_order_alone_and_its_escrow_is_refunded(
     site: Site,
 ) -> None:
-    """Should the batch's one transaction fail (here a recorder that raises, standing in for
-    a database error), no order of it is acknowledged or left in the book, and the escrow
-    that landed is given back by the sweep."""
+    """One request's write fails inside the batch's transaction (here its recorder raises,
+    standing in for a database error on its Idempotency-Key): only that order fails, with
+    its own error; the other order of the batch is placed, and the failed one's escrow is
+    given back at once, not at the epoch's close."""
     users = [signup(site.client, f"f{k}@x.org", "consumer") for k in range(2)]
     for u in users:
         fund(site, u, thb=10_000_000)
@@ -183,7 +186,9 @@ def test_a_batch_whose_transaction_fails_leaves_no_order_and_its_escrow_is_swept
 
     def place(k: int, record: Any) -> None:
         try:
-            outcome[k] = t.place(users[k]["user_id"], "buy", 1_000, 3_000_000, record=record)
+            outcome[k] = t.place(users[k]["user_id"], "buy", 1_000, 3_000_000, record=record)[
+                "status"
+            ]
         except RuntimeError as err:
             outcome[k] = str(err)
 
@@ -203,29 +208,187 @@ def test_a_batch_whose_transaction_fails_leaves_no_order_and_its_escrow_is_swept
         wait_for(lambda: len(t._queue) == 2)
     for th in [first, *threads]:
         th.join(timeout=60)
-    assert outcome == {0: "the database went away", 1: "the database went away"}
-    assert len(t.market.live_orders(blocker["user_id"])) == 1  # the book as the rows say
-    assert [t.market.live_orders(u["user_id"]) for u in users] == [[], []]
+    assert outcome == {0: "open", 1: "the database went away"}
+    assert len(t.market.live_orders(blocker["user_id"])) == 1
+    assert [len(t.market.live_orders(u["user_id"])) for u in users] == [1, 0]
     with site.platform.books.connect() as c:
-        mine = [u["user_id"] for u in users]
-        assert (
-            c.execute(
-                select(market_orders.c.order_id).where(market_orders.c.user_id.in_(mine))
-            ).all()
-            == []
-        )
+        rows = c.execute(
+            select(market_orders.c.user_id).where(
+                market_orders.c.user_id.in_([u["user_id"] for u in users])
+            )
+        ).scalars()
+        assert list(rows) == [users[0]["user_id"]]
         pending = (
             c.execute(select(books.orders.c.order_id).where(books.orders.c.status == "pending"))
             .scalars()
             .all()
         )
-    assert len(pending) == 2  # both escrows landed with the batch
+    assert pending == []
     wallets = [site.trading.wallets[u["user_id"]] for u in users]
     dep = site.platform.dep
-    assert [dep.thb.balance(st.owner_key(w)) for w in wallets] == [
-        7_000_000,
-        7_000_000,
-    ]  # 3,000,000 each held
-    t._sweep(t.market.epoch)
-    assert [dep.thb.balance(st.owner_key(w)) for w in wallets] == [10_000_000, 10_000_000]
-    assert auditlog.verify(site.platform.books) is None
+    assert [dep.thb.balance(st.owner_key(w)) for w in wallets] == [7_000_000, 10_000_000]
+
+
+def test_a_breaker_trip_inside_a_batch_keeps_what_was_entered_and_refunds_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CDA, breaker 10%: one batch of buys at 2.0M, 3.0M, 3.0M against asks at 2.0M and
+    3.0M. The first fills at 2.0M; the second would trade at 3.0M (+50%), trips the breaker
+    and is cancelled (its row written, as one order alone); the third is refused `market_halted`
+    and its escrow is given back at once. No trade lives only in memory; the audit is clean."""
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path, None, Clock(), mechanism=Mechanism.CDA)
+    try:
+        t = s.trading
+        cfg = replace(t.config, breaker_bps=1_000)
+        t.config = cfg
+        t.market.config = cfg
+        s1, s2 = signup(s.client, "s1@x.org"), signup(s.client, "s2@x.org")
+        fund(s, s1, grx=10_000)
+        fund(s, s2, grx=10_000)
+        bs = [signup(s.client, f"b{k}@x.org", "consumer") for k in range(3)]
+        for b in bs:
+            fund(s, b, thb=100_000_000)
+        t.place(s1["user_id"], "sell", 100, 2_000_000)
+        t.place(s2["user_id"], "sell", 1_000, 3_000_000)
+        out: dict[int, Any] = {}
+
+        def place(k: int, price: int) -> None:
+            try:
+                out[k] = t.place(bs[k]["user_id"], "buy", 100, price)["status"]
+            except OrderRejected as e:
+                out[k] = e.code
+
+        blocker = signup(s.client, "blk@x.org")
+        fund(s, blocker, grx=10_000)
+        first = threading.Thread(target=lambda: t.place(blocker["user_id"], "sell", 10, 7_900_000))
+        prices = [2_000_000, 3_000_000, 3_000_000]
+        ths = [threading.Thread(target=place, args=(k, p)) for k, p in enumerate(prices)]
+        with t.lock:
+            first.start()
+            wait_for(lambda: t._flushing)
+            for k, th in enumerate(ths, 1):
+                th.start()
+                wait_for(lambda k=k: len(t._queue) == k)  # type: ignore[misc]
+        for th in [first, *ths]:
+            th.join(60)
+        assert out == {0: "filled", 1: "cancelled", 2: "market_halted"}
+        assert t.market.halted is not None
+        assert [(tr.quantity_wh, tr.price) for tr in t.exchange._trades] == [(100, 2_000_000)]
+        owners = {s1["user_id"]: "s1", s2["user_id"]: "s2"} | {
+            b["user_id"]: f"b{k}" for k, b in enumerate(bs)
+        }
+        with s.platform.books.connect() as c:
+            rows = c.execute(
+                select(market_orders.c.user_id, market_orders.c.status, market_orders.c.filled_wh)
+            ).all()
+            intents = c.execute(
+                select(books.orders.c.owner, books.orders.c.status, books.orders.c.escrowed)
+            ).all()
+        assert sorted((owners[u], st_, f) for u, st_, f in rows if u in owners) == [
+            ("b0", "filled", 100),
+            ("b1", "cancelled", 0),
+            ("s1", "filled", 100),
+            ("s2", "open", 0),
+        ]
+        assert "pending" not in {i.status for i in intents}
+        dep = s.platform.dep
+        thb = [dep.thb.balance(st.owner_key(t.wallets[b["user_id"]])) for b in bs]
+        assert thb == [100_000_000 - 200_000, 100_000_000 - 300_000, 100_000_000]
+        rep = audit.run(s.platform.dep, s.platform.books, tmp_path / "archive")
+        assert [p for p in rep.as_dict().get("problems", []) if "escrow" in str(p)] == []
+    finally:
+        s.close()
+
+
+def test_reloading_the_book_keeps_the_halt_and_the_breaker_window(site: Site) -> None:
+    """A batch's failed commit reloads the book from the rows; a halt the breaker set and
+    the window of recent prices stay (a reload never un-halts the market)."""
+    t = site.trading
+    t.market.halted = "price moved more than 10% within 60 s"
+    band = t.market._band
+    assert band.window(1_000) is None
+    band.record(1_000, 2_000_000, 2_100_000)
+    t._reload_book()
+    assert t.market.halted == "price moved more than 10% within 60 s"
+    assert t.market._band.window(1_000) == (2_000_000, 2_100_000)
+
+
+def test_a_packed_escrow_reported_failed_that_landed_is_not_sent_again(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster can report an error for a packed transaction that lands after all (faked:
+    the embedded ledger lands it, the RPC's answer is an error). The one-by-one resend reads
+    the chain again and skips the escrows that landed: each is taken once."""
+    users = [signup(site.client, f"r{k}@x.org") for k in range(3)]
+    for u in users:
+        fund(site, u, thb=1_000_000)
+    dep = site.platform.dep
+    holders = [site.trading.wallets[u["user_id"]] for u in users]
+    escrows = [st.Escrow(h, order_id(), "thb", 300_000, st.owner_key(h)) for h in holders]
+    real = dep.ledger.send_many
+    calls: list[int] = []
+
+    def lying(transactions: Any) -> list[str | LedgerError]:
+        calls.append(len(transactions))
+        results = real(transactions)
+        if len(calls) == 1:  # landed, but reported lost (a timeout of the RPC's answer)
+            return [LedgerError("transaction_failed") for _ in results]
+        return results
+
+    monkeypatch.setattr(dep.ledger, "send_many", lying)
+    landed = st.lock_many(dep, escrows)
+    index = dep.ledger.memo_index()
+    assert landed == [index[e.memo] for e in escrows]
+    assert calls == [1]  # nothing sent again
+    assert [dep.thb.balance(h.pubkey()) for h in holders] == [700_000, 700_000, 700_000]
+
+
+def test_a_failing_listener_never_fails_a_committed_order(site: Site) -> None:
+    """A listener that raises (a Redis relay down; here a function that raises) is logged
+    and counted; the placement still returns its row and the other listener gets every
+    event."""
+    u = signup(site.client, "l@x.org", "consumer")
+    fund(site, u, thb=10_000_000)
+    t = site.trading
+    seen: list[str] = []
+
+    def down(_e: Any) -> None:
+        raise ConnectionError("relay down")
+
+    t.listeners[:0] = [down]
+    t.listeners.append(lambda e: seen.append(e.kind))
+    row = t.place(u["user_id"], "buy", 1_000, 3_000_000)
+    assert row["status"] == "open"
+    assert seen == ["order", "book"]
+    assert t.publish_failures == 2
+    with site.platform.books.connect() as c:
+        assert (
+            c.execute(
+                select(market_orders.c.status).where(market_orders.c.order_id == row["order_id"])
+            ).scalar_one()
+            == "open"
+        )
+
+
+def test_the_audit_logs_lock_is_free_while_a_batch_escrows_on_the_ledger(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's ledger I/O (its escrows) runs without this process's audit-log lock, so
+    logins, registrations and admin actions never wait it out; the order is placed."""
+    u = signup(site.client, "a@x.org", "consumer")
+    fund(site, u, thb=10_000_000)
+    dep = site.platform.dep
+    real = dep.ledger.send_many
+    locked: list[bool] = []
+
+    def watched(transactions: Any) -> list[str | LedgerError]:
+        locked.append(auditlog._lock.locked())
+        return real(transactions)
+
+    monkeypatch.setattr(dep.ledger, "send_many", watched)
+    row = site.trading.place(u["user_id"], "buy", 1_000, 3_000_000)
+    assert row["status"] == "open"
+    assert locked == [False]
+    assert not auditlog._lock.locked()

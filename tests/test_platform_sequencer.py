@@ -16,6 +16,7 @@ from platform_site import EPOCH_S, Clock, Site, fund, signup
 from sqlalchemy import select
 
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism
+from gridtokenx.market.errors import OrderRejected
 from gridtokenx.service import Platform
 from gridtokenx.tables import market_executions, market_orders
 from gridtokenx.trading import Trading
@@ -78,3 +79,51 @@ def test_orders_and_cancels_from_another_instance_go_through_the_sequencer(
     # the other instance follows: the open epoch moved on with the sequencer
     other.follow()
     assert other.market.epoch == leader.trading.market.epoch == epoch + 1
+
+
+def test_an_order_from_another_instance_the_halted_book_refuses_is_cancelled_and_refunded(
+    pair: tuple[Site, Trading, Clock],
+) -> None:
+    """The sequencer's book halted (a breaker trip is not persisted, so the other instance
+    still takes orders): the sequencer cancels what it cannot enter and gives the escrow
+    back; its tick never raises."""
+    leader, other, _clock = pair
+    seller = signup(leader.client, "s@x.org")
+    fund(leader, seller, grx=1_000)
+    leader.trading.tick()
+    leader.trading.market.halted = "price moved more than 10% within 60 s"
+    sell: dict[str, Any] = other.place(seller["user_id"], **SELL)
+    assert row(leader, sell["order_id"]) == (0, 0, "open")
+    assert leader.trading.tick() == []
+    assert row(leader, sell["order_id"]) == (0, 0, "cancelled")
+    wallet = leader.client.get("/api/v1/wallet", headers=seller["auth"]).json()
+    assert wallet["grx_wh"] == 1_000
+    assert leader.trading.tick() == []  # and again: nothing left to enter
+
+
+def test_an_order_checked_against_an_epoch_that_closes_meanwhile_is_not_placed(
+    pair: tuple[Site, Trading, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other instance checks a batch against the open epoch; should the sequencer move
+    it before the batch's transaction reads it (made to happen here, between the checks and
+    the write), nothing is placed: `epoch_moved`, no row, no escrow."""
+    leader, other, _clock = pair
+    seller = signup(leader.client, "s@x.org")
+    fund(leader, seller, grx=1_000)
+    leader.trading.tick()
+    epoch = leader.trading.market.epoch
+    checked = other._owners_market
+
+    def then_moved(owners: list[str]) -> Any:
+        market = checked(owners)
+        leader.trading._set_open_epoch(epoch + 1)
+        return market
+
+    monkeypatch.setattr(other, "_owners_market", then_moved)
+    with pytest.raises(OrderRejected) as err:
+        other.place(seller["user_id"], **SELL)
+    assert err.value.code == "epoch_moved"
+    with leader.platform.books.connect() as c:
+        assert c.execute(select(market_orders.c.order_id)).all() == []
+    wallet = leader.client.get("/api/v1/wallet", headers=seller["auth"]).json()
+    assert wallet["grx_wh"] == 1_000

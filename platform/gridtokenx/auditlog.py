@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,6 +49,27 @@ def begin(engine: Engine) -> Iterator[Connection]:
     wait for its commit (on PostgreSQL other instances wait from the first append on)."""
     with _lock, engine.begin() as c:
         yield c
+
+
+@contextmanager
+def begin_late(engine: Engine) -> Iterator[tuple[Connection, Callable[[], None]]]:
+    """`begin` for a caller with slow work (ledger I/O) before its first write: this
+    process's lock is taken only when it calls `hold()` (before its first write or append)
+    and kept to the commit, so other appenders never wait out that work."""
+    held = False
+
+    def hold() -> None:
+        nonlocal held
+        if not held:
+            _lock.acquire()
+            held = True
+
+    try:
+        with engine.begin() as c:
+            yield c, hold
+    finally:
+        if held:
+            _lock.release()
 
 
 def append_many(c: Connection, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> int:

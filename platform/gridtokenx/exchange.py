@@ -175,17 +175,22 @@ class Exchange:
             )
         return st.Escrow(key, order.id, asset, amount, owner)
 
-    def sweep_intents(self, epoch: int, older_than_ms: int | None = None) -> int:
+    def sweep_intents(
+        self, epoch: int, older_than_ms: int | None = None, only: Collection[str] | None = None
+    ) -> int:
         """Settle escrow intents a crash cut short: an intent whose transfer landed is
         refunded (a `cancel` refund row, the order closed), one whose transfer never landed
         is deleted. The chain refund is sent before the commit, with the row locked, so a
         crash between them leaves the intent pending and the next sweep records the refund
         it finds on the chain. `older_than_ms`: only intents whose id is older (instances
-        placing right now hold theirs locked on PostgreSQL; SQLite has one process)."""
+        placing right now hold theirs locked on PostgreSQL; SQLite has one process).
+        `only`: just these orders' intents (a batch's refused or failed orders, at once)."""
         swept = 0
         index = self.dep.ledger.memo_index()
         with self.engine.begin() as c:
             query = select(books.orders).where(books.orders.c.status == PENDING)
+            if only is not None:
+                query = query.where(books.orders.c.order_id.in_(sorted(only)))
             if c.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             for row in c.execute(query).all():
@@ -284,12 +289,17 @@ class Exchange:
         self._trades.extend(trades)
         return trades
 
-    def enter_many(self, orders: Sequence[Order]) -> list[Entered]:
-        """Escrowed orders entered into the book in turn, each with what it executed."""
-        out = []
+    def enter_many(self, orders: Sequence[Order]) -> list[Entered | OrderRejected]:
+        """Escrowed orders entered into the book in turn, each with what it executed, or
+        the book's refusal (a breaker trip halts the market: the orders after it are
+        refused `market_halted`, those before keep their fills)."""
+        out: list[Entered | OrderRejected] = []
         for order in orders:
             first = len(self._trades)
-            out.append(Entered(order, self.enter(order), first))
+            try:
+                out.append(Entered(order, self.enter(order), first))
+            except OrderRejected as err:
+                out.append(err)
         return out
 
     def withdraw(self, order_id: str, owner: str) -> int | None:

@@ -14,6 +14,7 @@ loses no match.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -39,6 +40,7 @@ from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
 from gridtokenx.service import Platform
 from gridtokenx.tables import epochs, market_executions, market_orders, settings, users
 
+log = logging.getLogger(__name__)
 MAX_ORDERS_PER_EPOCH = 50
 LIVE = ("open", "partially_filled")
 CANCELLING = "cancelling"  # asked on an instance that is not the sequencer, not yet applied
@@ -46,6 +48,14 @@ OPEN_EPOCH = "open_epoch"  # settings row: the epoch orders go into, moved by th
 EPOCH_LOCK = 0x47545831_00000002  # PostgreSQL advisory lock: placements shared, close exclusive
 STALE_CLAIM_S = 60  # no request runs longer: an older pending claim was cut short
 STALE_INTENT_MS = 30_000  # an escrow intent older than this is not being placed any more
+
+
+class _WriteFailed(Exception):
+    """Some placements of a batch failed their own writes (each has its error)."""
+
+    def __init__(self, placements: list[_Placement]) -> None:
+        super().__init__(f"{len(placements)} placements failed")
+        self.placements = placements
 
 
 class Wallets(Mapping[str, st.Holder]):
@@ -165,6 +175,7 @@ class Trading:
         self.market = Market(self.config, epoch=epoch)
         self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
         self.listeners: list[Callable[[Event], None]] = []
+        self.publish_failures = 0  # listener calls that raised (`publish`)
         self._queue: deque[_Placement] = deque()  # placements waiting for a group commit
         self._queued = threading.Condition()
         self._flushing = False  # a caller is placing a batch
@@ -239,8 +250,14 @@ class Trading:
         return (epoch + 1) * self.epoch_s
 
     def publish(self, event: Event) -> None:
+        """Each listener told in turn; one that fails (a relay down) is logged and counted
+        (`publish_failures`) and never fails what was committed, nor the other listeners."""
         for listener in list(self.listeners):
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                self.publish_failures += 1
+                log.exception("an event listener failed on %s", event.kind)
 
     # -- orders ----------------------------------------------------------------------------
     def place(
@@ -310,6 +327,7 @@ class Trading:
         into the open epoch, for the sequencer to enter (`_sequence`), in the order placed."""
         escrowed: list[_Placement] = []
         entered: list[Entered] = []
+        turned: list[str] = []  # escrowed, then refused by the book (a breaker trip)
         with self.lock:
             epoch = self.market.epoch
             try:
@@ -322,7 +340,11 @@ class Trading:
                     exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
                 placed = self._admit(batch, market.epoch)
                 orders = [p.order for p in placed if p.order is not None]
-                with auditlog.begin(self.engine) as c:
+                with auditlog.begin_late(self.engine) as (c, hold):
+                    if not self.leading and orders and self._open_epoch(c) != market.epoch:
+                        # read first (on PostgreSQL held to the commit): the checks ran
+                        # against the epoch the rows go into, or nothing is placed
+                        raise OrderRejected("epoch_moved", "the epoch closed; place it again")
                     refused = exchange.escrow_many(orders, c) if orders else []
                     for p, error in zip(placed, refused, strict=True):
                         if error is None:
@@ -331,22 +353,64 @@ class Trading:
                             p.error = error
                     if not escrowed:
                         return
-                    if self.leading:
-                        epoch = market.epoch
-                        entered = exchange.enter_many([p.order for p in escrowed if p.order])
-                    else:
-                        epoch = self._open_epoch(c)
-                        entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
-                    self._write_orders(c, exchange, escrowed, entered, epoch)
+                    hold()  # the audit log's lock from here to the commit, not over ledger I/O
+                    while escrowed:  # again without the orders whose own write failed
+                        entered = []
+                        savepoint = c.begin_nested()
+                        try:
+                            if self.leading:
+                                epoch = market.epoch
+                                kept = []
+                                results = exchange.enter_many(
+                                    [p.order for p in escrowed if p.order]
+                                )
+                                for p, r in zip(escrowed, results, strict=True):
+                                    if isinstance(r, Entered):
+                                        kept.append(p)
+                                        entered.append(r)  # as it goes: a failure reloads the book
+                                    else:  # refused after a breaker trip: its escrow refunded below
+                                        p.error = r
+                                        turned.append(p.order.id if p.order else "")
+                                escrowed = kept
+                            else:
+                                epoch = self._open_epoch(c)
+                                entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
+                            if escrowed:
+                                self._write_orders(c, exchange, escrowed, entered, epoch)
+                        except _WriteFailed as failed:
+                            savepoint.rollback()
+                            turned += [f.order.id for f in failed.placements if f.order]
+                            if self.leading:  # the book took orders whose rows rolled back
+                                self._reload_book()
+                                market, exchange = self.market, self.exchange
+                            escrowed = [p for p in escrowed if p.error is None]
+                            for p in escrowed:  # the same order (its escrow), not yet entered
+                                o = p.order
+                                assert o is not None
+                                p.order = Order(
+                                    o.id, o.owner, o.side, o.quantity_wh, o.price, o.zone, o.tif
+                                )
+                            continue
+                        savepoint.commit()
+                        break
             except BaseException as err:
                 for p in batch:  # nothing of this batch was committed
                     if p.error is None:
                         p.error, p.row = err, None
                 if entered:  # the book took orders whose rows were not written
                     self._reload_book()
+                try:  # the batch's escrow back at once, not at the epoch's close
+                    self._sweep(epoch)
+                except Exception:
+                    log.exception("sweep after a failed batch failed")
                 if not isinstance(err, Exception):
                     raise
                 return
+            if turned:  # their escrow back at once, not at the epoch's close
+                try:
+                    exchange.sweep_intents(epoch, only=turned)
+                except Exception:  # the epoch's close sweeps them again
+                    log.exception("refund of %d refused orders' escrow failed", len(turned))
             for p, e in zip(escrowed, entered, strict=True):
                 assert p.row is not None
                 self.publish(Event("order", p.row, p.user_id))
@@ -446,9 +510,17 @@ class Trading:
             rows.append(p.row)
         c.execute(insert(market_orders), rows)
         exchange.persist_many(c, entered)
-        for p in placed:
+        failed = []
+        for p in placed:  # one request's error fails that order alone, with its own error
             if p.record is not None and p.row is not None:
-                p.record(c, p.row)
+                try:
+                    with c.begin_nested():
+                        p.record(c, p.row)
+                except Exception as err:
+                    p.error, p.row = err, None
+                    failed.append(p)
+        if failed:
+            raise _WriteFailed(failed)
         auditlog.append_many(
             c,
             [
@@ -469,9 +541,13 @@ class Trading:
     def _reload_book(self) -> None:
         """The open epoch's book again from the database (a batch's transaction failed after
         the book took its orders); their escrow intents stay pending for the sweep."""
-        self.market = Market(self.config, epoch=self.market.epoch)
+        old = self.market
+        self.market = Market(self.config, epoch=old.epoch)
         self.exchange = Exchange(self.platform.dep, self.engine, self.market, self.wallets)
         self._load(self.market, self.exchange, self.market.epoch)
+        # a halt and the breakers' windows are the market's, not the book's: they stay
+        self.market.halted = old.halted
+        self.market._band, self.market._reference = old._band, old._reference
 
     def _sequence(self, market: Market, exchange: Exchange, epoch: int) -> None:
         """Enter the orders other instances placed into this epoch (seq 0), in the order
@@ -488,7 +564,18 @@ class Trading:
             ).all()
         for r in rows:
             order = _order_of(r)
-            trades = exchange.enter(order)
+            try:
+                trades = exchange.enter(order)
+            except OrderRejected as err:  # a halt the other instance did not see: no place
+                log.info("order %s from another instance refused: %s", order.id, err.code)
+                exchange.withdraw(order.id, order.owner)  # its escrow back
+                with self.engine.begin() as c:
+                    c.execute(
+                        update(market_orders)
+                        .where(market_orders.c.order_id == order.id)
+                        .values(status="cancelled")
+                    )
+                continue
             with self.engine.begin() as c:
                 c.execute(
                     update(market_orders)

@@ -53,7 +53,12 @@ class AccountSuspended(OrderRejected, Forbidden):
     """`suspended`: an operator suspended the account; it trades again once re-approved."""
 
 
+class EpochMoved(OrderRejected, Conflict):
+    """`epoch_moved`: the epoch closed while the order was checked; place it again."""
+
+
 _REJECTION_KINDS: dict[str, type[OrderRejected]] = {
+    "epoch_moved": EpochMoved,
     "order_rate_limited": OrderRateLimited,
     "market_halted": MarketHalted,
     "not_approved": NotApproved,

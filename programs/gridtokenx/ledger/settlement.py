@@ -269,9 +269,15 @@ def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerEr
                 out[k] = result
         else:
             again.extend(members)
-    if again:
+    if again:  # a packed transaction reported failed may have landed: skip what did
+        index = dep.ledger.memo_index()
+        for k in [k for k in again if index.get(escrows[k].memo)]:
+            out[k] = index[escrows[k].memo]
+        again = [k for k in again if out[k] is None]
         singles = [pair(escrows[k]) for k in again]
-        retried = dep.ledger.send_many([(ixs, [signer]) for ixs, signer in singles])
+        retried = (
+            dep.ledger.send_many([(ixs, [signer]) for ixs, signer in singles]) if singles else []
+        )
         for k, result in zip(again, retried, strict=True):
             out[k] = result
     return [LedgerError("transaction_failed") if r is None else r for r in out]
