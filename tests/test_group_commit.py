@@ -15,12 +15,13 @@ import pytest
 from platform_site import Clock, Site, fund, signup
 from sqlalchemy import select
 
-from gridtokenx import auditlog, books
+from gridtokenx import auditlog
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import audit_log, market_orders
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.tables import audit_log, market_orders
-from gridtokenx.trading import order_id
+from gridtokenx.services.trading import order_id
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from starlette.requests import HTTPConnection
 
 from gridtokenx import auditlog
 from gridtokenx.accounts import AccountNotFound, Accounts, Claims
+from gridtokenx.adapters.events import Fanout
+from gridtokenx.adapters.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.api.limits import ClientAddress
 from gridtokenx.errors import (
     CodedError,
@@ -25,11 +27,9 @@ from gridtokenx.errors import (
     Unauthorized,
     Unavailable,
 )
-from gridtokenx.events import Fanout
 from gridtokenx.kyc import KycCheck
-from gridtokenx.ratelimit import Limiter, MemoryLimiter
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 # design defaults, per minute; GTX_LIMIT_PER_USER / GTX_LIMIT_PER_IP change them (the API
 # benchmark raises them: all its clients share one address)

@@ -23,7 +23,9 @@ from typing import Any, NamedTuple
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
-from gridtokenx import books, crashpoints
+from gridtokenx import crashpoints
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import market_executions, market_orders
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.deployment import Deployment
@@ -32,7 +34,6 @@ from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order
 from gridtokenx.market.trades import Trade
-from gridtokenx.tables import market_executions, market_orders
 from gridtokenx.units import WH_PER_KWH
 
 PENDING = "pending"  # an escrow intent: committed before the transfer, see `place`

@@ -16,7 +16,9 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
 
-from gridtokenx import books, cosigner
+from gridtokenx import cosigner
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import users
 from gridtokenx.errors import (
     CodedError,
     Conflict,
@@ -29,7 +31,6 @@ from gridtokenx.errors import (
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger import oracle, site
 from gridtokenx.ledger.backend import LedgerError
-from gridtokenx.tables import users
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError

@@ -26,9 +26,10 @@ from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
-from gridtokenx import auditlog, books
-from gridtokenx.adapters import idempotency
-from gridtokenx.exchange import Entered, Exchange
+from gridtokenx import auditlog
+from gridtokenx.adapters import books, idempotency
+from gridtokenx.adapters.events import Event
+from gridtokenx.adapters.tables import epochs, market_executions, market_orders, settings, users
 from gridtokenx.keynames import key_user, user_key
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
@@ -36,8 +37,8 @@ from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
-from gridtokenx.service import Platform
-from gridtokenx.tables import epochs, market_executions, market_orders, settings, users
+from gridtokenx.services.exchange import Entered, Exchange
+from gridtokenx.services.site import Platform
 
 MAX_ORDERS_PER_EPOCH = 50
 LIVE = ("open", "partially_filled")
@@ -109,13 +110,6 @@ def _order_of(r: Any) -> Order:
         filled_wh=r.filled_wh,
         status=OrderStatus(r.status),
     )
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # epoch | trade | clearing | order
-    data: dict[str, Any]
-    user_id: str | None = None  # own-account events go to this user only
 
 
 MAX_BATCH = 256  # placements in one group commit
