@@ -1,5 +1,6 @@
-"""The platform's core service: the hub registry, the co-signer of hubs' batches, and the
-ledger with its books. I/O adapters (HTTP in `api/`, the CLI) call into this."""
+"""The site (`Platform`): its keys, ledger and books; the hub, meter and user registry; hubs'
+batches received, verified and co-signed; certificates. The HTTP edge (`api/`) and the CLI
+call into this."""
 
 from __future__ import annotations
 
