@@ -141,3 +141,17 @@ def test_the_operator_page_approves_users_hubs_and_meters(site: Site) -> None:
     actions = [e["action"] for e in auditlog.entries(site.platform.books, 20)]
     for action in ("admin.user_approve", "admin.meter_suspend", "admin.hub_suspend"):
         assert action in actions
+
+
+def test_a_suspended_account_is_refused_in_the_batched_admission(site: Site) -> None:
+    """Group commit admits a batch with one status query: a suspended account (its status set,
+    whatever its tokens) gets 403 `suspended` from the placement itself, and nothing is placed."""
+    from gridtokenx.errors import Forbidden
+    from gridtokenx.market.errors import OrderRejected
+
+    pat = signup(site.client, "sus@example.org")
+    site.accounts.set_status(pat["user_id"], "suspended")
+    with pytest.raises(OrderRejected) as refused:
+        site.trading.place(pat["user_id"], "sell", 1000, 4_000_000)
+    assert (refused.value.code, isinstance(refused.value, Forbidden)) == ("suspended", True)
+    assert order_count(site) == 0

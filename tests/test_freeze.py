@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
@@ -103,6 +104,7 @@ def reviewing(chain: Chain, role: str = "grid-operator") -> Cosigner:
         lambda: Registry({}, {}, {}),
         thb=lambda: dep.thb.address,
         approver=lambda: approver,
+        site_accounts=dep.site_accounts,
     )
 
 
@@ -196,9 +198,63 @@ def test_a_cosigner_thaws_only_against_the_operators_approval_record(chain: Chai
     need = message.account_keys[: message.header.num_required_signatures]
     dep.ledger.send_transaction(Transaction.populate(message, [by_key[k] for k in need]))
     assert frozen(dep, alice) == (False, False)
-    # one reference, one message: the same record cannot be spent on another
+    # a reference on the chain is spent: the same record cannot be used again
     text, again = asked(dep, cosigner, "thaw", alice, mints=[dep.grx])
-    assert code_of(lambda: cosigner.sign_freeze(again, approval)) == "already_signed"
+    assert code_of(lambda: cosigner.sign_freeze(again, approval)) == "stale_approval"
+    # one reference, one message, even before it lands (the journal)
+    text, first = asked(dep, cosigner, "thaw", bob, reference="r-9")
+    bob_ok = approver.sign_message(text.encode())
+    cosigner.sign_freeze(first, bob_ok)
+    _, other_bytes = asked(dep, cosigner, "thaw", bob, mints=[dep.grx], reference="r-9")
+    assert code_of(lambda: cosigner.sign_freeze(other_bytes, bob_ok)) == "already_signed"
+
+
+def _land(dep: Deployment, message: Message, cosigner: Cosigner, signature: Signature) -> None:
+    """The platform's and the payer's signatures beside a co-signer's, sent."""
+    platform_key, payer = dep.keys.get("registry/platform"), dep.ledger.payer
+    by_key = {
+        payer.pubkey(): payer.sign_message(bytes(message)),
+        platform_key.pubkey(): platform_key.sign_message(bytes(message)),
+        cosigner.registry_pubkey: signature,
+    }
+    need = message.account_keys[: message.header.num_required_signatures]
+    dep.ledger.send_transaction(Transaction.populate(message, [by_key[k] for k in need]))
+
+
+def test_an_old_approval_cannot_thaw_an_account_suspended_after_it(chain: Chain) -> None:
+    """The red team's replay: thaw r-1 through the grid operator, freeze r-2, then the same
+    r-1 record sent to the auditor; and a thaw record made before a later suspension, never
+    landed, sent after it."""
+    from gridtokenx.ledger.deployment import new_reference
+
+    dep = chain.dep
+    gop, aud = reviewing(chain, "grid-operator"), reviewing(chain, "auditor")
+    approver = dep.keys.get(APPROVER)
+    alice = Keypair().pubkey()
+    dep.open_wallet(alice, approve=False)
+    text, msg = asked(dep, gop, "thaw", alice, reference="r-1")
+    approval = approver.sign_message(text.encode())
+    _land(dep, msg, gop, gop.sign_freeze(msg, approval))
+    ftext, fmsg = asked(dep, gop, "freeze", alice, reference="r-2")
+    _land(dep, fmsg, gop, gop.sign_freeze(fmsg, approver.sign_message(ftext.encode())))
+    assert frozen(dep, alice) == (True, True)
+    text2, msg2 = asked(dep, aud, "thaw", alice, reference="r-1")
+    assert text2 == text
+    assert code_of(lambda: aud.sign_freeze(msg2, approval)) == "stale_approval"
+    assert frozen(dep, alice) == (True, True)
+    # times in the references: a thaw decided at t=1000 ms, withheld; a freeze at t=2000
+    # lands; the t=1000 thaw is older than that suspension; a thaw at t=3000 is not
+    bob = Keypair().pubkey()
+    dep.open_wallet(bob, approve=True)
+    ftext, fmsg = asked(dep, gop, "freeze", bob, reference=new_reference(2000))
+    _land(dep, fmsg, gop, gop.sign_freeze(fmsg, approver.sign_message(ftext.encode())))
+    old, old_msg = asked(dep, aud, "thaw", bob, reference=new_reference(1000))
+    assert code_of(lambda: aud.sign_freeze(old_msg, approver.sign_message(old.encode()))) == (
+        "stale_approval"
+    )
+    new, new_msg = asked(dep, aud, "thaw", bob, reference=new_reference(3000))
+    _land(dep, new_msg, aud, aud.sign_freeze(new_msg, approver.sign_message(new.encode())))
+    assert frozen(dep, bob) == (False, False)
 
 
 def test_the_platform_freezes_and_thaws_through_a_cosigner_over_http(chain: Chain) -> None:
@@ -227,6 +283,47 @@ def test_the_platform_freezes_and_thaws_through_a_cosigner_over_http(chain: Chai
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("path", ["/sign/freeze", "/sign/topup", "/sign/mint"])
+@pytest.mark.parametrize("bad", ["program", "account"])
+def test_a_message_with_an_index_out_of_range_is_malformed_not_a_500(
+    chain: Chain, path: str, bad: str
+) -> None:
+    """The co-signer's HTTP is unauthenticated: an instruction pointing past the message's
+    keys (program or account index) is 422 malformed_request, never an IndexError 500."""
+    from solders.hash import Hash
+    from solders.instruction import CompiledInstruction
+    from spl.token.constants import TOKEN_2022_PROGRAM_ID
+
+    from gridtokenx.ledger.backend import MEMO_PROGRAM_ID
+
+    dep = chain.dep
+    client = TestClient(app(reviewing(chain)), raise_server_exceptions=False)
+    text = freeze_memo("thaw", Keypair().pubkey(), "x", "operator")
+    keys = [dep.ledger.payer.pubkey(), TOKEN_2022_PROGRAM_ID, MEMO_PROGRAM_ID]
+    first = (
+        CompiledInstruction(7, bytes([11]), bytes([0]))
+        if bad == "program"
+        else CompiledInstruction(1, bytes([11]), bytes([9, 9, 9]))
+    )
+    ixs = [first, CompiledInstruction(2, text.encode(), b"")]
+    message = bytes(Message.new_with_compiled_instructions(1, 0, 2, keys, Hash.default(), ixs))
+    assert not oracle.well_formed(Message.from_bytes(message))
+    if path == "/sign/mint":
+        header, signature, readings = hub_batch(
+            SigningKey.generate(), SigningKey.generate(), "m-1", 1, [0, 5]
+        )
+        body: dict[str, Any] = {
+            "header": _b64(wire_batch.encode_header(header)),
+            "hub_signature": _b64(signature),
+            "readings": [[_b64(raw), _b64(sig)] for raw, sig in readings],
+            "messages": [_b64(message)],
+        }
+    else:
+        body = {"message": _b64(message), "approval": _b64(bytes(64))}
+    r = client.post(path, json=body)
+    assert (r.status_code, r.json()["code"]) == (422, "malformed_request")
 
 
 @pytest.fixture
@@ -268,6 +365,12 @@ def test_a_pending_owners_meter_is_registered_but_mints_only_after_approval(site
     site.platform.register_meter("m-2", bytes(SigningKey.generate().verify_key), bare)
     assert frozen(dep, bare) == (False, False)
     assert any(t.startswith(f"gtx1 thaw {bare} ") for t in dep.ledger.memo_index())
+    approvals = [
+        e["detail"]
+        for e in auditlog.entries(site.platform.books, 50)
+        if e["action"] == "admin.wallet_approve"
+    ]
+    assert approvals == [{"wallet": str(bare), "meter_id": "m-2"}]
 
 
 class Kyc(BaseHTTPRequestHandler):
@@ -355,3 +458,309 @@ def test_the_kyc_step_approves_a_signup_whose_check_passes(
         s.close()
         server.shutdown()
         server.server_close()
+
+
+def _actions(site: Site, user_id: str) -> list[tuple[str, str]]:
+    """(action, reason) of the audit entries about one user, oldest first."""
+    return [
+        (e["action"], str(e["detail"].get("reason", "")))
+        for e in reversed(auditlog.entries(site.platform.books, 100))
+        if e["detail"].get("user_id") == user_id
+    ]
+
+
+def test_a_suspension_stands_at_once_when_the_cosigner_is_down_and_freezes_later(
+    site: Site,
+) -> None:
+    """Suspended first (logins revoked, orders refused), the chain freeze after: a co-signer
+    that is down (faked: a process outside this one) leaves the freeze pending, and the next
+    epoch pass freezes the account once the co-signer answers."""
+    from platform_site import EPOCH_S
+
+    from gridtokenx.errors import Unavailable
+
+    dep = site.platform.dep
+    u = signup(site.client, "a@example.org")
+    wallet = Pubkey.from_string(u["wallet"])
+    r = site.client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+    assert r.json()["status"] == "active"
+    working = dep.freeze_cosigner
+
+    def down(message: Message, approval: Signature) -> Signature:
+        raise Unavailable("cosigner_unavailable", "grid-operator: connection refused")
+
+    assert working is not None
+    dep.freeze_cosigner = (working[0], down)
+    r = site.client.post(f"/api/v1/admin/users/{u['user_id']}/suspend", headers=ADMIN_H)
+    assert (r.status_code, r.json()["status"]) == (200, "suspended")
+    me = site.client.get("/api/v1/me", headers=u["auth"])
+    assert (me.status_code, me.json()["code"]) == (403, "suspended")
+    order = {"side": "buy", "quantity_wh": 1000, "price": 4_000_000}
+    o = site.client.post("/api/v1/orders", headers=u["auth"], json=order)
+    assert (o.status_code, o.json()["code"]) == (403, "suspended")
+    with pytest.raises(Exception) as err:
+        site.trading.place(u["user_id"], "buy", 1000, 4_000_000)
+    assert getattr(err.value, "code", None) == "suspended"
+    assert frozen(dep, wallet) == (False, False)  # the chain step waits for a co-signer
+    assert _actions(site, u["user_id"])[-2:] == [
+        ("admin.user_suspend", ""),
+        ("admin.user_freeze_pending", "cosigner_unavailable"),
+    ]
+    site.trading.clock.now += EPOCH_S  # type: ignore[attr-defined]
+    site.trading.tick()  # still down: still pending, not audited again
+    assert frozen(dep, wallet) == (False, False)
+    assert [a for a, _ in _actions(site, u["user_id"])].count("admin.user_freeze_pending") == 1
+    dep.freeze_cosigner = working
+    site.trading.clock.now += EPOCH_S  # type: ignore[attr-defined]
+    site.trading.tick()
+    assert frozen(dep, wallet) == (True, True)
+    assert _actions(site, u["user_id"])[-1] == ("admin.user_freeze", "")
+    texts = [t for t in dep.ledger.memo_index() if t.startswith(f"gtx1 freeze {wallet} ")]
+    assert len(texts) == 1
+
+
+def test_a_suspended_user_with_a_resting_order_never_stalls_settlement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from platform_site import EPOCH_S, fund
+
+    from gridtokenx import audit
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    clock = Clock()
+    s = Site(tmp_path / "p", None, clock, auto_approve=True)
+    try:
+        c, dep = s.client, s.platform.dep
+        seller, buyer = signup(c, "s@example.org"), signup(c, "b@example.org")
+        other = signup(c, "o@example.org")
+        assert _actions(s, seller["user_id"]) == [("auto.user_approve", "")]
+        fund(s, seller, grx=5_000)
+        fund(s, other, grx=5_000)
+        fund(s, buyer, thb=100_000_000)
+        sell = {"side": "sell", "quantity_wh": 1000, "price": 3_000_000}
+        buy = {"side": "buy", "quantity_wh": 1000, "price": 2_000_000}  # does not cross
+        sold = c.post("/api/v1/orders", headers=seller["auth"], json=sell).json()
+        bought = c.post("/api/v1/orders", headers=buyer["auth"], json=buy).json()
+        seller_w, buyer_w = (Pubkey.from_string(u["wallet"]) for u in (seller, buyer))
+        assert dep.grx.balance(seller_w) == 4_000  # 1000 Wh in escrow
+        r = c.post(f"/api/v1/admin/users/{seller['user_id']}/suspend", headers=ADMIN_H)
+        assert r.json()["status"] == "suspended"
+        assert frozen(dep, seller_w) == (True, True)
+        assert s.trading.order_row(sold["order_id"])["status"] == "cancelled"  # type: ignore[index]
+        assert dep.grx.balance(seller_w) == 5_000  # refunded before the freeze
+        # one suspended and already frozen whose order is still in the book at the close
+        # (placed on another instance as the suspension's cancels ran, say): the close
+        # cancels it, and its refund waits in the escrow for the thaw
+        rest = c.post("/api/v1/orders", headers=other["auth"], json=sell).json()
+        other_w = Pubkey.from_string(other["wallet"])
+        s.accounts.set_status(other["user_id"], "suspended")
+        dep.suspend(other_w)
+        epoch = bought["epoch"]
+        clock.now += EPOCH_S
+        assert s.trading.tick() == [epoch]  # the epoch clears
+        assert s.trading.order_row(rest["order_id"])["status"] == "cancelled"  # type: ignore[index]
+        assert dep.grx.balance(other_w) == 4_000 and frozen(dep, other_w) == (True, True)
+        r = c.post(f"/api/v1/admin/users/{other['user_id']}/approve", headers=ADMIN_H)
+        assert r.json()["status"] == "active"
+        assert dep.grx.balance(other_w) == 5_000  # the held refund, paid at the thaw
+        r = c.get(f"/api/v1/market/epochs/{epoch}", headers=buyer["auth"])
+        assert r.status_code == 200
+        assert s.trading.order_row(bought["order_id"])["status"] != "open"  # type: ignore[index]
+        assert dep.thb.balance(buyer_w) == 100_000_000  # its escrow back
+        report = audit.run(dep, s.platform.books)
+        # the only failures: `fund` mints the sellers' GRX directly, with no meter's batch
+        assert len(report.failures) == 2 and all("GRX minted" in f for f in report.failures)
+        assert (report.checked["settlements"], report.checked["escrow"]) == (1, 2)
+    finally:
+        s.close()
+
+
+class BadKyc(BaseHTTPRequestHandler):
+    """A KYC service answering badly, by the e-mail's first word: malformed JSON, a
+    non-bool `passed`, HTTP 500, a redirect, a trickle slower than the deadline, too long."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        kind = str(body["email"]).split("@")[0]
+        status, out = 200, b'{"passed": true, "reference": "k"}'
+        if kind == "json":
+            out = b'{"passed": tru'
+        elif kind == "nonbool":
+            out = b'{"passed": "yes"}'
+        elif kind == "e500":
+            status = 500
+        elif kind == "e302":
+            status = 302
+        elif kind == "big":
+            out = b'{"passed": true, "reference": "' + b"x" * 20_000 + b'"}'
+        self.send_response(status)
+        if kind == "e302":
+            self.send_header("Location", "http://127.0.0.1:9/passed")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if kind == "slow":  # a byte every 0.4 s: each read is quick, the whole is not
+            for i in range(len(out)):
+                self.wfile.write(out[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.4)
+            return
+        self.wfile.write(out)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_bad_kyc_answers_leave_the_signup_pending_with_the_reason_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient as Client
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BadKyc)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/check"
+    s = Site(tmp_path / "p", None, Clock(), auto_approve=False, kyc_url=url)
+    try:
+        api = s.app.state.api
+        api.kyc = KycCheck(url, timeout_s=1.0)
+        dep = s.platform.dep
+        expected = {
+            "json": ("kyc_malformed", ""),
+            "nonbool": ("kyc_malformed", ""),
+            "e500": ("kyc_unavailable", "HTTP 500"),
+            "e302": ("kyc_unavailable", "HTTP 302"),
+            "slow": ("kyc_unavailable", "no answer in time"),
+            "big": ("kyc_malformed", "answer too long"),
+        }
+        for kind, (reason, reference) in expected.items():
+            u = signup(s.client, f"{kind}@example.org")
+            assert u["status"] == "pending", kind
+            assert frozen(dep, Pubkey.from_string(u["wallet"])) == (True, True)
+            pending = [
+                (e["detail"]["reason"], e["detail"]["reference"])
+                for e in auditlog.entries(s.platform.books, 50)
+                if e["action"] == "kyc.pending" and e["detail"]["user_id"] == u["user_id"]
+            ]
+            assert pending == [(reason, reference)], kind
+        # the check passes but no co-signer for freezes is configured: pending, coded, no 500
+        dep.freeze_cosigner, dep.parties = None, {}
+        client = Client(s.app, raise_server_exceptions=False)
+        u = signup(client, "ok@example.org")
+        assert u["status"] == "pending"
+        reasons = [
+            e["detail"]["reason"]
+            for e in auditlog.entries(s.platform.books, 50)
+            if e["action"] == "kyc.pending" and e["detail"]["user_id"] == u["user_id"]
+        ]
+        assert reasons == ["cosigner_unavailable"]
+        r = client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+        assert (r.status_code, r.json()["code"]) == (503, "cosigner_unavailable")
+        me = client.get("/api/v1/me", headers=u["auth"])
+        assert me.json()["status"] == "pending"
+    finally:
+        s.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_cosigner_freezes_the_sites_own_accounts(chain: Chain, tmp_path: Path) -> None:
+    """Escrow, treasury and the grid operator's wallet: a freeze of any of them would stop
+    the market for everyone, so a co-signer refuses it whatever record comes with it."""
+    dep = chain.dep
+    cosigner = reviewing(chain)
+    approver = dep.keys.get(APPROVER)
+    for name in ("escrow", "treasury", "grid-operator"):
+        owner = dep.keys.get(name).pubkey()
+        text, message = asked(dep, cosigner, "freeze", owner, reference=f"site-{name}")
+        record = approver.sign_message(text.encode())
+        with pytest.raises(CosignRefused) as err:
+            cosigner.sign_freeze(message, record)
+        assert err.value.code == "site_account"
+        assert frozen(dep, owner) == (False, False)
+    # the co-signer process reads them from deployment.json, as it reads the approval key
+    dep.save(tmp_path / "deployment.json")
+    doc = json.loads((tmp_path / "deployment.json").read_text())
+    assert doc["site_accounts"] == [
+        str(dep.keys.get(n).pubkey()) for n in ("escrow", "treasury", "grid-operator")
+    ]
+
+
+def test_the_demo_grant_is_minted_after_the_status_and_a_refused_one_leaves_the_approval(
+    site: Site,
+) -> None:
+    from gridtokenx.cosigner import CosignRefused as Refused
+
+    dep, api = site.platform.dep, site.app.state.api
+    api.demo_grant = 7_000_000
+    u = signup(site.client, "g@example.org")
+    wallet = Pubkey.from_string(u["wallet"])
+    assert dep.thb.balance(wallet) == 0  # pending: nothing minted
+    r = site.client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+    assert r.json()["status"] == "active"
+    assert dep.thb.balance(wallet) == 7_000_000
+    # the bank co-signer refuses the next grant (faked: it is another process): the approval
+    # stands, the books say active, and the refusal is audited
+    assert dep.thb_cosigner is not None
+    key = dep.thb_cosigner[0]
+
+    def refuses(message: Message) -> Signature:
+        raise Refused("not_as_described", "no")
+
+    dep.thb_cosigner = (key, refuses)
+    v = signup(site.client, "h@example.org")
+    r = site.client.post(f"/api/v1/admin/users/{v['user_id']}/approve", headers=ADMIN_H)
+    assert (r.status_code, r.json()["status"]) == (200, "active")
+    assert frozen(dep, Pubkey.from_string(v["wallet"])) == (False, False)
+    assert dep.thb.balance(Pubkey.from_string(v["wallet"])) == 0
+    assert _actions(site, v["user_id"])[-2:] == [
+        ("admin.user_approve", ""),
+        ("demo.grant_failed", "not_as_described"),
+    ]
+
+
+def test_the_approver_key_can_live_in_the_operators_own_keystore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GTX_OPERATOR_KEYSTORE: the approval records are signed from the operator's own
+    keystore file (its own sealing key); the platform's keystore has no `approver`."""
+    import stat
+
+    from gridtokenx.ledger.keystore import Keystore
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    operator_secret = os.urandom(32)
+    path = tmp_path / "operator" / "keystore.json"
+    path.parent.mkdir(mode=0o700)
+    monkeypatch.setenv("GTX_OPERATOR_KEYSTORE", str(path))
+    monkeypatch.setenv("GTX_OPERATOR_KEYSTORE_KEY", operator_secret.hex())
+    s = Site(tmp_path / "p", None, Clock(), auto_approve=False)
+    try:
+        dep = s.platform.dep
+        u = signup(s.client, "op@example.org")
+        r = s.client.post(f"/api/v1/admin/users/{u['user_id']}/approve", headers=ADMIN_H)
+        assert r.json()["status"] == "active"
+        assert frozen(dep, Pubkey.from_string(u["wallet"])) == (False, False)
+        assert APPROVER not in dep.keys.names()
+        operator = Keystore(path, operator_secret).get(APPROVER).pubkey()
+        doc = json.loads((tmp_path / "p" / "deployment.json").read_text())
+        assert doc["approver"] == str(operator)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        # a record signed by the platform's keystore is no longer the operator's
+        cosigner = Cosigner(
+            "grid-operator",
+            dep.parties["grid-operator"],
+            dep.ledger,
+            lambda: dep.grx.address,
+            lambda: Registry({}, {}, {}),
+            thb=lambda: dep.thb.address,
+            approver=lambda: operator,
+        )
+        owner = Keypair().pubkey()
+        dep.open_wallet(owner, approve=False)
+        text, message = asked(dep, cosigner, "thaw", owner)
+        forged = dep.keys.ensure("not-the-operator").sign_message(text.encode())
+        assert code_of(lambda: cosigner.sign_freeze(message, forged)) == "not_approved"
+    finally:
+        s.close()

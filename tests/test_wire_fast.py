@@ -12,7 +12,7 @@ from typing import Any
 
 import cbor2
 
-from gridtokenx.wire import cbor, envelope
+from gridtokenx.wire import cbor, envelope, reading
 from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import Reading, decode, encode
 
@@ -92,3 +92,56 @@ def test_skipping_the_reencoding_decides_every_mutation_as_reencoding_does() -> 
     assert _outcome(cbor.loads, samples[3]) == "non_canonical_cbor"
     assert _outcome(cbor.loads, samples[4]) == "non_canonical_cbor"
     assert decode(samples[0]) == Reading("m-1", 1, 1_700_000_000, 10, 0, 60, 2300, 500, -1000, 5000)
+
+
+def _reading_samples() -> list[bytes]:
+    """Valid readings with every head width at its edges: ids of 1, 23, 24 and 64 bytes,
+    numbers at 23/24, 255/256, 65535/65536, 2^32 - 1/2^32 and 2^63 - 1, pf_milli at
+    -1000, -25, -24, -1, 0 and 1000."""
+    edges = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1]
+    out = []
+    for k, ident in enumerate(["m", "a" * 23, "B-9._" + "x" * 19, "z" * 64]):
+        for j, pf in enumerate([-1000, -25, -24, -1, 0, 1000]):
+            n = [edges[(k + j + i) % len(edges)] for i in range(9)]
+            out.append(
+                encode(Reading(ident, n[0], n[1], n[2], n[3], n[4], n[5], n[6], pf, n[7], n[8]))
+            )
+    return out
+
+
+def test_the_reading_shortcut_agrees_with_the_strict_way() -> None:
+    """`reading._canonical` either gives exactly the Reading the strict decoder gives, or
+    declines (None) and the strict way decides; every valid reading takes the shortcut."""
+    rng = random.Random(21)
+    taken = declined = 0
+    for sample in _reading_samples():
+        assert reading._canonical(sample) == reading._strict(sample)
+        mutated = _mutations(sample, rng)
+        mutated += [sample[:i] + sample[i + 1 :] for i in range(len(sample))]  # one byte fewer
+        mutated += [sample[:i] + b"\x00" + sample[i:] for i in range(len(sample))]  # one more
+        for data in mutated:
+            fast = reading._canonical(data)
+            strict = _outcome(reading._strict, data)
+            if fast is None:
+                declined += 1
+                # the shortcut declines only what the strict way refuses
+                assert not isinstance(strict, Reading), data.hex()
+            else:
+                taken += 1
+                assert fast == strict, data.hex()
+    assert taken > 100 and declined > 1000
+    # out of range values and ids outside the alphabet are declined, and refused strictly
+    for bad in [
+        "a" * 65,
+        "m\u00e9",
+        "",
+    ]:
+        data = cbor.dumps({0: 1, **{k: 1 for k in range(2, 12)}, 1: bad})
+        assert reading._canonical(data) is None
+        assert _outcome(decode, data) == "invalid_field"
+    big = cbor.dumps({0: 1, 1: "m", **{k: 2**63 for k in range(2, 12)}})
+    assert reading._canonical(big) is None and _outcome(decode, big) == "invalid_field"
+    pf = cbor.dumps({0: 1, 1: "m", **{k: 1 for k in range(2, 12)}, 9: -1001})
+    assert reading._canonical(pf) is None and _outcome(decode, pf) == "invalid_field"
+    old = cbor.dumps({0: 2, 1: "m", **{k: 1 for k in range(2, 12)}})
+    assert reading._canonical(old) is None and _outcome(decode, old) == "unsupported_version"

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -50,7 +50,6 @@ from gridtokenx.hub import rules
 from gridtokenx.ledger import oracle
 from gridtokenx.ledger.backend import MEMO_PROGRAM_ID, ChainView, Ledger, memo
 from gridtokenx.ledger.deployment import (
-    APPROVER,
     COSIGNERS,
     GRX_DECIMALS,
     THB_DECIMALS,
@@ -58,8 +57,10 @@ from gridtokenx.ledger.deployment import (
     Identity,
     bank_key,
     governance_key,
+    operator_keystore,
     oracle_key,
     parse_freeze_memo,
+    reference_ms,
     registry_key,
 )
 from gridtokenx.ledger.keystore import Keystore, KeystoreError
@@ -157,6 +158,14 @@ def approved_owners(grx: Mint, owners: Mapping[str, Pubkey]) -> dict[str, Pubkey
     return out
 
 
+def well_formed(message: Message) -> Message:
+    """The message, if every index in it points into its keys; else CosignRefused
+    ("malformed_request"). Every sign_* entry runs this before reading an instruction."""
+    if not oracle.well_formed(message):
+        raise CosignRefused("malformed_request", "an instruction index is out of range")
+    return message
+
+
 class Journal:
     """The meter ranges this co-signer signed, one JSON line each, fsynced (0600).
 
@@ -204,9 +213,12 @@ class Cosigner:
         clock: Callable[[], float] = time.time,
         thb: Callable[[], Pubkey] | None = None,
         approver: Callable[[], Pubkey | None] | None = None,
+        site_accounts: Callable[[], Collection[Pubkey]] | None = None,
     ) -> None:
         self.role = role
         self._approver = approver  # the operator's approval key (None: signs no freeze)
+        # the site's own wallets (escrow, treasury, grid operator): never frozen
+        self._site_accounts = site_accounts
         self.keys = keys
         self.chain = chain
         self._grx = grx  # read when first needed: a co-signer may start before the mint exists
@@ -249,6 +261,7 @@ class Cosigner:
         <by>` signed by the operator's approval key; every other instruction a ThawAccount
         (FreezeAccount) of that owner's GRX or THB account under the registry multisig;
         each reference signed once."""
+        well_formed(message)
         texts = oracle.memos_of_message(message)
         parsed = parse_freeze_memo(texts[0]) if len(texts) == 1 else None
         if parsed is None:
@@ -262,6 +275,10 @@ class Cosigner:
             raise CosignRefused("not_approved", f"the {word} record is not the operator's")
         if self._thb is None:
             raise CosignRefused("not_a_signer", "this co-signer does not sign freezes")
+        site = self._site_accounts() if self._site_accounts is not None else ()
+        if action == "freeze" and owner in site:
+            raise CosignRefused("site_account", f"{owner} is the site's own account")
+        self._check_fresh(action, owner, reference)
         mints = {
             m.address: m
             for m in (self.grx, Mint(cast(Ledger, self.chain), self._thb(), THB_DECIMALS))
@@ -304,9 +321,30 @@ class Cosigner:
         self.journal.record([f"{action}:{reference}"], digest)
         return self.keys.get(registry_key(self.role)).sign_message(bytes(message))
 
+    def _check_fresh(self, action: str, owner: Pubkey, reference: str) -> None:
+        """Refuse a record whose reference is already on the chain (a replay, to this or
+        another co-signer), and a thaw not newer than the owner's last freeze record on the
+        chain (an approval given before a suspension): `stale_approval`."""
+        on_chain = [
+            p
+            for text in self.chain.memo_index()
+            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
+            and (p := parse_freeze_memo(text)) is not None
+            and p[1] == owner
+        ]
+        if any(p[2] == reference for p in on_chain):
+            raise CosignRefused("stale_approval", f"reference {reference} is on the chain")
+        if action == "thaw":
+            made = reference_ms(reference)
+            if any(p[0] == "freeze" and reference_ms(p[2]) >= made for p in on_chain):
+                raise CosignRefused(
+                    "stale_approval", "the approval is older than the owner's last suspension"
+                )
+
     def sign_topup(self, message: Message) -> Signature:
         """Co-sign a fiat top-up: exactly one THB MintToChecked to the owner the memo names,
         of the amount it names, under a reference never minted or signed for before."""
+        well_formed(message)
         if self._thb is None:
             raise CosignRefused("not_a_signer", "this co-signer does not sign THB top-ups")
         thb = Mint(cast(Ledger, self.chain), self._thb(), THB_DECIMALS)
@@ -346,6 +384,8 @@ class Cosigner:
 
     def sign_mint(self, evidence: oracle.Evidence, messages: Sequence[Message]) -> list[Signature]:
         """Review the batch and each message; its signatures, or CosignRefused."""
+        for message in messages:
+            well_formed(message)
         reg = self.registry()
         hub_key = reg.hub_keys.get(evidence.header.hub_id)
         if hub_key is None:
@@ -531,7 +571,7 @@ def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[Min
     (their own processes), else the development ones whose keystores this site keeps."""
     remote = remote_from_env()
     grx, thb = dep.grx.address, dep.thb.address
-    approver = dep.keys.ensure(APPROVER).pubkey()
+    approver = dep.approver_key().pubkey()
     found: list[MintCosigner] = (
         [remote[role] for role in COSIGNERS if role in remote]
         if remote
@@ -544,6 +584,7 @@ def for_platform(dep: Deployment, ledger: ChainView, engine: Engine) -> list[Min
                 books_registry(engine),
                 thb=lambda: thb,
                 approver=lambda: approver,
+                site_accounts=dep.site_accounts,
             )
             for role in COSIGNERS
             if role in dep.parties
@@ -577,7 +618,12 @@ def site_deployment(data: Path, ledger: Ledger, keys: Keystore) -> Deployment:
 
     remote = remote_from_env()
     fresh = not (data / "deployment.json").exists()
-    dep = site.deployment(data, ledger, keys, identities(remote) if remote and fresh else None)
+    given = identities(remote) if remote and fresh else None
+    dep = site.deployment(data, ledger, keys, given, operator_keystore())
+    doc = json.loads((data / "deployment.json").read_text())
+    # the co-signers read the approval key and the site's own accounts from here
+    if doc.get("approver") != str(dep.approver_key().pubkey()) or "site_accounts" not in doc:
+        dep.save(data / "deployment.json")
     for role, other in remote.items():  # the deployment must list these very co-signers
         known = dep.identities.get(role)
         if known is None or known.oracle != other.oracle_pubkey:

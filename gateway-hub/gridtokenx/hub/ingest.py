@@ -6,6 +6,12 @@ reading) are cached here and advanced in memory as a batch is decided in order.
 Each message is decided on its own: a bug met while deciding one (any exception from the
 rules) makes that message an `internal_error` rejection, logged and counted, and the rest
 of the batch goes on. Only database errors leave `ingest` (the caller retries the batch).
+
+A batch is decided in two steps so that a caller may overlap them (`MqttIngest` does):
+`prepare` starts the pure part (envelope, CBOR, signature: `rules.parse`) on the verify pool
+and returns at once; `finish` waits for it, applies the history rules in order against the
+heads and commits. While batch N is in `finish`, batch N+1's `prepare` already runs on the
+pool; `finish` calls must come in `prepare` order, from one thread (the single writer).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from gridtokenx.hub.metrics import IngestMetrics
@@ -58,6 +64,24 @@ def _parse(topic_meter: str, payload: bytes, meter: Meter | None) -> Decision:
 
 def _parse_all(work: Sequence[tuple[str, bytes, Meter | None]]) -> list[Decision]:
     return [_parse(*item) for item in work]
+
+
+@dataclass
+class Prepared:
+    """A batch whose pure checks were started by `Ingestor.prepare` (see `Ingestor.finish`).
+
+    `parts` holds the parse results per chunk (futures of the verify pool); None when the
+    meters could not be read (a database error): `finish` then does everything itself."""
+
+    messages: Sequence[tuple[str, bytes]]
+    started: float
+    owners: list[str] = field(default_factory=list)
+    meters: list[Meter | None] = field(default_factory=list)
+    parts: list[Future[list[Decision]]] | None = None
+
+    def parsed(self) -> list[Decision]:
+        assert self.parts is not None
+        return [d for part in self.parts for d in part.result()]
 
 
 def settled(decisions: Sequence[Decision]) -> dict[str, int]:
@@ -126,9 +150,33 @@ class Ingestor:
 
         Raises only database errors (DATABASE_ERRORS): then nothing of the batch is stored
         and the caller may retry it whole."""
-        start = time.perf_counter()
+        return self.finish(self.prepare(messages))
+
+    def prepare(self, messages: Sequence[tuple[str, bytes]]) -> Prepared:
+        """Start the pure checks of a batch on the verify pool and return at once.
+
+        Never raises: what cannot be started here (the meters cannot be read, a bug) is
+        done by `finish`, which raises or isolates it as `ingest` describes."""
+        prepared = Prepared(messages, time.perf_counter())
         try:
-            decisions = self._ingest(messages)
+            owners = [meter_of(topic) or "" for topic, _ in messages]
+            meters = [self._meter(m) for m in owners]
+        except Exception:  # database errors included: `finish` meets them again, and retries
+            return prepared
+        work = list(zip(owners, [p for _, p in messages], meters, strict=True))
+        # one task per chunk: a future per message cost as much as its signature
+        chunks = [work[k : k + PARSE_CHUNK] for k in range(0, len(work), PARSE_CHUNK)]
+        prepared.owners, prepared.meters = owners, meters
+        prepared.parts = [self._pool.submit(_parse_all, chunk) for chunk in chunks]
+        return prepared
+
+    def finish(self, prepared: Prepared) -> list[Decision]:
+        """Wait for `prepared`'s checks, apply the history rules and commit: `ingest`'s
+        contract. After a database error the same `prepared` may be finished again (its
+        checks are kept; only the heads are reloaded)."""
+        messages, start = prepared.messages, prepared.started
+        try:
+            decisions = self._ingest(prepared)
         except DATABASE_ERRORS:
             self._heads.clear()  # the cache may be ahead of the database: reload it
             raise
@@ -159,9 +207,16 @@ class Ingestor:
                     log.exception("on_stored failed (the readings are stored)")
         return decisions
 
-    def _ingest(self, messages: Sequence[tuple[str, bytes]]) -> list[Decision]:
+    def _ingest(self, prepared: Prepared) -> list[Decision]:
         now = int(self.clock())
-        owners = [meter_of(topic) or "" for topic, _ in messages]
+        messages = prepared.messages
+        if prepared.parts is None:  # `prepare` could not start: do it here, synchronously
+            owners = [meter_of(topic) or "" for topic, _ in messages]
+            meters = [self._meter(m) for m in owners]
+            work = list(zip(owners, [p for _, p in messages], meters, strict=True))
+            parsed = _parse_all(work)
+        else:  # Signatures and CBOR were checked in parallel (libsodium releases the GIL) ...
+            owners, meters, parsed = prepared.owners, prepared.meters, prepared.parsed()
         wanted = {m for m in owners if m and m not in self._heads}
         if wanted:
             found = self.store.heads(wanted)
@@ -170,14 +225,6 @@ class Ingestor:
         received = []
         decisions = []
         batch: dict[tuple[str, int], bytes] = {}  # accepted in this batch, not yet stored
-        meters = [self._meter(m) for m in owners]
-        # Signatures and CBOR first, in parallel (libsodium releases the GIL) ...
-        work = list(zip(owners, [p for _, p in messages], meters, strict=True))
-        if len(work) <= PARSE_CHUNK:
-            parsed = _parse_all(work)
-        else:  # one task per chunk: a future per message cost as much as its signature
-            chunks = [work[k : k + PARSE_CHUNK] for k in range(0, len(work), PARSE_CHUNK)]
-            parsed = [d for part in self._pool.map(_parse_all, chunks) for d in part]
         # ... then the history rules, in order, each reading against the one before it.
         for (_, payload), topic_meter, meter, first in zip(
             messages, owners, meters, parsed, strict=True

@@ -7,7 +7,12 @@ had in fact been stored. So an accepted reading survives a crash at any point.
 
 One thread does everything: it runs paho's network loop itself (`loop_read`, `loop_write`,
 `loop_misc` around its own `select`), collects a batch, decides and commits it, then sends
-the batch's PUBACKs and the meters' acks (acks.py) in one write. The socket is read in large
+the batch's PUBACKs and the meters' acks (acks.py) in one write. Batches are pipelined: a
+batch taken from the backlog has its envelopes and signatures checked on the verify pool
+(`Ingestor.prepare`) while the batch before it is committed and acknowledged
+(`Ingestor.finish`); batches are committed one at a time, in the order received, and a batch
+is acknowledged only after its own commit. The last batch is committed as soon as nothing
+more is waiting. The socket is read in large
 chunks and written once per turn of the loop (`BufferedClient`): paho alone reads a packet
 with three or four `recv` calls and sends each packet with its own `send`.
 
@@ -34,7 +39,7 @@ from paho.mqtt.properties import Properties
 
 from gridtokenx.hub import firmware, updates
 from gridtokenx.hub.acks import AckPublisher
-from gridtokenx.hub.ingest import Ingestor
+from gridtokenx.hub.ingest import Ingestor, Prepared
 from gridtokenx.hub.rules import Decision
 from gridtokenx.hub.store import DATABASE_ERRORS
 from gridtokenx.wire import envelope, topics
@@ -265,6 +270,8 @@ class MqttIngest:
         self.last_commit = 0.0
         self.failing_since: float | None = None  # the database refuses the current batch
         self._pending: list[Inbound] = []  # received, not yet decided
+        # taken from the backlog, its checks running on the pool, not yet committed
+        self._inflight: tuple[list[Inbound], Prepared] | None = None
         self._first_at = 0.0  # when the oldest pending message arrived (monotonic)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="hub-ingest", daemon=True)
@@ -318,7 +325,8 @@ class MqttIngest:
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        inflight = self._inflight
+        return len(self._pending) + (len(inflight[0]) if inflight is not None else 0)
 
     def problems(self) -> list[str]:
         """Why ingest is not making progress, if it is not: for /health."""
@@ -406,6 +414,11 @@ class MqttIngest:
                 continue
             self._offer()
             if not self._pending:
+                if self._inflight is not None:
+                    self._network(0.0)
+                    if not self._pending:  # nothing to overlap with: commit it now
+                        self._commit()
+                    continue
                 self._network(0.2)
             elif len(self._pending) < self.batch_max:
                 wait = self._first_at + self.batch_wait_s - time.monotonic()
@@ -418,24 +431,37 @@ class MqttIngest:
                 self._decide()
 
     def _decide(self) -> None:
+        """Take the next batch and start its checks, then commit the batch before it."""
         batch = self._pending[: self.batch_max]
         del self._pending[: self.batch_max]
         if self._pending:
             self._first_at = time.monotonic()
-        readings = [m for m in batch if m.topic.endswith("/reading")]
+        readings = [(m.topic, m.payload) for m in batch if m.topic.endswith("/reading")]
+        taken = (batch, self.ingestor.prepare(readings))
+        if self._commit():
+            self._inflight = taken
+        # else: stopping while the database failed; neither batch is acknowledged
+
+    def _commit(self) -> bool:
+        """Commit the batch in flight (retrying while the database fails), then acknowledge
+        it. False if the worker was stopped first: then nothing of it is acknowledged."""
+        if self._inflight is None:
+            return True
+        batch, prepared = self._inflight
         while True:
             try:
-                decisions = self.ingestor.ingest([(m.topic, m.payload) for m in readings])
+                decisions = self.ingestor.finish(prepared)
                 break
             except DATABASE_ERRORS:  # keep the batch, unacknowledged, and retry
-                log.exception("could not store %d readings; retrying", len(readings))
+                log.exception("could not store %d readings; retrying", len(prepared.messages))
                 if self.failing_since is None:
                     self.failing_since = time.time()
                 retry_at = time.monotonic() + 1.0
                 while (left := retry_at - time.monotonic()) > 0:  # the connection stays up
                     if self._stop.is_set():
-                        return
+                        return False
                     self._network(left)
+        self._inflight = None
         self.failing_since = None
         for m in batch:
             if m.topic.endswith("/status"):
@@ -449,3 +475,4 @@ class MqttIngest:
         self.client.flush()
         if self.on_batch is not None:
             self.on_batch(decisions)
+        return True

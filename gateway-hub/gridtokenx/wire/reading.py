@@ -81,8 +81,91 @@ def decode(data: bytes) -> Reading:
     return _decode(bytes(data))
 
 
+# The one deterministic form of a valid reading: a map head, then keys 0, 1, 2, ... in
+# order, each one byte (all below 24), before its value.
+_MAP_HEAD = 0xA0 + len(_ALL_KEYS)
+_NUMBER_KEYS = tuple(range(2, len(_ALL_KEYS)))
+_PF_KEY = KEYS["pf_milli"]
+_ID_BYTES = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+_WIDTHS = {25: 2, 26: 4, 27: 8}
+_SHORTEST = {25: 1 << 8, 26: 1 << 16, 27: 1 << 32}
+assert len(_ALL_KEYS) < 24 and tuple(n for n in KEYS if KEYS[n] in _NUMBER_KEYS) == NUMBERS
+
+
+def _canonical(data: bytes) -> Reading | None:
+    """The reading, if `data` is one in its one deterministic form with valid values;
+    else None (then the strict way decides, and gives the reason).
+
+    The hot path of ingest (every reading): one pass over the bytes, without the general
+    scan, cbor2 and the field checks, accepting exactly the readings the strict way
+    accepts (tests/test_wire_fast.py compares both on mutations of valid readings): map
+    of len(_ALL_KEYS) entries, key 0 = version 1, key 1 = a text string of 1-64 of
+    [A-Za-z0-9._-], then each number key in order with an unsigned integer (a negative
+    one only for pf_milli) whose head is in its shortest form, nothing after."""
+    size = len(data)
+    if size > MAX_MESSAGE_BYTES or size < 6 or data[0] != _MAP_HEAD:
+        return None
+    if data[1] != 0 or data[2] != VERSION or data[3] != 1:
+        return None
+    head = data[4]
+    if 0x61 <= head <= 0x77:
+        pos = 5 + head - 0x60
+        ident = data[5:pos]
+    elif head == 0x78 and 24 <= data[5] <= 64:
+        pos = 6 + data[5]
+        ident = data[6:pos]
+    else:
+        return None
+    if pos > size or _ID_BYTES.fullmatch(ident) is None:
+        return None
+    values: list[int] = []
+    for key in _NUMBER_KEYS:
+        if pos + 2 > size or data[pos] != key:
+            return None
+        initial = data[pos + 1]
+        pos += 2
+        info = initial & 0x1F
+        if info < 24:
+            value = info
+        elif info == 24:
+            if pos >= size or data[pos] < 24:
+                return None
+            value = data[pos]
+            pos += 1
+        elif info in _WIDTHS:
+            end = pos + _WIDTHS[info]
+            if end > size:
+                return None
+            value = int.from_bytes(data[pos:end], "big")
+            if value < _SHORTEST[info]:
+                return None
+            pos = end
+        else:
+            return None
+        major = initial >> 5
+        if key == _PF_KEY:
+            if major == 1:
+                value = -1 - value
+            elif major != 0:
+                return None
+            if not -1000 <= value <= 1000:
+                return None
+        elif major != 0 or value > UINT_MAX:
+            return None
+        values.append(value)
+    if pos != size:
+        return None
+    return Reading(ident.decode("ascii"), *values)
+
+
 @lru_cache(maxsize=DECODED)
 def _decode(data: bytes) -> Reading:
+    fast = _canonical(data)
+    return fast if fast is not None else _strict(data)
+
+
+def _strict(data: bytes) -> Reading:
+    """Decode a reading the general way: `cbor.loads`, then the keys and the field checks."""
     item = cbor.loads(data, max_bytes=MAX_MESSAGE_BYTES, max_depth=1)
     if not isinstance(item, dict):
         raise WireError("invalid_field", "a reading is a CBOR map")

@@ -14,10 +14,11 @@ from fastapi import Depends, Header, Request
 from solders.pubkey import Pubkey
 from starlette.requests import HTTPConnection
 
-from gridtokenx import auditlog
+from gridtokenx import auditlog, suspension
 from gridtokenx.accounts import AccountNotFound, Accounts, Claims
 from gridtokenx.adapters.events import Fanout
 from gridtokenx.adapters.ratelimit import Limiter, MemoryLimiter
+from gridtokenx.api.errors import LEDGER_ERRORS
 from gridtokenx.api.limits import ClientAddress
 from gridtokenx.errors import (
     CodedError,
@@ -28,6 +29,7 @@ from gridtokenx.errors import (
     Unavailable,
 )
 from gridtokenx.kyc import KycCheck
+from gridtokenx.ledger.keystore import KeystoreError
 from gridtokenx.services.site import Platform
 from gridtokenx.services.trading import Trading
 
@@ -60,32 +62,57 @@ class Api:
         return "active" if self.auto_approve else "pending"
 
     def set_user_status(self, user_id: str, action: str, actor: str, by: str = "operator") -> str:
-        """Suspend (freeze its GRX and THB, revoke its logins) or approve (thaw) a user;
-        audited. The chain changes first, through the co-signed freeze authority (the
-        co-signer checks the operator's record of the decision), then the account."""
+        """Suspend or approve a user; audited.
+
+        Suspend: the account is marked suspended and its logins revoked first (its orders
+        are refused from that moment), then its open orders are cancelled and refunded, then
+        its GRX and THB are frozen on the chain through the co-signed freeze authority. A
+        co-signer down or refusing does not undo the suspension: the freeze is recorded as
+        pending (audit `<by>.user_freeze_pending`) and retried by every epoch and recovery
+        pass (`suspension.freeze_pending`).
+
+        Approve: the chain first (the thaw, which a co-signer checks against the operator's
+        record), then the account row, then the demo grant (a frozen account takes no mint).
+        """
         if self.accounts is None:
             raise Unavailable("no_accounts", "user accounts are not enabled here")
         found = self.accounts.user(user_id)
         if found is None:
             raise AccountNotFound("no_user", user_id)
-        status = "suspended" if action == "suspend" else "active"
         wallet = Pubkey.from_string(str(found["wallet"]))
-        with self.platform.lock:
-            if action == "suspend":
-                self.platform.dep.suspend(wallet, by)
-            else:
-                self.platform.dep.open_wallet(wallet, by=by)
-                self._grant(user_id, wallet)
-        self.accounts.set_status(user_id, status)
         prefix = "admin" if by == "operator" else by
-        auditlog.append(self.platform.books, actor, f"{prefix}.user_{action}", {"user_id": user_id})
-        return status
+        if action == "suspend":
+            self.accounts.set_status(user_id, "suspended")
+            auditlog.append(
+                self.platform.books, actor, f"{prefix}.user_suspend", {"user_id": user_id}
+            )
+            if self.trading is not None:
+                suspension.cancel_orders(self.trading, user_id)
+            suspension.freeze(self.platform, user_id, wallet, actor, by)
+            return "suspended"
+        with self.platform.lock:
+            try:
+                self.platform.dep.open_wallet(wallet, by=by)
+            except KeystoreError as err:  # no co-signer for freezes here
+                raise Unavailable("cosigner_unavailable", str(err)) from None
+        self.accounts.set_status(user_id, "active")
+        suspension.pay_held(self.platform, wallet)  # refunds a freeze held back
+        auditlog.append(self.platform.books, actor, f"{prefix}.user_approve", {"user_id": user_id})
+        self._grant(user_id, wallet)
+        return "active"
 
     def _grant(self, user_id: str, wallet: Pubkey) -> None:
         """The demo's THB for a sign-up, once it is approved (a frozen account takes no
-        mint); idempotent by its reference."""
-        if self.demo_grant > 0:
-            self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
+        mint): after its status is set; idempotent by its reference. A refused top-up
+        leaves the approval standing and is audited (`demo.grant_failed`)."""
+        if self.demo_grant <= 0:
+            return
+        try:
+            with self.platform.lock:
+                self.platform.dep.top_up(wallet, self.demo_grant, f"demo-grant-{user_id}")
+        except (CodedError, KeystoreError, *LEDGER_ERRORS) as err:
+            detail = {"user_id": user_id, "reason": str(getattr(err, "code", "error"))}
+            auditlog.append(self.platform.books, "demo", "demo.grant_failed", detail)
 
     def welcome(self, user_id: str, wallet: Pubkey, email: str = "") -> str:
         """Open the new user's wallet, frozen until approved: at once under --auto-approve
@@ -93,7 +120,9 @@ class Api:
         if self.auto_approve:
             with self.platform.lock:
                 self.platform.dep.open_wallet(wallet, by="auto")
-                self._grant(user_id, wallet)
+            detail = {"user_id": user_id}
+            auditlog.append(self.platform.books, "auto", "auto.user_approve", detail)
+            self._grant(user_id, wallet)
             return "active"
         with self.platform.lock:
             self.platform.dep.open_wallet(wallet, approve=False)
@@ -106,7 +135,8 @@ class Api:
             return "pending"
         try:
             status = self.set_user_status(user_id, "approve", "kyc", by="kyc")
-        except CodedError as err:  # a co-signer down or refusing: an operator approves later
+        except (CodedError, *LEDGER_ERRORS) as err:  # a co-signer down or refusing, the
+            # chain refusing, or no co-signer configured: an operator approves later
             detail = {"user_id": user_id, "reason": err.code, "reference": result.reference}
             auditlog.append(self.platform.books, "kyc", "kyc.pending", detail)
             return "pending"

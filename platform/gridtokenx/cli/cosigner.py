@@ -104,6 +104,11 @@ def run_command(
         doc = json.loads(deployment.read_text())
         return Pubkey.from_string(doc["approver"]) if "approver" in doc else None
 
+    def site_accounts() -> list[Pubkey]:
+        """The site's own wallets (escrow, treasury, grid operator): never frozen."""
+        doc = json.loads(deployment.read_text())
+        return [Pubkey.from_string(k) for k in doc.get("site_accounts", [])]
+
     # read only: the platform owns the schema and its migrations
     engine = create_engine(books or f"sqlite:///{data / 'books.db'}")
     cosigner = Cosigner(
@@ -114,6 +119,7 @@ def run_command(
         books_registry(engine),
         thb=thb,
         approver=approver,
+        site_accounts=site_accounts,
     )
     typer.echo(f"cosigner {role}: oracle {cosigner.oracle_pubkey} on {host}:{port} ready")
     uvicorn.run(app(cosigner), host=host, port=port, log_level="warning")

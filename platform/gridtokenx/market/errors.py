@@ -49,10 +49,15 @@ class NotApproved(OrderRejected, Forbidden):
     """`not_approved`: the account waits for an operator's (or the KYC step's) approval."""
 
 
+class AccountSuspended(OrderRejected, Forbidden):
+    """`suspended`: an operator suspended the account; it trades again once re-approved."""
+
+
 _REJECTION_KINDS: dict[str, type[OrderRejected]] = {
     "order_rate_limited": OrderRateLimited,
     "market_halted": MarketHalted,
     "not_approved": NotApproved,
+    "suspended": AccountSuspended,
 }
 
 

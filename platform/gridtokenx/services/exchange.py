@@ -443,7 +443,11 @@ class Exchange:
         if kind == "cancel":
             for row, left in refunds:
                 if left > 0:
-                    st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, left)
+                    try:
+                        st.refund(self.dep, row.order_id, _pk(row.owner), row.asset, left)
+                    except LedgerError as err:  # a frozen owner's refund waits for its
+                        if err.code != "account_frozen":  # thaw (suspension.pay_held)
+                            raise
 
 
 def _open(c: Connection, order_id: str) -> None:

@@ -17,7 +17,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
 
-from gridtokenx import cosigner
+from gridtokenx import auditlog, cosigner
 from gridtokenx.adapters import books
 from gridtokenx.adapters.tables import users
 from gridtokenx.errors import (
@@ -189,7 +189,11 @@ class Platform:
             # state its approval gives it (a pending owner stays frozen and the meter's
             # mints wait); a wallet with no account is approved by the operator who
             # registers a meter for it
-            self.dep.open_wallet(owner, approve=self._account_status(owner) is None)
+            approve = self._account_status(owner) is None
+            self.dep.open_wallet(owner, approve=approve)
+            if approve:  # on the chain as `gtx1 thaw <owner> <ref> operator`; here too
+                detail = {"wallet": str(owner), "meter_id": meter_id}
+                auditlog.append(self.books, "operator", "admin.wallet_approve", detail)
             books.add_rows(
                 self.books,
                 books.meters,

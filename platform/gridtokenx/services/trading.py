@@ -30,7 +30,7 @@ from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
-from gridtokenx import auditlog
+from gridtokenx import auditlog, suspension
 from gridtokenx.adapters import books, idempotency
 from gridtokenx.adapters.events import Event
 from gridtokenx.adapters.tables import epochs, market_executions, market_orders, settings, users
@@ -368,12 +368,12 @@ class Trading:
         own form (each refused one gets its error), with their new orders."""
         owners = [p.user_id for p in batch]
         with self.engine.connect() as c:
-            pending = set(
-                c.execute(
-                    select(users.c.user_id).where(
-                        users.c.user_id.in_(owners), users.c.status == "pending"
+            refused: dict[str, str] = dict(
+                c.execute(  # pending: not yet approved; suspended: by an operator
+                    select(users.c.user_id, users.c.status).where(
+                        users.c.user_id.in_(owners), users.c.status.in_(("pending", "suspended"))
                     )
-                ).scalars()
+                ).all()
             )
             placed: dict[str, int] = dict(
                 c.execute(
@@ -385,10 +385,12 @@ class Trading:
         admitted = []
         for p in batch:
             try:
-                if p.user_id in pending:
+                if refused.get(p.user_id) == "pending":
                     raise OrderRejected(
                         "not_approved", "this account waits for an operator's approval"
                     )
+                if refused.get(p.user_id) == "suspended":
+                    raise OrderRejected("suspended", "this account is suspended")
                 if placed.get(p.user_id, 0) >= MAX_ORDERS_PER_EPOCH:
                     raise OrderRejected(
                         "order_rate_limited", f"{MAX_ORDERS_PER_EPOCH} orders per epoch"
@@ -604,7 +606,10 @@ class Trading:
             if self.shared:  # orders and cancels other instances took
                 self._sequence(self.market, self.exchange, self.market.epoch)
             while self.market.epoch < self.current_epoch() and self.market.halted is None:
+                suspension.cancel_suspended(self)  # never clear against a frozen account
                 closed.append(self.close_epoch())
+            if closed:
+                suspension.freeze_pending(self.platform)  # freezes a co-signer did not sign
         return closed
 
     def close_epoch(self) -> int:
@@ -797,6 +802,7 @@ class Trading:
                 for event in uow.events:
                     self.publish(event)
             self._load(self.market, self.exchange, self.market.epoch)
+            suspension.freeze_pending(self.platform)
             # escrow intents a crash cut short: refunded if their transfer landed, else gone
             self._sweep(self.market.epoch)
             # escrow opened for an order the crash left out of the market (rows written

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,13 @@ class Deployment:
     freeze_multisig: Pubkey | None = None
     # who co-signs freezes and thaws with the platform (set by the platform, as above)
     freeze_cosigner: FreezeCosigner | None = None
+    # the operator's own keystore, which holds `approver` (GTX_OPERATOR_KEYSTORE); None:
+    # the platform's keystore holds it (the default, and every site made before)
+    operator_keys: Keystore | None = None
+
+    def approver_key(self) -> Keypair:
+        """The key that signs approval and suspension records (made on first use)."""
+        return (self.operator_keys or self.keys).ensure(APPROVER)
 
     # -- the authorities (keys from the keystore) ---------------------------------------
     @property
@@ -181,6 +189,11 @@ class Deployment:
             self._held(governance_key(p)) for p in PARTIES if p == "platform" or p in self.parties
         ]
 
+    def site_accounts(self) -> list[Pubkey]:
+        """The site's own wallets, thawed at deployment and never frozen by a co-signer:
+        the escrow, the treasury (fees) and the grid operator's (wheeling)."""
+        return [self.keys.get(n).pubkey() for n in ("escrow", "treasury", "grid-operator")]
+
     def holder_of(self, key: Pubkey) -> str | None:
         """The party whose keystore holds this public key, as far as this site knows."""
         for party, ident in self.identities.items():
@@ -200,7 +213,7 @@ class Deployment:
         """The mints and multisigs. `cosigners` gives each co-signer's keystore (hosted
         here) or public keys (hosted elsewhere); by default, development keystores
         beside the platform's (`embedded_cosigner`)."""
-        for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin", APPROVER):
+        for name in ("registry", "escrow", "treasury", "grid-operator", "bank", "admin"):
             keys.ensure(name)
         if cosigners is None:
             directory = keys.path.parent / "cosigners"
@@ -330,9 +343,9 @@ class Deployment:
                 return None
             make = self.grx.thaw_ix if frozen else self.grx.freeze_ix
             return self.ledger.send([make(owner, self.registry.pubkey())], [self.registry])
-        text = freeze_memo(action, owner, secrets.token_hex(8), by)
+        text = freeze_memo(action, owner, new_reference(), by)
         # the operator's record of the decision: what every co-signer checks before signing
-        approval = self.keys.ensure(APPROVER).sign_message(text.encode())
+        approval = self.approver_key().sign_message(text.encode())
         platform = self.keys.get(registry_key("platform"))
         cosigner = self.freeze_cosigner or self._hosted_freezer()
         signers = [platform.pubkey(), cosigner[0]]
@@ -498,7 +511,8 @@ class Deployment:
             "registry_name": self.registry_name,
             "thb_multisig": None if self.thb_multisig is None else str(self.thb_multisig),
             "freeze_multisig": None if self.freeze_multisig is None else str(self.freeze_multisig),
-            "approver": str(self.keys.ensure(APPROVER).pubkey()),
+            "approver": str(self.approver_key().pubkey()),
+            "site_accounts": [str(k) for k in self.site_accounts()],
             "parties": {
                 p: {
                     "oracle": str(i.oracle),
@@ -546,10 +560,43 @@ class Deployment:
         )
 
 
+OPERATOR_KEYSTORE_ENV = "GTX_OPERATOR_KEYSTORE"  # the operator's keystore file (its approver)
+OPERATOR_SECRET_ENV = "GTX_OPERATOR_KEYSTORE_KEY"  # its own sealing key, 64 hex digits
+
+
+def operator_keystore(env: Mapping[str, str] | None = None) -> Keystore | None:
+    """The operator's own keystore, if GTX_OPERATOR_KEYSTORE names one (sealed with its
+    own key, GTX_OPERATOR_KEYSTORE_KEY, not the platform's); None: the platform's."""
+    env = os.environ if env is None else env
+    path = env.get(OPERATOR_KEYSTORE_ENV)
+    if not path:
+        return None
+    try:
+        secret = bytes.fromhex(env.get(OPERATOR_SECRET_ENV, ""))
+    except ValueError:
+        secret = b""
+    if len(secret) != 32:
+        raise KeystoreError("bad_key", f"{OPERATOR_SECRET_ENV} must be 64 hex digits")
+    return Keystore(Path(path), secret)
+
+
 def freeze_memo(action: str, owner: Pubkey, reference: str, by: str) -> str:
     """The memo of a freeze or thaw, which the operator's approval record signs:
     `gtx1 thaw|freeze <owner> <reference> <by>` (by: operator, kyc, ...)."""
     return f"gtx1 {action} {owner} {reference} {by}"
+
+
+def new_reference(now_ms: int | None = None) -> str:
+    """A freeze or thaw record's reference: `<unix ms>-<random>`, so that a co-signer can
+    tell a thaw decided before the owner's last suspension (`reference_ms`)."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return f"{ms}-{secrets.token_hex(6)}"
+
+
+def reference_ms(reference: str) -> int:
+    """The time in a record's reference (0 for one without: older, or hand-made)."""
+    head = reference.split("-", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 15 else 0
 
 
 def parse_freeze_memo(text: str) -> tuple[str, Pubkey, str, str] | None:

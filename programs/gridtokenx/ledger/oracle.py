@@ -406,6 +406,16 @@ def check_mint(
         raise Refused("plan_mismatch", f"batch {evidence.tag}: not the planned mints")
 
 
+def well_formed(message: Message) -> bool:
+    """Every instruction's program and account indices point into the message's keys (a
+    message from the wire may not: reading it would raise IndexError)."""
+    n = len(message.account_keys)
+    return all(
+        ix.program_id_index < n and all(k < n for k in bytes(ix.accounts))
+        for ix in message.instructions
+    )
+
+
 def memos_of_message(message: Message) -> list[str]:
     """The Memo program texts of a message, in order."""
     return _memos(message)
@@ -424,7 +434,7 @@ def _memos(message: Message) -> list[str]:
     return [
         bytes(ix.data).decode("utf-8", "replace")
         for ix in message.instructions
-        if keys[ix.program_id_index] == MEMO_PROGRAM_ID
+        if ix.program_id_index < len(keys) and keys[ix.program_id_index] == MEMO_PROGRAM_ID
     ]
 
 

@@ -38,12 +38,17 @@ def deployment(
     ledger: Ledger,
     keys: Keystore,
     cosigners: Mapping[str, Keystore | Identity] | None = None,
+    operator_keys: Keystore | None = None,
 ) -> Deployment:
     """The site's deployment: loaded, or created on first start (with development
-    co-signers beside the keystore unless `cosigners` are given)."""
+    co-signers beside the keystore unless `cosigners` are given); `operator_keys`: the
+    operator's own keystore, holding the approval key (else the platform's holds it)."""
     path = data / "deployment.json"
     if path.exists():
-        return Deployment.load(ledger, keys, path)
+        dep = Deployment.load(ledger, keys, path)
+        dep.operator_keys = operator_keys
+        return dep
     dep = Deployment.create(ledger, keys, cosigners)
+    dep.operator_keys = operator_keys
     dep.save(path)
     return dep
