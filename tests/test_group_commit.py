@@ -134,18 +134,18 @@ def test_a_self_trade_waits_for_the_next_batch_and_is_refused(site: Site) -> Non
     fund(site, u, thb=10_000_000, grx=5_000)
     fund(site, v, thb=10_000_000)
     t = site.trading
-    results: list[Any] = []
+    results: list[Any] = [None] * 3  # by thread: whichever caller flushes, any finishes first
 
-    def place(user: dict[str, Any], side: str, price: int) -> None:
+    def place(k: int, user: dict[str, Any], side: str, price: int) -> None:
         try:
-            results.append(t.place(user["user_id"], side, 1_000, price)["side"])
+            results[k] = t.place(user["user_id"], side, 1_000, price)["side"]
         except OrderRejected as err:
-            results.append(err.code)
+            results[k] = err.code
 
     threads = [
-        threading.Thread(target=place, args=(v, "buy", 2_500_000)),
-        threading.Thread(target=place, args=(u, "buy", 3_000_000)),
-        threading.Thread(target=place, args=(u, "sell", 2_000_000)),
+        threading.Thread(target=place, args=(0, v, "buy", 2_500_000)),
+        threading.Thread(target=place, args=(1, u, "buy", 3_000_000)),
+        threading.Thread(target=place, args=(2, u, "sell", 2_000_000)),
     ]
     with t.lock:  # v's order flushes alone and blocks; u's two queue up behind it
         threads[0].start()
