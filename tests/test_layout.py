@@ -89,7 +89,7 @@ def test_the_layers_hold_the_market_modules() -> None:
     work are services. Nothing of theirs is left at the top level (no shims)."""
     base = ROOT / "platform" / "gridtokenx"
     adapters = {"tables", "books", "auth_tables", "events", "ratelimit", "gridview"}
-    services = {"exchange", "trading", "site", "uow", "orders"}
+    services = {"exchange", "trading", "site", "uow", "orders", "suspension"}
     assert {p.stem for p in (base / "adapters").glob("*.py")} >= adapters
     assert {p.stem for p in (base / "services").glob("*.py")} >= services
     for name in adapters | services | {"service"}:

@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Request
 from solders.pubkey import Pubkey
 from starlette.requests import HTTPConnection
 
-from gridtokenx import auditlog, suspension
+from gridtokenx import auditlog
 from gridtokenx.accounts import AccountNotFound, Accounts, Claims
 from gridtokenx.adapters.events import Fanout
 from gridtokenx.adapters.ratelimit import Limiter, MemoryLimiter
@@ -30,6 +30,7 @@ from gridtokenx.errors import (
 )
 from gridtokenx.kyc import KycCheck
 from gridtokenx.ledger.keystore import KeystoreError
+from gridtokenx.services import suspension
 from gridtokenx.services.site import Platform
 from gridtokenx.services.trading import Trading
 

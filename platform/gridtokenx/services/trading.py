@@ -30,7 +30,7 @@ from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
-from gridtokenx import auditlog, suspension
+from gridtokenx import auditlog
 from gridtokenx.adapters import books, idempotency
 from gridtokenx.adapters.events import Event
 from gridtokenx.adapters.tables import epochs, market_executions, market_orders, settings, users
@@ -41,6 +41,7 @@ from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
+from gridtokenx.services import suspension
 from gridtokenx.services.exchange import Entered, Exchange
 from gridtokenx.services.site import Platform
 from gridtokenx.services.uow import UnitOfWork
