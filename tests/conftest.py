@@ -23,7 +23,7 @@ def served_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
     from gridtokenx.hub import batches
     from gridtokenx.hub.rules import MeterStatus
     from gridtokenx.hub.store import HubStore, connect
-    from gridtokenx.service import Platform
+    from gridtokenx.services.site import Platform
 
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
     monkeypatch.delenv("SOLANA_RPC_URL", raising=False)

@@ -16,7 +16,7 @@ from gridtokenx.api.app import create_app
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.rules import RuleConfig
 from gridtokenx.hub.store import HubStore
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 from gridtokenx.wire import envelope
 from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode
 from gridtokenx.wire.topics import reading_topic

@@ -136,7 +136,7 @@ def mint_grx(data: Path, url: str, wallet: str, wh: int) -> None:
     from solders.keypair import Keypair
     from solders.pubkey import Pubkey
 
-    from gridtokenx import books
+    from gridtokenx.adapters import books
     from gridtokenx.ledger.deployment import Deployment
     from gridtokenx.ledger.embedded import EmbeddedLedger
     from gridtokenx.ledger.keystore import Keystore

@@ -23,7 +23,7 @@ from solders.pubkey import Pubkey
 from gridtokenx.bootstrap import Settings, build
 from gridtokenx.ledger.oracle import hub_check
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import cbor
 from gridtokenx.wire.envelope import seal

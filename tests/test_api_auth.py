@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from gridtokenx.accounts import ACCOUNT_FAILURES, ADDRESS_FAILURES, Accounts
 from gridtokenx.api.app import create_app
 from gridtokenx.api.limits import ClientAddress
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 
 PASSWORD = "correct horse 1"
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app
 from gridtokenx.market.config import MarketConfig
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 ERROR = {"$ref": "#/components/schemas/ErrorOut"}
 

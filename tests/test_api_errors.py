@@ -28,8 +28,8 @@ from gridtokenx.errors import (
 )
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.market.errors import OrderRejected, WheelingError
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 ADMIN = "admin-" + "e" * 30
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}

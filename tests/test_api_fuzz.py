@@ -17,8 +17,8 @@ from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app
 from gridtokenx.keynames import user_key
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 _data = Path(tempfile.mkdtemp(prefix="gtx-fuzz-"))
 _saved = os.environ.get("GTX_KEYSTORE_KEY")

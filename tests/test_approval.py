@@ -15,10 +15,11 @@ from platform_site import ADMIN_H, Clock, Site, fund, signup
 from solders.pubkey import Pubkey
 from sqlalchemy import func, select
 
-from gridtokenx import auditlog, books
+from gridtokenx import auditlog
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import market_orders
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger.backend import LedgerError
-from gridtokenx.tables import market_orders
 
 
 @pytest.fixture

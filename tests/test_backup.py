@@ -20,8 +20,8 @@ from nacl.signing import SigningKey
 from services import gridtokenx
 from sqlalchemy import Engine, select
 
-from gridtokenx import backup, books
-from gridtokenx.exchange import Exchange
+from gridtokenx import backup
+from gridtokenx.adapters import books
 from gridtokenx.hub import backup as hub_backup
 from gridtokenx.hub import schema as hub_schema
 from gridtokenx.hub.rules import MeterStatus
@@ -32,6 +32,7 @@ from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import Market
 from gridtokenx.market.errors import MarketError
 from gridtokenx.market.orders import Order, Side
+from gridtokenx.services.exchange import Exchange
 from gridtokenx.wire import batch as wire_batch
 
 SECRET = os.urandom(32)

@@ -424,7 +424,7 @@ def processes(tmp_path: Path) -> Iterator[dict[str, Any]]:
 def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
     processes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gridtokenx.service import Platform
+    from gridtokenx.services.site import Platform
 
     data, urls, root = processes["data"], processes["urls"], processes["root"]
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
@@ -493,7 +493,8 @@ def test_cosigners_in_their_own_processes_sign_the_platforms_mints(
 
 
 def test_audit_flags_a_mint_its_hub_did_not_sign(chain: Chain, tmp_path: Path) -> None:
-    from gridtokenx import audit, books
+    from gridtokenx import audit
+    from gridtokenx.adapters import books
     from gridtokenx.wire import batch as wire_batch
 
     dep = chain.dep

@@ -14,14 +14,15 @@ from nacl.signing import SigningKey
 from services import gridtokenx
 from sqlalchemy import update
 
-from gridtokenx import audit, books
-from gridtokenx.exchange import Exchange
+from gridtokenx import audit
+from gridtokenx.adapters import books
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger.oracle import Marks, mint_batch, reviewing_signer
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order, Side
+from gridtokenx.services.exchange import Exchange
 from gridtokenx.wire import batch as wire_batch
 
 SECRET = os.urandom(32)

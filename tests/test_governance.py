@@ -13,13 +13,14 @@ from services import gridtokenx
 from solders.keypair import Keypair
 from sqlalchemy import create_engine
 
-from gridtokenx import auditlog, books, governance
+from gridtokenx import auditlog, governance
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import audit_log
 from gridtokenx.errors import CodedError
 from gridtokenx.governance import Proposals
 from gridtokenx.ledger import tokens
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.embedded import ChainReader
-from gridtokenx.tables import audit_log
 
 SECRET = bytes(range(32))
 

@@ -16,13 +16,14 @@ import pytest
 from platform_site import Clock, Site, fund, signup
 from sqlalchemy import select
 
-from gridtokenx import audit, auditlog, books
+from gridtokenx import audit, auditlog
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import audit_log, market_orders
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.market.config import Mechanism
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.tables import audit_log, market_orders
-from gridtokenx.trading import order_id
+from gridtokenx.services.trading import order_id
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from databases import database
 from platform_process import PlatformProcess, audit, mint_grx, wait_for
 from sqlalchemy import create_engine, select
 
-from gridtokenx import books
-from gridtokenx.tables import epochs, market_orders
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import epochs, market_orders
 
 EPOCH_S = 20.0
 SEQUENCER = "this instance is the market sequencer"

@@ -77,6 +77,31 @@ def test_services_and_adapters_import_no_web_framework() -> None:
             assert not name.startswith("gridtokenx.api"), (package, name)
 
 
+def test_adapters_import_no_use_case() -> None:
+    """Dependencies point inwards: services/ use the adapters, never the other way round."""
+    for name in imports_of(ROOT / "platform" / "gridtokenx" / "adapters"):
+        assert not name.startswith("gridtokenx.services"), name
+
+
+def test_the_layers_hold_the_market_modules() -> None:
+    """File names say what they hold: the tables, the books, events, rate limits and the
+    grid view are adapters; the exchange, the market's use cases, the site and the unit of
+    work are services. Nothing of theirs is left at the top level (no shims)."""
+    base = ROOT / "platform" / "gridtokenx"
+    adapters = {"tables", "books", "auth_tables", "events", "ratelimit", "gridview"}
+    services = {"exchange", "trading", "site", "uow", "orders", "suspension"}
+    assert {p.stem for p in (base / "adapters").glob("*.py")} >= adapters
+    assert {p.stem for p in (base / "services").glob("*.py")} >= services
+    for name in adapters | services | {"service"}:
+        assert not (base / f"{name}.py").exists(), name
+    used_by = {
+        path.stem
+        for path in (base / "services").glob("*.py")
+        if "gridtokenx.services.uow" in imports_of_files([path])
+    }
+    assert used_by >= {"trading", "exchange"}  # placement's flush and the epoch close
+
+
 # what touches the world: files, processes, the network, databases, clocks, threads, logs
 IO_MODULES = {
     "os", "pathlib", "shutil", "tempfile", "glob", "socket", "ssl", "select", "selectors",

@@ -24,9 +24,9 @@ from platform_site import ADMIN_H, Clock, Site, fund, signup
 from solders.pubkey import Pubkey
 from sqlalchemy import event, insert, update
 
-from gridtokenx import auditlog, books
-from gridtokenx.adapters import ledger_index
-from gridtokenx.tables import audit_log, epochs, market_orders, settings, users
+from gridtokenx import auditlog
+from gridtokenx.adapters import books, ledger_index
+from gridtokenx.adapters.tables import audit_log, epochs, market_orders, settings, users
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

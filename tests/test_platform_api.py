@@ -20,8 +20,8 @@ from sqlalchemy import update
 
 from gridtokenx import auditlog
 from gridtokenx.accounts import Accounts
-from gridtokenx.ratelimit import MemoryLimiter, RedisLimiter
-from gridtokenx.tables import audit_log
+from gridtokenx.adapters.ratelimit import MemoryLimiter, RedisLimiter
+from gridtokenx.adapters.tables import audit_log
 
 
 class Site(platform_site.Site):

@@ -15,8 +15,8 @@ from solders.pubkey import Pubkey
 from gridtokenx.accounts import Accounts
 from gridtokenx.api.app import create_app
 from gridtokenx.market.config import MarketConfig
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 
 def test_certificates_for_verified_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

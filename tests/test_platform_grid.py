@@ -12,13 +12,13 @@ from fastapi.testclient import TestClient
 from platform_site import ADMIN, EPOCH_S, Clock, fund, signup
 
 from gridtokenx.accounts import Accounts
+from gridtokenx.adapters.gridview import GridView
 from gridtokenx.api.app import create_app
-from gridtokenx.gridview import GridView
 from gridtokenx.market.config import NO_BREAKER, MarketConfig
 from gridtokenx.market.trades import Trade
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 from gridtokenx.sim.grid import DEFAULT_GRID, load_simbench
-from gridtokenx.trading import Trading
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from ledger_fixtures import reading
 from platform_site import Clock, Site, signup
 from sqlalchemy import create_engine, select
 
-from gridtokenx import books
-from gridtokenx.adapters import queries
+from gridtokenx.adapters import books, queries
 from gridtokenx.wire.reading import encode
 
 

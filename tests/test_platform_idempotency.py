@@ -15,7 +15,7 @@ from databases import database
 from platform_site import Clock, Site, fund, served, signup
 from sqlalchemy import func, select
 
-from gridtokenx.tables import idempotency, market_orders
+from gridtokenx.adapters.tables import idempotency, market_orders
 
 SELL = {"side": "sell", "quantity_wh": 700, "price": 3_000_000}
 
@@ -105,7 +105,7 @@ def test_a_claim_cut_short_by_a_crash_is_freed_at_restart(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gridtokenx.adapters import idempotency as claims
-    from gridtokenx.trading import STALE_CLAIM_S
+    from gridtokenx.services.trading import STALE_CLAIM_S
 
     s = site
     seller = signup(s.client, "s@x.org")

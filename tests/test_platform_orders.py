@@ -9,7 +9,7 @@ import pytest
 from platform_site import ADMIN_H, Clock, Site, fund, signup
 from sqlalchemy import func, select
 
-from gridtokenx import books
+from gridtokenx.adapters import books
 
 
 def test_an_order_worth_nothing_is_refused_not_a_500(
@@ -63,7 +63,7 @@ def test_bench_api_measures_a_baseline_with_the_same_client() -> None:
 def test_order_ids_grow_with_time() -> None:
     import time
 
-    from gridtokenx.trading import order_id
+    from gridtokenx.services.trading import order_id
 
     first = order_id()
     time.sleep(0.002)

@@ -15,11 +15,11 @@ from databases import database
 from platform_site import EPOCH_S, Clock, Site, fund, signup
 from sqlalchemy import select
 
+from gridtokenx.adapters.tables import market_executions, market_orders
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.service import Platform
-from gridtokenx.tables import market_executions, market_orders
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 SELL = {"side": "sell", "quantity_wh": 1_000, "price": 3_000_000}
 

@@ -137,9 +137,9 @@ def test_a_batch_awaiting_co_signature_after_a_restart_is_refused_then_retried_o
     from platform_site import hub_batch, hub_signatures
     from sqlalchemy import func, select
 
-    from gridtokenx import books
+    from gridtokenx.adapters import books
     from gridtokenx.ledger.oracle import Evidence
-    from gridtokenx.service import Platform
+    from gridtokenx.services.site import Platform
     from gridtokenx.wire import batch as wire_batch
 
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())

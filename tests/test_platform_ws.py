@@ -13,8 +13,8 @@ from platform_site import ADMIN, Clock, Site, fund, signup
 from services import unavailable
 from starlette.websockets import WebSocketDisconnect
 
+from gridtokenx.adapters.events import Event
 from gridtokenx.api.app import create_app
-from gridtokenx.trading import Event
 
 
 @pytest.fixture

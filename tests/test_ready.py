@@ -18,7 +18,7 @@ from services import free_port
 from sqlalchemy import create_engine, text
 
 from gridtokenx.api.app import create_app
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 
 
 @pytest.fixture(autouse=True)

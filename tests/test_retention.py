@@ -24,7 +24,7 @@ from services import gridtokenx
 from solders.keypair import Keypair
 from sqlalchemy import func, select
 
-from gridtokenx import books
+from gridtokenx.adapters import books
 from gridtokenx.hub import batches, retention, schema
 from gridtokenx.hub.ingest import Ingestor
 from gridtokenx.hub.outbox import Outbox
@@ -32,7 +32,7 @@ from gridtokenx.hub.rules import MeterStatus, RuleConfig
 from gridtokenx.hub.store import HubStore, connect
 from gridtokenx.hub.web import HubContext, household_link
 from gridtokenx.hub.web import create_app as hub_app
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 from gridtokenx.wire import archive, envelope
 from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import READING_DOMAIN, Reading, encode

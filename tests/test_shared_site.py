@@ -13,7 +13,8 @@ import pytest
 from databases import database
 from ledger_fixtures import make_chain
 
-from gridtokenx import auditlog, books
+from gridtokenx import auditlog
+from gridtokenx.adapters import books
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.embedded import EmbeddedLedger

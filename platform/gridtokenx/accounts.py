@@ -31,7 +31,8 @@ from solders.signature import Signature
 from sqlalchemy import Connection, Engine, Table, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gridtokenx.auth_tables import login_failures, revoked_logins
+from gridtokenx.adapters.auth_tables import login_failures, revoked_logins
+from gridtokenx.adapters.tables import nonces, refresh_tokens, users
 from gridtokenx.errors import (
     CodedError,
     Conflict,
@@ -41,7 +42,6 @@ from gridtokenx.errors import (
     RateLimited,
     Unauthorized,
 )
-from gridtokenx.tables import nonces, refresh_tokens, users
 
 ROLES = ("consumer", "prosumer", "grid_operator", "admin", "hub")
 SIGNED_IN = ("active", "pending")  # the statuses that may sign in

@@ -37,10 +37,10 @@ from datetime import tzinfo
 from solders.pubkey import Pubkey
 
 from gridtokenx.adapters import queries
+from gridtokenx.adapters.tables import users
 from gridtokenx.market.errors import MarketError
+from gridtokenx.services.trading import Trading
 from gridtokenx.sitetime import epoch_start, site_zone
-from gridtokenx.tables import users
-from gridtokenx.trading import Trading
 
 log = logging.getLogger(__name__)
 

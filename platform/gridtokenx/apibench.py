@@ -211,9 +211,9 @@ def _settled_once(data: Path, database: str | None, acknowledged: list[str]) -> 
     (on the chain) and which acknowledged orders were lost (in the books)."""
     from sqlalchemy import create_engine, select
 
-    from gridtokenx import books
+    from gridtokenx.adapters import books
+    from gridtokenx.adapters.tables import epochs, market_orders
     from gridtokenx.ledger.embedded import ChainReader
-    from gridtokenx.tables import epochs, market_orders
 
     engine = create_engine(database or f"sqlite:///{data / 'books.db'}")
     try:

@@ -24,7 +24,8 @@ from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from sqlalchemy import Engine
 
-from gridtokenx import auditlog, books, retention
+from gridtokenx import auditlog, retention
+from gridtokenx.adapters import books
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import Landed
 from gridtokenx.ledger.deployment import Deployment

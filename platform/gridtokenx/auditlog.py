@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 from sqlalchemy import text as sql
 
-from gridtokenx.tables import audit_log, settings
+from gridtokenx.adapters.tables import audit_log, settings
 
 GENESIS = bytes(32)
 _lock = threading.Lock()  # this process's threads (SQLite: one process writes)

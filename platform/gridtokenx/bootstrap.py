@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gridtokenx.accounts import Accounts, AuthError
+from gridtokenx.adapters.ratelimit import Limiter, from_env
 from gridtokenx.governing import Governing
 from gridtokenx.keynames import user_key
 from gridtokenx.market.config import MarketConfig
-from gridtokenx.ratelimit import Limiter, from_env
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -108,7 +108,7 @@ def build(settings: Settings, clock: Callable[[], float] = time.time) -> Instanc
     platform = Platform(settings.data, settings.database)
     view = None
     if settings.grid:
-        from gridtokenx.gridview import GridView
+        from gridtokenx.adapters.gridview import GridView
         from gridtokenx.sim.grid import load_simbench
 
         view = GridView(load_simbench(settings.grid))

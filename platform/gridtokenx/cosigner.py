@@ -93,7 +93,7 @@ UNRATED_W = 10**12  # a meter whose rating the registry does not know: no rating
 
 def books_registry(engine: Engine) -> Callable[[], Registry]:
     """A registry read (only read) from a books database."""
-    from gridtokenx import books
+    from gridtokenx.adapters import books
 
     def read() -> Registry:
         meters = books.rows(engine, books.meters)

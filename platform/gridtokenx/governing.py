@@ -28,8 +28,8 @@ from gridtokenx.governance import GovernanceError, Proposal, Proposals
 from gridtokenx.ledger.deployment import governance_key, oracle_key
 
 if TYPE_CHECKING:
-    from gridtokenx.service import Platform
-    from gridtokenx.trading import Trading
+    from gridtokenx.services.site import Platform
+    from gridtokenx.services.trading import Trading
 
 
 class Governing:

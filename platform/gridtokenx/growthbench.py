@@ -150,7 +150,7 @@ def _measure(data: Path, epochs: int) -> dict[str, Any]:
 
 
 def _newest_seq(engine: Engine) -> int:
-    from gridtokenx.tables import audit_log
+    from gridtokenx.adapters.tables import audit_log
 
     with engine.connect() as c:
         newest = c.execute(select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1))
@@ -189,9 +189,9 @@ def _seed(
 ) -> dict[str, int]:
     """A year of settled history before `current`, partly the household's (`accounts`: its
     wallet and token accounts, named by each epoch's settlement transaction)."""
-    from gridtokenx import books
-    from gridtokenx.tables import audit_log, market_orders
-    from gridtokenx.tables import epochs as epoch_rows
+    from gridtokenx.adapters import books
+    from gridtokenx.adapters.tables import audit_log, market_orders
+    from gridtokenx.adapters.tables import epochs as epoch_rows
     from gridtokenx.wire.reading import Reading, encode
 
     user_id, wallet, _ = household

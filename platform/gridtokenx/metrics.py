@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from gridtokenx import books
-from gridtokenx.tables import epochs, market_orders
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import epochs, market_orders
 
 PIPELINE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, delete, select
 
-from gridtokenx import books
+from gridtokenx.adapters import books
 from gridtokenx.ledger.backend import Landed
 from gridtokenx.ledger.oracle import MINT, parse_ranges
 from gridtokenx.wire import archive

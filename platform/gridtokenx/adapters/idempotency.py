@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gridtokenx.tables import idempotency
+from gridtokenx.adapters.tables import idempotency
 
 PENDING = 0
 

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import text as sql
 
-from gridtokenx.books import CHUNK, account_entries
+from gridtokenx.adapters.books import CHUNK, account_entries
+from gridtokenx.adapters.tables import settings
 from gridtokenx.ledger.backend import ChainView
-from gridtokenx.tables import settings
 
 SEEN = "ledger_index_seen"
 LOCK_KEY = 0x47545831_00000002  # PostgreSQL advisory lock: one indexer across instances

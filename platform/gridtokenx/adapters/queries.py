@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, tuple_
 
-from gridtokenx import books, tables
+from gridtokenx.adapters import books, tables
 
 
 def trades_of_wallet(

@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gridtokenx.accounts import Accounts
+from gridtokenx.adapters.events import Fanout, RedisRelay, as_message
+from gridtokenx.adapters.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.api import errors, pages
 from gridtokenx.api.deps import IP_LIMIT, USER_LIMIT, Api
 from gridtokenx.api.limits import BATCH_BODY, DEFAULT_BODY, BodyLimit, ClientAddress
@@ -32,12 +34,10 @@ from gridtokenx.api.routers import (
     ws,
 )
 from gridtokenx.errors import RateLimited
-from gridtokenx.events import Fanout, RedisRelay, as_message
 from gridtokenx.kyc import KycCheck
 from gridtokenx.metrics import PlatformMetrics
-from gridtokenx.ratelimit import Limiter, MemoryLimiter
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 THREADS = 256  # request threads (anyio's default is 40)
 ROUTERS = (

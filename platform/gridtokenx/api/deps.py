@@ -14,8 +14,10 @@ from fastapi import Depends, Header, Request
 from solders.pubkey import Pubkey
 from starlette.requests import HTTPConnection
 
-from gridtokenx import auditlog, suspension
+from gridtokenx import auditlog
 from gridtokenx.accounts import AccountNotFound, Accounts, Claims
+from gridtokenx.adapters.events import Fanout
+from gridtokenx.adapters.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.api.errors import LEDGER_ERRORS
 from gridtokenx.api.limits import ClientAddress
 from gridtokenx.errors import (
@@ -26,12 +28,11 @@ from gridtokenx.errors import (
     Unauthorized,
     Unavailable,
 )
-from gridtokenx.events import Fanout
 from gridtokenx.kyc import KycCheck
 from gridtokenx.ledger.keystore import KeystoreError
-from gridtokenx.ratelimit import Limiter, MemoryLimiter
-from gridtokenx.service import Platform
-from gridtokenx.trading import Trading
+from gridtokenx.services import suspension
+from gridtokenx.services.site import Platform
+from gridtokenx.services.trading import Trading
 
 # design defaults, per minute; GTX_LIMIT_PER_USER / GTX_LIMIT_PER_IP change them (the API
 # benchmark raises them: all its clients share one address)

@@ -15,7 +15,7 @@ from gridtokenx.cli.common import fail
 def _site(data: Path, database: str | None) -> tuple[Any, Any]:
     """A site's ledger deployment and books, read by the commands below (exit 2 with a
     message when there is no deployment or the keystore does not open)."""
-    from gridtokenx import books
+    from gridtokenx.adapters import books
     from gridtokenx.ledger.deployment import Deployment
     from gridtokenx.ledger.keystore import KeystoreError
     from gridtokenx.ledger.site import open_keystore, open_ledger

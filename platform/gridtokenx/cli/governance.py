@@ -115,7 +115,8 @@ def execute_command(
     ] = None,
 ) -> None:
     """Send it with the signatures it has: the chain refuses one short of its threshold."""
-    from gridtokenx import books, governance
+    from gridtokenx import governance
+    from gridtokenx.adapters import books
 
     dep = _site(data)
     engine = books.connect(database or f"sqlite:///{data / 'books.db'}")

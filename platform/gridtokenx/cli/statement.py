@@ -41,7 +41,7 @@ def statement_command(
     epoch_s: Annotated[float, typer.Option(help="The market's epoch length.")] = 900.0,
 ) -> None:
     """Write a household's statement: readings, batches, mints, burns, trades, proofs."""
-    from gridtokenx import books
+    from gridtokenx.adapters import books
     from gridtokenx.errors import CodedError
     from gridtokenx.statement.build import build
 

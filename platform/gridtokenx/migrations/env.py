@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import gridtokenx.tables  # noqa: F401  (registers the platform's tables on the metadata)
-from gridtokenx.books import metadata
+import gridtokenx.adapters.tables  # noqa: F401  (registers the platform's tables on the metadata)
+from gridtokenx.adapters.books import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

@@ -19,7 +19,7 @@ from gridtokenx.adapters import idempotency
 from gridtokenx.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 
 if TYPE_CHECKING:
-    from gridtokenx.trading import Trading
+    from gridtokenx.services.trading import Trading
 
 WAIT_S = 10.0  # how long a duplicate waits for the first request's response
 POLL_S = 0.005

@@ -17,8 +17,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.instructions import get_associated_token_address
 from sqlalchemy import Engine, or_, select
 
-from gridtokenx import books, tables
-from gridtokenx.adapters import queries
+from gridtokenx.adapters import books, queries, tables
 from gridtokenx.errors import InvalidInput, NotFound
 from gridtokenx.ledger.backend import ChainView
 from gridtokenx.ledger.oracle import BATCH, MINT, parse_ranges

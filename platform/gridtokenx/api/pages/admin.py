@@ -9,11 +9,12 @@ from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, Response
 from solders.pubkey import Pubkey
 
-from gridtokenx import auditlog, books
+from gridtokenx import auditlog
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import users
 from gridtokenx.api.pages.layout import api_of, back, operator, page
 from gridtokenx.errors import CodedError
 from gridtokenx.governing import Governing
-from gridtokenx.tables import users
 
 router = APIRouter()
 DONE = {"suspend": "suspended", "approve": "approved"}

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from gridtokenx import books
+from gridtokenx.adapters import books
 from gridtokenx.api.pages.layout import api_of, back, page, session
 from gridtokenx.audit import BURN_CHECKED, MINT_TO_CHECKED, token_ops
 from gridtokenx.ledger.oracle import BATCH, MINT, parse_ranges

@@ -40,7 +40,7 @@ from gridtokenx.api.schemas import (
 from gridtokenx.errors import Conflict, NotFound
 from gridtokenx.governing import Governing, refuse_fee_change
 from gridtokenx.keynames import user_key
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 
 router = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], responses=errors(401, 403, 404, 409, 413, 422, 429, 503)

@@ -25,7 +25,7 @@ from gridtokenx.api.schemas import (
 )
 from gridtokenx.errors import Conflict
 from gridtokenx.keynames import user_key
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 
 router = APIRouter(
     prefix="/api/v1",

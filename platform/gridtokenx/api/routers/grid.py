@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from gridtokenx.adapters.gridview import GridView
 from gridtokenx.api.deps import TradingDep
 from gridtokenx.api.schemas import GridStateOut, TopologyOut, errors
 from gridtokenx.errors import NotFound
-from gridtokenx.gridview import GridView
 
 router = APIRouter(prefix="/api/v1/grid", tags=["grid"], responses=errors(404, 413, 422, 429, 503))
 

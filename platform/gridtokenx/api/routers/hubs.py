@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from gridtokenx.api.deps import HubDep, PlatformDep, unhex
 from gridtokenx.api.schemas import EPOCH_MAX, BatchIn, OutcomeOut, SignaturesIn, errors
 from gridtokenx.errors import InvalidInput
-from gridtokenx.service import Outcome
+from gridtokenx.services.site import Outcome
 
 router = APIRouter(
     prefix="/api/v1/hub", tags=["hubs"], responses=errors(401, 403, 404, 409, 413, 422, 429)

@@ -26,7 +26,7 @@ from gridtokenx.api.schemas import (
     errors,
 )
 from gridtokenx.errors import Conflict
-from gridtokenx.service import Platform
+from gridtokenx.services.site import Platform
 
 router = APIRouter(
     prefix="/api/v1", tags=["wallet"], responses=errors(401, 403, 413, 422, 429, 503)

@@ -14,9 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gridtokenx.trading import Event
-
 CHANNEL = "gtx:events"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # epoch | trade | clearing | order
+    data: dict[str, Any]
+    user_id: str | None = None  # own-account events go to this user only
 
 
 @dataclass(eq=False)

@@ -149,7 +149,7 @@ account_entries = Table(
 )
 
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 def connect(url: str) -> Engine:

@@ -12,15 +12,15 @@ from solders.pubkey import Pubkey
 from sqlalchemy import select
 
 from gridtokenx import auditlog
+from gridtokenx.adapters.tables import market_orders, users
 from gridtokenx.errors import CodedError
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.keystore import KeystoreError
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.tables import market_orders, users
 
 if TYPE_CHECKING:
-    from gridtokenx.service import Platform
-    from gridtokenx.trading import Trading
+    from gridtokenx.services.site import Platform
+    from gridtokenx.services.trading import Trading
 
 LIVE = ("open", "partially_filled")
 
@@ -105,7 +105,7 @@ def cancel_suspended(trading: Trading) -> list[str]:
 def pay_held(platform: Platform, wallet: Pubkey) -> int:
     """Pay the cancel refunds that waited while the owner was frozen (recorded in the
     books, refused by the chain then); each is idempotent by its memo. How many landed."""
-    from gridtokenx import books
+    from gridtokenx.adapters import books
     from gridtokenx.ledger import settlement as st
 
     with platform.books.connect() as c:

@@ -1,5 +1,6 @@
-"""The platform's core service: the hub registry, the co-signer of hubs' batches, and the
-ledger with its books. I/O adapters (HTTP in `api/`, the CLI) call into this."""
+"""The site (`Platform`): its keys, ledger and books; the hub, meter and user registry; hubs'
+batches received, verified and co-signed; certificates. The HTTP edge (`api/`) and the CLI
+call into this."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from sqlalchemy import select
 
-from gridtokenx import auditlog, books, cosigner
+from gridtokenx import auditlog, cosigner
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import users
 from gridtokenx.errors import (
     CodedError,
     Conflict,
@@ -29,7 +32,6 @@ from gridtokenx.errors import (
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger import oracle, site
 from gridtokenx.ledger.backend import LedgerError
-from gridtokenx.tables import users
 from gridtokenx.wire import batch as wire_batch
 from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError

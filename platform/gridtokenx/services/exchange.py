@@ -23,7 +23,9 @@ from typing import Any, NamedTuple
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
-from gridtokenx import books, crashpoints
+from gridtokenx import crashpoints
+from gridtokenx.adapters import books
+from gridtokenx.adapters.tables import market_executions, market_orders
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.ledger.deployment import Deployment
@@ -32,7 +34,7 @@ from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order
 from gridtokenx.market.trades import Trade
-from gridtokenx.tables import market_executions, market_orders
+from gridtokenx.services.uow import UnitOfWork
 from gridtokenx.units import WH_PER_KWH
 
 PENDING = "pending"  # an escrow intent: committed before the transfer, see `place`
@@ -70,35 +72,36 @@ class Exchange:
             raise OrderRejected("no_wallet", f"{owner} has no wallet")
         return key
 
-    def place(self, order: Order, c: Connection | None = None) -> list[Trade]:
+    def place(self, order: Order, uow: UnitOfWork | None = None) -> list[Trade]:
         """Escrow the order on the chain and enter it in the book (`escrow_many` of one).
-        `c` is the caller's open transaction that writes the order row: the intent becomes
+        `uow` is the caller's unit of work that writes the order row: the intent becomes
         `open` in it (`persist`), so an open escrow row always has its order row. Without
-        `c` the intent is opened at once (the order has no other row)."""
-        if c is None:
-            with self.engine.begin() as own:
+        `uow` the intent is opened at once (the order has no other row)."""
+        if uow is None:
+            with UnitOfWork(self.engine, self.dep) as own:
                 trades = self.place(order, own)
-                _open(own, order.id)
+                _open(own.c, order.id)
                 return trades
-        refused = self.escrow_many([order], c)[0]
+        refused = self.escrow_many([order], uow)[0]
         if refused is not None:
             raise refused
         return self.enter(order)
 
-    def escrow_many(self, orders: Sequence[Order], c: Connection) -> list[OrderRejected | None]:
+    def escrow_many(self, orders: Sequence[Order], uow: UnitOfWork) -> list[OrderRejected | None]:
         """Escrow several orders on the chain at once (a group commit): each is checked
         (the book's rules, its wallet, funds, a self-custody allowance), the intents of
         those that pass are committed in one transaction (`pending` rows), then all their
-        transfers go to the ledger packed (`st.lock_many`). A crash at any instant leaves
+        transfers go to the ledger packed (`uow.lock`). A crash at any instant leaves
         either nothing on the chain or pending rows that the audit counts as held when
-        their transfer landed and `sweep_intents` settles. `c` is the caller's open
-        transaction that will write the order rows and open the intents (`persist`); on
+        their transfer landed and `sweep_intents` settles. `uow` is the caller's unit of
+        work whose transaction will write the order rows and open the intents (`persist`); on
         PostgreSQL the intents are locked in it first, so a sweep on another instance
         cannot take them meanwhile. The orders are not entered in the book here.
 
         At most one order of an owner per call: each is checked against the book as it is
         (the caller enters them afterwards). Returns each order's refusal, or None: a bad
         order fails alone with its own code and never fails the others."""
+        c = uow.c
         out: list[OrderRejected | None] = [None] * len(orders)
         with self.engine.connect() as conn:
             known = set(
@@ -149,7 +152,7 @@ class Exchange:
                     "order_interrupted", "the order was cut short; place it again"
                 )
                 del escrows[k]
-        landed = st.lock_many(self.dep, list(escrows.values()))
+        landed = uow.lock(list(escrows.values()))
         for k, result in zip(list(escrows), landed, strict=True):
             if isinstance(result, LedgerError):
                 out[k] = OrderRejected(result.code, f"the ledger refused the escrow: {result.code}")
@@ -317,9 +320,16 @@ class Exchange:
         return order
 
     def clear(
-        self, curtail: Callable[[list[Trade]], list[int]] | None = None
+        self,
+        curtail: Callable[[list[Trade]], list[int]] | None = None,
+        uow: UnitOfWork | None = None,
     ) -> tuple[EpochOutcome, list[str]]:
-        """Clear the epoch, let `curtail` (the grid check) cut trades back, settle."""
+        """Clear the epoch, let `curtail` (the grid check) cut trades back, book the trades
+        and refunds, settle them on the ledger through `uow` (the caller's unit of work,
+        which records the epoch afterwards; without one, a unit of work of its own)."""
+        if uow is None:
+            with UnitOfWork(self.engine, self.dep) as own:
+                return self.clear(curtail, own)
         epoch = self.market.epoch
         outcome = self.market.clear_epoch()
         if self.market.config.mechanism is Mechanism.CDA:  # the persisted executions
@@ -398,7 +408,7 @@ class Exchange:
         refunds = [
             st.Refund(str(r.order_id), _pk(r.owner), str(r.asset), int(r.amount)) for r in refunded
         ]
-        signatures = st.settle_epoch(self.dep, epoch, settle_trades, refunds)
+        signatures = uow.settle(epoch, settle_trades, refunds)
         return outcome, signatures
 
     def _refund_all(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
 
-from gridtokenx.books import metadata
+from gridtokenx.adapters.books import metadata
 
 users = Table(
     "users",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table
 
-from gridtokenx.books import metadata
+from gridtokenx.adapters.books import metadata
 
 revoked_logins = Table(
     "revoked_logins",

@@ -9,6 +9,10 @@ is written last. After a crash, `recover` clears and settles any past epoch left
 of any order the crash left half-placed, and rebuilds the current epoch's book from the
 database. Under CDA each execution is written with the order that made it, so a crash
 loses no match.
+
+A batch's placement (`_flush`) and an epoch's close (`close_epoch`, `recover`) read top to
+bottom: validate, then one unit of work (`services/uow.py`: the database transaction and
+the ledger batch), then the events, published once committed.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
-from gridtokenx import auditlog, books, suspension
-from gridtokenx.adapters import idempotency
-from gridtokenx.exchange import Entered, Exchange
+from gridtokenx import auditlog
+from gridtokenx.adapters import books, idempotency
+from gridtokenx.adapters.events import Event
+from gridtokenx.adapters.tables import epochs, market_executions, market_orders, settings, users
 from gridtokenx.keynames import key_user, user_key
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
@@ -37,8 +42,10 @@ from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
 from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
-from gridtokenx.service import Platform
-from gridtokenx.tables import epochs, market_executions, market_orders, settings, users
+from gridtokenx.services import suspension
+from gridtokenx.services.exchange import Entered, Exchange
+from gridtokenx.services.site import Platform
+from gridtokenx.services.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 MAX_ORDERS_PER_EPOCH = 50
@@ -119,13 +126,6 @@ def _order_of(r: Any) -> Order:
         filled_wh=r.filled_wh,
         status=OrderStatus(r.status),
     )
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # epoch | trade | clearing | order
-    data: dict[str, Any]
-    user_id: str | None = None  # own-account events go to this user only
 
 
 MAX_BATCH = 256  # placements in one group commit
@@ -330,6 +330,7 @@ class Trading:
         turned: list[str] = []  # escrowed, then refused by the book (a breaker trip)
         with self.lock:
             epoch = self.market.epoch
+            uow = UnitOfWork(self.engine, self.platform.dep, late=True)
             try:
                 if self.leading:
                     self.tick()
@@ -338,14 +339,16 @@ class Trading:
                     self.follow()
                     market = self._owners_market([p.user_id for p in batch])
                     exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
+                # validate: approval, the rate limit, the order's form
                 placed = self._admit(batch, market.epoch)
                 orders = [p.order for p in placed if p.order is not None]
-                with auditlog.begin_late(self.engine) as (c, hold):
-                    if not self.leading and orders and self._open_epoch(c) != market.epoch:
+                # the unit of work: escrows on the ledger, then the rows, one commit
+                with uow:
+                    if not self.leading and orders and self._open_epoch(uow.c) != market.epoch:
                         # read first (on PostgreSQL held to the commit): the checks ran
                         # against the epoch the rows go into, or nothing is placed
                         raise OrderRejected("epoch_moved", "the epoch closed; place it again")
-                    refused = exchange.escrow_many(orders, c) if orders else []
+                    refused = exchange.escrow_many(orders, uow) if orders else []
                     for p, error in zip(placed, refused, strict=True):
                         if error is None:
                             escrowed.append(p)
@@ -353,10 +356,10 @@ class Trading:
                             p.error = error
                     if not escrowed:
                         return
-                    hold()  # the audit log's lock from here to the commit, not over ledger I/O
+                    uow.hold()  # the audit log's lock from here to the commit, not over ledger I/O
                     while escrowed:  # again without the orders whose own write failed
                         entered = []
-                        savepoint = c.begin_nested()
+                        savepoint = uow.c.begin_nested()
                         try:
                             if self.leading:
                                 epoch = market.epoch
@@ -373,10 +376,10 @@ class Trading:
                                         turned.append(p.order.id if p.order else "")
                                 escrowed = kept
                             else:
-                                epoch = self._open_epoch(c)
+                                epoch = self._open_epoch(uow.c)
                                 entered = [Entered(p.order, [], 0) for p in escrowed if p.order]
                             if escrowed:
-                                self._write_orders(c, exchange, escrowed, entered, epoch)
+                                self._write_orders(uow.c, exchange, escrowed, entered, epoch)
                         except _WriteFailed as failed:
                             savepoint.rollback()
                             turned += [f.order.id for f in failed.placements if f.order]
@@ -393,6 +396,17 @@ class Trading:
                             continue
                         savepoint.commit()
                         break
+                    for p, e in zip(escrowed, entered, strict=True):
+                        assert p.row is not None
+                        uow.emit(Event("order", p.row, p.user_id))
+                        for t in e.trades:
+                            uow.emit(
+                                Event(
+                                    "trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price}
+                                )
+                            )
+                    if self.leading:
+                        uow.emit(Event("book", {"epoch": epoch}))
             except BaseException as err:
                 for p in batch:  # nothing of this batch was committed
                     if p.error is None:
@@ -411,15 +425,9 @@ class Trading:
                     exchange.sweep_intents(epoch, only=turned)
                 except Exception:  # the epoch's close sweeps them again
                     log.exception("refund of %d refused orders' escrow failed", len(turned))
-            for p, e in zip(escrowed, entered, strict=True):
-                assert p.row is not None
-                self.publish(Event("order", p.row, p.user_id))
-                for t in e.trades:
-                    self.publish(
-                        Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
-                    )
-            if self.leading:
-                self.publish(Event("book", {"epoch": epoch}))
+            # the events, once committed
+            for event in uow.events:
+                self.publish(event)
 
     def _admit(self, batch: list[_Placement], epoch: int) -> list[_Placement]:
         """The placements that pass the account's approval, the rate limit and the order's
@@ -706,50 +714,66 @@ class Trading:
             def curtail(trades: list[Any]) -> list[int]:
                 return list(self.grid.curtail(epoch, step, trades, meter_of))
 
-        outcome, signatures = self.exchange.clear(curtail)
-        self._record(epoch, outcome, signatures)
+        # the unit of work: trades and refunds booked, settled on the ledger, the epoch recorded
+        with UnitOfWork(self.engine, self.platform.dep) as uow:
+            outcome, signatures = self.exchange.clear(curtail, uow)
+            self._record(uow, epoch, outcome, signatures)
+        for event in uow.events:
+            self.publish(event)
         self._sweep(epoch)
         self.market.epoch = max(self.market.epoch, self.current_epoch())
         if self.shared and self.market.epoch != max(epoch + 1, self.current_epoch()):
             self._set_open_epoch(self.market.epoch)  # e.g. a breaker halt stays on `epoch`
         return epoch
 
-    def _record(self, epoch: int, outcome: EpochOutcome, signatures: list[str]) -> None:
+    def _record(
+        self, uow: UnitOfWork, epoch: int, outcome: EpochOutcome, signatures: list[str]
+    ) -> None:
+        """The settled epoch in `uow`: its orders' final states, its row, its audit entry,
+        and its events (`clearing`, then the next `epoch`)."""
         filled: dict[str, int] = {}
         for t in outcome.trades:
             filled[t.buy_id] = filled.get(t.buy_id, 0) + t.quantity_wh
             filled[t.sell_id] = filled.get(t.sell_id, 0) + t.quantity_wh
-        with self.engine.begin() as c:
-            for order_id, status in outcome.closed_orders.items():
-                c.execute(
-                    update(market_orders)
-                    .where(market_orders.c.order_id == order_id)
-                    .values(status=status.value, filled_wh=filled.get(order_id, 0))
-                )
+        c = uow.c
+        for order_id, status in outcome.closed_orders.items():
             c.execute(
                 update(market_orders)
-                .where(market_orders.c.epoch == epoch, market_orders.c.status.in_(LIVE))
-                .values(status="expired")
+                .where(market_orders.c.order_id == order_id)
+                .values(status=status.value, filled_wh=filled.get(order_id, 0))
             )
-            values = {
-                "state": "halted" if outcome.halted else "settled",
-                "clearing_price": outcome.clearing_price,
-                "volume_wh": outcome.volume_wh,
-                "trades": len(outcome.trades),
-                "transactions": json.dumps(signatures),
-                "closed_at": int(self.clock()),
-            }
-            if c.execute(select(epochs.c.epoch).where(epochs.c.epoch == epoch)).first() is None:
-                c.execute(insert(epochs).values(epoch=epoch, **values))
-            elif not outcome.halted:  # a breaker-halted epoch, cleared after the resume
-                c.execute(update(epochs).where(epochs.c.epoch == epoch).values(**values))
-        auditlog.append(
-            self.engine,
-            "scheduler",
-            "epoch.settle",
-            {"epoch": epoch, "trades": len(outcome.trades), "transactions": len(signatures)},
+        c.execute(
+            update(market_orders)
+            .where(market_orders.c.epoch == epoch, market_orders.c.status.in_(LIVE))
+            .values(status="expired")
         )
-        self.publish(
+        values = {
+            "state": "halted" if outcome.halted else "settled",
+            "clearing_price": outcome.clearing_price,
+            "volume_wh": outcome.volume_wh,
+            "trades": len(outcome.trades),
+            "transactions": json.dumps(signatures),
+            "closed_at": int(self.clock()),
+        }
+        if c.execute(select(epochs.c.epoch).where(epochs.c.epoch == epoch)).first() is None:
+            c.execute(insert(epochs).values(epoch=epoch, **values))
+        elif not outcome.halted:  # a breaker-halted epoch, cleared after the resume
+            c.execute(update(epochs).where(epochs.c.epoch == epoch).values(**values))
+        auditlog.append_many(
+            c,
+            [
+                (
+                    "scheduler",
+                    "epoch.settle",
+                    {
+                        "epoch": epoch,
+                        "trades": len(outcome.trades),
+                        "transactions": len(signatures),
+                    },
+                )
+            ],
+        )
+        uow.emit(
             Event(
                 "clearing",
                 {
@@ -761,7 +785,7 @@ class Trading:
                 },
             )
         )
-        self.publish(
+        uow.emit(
             Event(
                 "epoch",
                 {"epoch": self.current_epoch(), "ends_at": self.ends_at(self.current_epoch())},
@@ -861,8 +885,11 @@ class Trading:
                 market = Market(self.config, epoch=epoch)
                 exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
                 self._load(market, exchange, epoch)
-                outcome, signatures = exchange.clear()
-                self._record(epoch, outcome, signatures)
+                with UnitOfWork(self.engine, self.platform.dep) as uow:
+                    outcome, signatures = exchange.clear(None, uow)
+                    self._record(uow, epoch, outcome, signatures)
+                for event in uow.events:
+                    self.publish(event)
             self._load(self.market, self.exchange, self.market.epoch)
             suspension.freeze_pending(self.platform)
             # escrow intents a crash cut short: refunded if their transfer landed, else gone
