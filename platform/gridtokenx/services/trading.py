@@ -695,13 +695,14 @@ class Trading:
             if self.shared:  # orders and cancels other instances took
                 self._sequence(self.market, self.exchange, self.market.epoch)
             while self.market.epoch < self.current_epoch() and self.market.halted is None:
-                suspension.cancel_suspended(self)  # never clear against a frozen account
                 closed.append(self.close_epoch())
             if closed:
                 suspension.freeze_pending(self.platform)  # freezes a co-signer did not sign
         return closed
 
     def close_epoch(self) -> int:
+        """The epoch's pipeline: take in other instances' orders, clear, check, settle."""
+        suspension.cancel_suspended(self)  # never clear against a frozen account
         epoch = self.market.epoch
         if self.shared:  # no instance places into it from now on; take in what they did
             self._set_open_epoch(max(epoch + 1, self.current_epoch()))
