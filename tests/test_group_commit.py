@@ -393,3 +393,67 @@ def test_the_audit_logs_lock_is_free_while_a_batch_escrows_on_the_ledger(
     assert row["status"] == "open"
     assert locked == [False]
     assert not auditlog._lock.locked()
+
+
+def test_an_order_of_an_ended_login_is_refused_with_its_batch(site: Site) -> None:
+    """The order route only decodes the access token (no database read on the event loop);
+    the login's end is checked with the batch: 401 `login_revoked`, nothing placed, while
+    the same user's other login still trades."""
+    user = signup(site.client, "ended@x.org", "consumer")
+    fund(site, user, thb=10_000_000)
+    other = site.client.post(
+        "/api/v1/auth/login", json={"email": "ended@x.org", "password": "correct horse 1"}
+    ).json()
+    out = site.client.post(
+        "/api/v1/auth/logout", json={"refresh_token": user["refresh_token"]}, headers=user["auth"]
+    )
+    assert out.status_code == 204, out.text
+    order = {"side": "buy", "quantity_wh": 1_000, "price": 3_000_000}
+    refused = site.client.post("/api/v1/orders", json=order, headers=user["auth"])
+    assert (refused.status_code, refused.json()["code"]) == (401, "login_revoked")
+    with site.platform.books.connect() as c:
+        assert c.execute(select(market_orders.c.order_id)).scalars().all() == []
+    placed = site.client.post(
+        "/api/v1/orders", json=order, headers={"Authorization": f"Bearer {other['access_token']}"}
+    )
+    assert placed.status_code == 201 and placed.json()["status"] == "open"
+
+
+def test_placements_from_an_event_loop_share_a_batch_on_the_group_commit_thread(
+    site: Site,
+) -> None:
+    """`place_async` (the order route's) waits without a thread: the group-commit thread
+    flushes; placements that arrive during a flush go in the next batch together, and a bad
+    one fails alone with its own code."""
+    import asyncio
+
+    users = [signup(site.client, f"a{k}@x.org", "consumer") for k in range(6)]
+    for u in users[:5]:
+        fund(site, u, thb=10_000_000)  # the last has no money
+    t = site.trading
+    results: list[Any] = []
+
+    async def main() -> None:
+        async def one(k: int) -> Any:
+            if k:  # the first flushes alone (blocked on the lock), then the rest queue up
+                while len(t._queue) < k - 1 or not t._flushing:
+                    await asyncio.sleep(0.005)
+            try:
+                return await t.place_async(users[k]["user_id"], "buy", 1_000, 3_000_000)
+            except OrderRejected as err:
+                return err.code
+
+        results.extend(await asyncio.gather(*(one(k) for k in range(6))))
+
+    with t.lock:
+        runner = threading.Thread(target=asyncio.run, args=(main(),))
+        runner.start()
+        wait_for(lambda: len(t._queue) == 5)
+    runner.join(timeout=60)
+    assert results[5] == "insufficient_funds"
+    assert [r["seq"] for r in results[:5]] == [1, 2, 3, 4, 5]
+    signatures = escrow_signatures(site)
+    # batches {0} and {1..5}: the second's four escrows in one ledger transaction
+    sig = [signatures[r["order_id"]] for r in results[:5]]
+    assert sig[0] != sig[1] and len(set(sig[1:])) == 1
+    assert not t._flushing and not t._queue

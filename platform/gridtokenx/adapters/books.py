@@ -152,6 +152,19 @@ account_entries = Table(
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
+def pool_for(url: str) -> dict[str, int]:
+    """Connections kept open: every request thread may hold one at once (the API runs up
+    to 256), and a connection opened past the pool is closed again after its use, so a
+    pool smaller than the concurrency opens and closes one per request (on SQLite with its
+    PRAGMAs: most of a placement's time once, measured). PostgreSQL counts each against
+    its `max_connections` (100 by default), shared by every instance: fewer, more shared."""
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return {}  # one connection per thread (SQLAlchemy's own pool for a memory database)
+    if url.startswith("sqlite"):
+        return {"pool_size": 64, "max_overflow": 256}
+    return {"pool_size": 12, "max_overflow": 24}
+
+
 def connect(url: str) -> Engine:
     """An engine with the platform's schema migrated to the newest revision (Alembic);
     SQLite in WAL mode with full sync, so a commit survives a power cut, in a file only its
@@ -164,7 +177,7 @@ def connect(url: str) -> Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)  # users' emails and password hashes: the owner's only (SQLite
         path.chmod(0o600)  # gives its -wal and -shm files the database file's mode)
-    engine = create_engine(url)
+    engine = create_engine(url, **pool_for(url))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -150,24 +150,30 @@ class Api:
         return self.addresses.of(peer, conn.headers.get("x-forwarded-for"))
 
 
-def get_api(conn: HTTPConnection) -> Api:
+def api_of(conn: HTTPConnection) -> Api:
     return conn.app.state.api  # type: ignore[no-any-return]
+
+
+async def get_api(conn: HTTPConnection) -> Api:
+    # trivial dependencies are coroutines: FastAPI runs a plain function in a worker thread,
+    # a hop per dependency per request
+    return api_of(conn)
 
 
 ApiDep = Annotated[Api, Depends(get_api)]
 
 
-def get_platform(api: ApiDep) -> Platform:
+async def get_platform(api: ApiDep) -> Platform:
     return api.platform
 
 
-def get_accounts(api: ApiDep) -> Accounts:
+async def get_accounts(api: ApiDep) -> Accounts:
     if api.accounts is None:
         raise Unavailable("no_accounts", "user accounts are not enabled here")
     return api.accounts
 
 
-def get_trading(api: ApiDep) -> Trading:
+async def get_trading(api: ApiDep) -> Trading:
     if api.trading is None:
         raise Unavailable("no_market", "the market is not enabled here")
     return api.trading
@@ -195,6 +201,19 @@ def get_user(
     return claims
 
 
+async def get_trader(
+    api: ApiDep, accounts: AccountsDep, authorization: Annotated[str | None, Header()] = None
+) -> Claims:
+    """An order's caller, on the event loop with no database read: the token's signature and
+    expiry, and the rate limit, here; its login and account are checked with the whole group
+    commit it joins (`Trading._admit`), by the same rules and codes as `get_user`."""
+    claims = accounts.decode(bearer(authorization))
+    wait = api.limiter.hit(f"user:{claims.user_id}", api.user_limit)
+    if wait:
+        raise RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
+    return claims
+
+
 def get_admin(api: ApiDep, authorization: Annotated[str | None, Header()] = None) -> str:
     """The acting admin: the operator token, or a user whose role is admin."""
     token = bearer(authorization)
@@ -216,6 +235,7 @@ def get_ip(api: ApiDep, request: Request) -> str:
 
 
 UserDep = Annotated[Claims, Depends(get_user)]
+TraderDep = Annotated[Claims, Depends(get_trader)]
 AdminDep = Annotated[str, Depends(get_admin)]
 HubDep = Annotated[str, Depends(get_hub)]
 IpDep = Annotated[str, Depends(get_ip)]

@@ -50,6 +50,7 @@ def platform_run(
 
     The admin token (bootstrap) comes from GTX_ADMIN_TOKEN; Redis (REDIS_URL) shares rate
     limits and events between instances."""
+    import gc
     import os
     import threading
 
@@ -125,7 +126,11 @@ def platform_run(
     if running_clock:
         clock.start()
     typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    # the client's address is the API's to decide (GTX_TRUSTED_PROXIES, `api.limits`), not
+    # uvicorn's default rewriting from 127.0.0.1's X-Forwarded-For (a second, looser rule)
+    gc.collect()
+    gc.freeze()  # the instance's long-lived objects out of every later collection
+    uvicorn.run(app_, host=host, port=port, log_level="warning", proxy_headers=False)
     stop.set()
     if running_clock:
         clock.join(timeout=30)

@@ -40,10 +40,12 @@ def place_order(
     request: OrderRequest,
     key: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    family: str | None = None,
 ) -> dict[str, Any]:
-    """The order row placed for this request (the first one's, for a repeated key)."""
+    """The order row placed for this request (the first one's, for a repeated key).
+    `family`: the caller's login, checked with the batch (see `Trading.place`)."""
     if not key:
-        return trading.place(user_id, **asdict(request))
+        return trading.place(user_id, **asdict(request), family=family)
     engine = trading.engine
     sha = idempotency.fingerprint(asdict(request))
     deadline = time.monotonic() + WAIT_S
@@ -63,7 +65,7 @@ def place_order(
         idempotency.complete(connection, user_id, key, 201, row)
 
     try:
-        return trading.place(user_id, **asdict(request), record=record)
+        return trading.place(user_id, **asdict(request), record=record, family=family)
     except BaseException:
         idempotency.release(engine, user_id, key)
         raise

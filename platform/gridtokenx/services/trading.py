@@ -17,6 +17,7 @@ the ledger batch), then the events, published once committed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -24,7 +25,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from solders.pubkey import Pubkey
@@ -32,7 +34,9 @@ from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
 from gridtokenx import auditlog
+from gridtokenx.accounts import AuthUnauthorized
 from gridtokenx.adapters import books, idempotency
+from gridtokenx.adapters.auth_tables import revoked_logins
 from gridtokenx.adapters.events import Event
 from gridtokenx.adapters.tables import epochs, market_executions, market_orders, settings, users
 from gridtokenx.keynames import key_user, user_key
@@ -142,10 +146,22 @@ class _Placement:
     zone: str
     tif: str
     record: Callable[[Connection, dict[str, Any]], None] | None
+    family: str | None = None  # the caller's login, checked at admission (None: checked)
     order: Order | None = None
     row: dict[str, Any] | None = None
     error: BaseException | None = None
-    done: bool = False
+    future: Future[dict[str, Any]] = field(default_factory=Future)
+
+    def settle(self) -> None:
+        """Its caller told: the row placed, or its own error."""
+        if self.future.done():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        elif self.row is not None:
+            self.future.set_result(self.row)
+        else:
+            self.future.set_exception(RuntimeError("the placement ended with no result"))
 
 
 class Trading:
@@ -178,7 +194,8 @@ class Trading:
         self.publish_failures = 0  # listener calls that raised (`publish`)
         self._queue: deque[_Placement] = deque()  # placements waiting for a group commit
         self._queued = threading.Condition()
-        self._flushing = False  # a caller is placing a batch
+        self._flushing = False  # a caller or the group-commit thread is placing a batch
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="group-commit")
         if sequencer:
             if self.shared:
                 self._set_open_epoch(self.market.epoch)
@@ -269,39 +286,75 @@ class Trading:
         zone: str = "default",
         tif: str = "GFE",
         record: Callable[[Connection, dict[str, Any]], None] | None = None,
+        family: str | None = None,
     ) -> dict[str, Any]:
         """Place an order with its escrow; `record` runs in the transaction that writes the
         order row (the Idempotency-Key's response is kept with the order, or neither).
+        `family`: the caller's login, when its access token was only decoded
+        (`Accounts.decode`): a revoked one is refused with the batch's other checks.
 
-        Group commit: the placement joins a queue, and one of the waiting callers at a time
-        (the flusher) takes a batch of it and places the whole batch with one intents
-        commit, its escrow transfers packed into as few ledger transactions as fit (one
-        fsync), and all its order rows, intents opened, Idempotency-Keys and audit entries
-        in one database transaction (`_flush`). Each caller returns once its order is
-        durable and its escrow is on the ledger, or raises its own refusal."""
-        waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, record)
+        Group commit: the placement joins a queue, and one flusher at a time takes a batch
+        of it and places the whole batch with one intents commit, its escrow transfers
+        packed into as few ledger transactions as fit (one fsync), and all its order rows,
+        intents opened, Idempotency-Keys and audit entries in one database transaction
+        (`_flush`). A calling thread flushes when no one else is; a flusher that leaves the
+        queue non-empty hands it to the group-commit thread (`_drain`). Each caller returns
+        once its order is durable and its escrow is on the ledger, or raises its own
+        refusal."""
+        waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, record, family)
         with self._queued:
             self._queue.append(waiting)
-        while not waiting.done:
+        while not waiting.future.done():
             with self._queued:
-                while self._flushing and not waiting.done:
+                while self._flushing and not waiting.future.done():
                     self._queued.wait()
-                if waiting.done:
+                if waiting.future.done():
                     break
                 self._flushing = True  # this caller flushes one batch, then hands over
                 batch = self._take()
-            try:
-                self._flush(batch)
-            finally:
-                with self._queued:
-                    for p in batch:
-                        p.done = True
+            self._flush_batch(batch)
+        return waiting.future.result()
+
+    async def place_async(
+        self,
+        user_id: str,
+        side: str,
+        quantity_wh: int,
+        price: int,
+        zone: str = "default",
+        tif: str = "GFE",
+        family: str | None = None,
+    ) -> dict[str, Any]:
+        """`place` for a caller on an event loop: it waits for its group commit without a
+        thread of its own (the group-commit thread flushes)."""
+        waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, None, family)
+        with self._queued:
+            self._queue.append(waiting)
+            start = not self._flushing
+            self._flushing = True
+        if start:
+            self._committer.submit(self._drain)
+        return await asyncio.wrap_future(waiting.future)
+
+    def _drain(self) -> None:
+        with self._queued:
+            batch = self._take()
+        self._flush_batch(batch)
+
+    def _flush_batch(self, batch: list[_Placement]) -> None:
+        """Flush one batch, tell its callers, then pass the flushing on: to the group-commit
+        thread while placements wait, else to the next caller."""
+        try:
+            self._flush(batch)
+        finally:
+            for p in batch:
+                p.settle()
+            with self._queued:
+                if self._queue:
+                    self._committer.submit(self._drain)  # still flushing
+                else:
                     self._flushing = False
-                    self._queued.notify_all()
-        if waiting.error is not None:
-            raise waiting.error
-        assert waiting.row is not None
-        return waiting.row
+                self._queued.notify_all()
 
     def _take(self) -> list[_Placement]:
         """The next batch from the queue, oldest first, at most one order of an owner (each
@@ -433,6 +486,7 @@ class Trading:
         """The placements that pass the account's approval, the rate limit and the order's
         own form (each refused one gets its error), with their new orders."""
         owners = [p.user_id for p in batch]
+        families = [p.family for p in batch if p.family is not None]
         with self.engine.connect() as c:
             refused: dict[str, str] = dict(
                 c.execute(  # pending: not yet approved; suspended: by an operator
@@ -448,8 +502,22 @@ class Trading:
                     .group_by(market_orders.c.user_id)
                 ).all()
             )
+            revoked = (
+                set(
+                    c.execute(
+                        select(revoked_logins.c.family).where(revoked_logins.c.family.in_(families))
+                    ).scalars()
+                )
+                if families
+                else set()
+            )
+        for p in batch:  # a caller whose token was only decoded (`Accounts.decode`)
+            if p.family is not None and p.family in revoked:
+                p.error = AuthUnauthorized("login_revoked", "this login ended: sign in again")
         admitted = []
         for p in batch:
+            if p.error is not None:
+                continue
             try:
                 if refused.get(p.user_id) == "pending":
                     raise OrderRejected(

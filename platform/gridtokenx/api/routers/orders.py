@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from gridtokenx.api.deps import TradingDep, UserDep
+from gridtokenx.api.deps import TraderDep, TradingDep, UserDep
 from gridtokenx.api.schemas import (
     CURSOR_HELP,
     NEXT_CURSOR,
@@ -25,16 +26,31 @@ router = APIRouter(
 
 
 @router.post("/orders", status_code=201, response_model=OrderOut)
-def place(
+async def place(
     body: OrderIn,
-    claims: UserDep,
+    claims: TraderDep,
     t: TradingDep,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JSONResponse:
+    """On the event loop: the placement waits for its group commit without a thread of its
+    own. With an Idempotency-Key the key's claim reads the database first: in a thread."""
     if claims.role not in ("consumer", "prosumer", "admin"):
         raise Forbidden("wrong_role", "only households trade")
     request = OrderRequest(body.side, body.quantity_wh, body.price, body.zone, body.tif)
-    row = place_order(t, claims.user_id, request, idempotency_key)
+    if idempotency_key:
+        row = await run_in_threadpool(
+            place_order, t, claims.user_id, request, idempotency_key, family=claims.family
+        )
+    else:
+        row = await t.place_async(
+            claims.user_id,
+            body.side,
+            body.quantity_wh,
+            body.price,
+            body.zone,
+            body.tif,
+            family=claims.family,
+        )
     return JSONResponse(row, status_code=201)
 
 

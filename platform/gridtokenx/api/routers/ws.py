@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from gridtokenx.api.deps import get_api
+from gridtokenx.api.deps import api_of
 from gridtokenx.errors import CodedError
 
 router = APIRouter(tags=["ws"])
@@ -15,7 +15,7 @@ router = APIRouter(tags=["ws"])
 @router.websocket("/ws")
 async def events(ws: WebSocket, token: str | None = None) -> None:
     """Send {"subscribe": ["market", "account"]}; receive {"type": ..., "data": ...}."""
-    api = get_api(ws)
+    api = api_of(ws)
     await ws.accept()
     try:
         if api.accounts is None:
