@@ -456,4 +456,4 @@ def test_placements_from_an_event_loop_share_a_batch_on_the_group_commit_thread(
     # batches {0} and {1..5}: the second's four escrows in one ledger transaction
     sig = [signatures[r["order_id"]] for r in results[:5]]
     assert sig[0] != sig[1] and len(set(sig[1:])) == 1
-    assert not t._flushing and not t._queue
+    wait_for(lambda: not t._flushing and not t._queue)  # the flusher hands over after telling

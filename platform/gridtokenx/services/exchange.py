@@ -103,37 +103,37 @@ class Exchange:
         order fails alone with its own code and never fails the others."""
         c = uow.c
         out: list[OrderRejected | None] = [None] * len(orders)
-        with self.engine.connect() as conn:
+        escrows: dict[int, st.Escrow] = {}
+        checked: dict[int, st.Escrow] = {}
+        for k, order in enumerate(orders):
+            try:
+                checked[k] = self._check(order)
+            except OrderRejected as err:
+                out[k] = err
+        with self.engine.begin() as conn:  # the intents, committed before any transfer
             known = set(
                 conn.execute(
                     select(books.orders.c.order_id).where(
-                        books.orders.c.order_id.in_([o.id for o in orders])
+                        books.orders.c.order_id.in_([e.order_id for e in checked.values()])
                     )
                 ).scalars()
             )
-        escrows: dict[int, st.Escrow] = {}
-        for k, order in enumerate(orders):
-            try:
-                escrow = self._check(order)
-            except OrderRejected as err:
-                out[k] = err
-                continue
-            if order.id not in known:  # escrowed before (a retry): not again
-                escrows[k] = escrow
-        books.add_rows(
-            self.engine,
-            books.orders,
-            [
-                {
-                    "order_id": e.order_id,
-                    "owner": str(e.owner),
-                    "asset": e.asset,
-                    "escrowed": e.amount,
-                    "status": PENDING,
-                }
-                for e in escrows.values()
-            ],
-        )
+            # escrowed before (a retry): not again
+            escrows = {k: e for k, e in checked.items() if e.order_id not in known}
+            if escrows:
+                conn.execute(
+                    insert(books.orders),
+                    [
+                        {
+                            "order_id": e.order_id,
+                            "owner": str(e.owner),
+                            "asset": e.asset,
+                            "escrowed": e.amount,
+                            "status": PENDING,
+                        }
+                        for e in escrows.values()
+                    ],
+                )
         if escrows:
             crashpoints.reached("order.intent")
         if c.dialect.name == "postgresql" and escrows:

@@ -487,21 +487,17 @@ class Trading:
         own form (each refused one gets its error), with their new orders."""
         owners = [p.user_id for p in batch]
         families = [p.family for p in batch if p.family is not None]
-        with self.engine.connect() as c:
-            refused: dict[str, str] = dict(
-                c.execute(  # pending: not yet approved; suspended: by an operator
-                    select(users.c.user_id, users.c.status).where(
-                        users.c.user_id.in_(owners), users.c.status.in_(("pending", "suspended"))
-                    )
-                ).all()
-            )
-            placed: dict[str, int] = dict(
-                c.execute(
-                    select(market_orders.c.user_id, func.count())
-                    .where(market_orders.c.user_id.in_(owners), market_orders.c.epoch == epoch)
-                    .group_by(market_orders.c.user_id)
-                ).all()
-            )
+        placed_now = (
+            select(func.count())
+            .where(market_orders.c.user_id == users.c.user_id, market_orders.c.epoch == epoch)
+            .scalar_subquery()
+        )
+        with self.engine.connect() as c:  # one statement for the accounts, one for logins
+            found = c.execute(
+                select(users.c.user_id, users.c.status, placed_now).where(
+                    users.c.user_id.in_(owners)
+                )
+            ).all()
             revoked = (
                 set(
                     c.execute(
@@ -511,6 +507,9 @@ class Trading:
                 if families
                 else set()
             )
+        # pending: not yet approved; suspended: by an operator
+        refused = {r[0]: r[1] for r in found if r[1] in ("pending", "suspended")}
+        placed: dict[str, int] = {r[0]: r[2] for r in found}
         for p in batch:  # a caller whose token was only decoded (`Accounts.decode`)
             if p.family is not None and p.family in revoked:
                 p.error = AuthUnauthorized("login_revoked", "this login ended: sign in again")
