@@ -349,17 +349,15 @@ class Accounts:
 
     def verify(self, access_token: str) -> Claims:
         """A valid access token's claims, of a login not ended and an account that may sign
-        in (one query)."""
+        in."""
         claims = self.decode(access_token)
         with self.engine.connect() as c:
-            status, revoked = c.execute(
-                select(
-                    users.c.status,
-                    select(revoked_logins.c.family)
-                    .where(revoked_logins.c.family == claims.family)
-                    .scalar_subquery(),
-                ).where(users.c.user_id == claims.user_id)
-            ).first() or (None, None)
+            status = c.execute(
+                select(users.c.status).where(users.c.user_id == claims.user_id)
+            ).scalar()
+            revoked = c.execute(
+                select(revoked_logins.c.family).where(revoked_logins.c.family == claims.family)
+            ).first()
         if revoked is not None:
             raise AuthUnauthorized("login_revoked", "this login ended: sign in again")
         if status not in SIGNED_IN:
