@@ -244,3 +244,28 @@ def test_an_unknown_email_takes_as_long_as_a_wrong_password(lite: Site) -> None:
     known = fastest(["known@example.org"] * 4)
     unknown = fastest([f"nobody{k}@example.org" for k in range(4)])
     assert unknown > 0.5 * known, (unknown, known)
+
+
+def test_a_remembered_token_still_expires_at_its_exp() -> None:
+    """`Accounts.decode` keeps a checked token's claims (no signature check per request)
+    only until its exp; a token signed with another secret is never taken from memory."""
+    import time as clock
+
+    import jwt as pyjwt
+
+    from gridtokenx.accounts import Accounts, AuthUnauthorized, Claims
+
+    secret = b"s" * 32
+    accounts = Accounts(None, secret)  # type: ignore[arg-type]  # decode reads no database
+    body = {"sub": "u-1", "role": "consumer", "fam": "f-1", "typ": "access"}
+    token = pyjwt.encode({**body, "exp": int(clock.time()) + 2}, secret, algorithm="HS256")
+    assert accounts.decode(token) == Claims("u-1", "consumer", "", "f-1")
+    assert accounts.decode(token) == Claims("u-1", "consumer", "", "f-1")  # remembered
+    forged = pyjwt.encode({**body, "exp": int(clock.time()) + 60}, b"x" * 32, algorithm="HS256")
+    with pytest.raises(AuthUnauthorized) as bad:
+        accounts.decode(forged)
+    assert bad.value.code == "bad_token"
+    clock.sleep(2.1)
+    with pytest.raises(AuthUnauthorized) as late:
+        accounts.decode(token)
+    assert late.value.code == "token_expired"
