@@ -5,6 +5,7 @@ sees every item once, a bad cursor's one error, a page's cost independent of his
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from gridtokenx.accounts import Accounts
 from gridtokenx.adapters import books
 from gridtokenx.api.app import create_app
 from gridtokenx.governance import Proposal, Proposals
+from gridtokenx.keynames import user_key
 from gridtokenx.ledger.certificates import Registry
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.services.site import Platform
@@ -31,16 +33,17 @@ from gridtokenx.services.trading import Trading
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
     platform = Platform(tmp_path)
+    accounts = Accounts(platform.books, b"k" * 32)
     client = TestClient(
         create_app(
             platform,
             ADMIN,
             Trading(platform, MarketConfig(), 900.0, Clock()),
-            Accounts(platform.books, b"k" * 32),
+            accounts,
             auto_approve=True,
         )
     )
-    yield platform, client
+    yield platform, client, accounts
 
 
 def issue(platform: Platform, owner: str, n: int, start: int = 0) -> list[str]:
@@ -80,7 +83,7 @@ def chain_view(platform: Platform, wallet: str) -> list[tuple[str, str, str]]:
 
 
 def test_certificates_page_newest_first_and_exact(site: Any) -> None:
-    platform, client = site
+    platform, client, _ = site
     alice, bob = signup(client, "alice@x.org"), signup(client, "bob@x.org")
     mints = issue(platform, alice["wallet"], 5)
     pages = walk(client, "/api/v1/certificates?limit=2", alice["auth"])
@@ -131,7 +134,7 @@ def test_certificates_page_newest_first_and_exact(site: Any) -> None:
 
 @pytest.mark.parametrize("cursor", ["abc", "1.", "12.0OIl" + "1" * 30, "9" * 19 + ".x"])
 def test_bad_cursor_is_the_one_error(site: Any, cursor: str) -> None:
-    _, client = site
+    _, client, _ = site
     alice = signup(client, "alice@x.org")
     for url, headers in (
         ("/api/v1/certificates", alice["auth"]),
@@ -151,7 +154,7 @@ def count_statements(platform: Platform) -> list[str]:
 def test_certificate_page_costs_its_page_not_the_history(
     site: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    platform, client = site
+    platform, client, _ = site
     alice, bob = signup(client, "alice@x.org"), signup(client, "bob@x.org")
 
     def never() -> None:
@@ -175,7 +178,7 @@ def test_certificate_page_costs_its_page_not_the_history(
 
 
 def test_governance_pages_newest_first(site: Any) -> None:
-    platform, client = site
+    platform, client, _ = site
     store = Proposals(platform.data / "governance.json")
     for n in range(1, 6):
         store.put(Proposal(n, "pause", {}, "governance", [], "bWVzc2FnZQ=="))
@@ -197,3 +200,33 @@ def test_migration_0011_adds_and_drops_the_certificate_index(tmp_path: Path) -> 
         assert "ledger_certificates" in inspect(connection).get_table_names()
         command.downgrade(config, "0010_lists")
         assert "ledger_certificates" not in inspect(connection).get_table_names()
+
+
+def test_the_admin_page_shows_the_users_a_page_at_a_time(
+    site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, client, accounts = site
+    monkeypatch.setattr("gridtokenx.api.pages.admin.USERS_PER_PAGE", 2)
+    wallet = platform.keys.ensure(user_key("op")).pubkey()
+    accounts.register("op@example.org", "correct horse 1", "admin", wallet, user_id="op")
+    for n in range(3):
+        signup(client, f"u{n}@x.org")
+    r = client.post("/login", data={"email": "op@example.org", "password": "correct horse 1"})
+    assert r.status_code == 200
+    first = client.get("/admin").text
+    link = re.search(r'href="/admin\?users_cursor=([^"#]+)#users"', first)
+    assert link is not None
+    second = client.get("/admin", params={"users_cursor": link.group(1)}).text
+    assert "users_cursor=" not in second
+    pages = [emails(first), emails(second)]
+    assert [len(p) for p in pages] == [2, 2]
+    everyone = {"op@example.org", "u0@x.org", "u1@x.org", "u2@x.org"}
+    assert sorted(pages[0] + pages[1]) == sorted(everyone)  # each user once
+    bad = client.get("/admin", params={"users_cursor": "nope"})
+    assert bad.status_code == 422 and set(bad.json()) == {"code", "message"}
+
+
+def emails(html: str) -> list[str]:
+    """The emails in the /admin page's users table."""
+    table = html[html.index('<table id="users">') :]
+    return re.findall(r"<tr><td>([^<]+@[^<]+)</td>", table[: table.index("</table>")])
