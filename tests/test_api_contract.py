@@ -96,9 +96,12 @@ def test_every_paged_list_declares_its_cursor_the_same_way(document: dict[str, A
         "GET /api/v1/readings": set(),
         "GET /api/v1/admin/audit": set(),
         "GET /api/v1/admin/users": {"status"},
+        "GET /api/v1/admin/governance": set(),
+        "GET /api/v1/certificates": set(),
     }
     schemas = document["components"]["schemas"]
     assert "next_cursor" in schemas["WalletOut"]["properties"]
+    assert "next_cursor" in schemas["ProposalsOut"]["properties"]
     assert "next_cursor" in schemas["AuditOut"]["properties"]
 
 

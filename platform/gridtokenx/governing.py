@@ -37,8 +37,10 @@ class Governing:
         self.platform, self.trading = platform, trading
         self.store = Proposals(platform.data / "governance.json")
 
-    def proposals(self) -> list[dict[str, Any]]:
-        return [p.as_dict() for p in self.store.all()]
+    def proposals(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """Newest first by id, at most `limit` below the id `before` (a page of the file)."""
+        newest = sorted(self.store.all(), key=lambda p: p.id, reverse=True)
+        return [p.as_dict() for p in newest if before is None or p.id < before][:limit]
 
     def propose(
         self, actor: str, kind: str, args: dict[str, str], parties: list[str]

@@ -148,6 +148,28 @@ account_entries = Table(
     Column("memos", Text, nullable=False),  # JSON list of its memo texts
 )
 
+# the chain's certificates as their memos leave them (ledger_index.catch_up_certificates), so
+# a holder's page is one index range, whatever the chain's length
+certificates = Table(
+    "ledger_certificates",
+    metadata,
+    Column("mint", String(44), primary_key=True),
+    Column("pos", BigInteger, nullable=False),  # its issue's index in the chain's history
+    Column("meter_id", Text, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("from_wh", BigInteger, nullable=False),
+    Column("to_wh", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("holder", String(44), nullable=False),
+)
+Index(
+    "ledger_certificates_holder_page",
+    certificates.c.holder,
+    certificates.c.pos,
+    certificates.c.mint,
+)
+
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 

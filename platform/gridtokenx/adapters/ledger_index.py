@@ -12,21 +12,31 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy import text as sql
 
-from gridtokenx.adapters.books import CHUNK, account_entries
+from gridtokenx.adapters.books import CHUNK, account_entries, certificates
 from gridtokenx.adapters.tables import settings
 from gridtokenx.ledger.backend import ChainView
+from gridtokenx.ledger.certificates import TRANSITIONS, event_of
 
 SEEN = "ledger_index_seen"
+CERTIFICATES_SEEN = "ledger_certificates_seen"
 LOCK_KEY = 0x47545831_00000002  # PostgreSQL advisory lock: one indexer across instances
 _lock = threading.Lock()
 
 
-def _seen(c: Connection) -> int | None:
-    value = c.execute(select(settings.c.value).where(settings.c.name == SEEN)).scalar()
+def _seen(c: Connection, name: str = SEEN) -> int | None:
+    value = c.execute(select(settings.c.value).where(settings.c.name == name)).scalar()
     return None if value is None else int(json.loads(value))
+
+
+def _store_seen(c: Connection, name: str, stored: int | None, seen: int) -> None:
+    value = json.dumps(seen)
+    if stored is None:
+        c.execute(insert(settings).values(name=name, value=value))
+    else:
+        c.execute(update(settings).where(settings.c.name == name).values(value=value))
 
 
 def catch_up(engine: Engine, chain: ChainView) -> int:
@@ -51,11 +61,50 @@ def catch_up(engine: Engine, chain: ChainView) -> int:
             c.execute(insert(account_entries), rows[k : k + CHUNK])
         if not landed and stored is not None:
             return 0
-        value = json.dumps(seen + len(landed))
-        if stored is None:
-            c.execute(insert(settings).values(name=SEEN, value=value))
-        else:
-            c.execute(update(settings).where(settings.c.name == SEEN).values(value=value))
+        _store_seen(c, SEEN, stored, seen + len(landed))
+        return len(landed)
+
+
+def catch_up_certificates(engine: Engine, chain: ChainView) -> int:
+    """Fold the certificate memos landed since the last call into `ledger_certificates`
+    (the same reading as `Registry.all`, `event_of` and `apply`), with the new position in
+    one database transaction; how many transactions landed."""
+    cert = certificates
+    with _lock, engine.begin() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+        stored = _seen(c, CERTIFICATES_SEEN)
+        seen = stored or 0
+        landed = chain.history(seen)
+        for pos, entry in enumerate(landed, start=seen):
+            for text in entry.memos:
+                event = event_of(text)
+                if event is None:
+                    continue
+                if event.issued is not None:
+                    issued = event.issued
+                    c.execute(delete(cert).where(cert.c.mint == event.mint))
+                    c.execute(
+                        insert(cert).values(
+                            mint=event.mint,
+                            pos=pos,
+                            meter_id=issued.meter_id,
+                            period=issued.period,
+                            source=issued.source,
+                            from_wh=issued.from_wh,
+                            to_wh=issued.to_wh,
+                            status=issued.status,
+                            holder=str(issued.holder),
+                        )
+                    )
+                    continue
+                moved: dict[str, Any] = {"status": TRANSITIONS[event.action][1]}
+                if event.to is not None:
+                    moved["holder"] = str(event.to)
+                c.execute(update(cert).where(cert.c.mint == event.mint).values(**moved))
+        if not landed and stored is not None:
+            return 0
+        _store_seen(c, CERTIFICATES_SEEN, stored, seen + len(landed))
         return len(landed)
 
 

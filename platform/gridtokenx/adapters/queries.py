@@ -145,3 +145,18 @@ def recent_flows(engine: Engine, span: int = 7) -> dict[str, tuple[int, int]]:
             before = out.get(str(owner), (0, 0))
             out[str(owner)] = (before[0] + max(0, import_w), before[1] + max(0, export_w))
     return out
+
+
+def certificates_of_holder(
+    engine: Engine, holder: str, limit: int, before: tuple[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """A holder's certificates newest issue first by (pos, mint), at most `limit` before the
+    key `before`: one range of ledger_certificates_holder_page."""
+    cert = books.certificates
+    key = (cert.c.pos, cert.c.mint)
+    query = select(cert).where(cert.c.holder == holder)
+    if before is not None:
+        query = query.where(tuple_(*key) < tuple_(*before))
+    query = query.order_by(*(k.desc() for k in key)).limit(limit)
+    with engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(query)]

@@ -442,6 +442,8 @@ ORDER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}\.[A-Za-z0-9-]{1,64}$"
 TRADE_CURSOR_PATTERN = r"^[0-9]{1,18}\.[A-Za-z0-9_-]{1,64}$"
 USER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[A-Za-z0-9_-]{1,36}$"
 READING_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,9}\.[A-Za-z0-9_.:-]{1,64}$"
+# a certificate's key (pos.mint): its issue's place in the chain, then its base58 mint
+CERTIFICATE_CURSOR_PATTERN = r"^[0-9]{1,18}\.[1-9A-HJ-NP-Za-km-z]{32,44}$"
 NEXT_CURSOR: dict[int | str, dict[str, Any]] = {
     200: {
         "headers": {
@@ -474,6 +476,7 @@ class ProposalOut(Out):
 
 class ProposalsOut(Out):
     proposals: list[ProposalOut]
+    next_cursor: str | None = None  # the `cursor` of the next (older) page; None on the last
 
 
 class PreparedOut(Out):

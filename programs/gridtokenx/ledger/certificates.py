@@ -17,7 +17,7 @@ The validator (freeze authority) is a governance key, never the issuing oracle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -59,6 +59,55 @@ class Certificate:
     @property
     def wh(self) -> int:
         return self.to_wh - self.from_wh
+
+
+@dataclass(frozen=True)
+class Event:
+    """One certificate memo: an issue (with its pending certificate) or a transition."""
+
+    action: str  # "issue" or a TRANSITIONS key
+    mint: str
+    issued: Certificate | None = None
+    to: Pubkey | None = None  # a transfer's new holder
+
+
+def event_of(text: str) -> Event | None:
+    """The certificate event of a memo text, None for any other memo; the one reading of the
+    memos, shared by `Registry.all` and the platform's certificate index."""
+    words = text.split(" ")
+    if text.startswith(ISSUE + " ") and len(words) == 5:
+        period, source, owner = words[3].split("/")
+        meter, span = words[4].rsplit(":", 1)
+        low, high = (int(x) for x in span.split("-"))
+        cert = Certificate(
+            Pubkey.from_string(words[2]),
+            meter,
+            period,
+            low,
+            high,
+            source,
+            "pending",
+            Pubkey.from_string(owner),
+        )
+        return Event("issue", words[2], issued=cert)
+    if len(words) >= 4 and words[:2] == ["gtx1", "cert"] and words[2] in TRANSITIONS:
+        to = Pubkey.from_string(words[4]) if words[2] == "transfer" else None
+        return Event(words[2], words[3], to=to)
+    return None
+
+
+def apply(found: dict[str, Certificate], event: Event) -> None:
+    """Fold one event into the certificates by mint: an issue sets a pending certificate, a
+    transition its status (and a transfer its holder); a transition of an unknown mint is
+    ignored."""
+    if event.issued is not None:
+        found[event.mint] = event.issued
+        return
+    cert = found.get(event.mint)
+    if cert is None:
+        return
+    holder = event.to if event.to is not None else cert.holder
+    found[event.mint] = replace(cert, status=TRANSITIONS[event.action][1], holder=holder)
 
 
 class Registry:
@@ -122,35 +171,13 @@ class Registry:
     def all(self) -> list[Certificate]:
         """Every certificate as the chain has it: its issue memo, then its status memos
         (one pass over the ledger's history)."""
-        issued: dict[str, tuple[str, str, str, int, int, Pubkey]] = {}
-        status: dict[str, str] = {}
-        holder: dict[str, Pubkey] = {}
+        found: dict[str, Certificate] = {}
         for entry in self.dep.ledger.history():
             for text in entry.memos:
-                words = text.split(" ")
-                if text.startswith(ISSUE + " ") and len(words) == 5:
-                    period, source, owner = words[3].split("/")
-                    meter, span = words[4].rsplit(":", 1)
-                    low, high = (int(x) for x in span.split("-"))
-                    issued[words[2]] = (meter, period, source, low, high, Pubkey.from_string(owner))
-                    status[words[2]] = "pending"
-                elif len(words) >= 4 and words[:2] == ["gtx1", "cert"] and words[2] in TRANSITIONS:
-                    status[words[3]] = TRANSITIONS[words[2]][1]
-                    if words[2] == "transfer":
-                        holder[words[3]] = Pubkey.from_string(words[4])
-        return [
-            Certificate(
-                Pubkey.from_string(key),
-                meter,
-                period,
-                low,
-                high,
-                source,
-                status[key],
-                holder.get(key, owner),
-            )
-            for key, (meter, period, source, low, high, owner) in issued.items()
-        ]
+                found_event = event_of(text)
+                if found_event is not None:
+                    apply(found, found_event)
+        return list(found.values())
 
     def get(self, address: Pubkey) -> Certificate:
         found = next((c for c in self.all() if c.mint == address), None)

@@ -3,34 +3,44 @@ approve/suspend, governance proposals, the audit log, the feeder map and curtail
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from solders.pubkey import Pubkey
 
 from gridtokenx import auditlog
-from gridtokenx.adapters import books
-from gridtokenx.adapters.tables import users
+from gridtokenx.adapters import books, queries
 from gridtokenx.api.pages.layout import api_of, back, operator, page
+from gridtokenx.api.schemas import USER_CURSOR_PATTERN
 from gridtokenx.errors import CodedError
 from gridtokenx.governing import Governing
 
 router = APIRouter()
 DONE = {"suspend": "suspended", "approve": "approved"}
+USERS_PER_PAGE = 100
 
 
 @router.get("/admin", response_class=HTMLResponse)
-def admin_page(request: Request) -> Response:
+def admin_page(
+    request: Request,
+    users_cursor: Annotated[str | None, Query(pattern=USER_CURSOR_PATTERN)] = None,
+) -> Response:
+    """One page of users (oldest first, as `GET /api/v1/admin/users`), not the whole table."""
     api = api_of(request)
     claims = operator(request)
     if claims is None:
         return back("/login", error="Operators only.")
     p, t = api.platform, api.trading
-    with p.books.connect() as c:
-        all_users = [
-            dict(r._mapping) for r in c.execute(users.select().order_by(users.c.created_at))
-        ]
+    after = None
+    if users_cursor is not None:
+        created_at, user_id = users_cursor.split(".", 1)
+        after = (int(created_at), user_id)
+    rows = queries.users_page(p.books, USERS_PER_PAGE + 1, after)
+    users_next = None
+    if len(rows) > USERS_PER_PAGE:
+        last = rows[USERS_PER_PAGE - 1]
+        users_next = f"{last['created_at']}.{last['user_id']}"
     config = t.config if t else None
     audit_page, _, broken, _ = auditlog.verify_page(p.books, 50)  # the page's links, what is new
     return page(
@@ -45,7 +55,8 @@ def admin_page(request: Request) -> Response:
             "max_price": config.max_price if config else 0,
             "max_quantity_wh": config.max_quantity_wh if config else 0,
         },
-        users=all_users,
+        users=rows[:USERS_PER_PAGE],
+        users_next=users_next,
         audit=audit_page,
         broken=broken,
         hubs=[
@@ -124,7 +135,7 @@ def _proposals(api: Any) -> list[dict[str, Any]]:
     """The proposals, newest first, each signer named by its holder."""
     dep = api.platform.dep
     out = []
-    for p in reversed(Governing(api.platform, api.trading).proposals()[-20:]):
+    for p in Governing(api.platform, api.trading).proposals(20):
         holders = {k: dep.holder_of(Pubkey.from_string(k)) or k[:12] for k in p["signers"]}
         out.append(
             {

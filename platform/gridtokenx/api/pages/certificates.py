@@ -6,11 +6,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from solders.pubkey import Pubkey
 
+from gridtokenx.adapters import ledger_index, queries
 from gridtokenx.api.pages.layout import api_of, back, page, session
 from gridtokenx.keynames import user_key
 from gridtokenx.ledger.certificates import CertificateError
 
 router = APIRouter()
+SHOWN = 100  # the newest certificates shown; the API pages through the rest
 
 
 @router.get("/certificates", response_class=HTMLResponse)
@@ -19,16 +21,19 @@ def certificates_page(request: Request) -> Response:
     claims = session(request)
     if claims is None:
         return back("/login")
+    """The newest certificates the wallet holds, from the certificate index (as the API's
+    `GET certificates`), not a pass over the chain's history."""
+    platform = api.platform
+    ledger_index.catch_up_certificates(platform.books, platform.ledger)
     mine = [
         {
-            "mint": str(c.mint),
-            "meter_id": c.meter_id,
-            "period": c.period,
-            "wh": c.wh,
-            "status": c.status,
+            "mint": c["mint"],
+            "meter_id": c["meter_id"],
+            "period": c["period"],
+            "wh": c["to_wh"] - c["from_wh"],
+            "status": c["status"],
         }
-        for c in api.platform.certificates.all()
-        if str(c.holder) == claims.wallet
+        for c in queries.certificates_of_holder(platform.books, claims.wallet, SHOWN)
     ]
     return page(request, "certificates.html", claims, certificates=mine)
 

@@ -214,9 +214,23 @@ def list_users(
 ProposalId = Annotated[int, Path(ge=1, le=2**31)]
 
 
-@router.get("/governance", response_model=ProposalsOut)
-def proposals(actor: AdminDep, api: ApiDep) -> dict[str, Any]:
-    return {"proposals": Governing(api.platform, api.trading).proposals()}
+@router.get("/governance", response_model=ProposalsOut, responses=NEXT_CURSOR)
+def proposals(
+    actor: AdminDep,
+    api: ApiDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
+) -> dict[str, Any]:
+    """The proposals newest first by id; the next page's cursor is the `Next-Cursor` header,
+    absent on the last page."""
+    before = None if cursor is None else int(cursor)
+    rows = Governing(api.platform, api.trading).proposals(limit + 1, before)
+    page = rows[:limit]
+    next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
+    if next_cursor is not None:
+        response.headers["Next-Cursor"] = next_cursor
+    return {"proposals": page, "next_cursor": next_cursor}
 
 
 @router.post("/governance", status_code=201, response_model=ProposalOut)

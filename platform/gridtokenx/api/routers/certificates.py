@@ -4,15 +4,19 @@ validate and revoke."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from gridtokenx import auditlog, custody
+from gridtokenx.adapters import ledger_index, queries
 from gridtokenx.api.deps import AdminDep, PlatformDep, UserDep, pubkey
 from gridtokenx.api.schemas import (
+    CERTIFICATE_CURSOR_PATTERN,
+    CURSOR_HELP,
+    NEXT_CURSOR,
     CertificateOut,
     CertifyIn,
     CertTransferIn,
@@ -61,9 +65,40 @@ def custodial_key(platform: Platform, user_id: str) -> Keypair:
     return platform.keys.get(name)
 
 
-@router.get("/certificates", response_model=list[CertificateOut])
-def my_certificates(claims: UserDep, platform: PlatformDep) -> list[dict[str, Any]]:
-    return [cert_json(c) for c in platform.certificates.all() if str(c.holder) == claims.wallet]
+def indexed_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A `ledger_certificates` row in `cert_json`'s shape."""
+    out = {k: row[k] for k in ("mint", "meter_id", "period", "from_wh", "to_wh", "source")}
+    return {
+        **out,
+        "wh": row["to_wh"] - row["from_wh"],
+        "status": row["status"],
+        "holder": row["holder"],
+    }
+
+
+@router.get("/certificates", response_model=list[CertificateOut], responses=NEXT_CURSOR)
+def my_certificates(
+    claims: UserDep,
+    platform: PlatformDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[
+        str | None, Query(pattern=CERTIFICATE_CURSOR_PATTERN, description=CURSOR_HELP)
+    ] = None,
+) -> list[dict[str, Any]]:
+    """The certificates the caller's wallet holds, newest issue first by (pos, mint), from the
+    certificate index caught up with the chain first (so it answers what the chain holds);
+    the next page's cursor is the `Next-Cursor` header, absent on the last page."""
+    ledger_index.catch_up_certificates(platform.books, platform.ledger)
+    before = None
+    if cursor is not None:
+        pos, mint = cursor.split(".", 1)
+        before = (int(pos), mint)
+    rows = queries.certificates_of_holder(platform.books, claims.wallet, limit + 1, before)
+    page = rows[:limit]
+    if len(rows) > limit:
+        response.headers["Next-Cursor"] = f"{page[-1]['pos']}.{page[-1]['mint']}"
+    return [indexed_json(r) for r in page]
 
 
 @router.post("/certificates/{mint}/transfer", response_model=CertificateOut)
