@@ -599,3 +599,52 @@ def test_a_ledger_without_signature_checks_is_in_memory_and_still_requires_signe
         with pytest.raises(LedgerError) as err:
             ledger.send([unsigned], [])
         assert err.value.code == "missing_required_signature"
+
+
+def test_own_transactions_skip_the_svms_second_check_and_replays_verify_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction the ledger itself just signed (`send`, `send_many`) runs without
+    LiteSVM checking its signatures again; one from elsewhere (`send_transaction`) is checked
+    before and after; and a restart's replay checks every signature of the log: a record
+    whose signature is bad (here: signed wrongly by a broken signer) is refused there."""
+    from solders.message import Message
+    from solders.signature import Signature
+    from solders.system_program import TransferParams, transfer
+
+    from gridtokenx.ledger import backend
+
+    payer, alice, mallory = Keypair(), Keypair(), Keypair()
+    ledger = EmbeddedLedger(tmp_path / "chain", payer)
+
+    def pay(lamports: int) -> Any:
+        return transfer(
+            TransferParams(from_pubkey=alice.pubkey(), to_pubkey=payer.pubkey(), lamports=lamports)
+        )
+
+    def forged() -> Transaction:
+        tx = Transaction(
+            [payer, alice], Message([pay(9)], payer.pubkey()), ledger.latest_blockhash()
+        )
+        fake = Signature.from_bytes(bytes(mallory.sign_message(bytes(tx.message_data()))))
+        return Transaction.populate(tx.message, [tx.signatures[0], fake])
+
+    ledger.fund(alice.pubkey(), 10**9)
+    with pytest.raises(LedgerError) as err:
+        ledger.send_transaction(forged())
+    assert err.value.code == "signature_failure"
+    assert ledger.send_many([([pay(3)], [alice]), ([pay(4)], [alice])])[1] == str(
+        ledger.history()[-1].signature
+    )
+    with pytest.raises(LedgerError) as err:  # the own sends left the check on for others
+        ledger.send_transaction(forged())
+    assert err.value.code == "signature_failure"
+    assert ledger.svm.get_balance(alice.pubkey()) == 10**9 - 7
+    # a signer that signs the wrong bytes: the sending ledger does not look, a replay does
+    monkeypatch.setattr(backend, "sign_with", lambda key, message: Signature.from_bytes(bytes(64)))
+    ledger.send([pay(5)], [alice])
+    assert ledger.svm.get_balance(alice.pubkey()) == 10**9 - 12
+    ledger.close()
+    with pytest.raises(LedgerError) as err:
+        EmbeddedLedger(tmp_path / "chain", payer)
+    assert err.value.code == "replay_diverged"

@@ -29,7 +29,7 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from gridtokenx.ledger.backend import LedgerError, fits, memo, public_key
+from gridtokenx.ledger.backend import LedgerError, fits, note, public_key
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.tokens import Mint
 from gridtokenx.wire import merkle
@@ -159,7 +159,7 @@ def pack(
 ) -> list[list[Transfer]]:
     """Transfers in as few legacy transactions as fit (about 18-20 each)."""
     escrow = dep.escrow.pubkey()
-    widest = memo(f"{SETTLE} {epoch} {root.hex()} 99999/99999")
+    widest = note(f"{SETTLE} {epoch} {root.hex()} 99999/99999")
     parts: list[list[Transfer]] = []
     group: list[Transfer] = []
     ixs: list[Instruction] = []
@@ -194,7 +194,7 @@ def settle_epoch(
         ixs: list[Instruction] = [
             _mint(dep, t.asset).transfer_ix(escrow_key, t.owner, t.amount) for t in part
         ]
-        signatures.append(dep.ledger.send([*ixs, memo(text)], [escrow]))
+        signatures.append(dep.ledger.send([*ixs, note(text)], [escrow]))
     return signatures
 
 
@@ -208,7 +208,7 @@ def lock(dep: Deployment, owner: Holder, order_id: str, asset: str, amount: int)
         return done
     authority, signer = _signing(owner)
     ix = _mint(dep, asset).transfer_ix(owner.pubkey(), dep.escrow.pubkey(), amount, authority)
-    return dep.ledger.send([ix, memo(text)], [signer])
+    return dep.ledger.send([ix, note(text)], [signer])
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerEr
     def pair(e: Escrow) -> tuple[list[Instruction], Keypair]:
         authority, signer = _signing(e.holder)
         ix = _mint(dep, e.asset).transfer_ix(e.owner, escrow_key, e.amount, authority)
-        return [ix, memo(e.memo)], signer
+        return [ix, note(e.memo)], signer
 
     parts: list[tuple[list[int], list[Instruction], list[Keypair]]] = []
     for k in todo:
@@ -290,7 +290,7 @@ def refund(dep: Deployment, order_id: str, owner: Pubkey, asset: str, amount: in
     if done:
         return done
     ix = _mint(dep, asset).transfer_ix(dep.escrow.pubkey(), owner, amount)
-    return dep.ledger.send([ix, memo(text)], [dep.escrow])
+    return dep.ledger.send([ix, note(text)], [dep.escrow])
 
 
 def burn_consumption(
@@ -308,4 +308,4 @@ def burn_consumption(
         granted = dep.grx.allowance(owner.pubkey())
         amount = min(amount, granted[1] if granted and granted[0] == authority else 0)
     ixs = [dep.grx.burn_ix(owner.pubkey(), amount, authority)] if amount > 0 else []
-    return amount, dep.ledger.send([*ixs, memo(text)], [signer] if ixs else [])
+    return amount, dep.ledger.send([*ixs, note(text)], [signer] if ixs else [])
