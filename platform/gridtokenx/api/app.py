@@ -88,7 +88,10 @@ def create_app(
     proxies: tuple[str, ...] | None = None,
     auto_approve: bool = False,
     kyc_url: str | None = None,
+    fast_orders: bool = True,
 ) -> FastAPI:
+    """`fast_orders` False: every order through the router (`orders.FastPath` off; tests
+    compare the two)."""
     user_limit, ip_limit = limits_per_minute or limits()
     api = Api(
         platform,
@@ -128,6 +131,9 @@ def create_app(
     requests = Counter("gtx_api_requests", "API requests", ["method", "status"], registry=registry)
     latency = Histogram("gtx_api_seconds", "API latency", registry=registry)
     PlatformMetrics(platform, trading).register(registry)  # market and ledger (metrics.py)
+    if fast_orders:  # innermost: inside the body limit, the per-address limit, the metrics
+        fast = Counter("gtx_api_fast_orders", "Orders placed by the fast path", registry=registry)
+        app.add_middleware(orders.FastPath, api=api, taken=fast)
     app.add_middleware(BodyLimit, limit=body_limit, larger={"/api/v1/hub/batches": batch_limit})
 
     app.add_middleware(PerAddress, api=api, requests=requests, latency=latency)

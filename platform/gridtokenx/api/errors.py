@@ -64,6 +64,16 @@ def error_response(err: CodedError) -> JSONResponse:
     )
 
 
+def response_for(err: Exception, where: str) -> JSONResponse:
+    """Any exception's answer, as the handlers below give it: a coded or ledger error its
+    status, anything else (a bug) logged and a 500 `internal_error`."""
+    coded = err if isinstance(err, CodedError) else translate(err)
+    if coded is None:
+        log.error("unhandled error on %s", where, exc_info=err)
+        return JSONResponse({"code": "internal_error", "message": "internal error"}, 500)
+    return error_response(coded)
+
+
 def translate(err: Exception) -> CodedError | None:
     """A ledger-package error as the kind it is; None if it is not one."""
     if isinstance(err, LedgerError):

@@ -1,14 +1,27 @@
-"""A household's orders: place (with escrow; honours Idempotency-Key), cancel, list."""
+"""A household's orders: place (with escrow; honours Idempotency-Key), cancel, list.
+
+`POST /api/v1/orders` is the platform's hottest request, so its common case (a JSON body
+that validates, a bearer token that decodes, no Idempotency-Key) is answered by `FastPath`,
+an ASGI middleware in front of the router that runs the very same steps as the route (the
+`OrderIn` model, `Accounts.decode`, the role, the per-user limit, `Trading.place_async`,
+the one error mapping) without the framework's routing and dependency solving, which cost
+more event-loop time than the rest of the request. Any other request, and any request the
+fast path would refuse before placing, goes to the route unchanged, which answers it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gridtokenx.api.deps import TraderDep, TradingDep, UserDep
+from gridtokenx.api.deps import Api, TraderDep, TradingDep, UserDep
+from gridtokenx.api.errors import error_response, response_for
 from gridtokenx.api.schemas import (
     CURSOR_HELP,
     NEXT_CURSOR,
@@ -17,8 +30,12 @@ from gridtokenx.api.schemas import (
     OrderOut,
     errors,
 )
-from gridtokenx.errors import Forbidden
+from gridtokenx.errors import CodedError, Forbidden, RateLimited
 from gridtokenx.services.orders import OrderRequest, place_order
+
+log = logging.getLogger("gridtokenx.api")
+TRADERS = ("consumer", "prosumer", "admin")
+PATH = "/api/v1/orders"
 
 router = APIRouter(
     prefix="/api/v1", tags=["orders"], responses=errors(401, 403, 409, 413, 422, 429, 503)
@@ -34,7 +51,7 @@ async def place(
 ) -> JSONResponse:
     """On the event loop: the placement waits for its group commit without a thread of its
     own. With an Idempotency-Key the key's claim reads the database first: in a thread."""
-    if claims.role not in ("consumer", "prosumer", "admin"):
+    if claims.role not in TRADERS:
         raise Forbidden("wrong_role", "only households trade")
     request = OrderRequest(body.side, body.quantity_wh, body.price, body.zone, body.tif)
     if idempotency_key:
@@ -82,3 +99,87 @@ def my_orders(
         last = page[-1]
         response.headers["Next-Cursor"] = f"{last['epoch']}.{last['seq']}.{last['order_id']}"
     return page
+
+
+class FastPath:
+    """`POST /api/v1/orders` in its common case without the router (see the module's
+    docstring); `taken` counts the requests it answered (`gtx_api_fast_orders`). It sits
+    inside the body limit, the per-address limit, the metrics and the access log, so those
+    apply as to any request."""
+
+    def __init__(self, app: ASGIApp, api: Api, taken: Counter) -> None:
+        self.app, self.api, self.taken = app, api, taken
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api = self.api
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != PATH
+            or api.trading is None
+            or api.accounts is None
+        ):
+            await self.app(scope, receive, send)
+            return
+        authorization = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is not None:  # twice: the route decides
+                    authorization = b""
+                    break
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"idempotency-key":  # its claim reads the database: the route
+                authorization = b""
+                break
+        messages: list[Message] = []
+        body = b""
+        while True:  # the body limit has read it already: these messages are in memory
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        claims = order = None
+        if (
+            authorization is not None
+            and authorization.startswith(b"Bearer ")
+            and content_type is not None
+            and content_type.split(b";")[0].strip().lower() == b"application/json"
+            and messages[-1]["type"] == "http.request"
+        ):
+            try:
+                order = OrderIn.model_validate_json(body)
+                claims = api.accounts.decode(authorization[7:].decode("latin-1"))
+            except (ValidationError, CodedError, UnicodeError):
+                claims = None
+        if claims is None or order is None or claims.role not in TRADERS:
+            await self.app(scope, replay, send)  # the route answers, refusals included
+            return
+        self.taken.inc()
+        wait = api.limiter.hit(f"user:{claims.user_id}", api.user_limit)
+        if wait:
+            refused = RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
+            await error_response(refused)(scope, replay, send)
+            return
+        try:
+            row = await api.trading.place_async(
+                claims.user_id,
+                order.side,
+                order.quantity_wh,
+                order.price,
+                order.zone,
+                order.tif,
+                family=claims.family,
+            )
+        except Exception as err:
+            await response_for(err, f"POST {PATH}")(scope, replay, send)
+            return
+        await JSONResponse(row, status_code=201)(scope, replay, send)
