@@ -146,6 +146,19 @@ def test_what_the_fast_path_would_refuse_the_route_answers_alike(site: Site) -> 
         headers={**auth, "Content-Type": "text/plain"},
     )
     assert (status, body["code"]) == (422, "invalid_request")
+    # two Content-Types: the route reads the first, and both answer as it does
+    bearer = ("Authorization", auth["Authorization"])
+    for types, code in [
+        (("application/json", "text/plain"), "price_out_of_bounds"),  # parsed: price 9
+        (("text/plain", "application/json"), "invalid_request"),  # not parsed as JSON
+    ]:
+        status, body = alike(
+            fast,
+            routed,
+            content=b'{"side":"buy","quantity_wh":5,"price":9}',
+            headers=[bearer, *(("Content-Type", t) for t in types)],
+        )
+        assert (status, body["code"], taken(fast)) == (422, code, 0)
     # a role that does not trade
     site.accounts.register(
         "grid@example.org", "correct horse 1", "grid_operator", Keypair().pubkey()

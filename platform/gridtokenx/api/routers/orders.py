@@ -10,7 +10,6 @@ fast path would refuse before placing, goes to the route unchanged, which answer
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -33,7 +32,6 @@ from gridtokenx.api.schemas import (
 from gridtokenx.errors import CodedError, Forbidden, RateLimited
 from gridtokenx.services.orders import OrderRequest, place_order
 
-log = logging.getLogger("gridtokenx.api")
 TRADERS = ("consumer", "prosumer", "admin")
 PATH = "/api/v1/orders"
 
@@ -129,6 +127,9 @@ class FastPath:
                     break
                 authorization = value
             elif name == b"content-type":
+                if content_type is not None:  # twice: the route decides
+                    authorization = b""
+                    break
                 content_type = value
             elif name == b"idempotency-key":  # its claim reads the database: the route
                 authorization = b""
