@@ -44,7 +44,7 @@ def _port() -> int:
 
 
 def _start(
-    tmp: str, env: dict[str, str], name: str, database: str | None, epoch_s: float
+    tmp: str, env: dict[str, str], name: str, database: str | None, epoch_s: float, fronts: int = 0
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = _port()
     log = Path(tmp) / f"{name}.log"
@@ -60,6 +60,8 @@ def _start(
         str(port),
         "--epoch-s",
         str(epoch_s),
+        "--fronts",
+        str(fronts),
         "--auto-approve",  # the bench's sign-ups trade at once
     ]
     if database:
@@ -75,7 +77,11 @@ def _start(
 
 
 def run(
-    orders: int, concurrency: int, instances: int = 1, database: str | None = None
+    orders: int,
+    concurrency: int,
+    instances: int = 1,
+    database: str | None = None,
+    fronts: int = 0,
 ) -> dict[str, Any]:
     users = orders // 40 + 1  # the design's 50 orders per user and epoch hold
     admin = secrets.token_hex(16)
@@ -96,7 +102,7 @@ def run(
         try:
             bases = []
             for k in range(instances):  # the first makes the site's deployment, then the rest
-                server, url, _log = _start(tmp, env, f"platform-{k}", database, epoch_s)
+                server, url, _log = _start(tmp, env, f"platform-{k}", database, epoch_s, fronts)
                 servers.append(server)
                 bases.append(url)
             base = bases[0]
@@ -158,6 +164,7 @@ def run(
         **({"error_codes": dict(refused)} if refused else {}),
         "baseline_rps": baseline,
         **({"instances": instances} if checked else {}),
+        **({"fronts": fronts} if fronts else {}),
         **extra,
     }
 

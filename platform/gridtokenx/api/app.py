@@ -20,6 +20,7 @@ from gridtokenx.adapters.events import Fanout, RedisRelay, as_message
 from gridtokenx.adapters.ratelimit import Limiter, MemoryLimiter
 from gridtokenx.api import errors, pages
 from gridtokenx.api.deps import IP_LIMIT, USER_LIMIT, Api
+from gridtokenx.api.fronts import PlacementServer
 from gridtokenx.api.limits import BATCH_BODY, DEFAULT_BODY, BodyLimit, ClientAddress
 from gridtokenx.api.routers import (
     admin,
@@ -131,9 +132,11 @@ def create_app(
     requests = Counter("gtx_api_requests", "API requests", ["method", "status"], registry=registry)
     latency = Histogram("gtx_api_seconds", "API latency", registry=registry)
     PlatformMetrics(platform, trading).register(registry)  # market and ledger (metrics.py)
+    fast = Counter("gtx_api_fast_orders", "Orders placed by the fast path", registry=registry)
     if fast_orders:  # innermost: inside the body limit, the per-address limit, the metrics
-        fast = Counter("gtx_api_fast_orders", "Orders placed by the fast path", registry=registry)
         app.add_middleware(orders.FastPath, api=api, taken=fast)
+    # what the placement socket of `--fronts` counts in (`api.fronts.PlacementServer`)
+    app.state.placements = PlacementServer(api, requests, latency, fast)
     app.add_middleware(BodyLimit, limit=body_limit, larger={"/api/v1/hub/batches": batch_limit})
 
     app.add_middleware(PerAddress, api=api, requests=requests, latency=latency)

@@ -147,7 +147,11 @@ class Api:
 
     def client_ip(self, conn: HTTPConnection) -> str:
         peer = conn.client.host if conn.client else "-"
-        return self.addresses.of(peer, conn.headers.get("x-forwarded-for"))
+        # no peer address, a local address with no port: the Unix socket of this platform's
+        # fronts (0600: no one else can connect), which say who their peer was
+        server = conn.scope.get("server")
+        front = conn.client is None and server is not None and server[1] is None
+        return self.addresses.of(peer, conn.headers.get("x-forwarded-for"), front)
 
 
 def api_of(conn: HTTPConnection) -> Api:

@@ -76,7 +76,14 @@ class ClientAddress:
             return False
         return any(address in net for net in self.proxies)
 
-    def of(self, peer: str, forwarded_for: str | None) -> str:
+    def of(self, peer: str, forwarded_for: str | None, front: bool = False) -> str:
+        """`front`: the peer is one of the platform's own front processes (a Unix socket:
+        `api/fronts.py`), whose last X-Forwarded-For entry is its own peer; that entry is
+        then the peer the rule starts from."""
+        if front and forwarded_for:
+            hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+            if hops:
+                peer, forwarded_for = hops[-1][:64], ", ".join(hops[:-1])
         if not forwarded_for or not self.trusted(peer):
             return peer
         hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]

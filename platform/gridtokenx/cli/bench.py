@@ -112,6 +112,9 @@ def bench_api(
     database: Annotated[
         str | None, typer.Option(help="The books' PostgreSQL URL (needed for --instances).")
     ] = None,
+    fronts: Annotated[
+        int, typer.Option(min=0, max=16, help="Each instance's front processes (--fronts).")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Place N orders over HTTP against a platform on 127.0.0.1 (or N instances of it)."""
@@ -119,7 +122,7 @@ def bench_api(
 
     if instances > 1 and not (database or "").startswith("postgresql"):
         fail("--instances needs --database postgresql+psycopg://... (one database for all)")
-    emit(apibench.run(orders, concurrency, instances, database), as_json)
+    emit(apibench.run(orders, concurrency, instances, database, fronts), as_json)
 
 
 @app.command("growth")

@@ -327,6 +327,23 @@ class Trading:
     ) -> dict[str, Any]:
         """`place` for a caller on an event loop: it waits for its group commit without a
         thread of its own (the group-commit thread flushes)."""
+        return await asyncio.wrap_future(
+            self.submit(user_id, side, quantity_wh, price, zone, tif, family)
+        )
+
+    def submit(
+        self,
+        user_id: str,
+        side: str,
+        quantity_wh: int,
+        price: int,
+        zone: str = "default",
+        tif: str = "GFE",
+        family: str | None = None,
+    ) -> Future[dict[str, Any]]:
+        """The placement queued for the group-commit thread; its future is done (in that
+        thread) when the order is placed or refused. For callers that gather many answers
+        at once (`api.fronts.PlacementServer`: one wake-up of its loop per batch)."""
         waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, None, family)
         with self._queued:
             self._queue.append(waiting)
@@ -334,7 +351,7 @@ class Trading:
             self._flushing = True
         if start:
             self._committer.submit(self._drain)
-        return await asyncio.wrap_future(waiting.future)
+        return waiting.future
 
     def _drain(self) -> None:
         with self._queued:

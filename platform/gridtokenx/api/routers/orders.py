@@ -10,6 +10,7 @@ fast path would refuse before placing, goes to the route unchanged, which answer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gridtokenx.accounts import Claims
 from gridtokenx.api.deps import Api, TraderDep, TradingDep, UserDep
 from gridtokenx.api.errors import error_response, response_for
 from gridtokenx.api.schemas import (
@@ -99,6 +101,80 @@ def my_orders(
     return page
 
 
+async def parse_fast(
+    scope: Scope, receive: Receive, decode: Callable[[str], Claims]
+) -> tuple[list[Message], OrderIn | None, Claims | None]:
+    """A `POST /api/v1/orders` request's messages (for the route to read again) and, in the
+    fast path's case, its order and its token's claims; (messages, None, None) when the
+    route must decide: a header twice, an Idempotency-Key, not JSON, a body that does not
+    validate, a token that does not decode, a role that does not trade."""
+    authorization = content_type = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is not None:  # twice: the route decides
+                authorization = b""
+                break
+            authorization = value
+        elif name == b"content-type":
+            if content_type is not None:  # twice: the route decides
+                authorization = b""
+                break
+            content_type = value
+        elif name == b"idempotency-key":  # its claim reads the database: the route
+            authorization = b""
+            break
+    messages: list[Message] = []
+    body = b""
+    while True:  # the body limit has read it already: these messages are in memory
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    if (
+        authorization is None
+        or not authorization.startswith(b"Bearer ")
+        or content_type is None
+        or content_type.split(b";")[0].strip().lower() != b"application/json"
+        or messages[-1]["type"] != "http.request"
+    ):
+        return messages, None, None
+    try:
+        order = OrderIn.model_validate_json(body)
+        claims = decode(authorization[7:].decode("latin-1"))
+    except (ValidationError, CodedError, UnicodeError):
+        return messages, None, None
+    if claims.role not in TRADERS:
+        return messages, None, None
+    return messages, order, claims
+
+
+async def answer_fast(api: Api, user_id: str, family: str, order: OrderIn) -> JSONResponse:
+    """The fast path's placement and its answer: the per-user limit, then
+    `Trading.place_async`, every refusal mapped as the route's."""
+    wait = api.limiter.hit(f"user:{user_id}", api.user_limit)
+    if wait:
+        return error_response(
+            RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
+        )
+    assert api.trading is not None
+    try:
+        row = await api.trading.place_async(
+            user_id,
+            order.side,
+            order.quantity_wh,
+            order.price,
+            order.zone,
+            order.tif,
+            family=family,
+        )
+    except Exception as err:
+        return response_for(err, f"POST {PATH}")
+    return JSONResponse(row, status_code=201)
+
+
 class FastPath:
     """`POST /api/v1/orders` in its common case without the router (see the module's
     docstring); `taken` counts the requests it answered (`gtx_api_fast_orders`). It sits
@@ -119,68 +195,14 @@ class FastPath:
         ):
             await self.app(scope, receive, send)
             return
-        authorization = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is not None:  # twice: the route decides
-                    authorization = b""
-                    break
-                authorization = value
-            elif name == b"content-type":
-                if content_type is not None:  # twice: the route decides
-                    authorization = b""
-                    break
-                content_type = value
-            elif name == b"idempotency-key":  # its claim reads the database: the route
-                authorization = b""
-                break
-        messages: list[Message] = []
-        body = b""
-        while True:  # the body limit has read it already: these messages are in memory
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        messages, order, claims = await parse_fast(scope, receive, api.accounts.decode)
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
-        claims = order = None
-        if (
-            authorization is not None
-            and authorization.startswith(b"Bearer ")
-            and content_type is not None
-            and content_type.split(b";")[0].strip().lower() == b"application/json"
-            and messages[-1]["type"] == "http.request"
-        ):
-            try:
-                order = OrderIn.model_validate_json(body)
-                claims = api.accounts.decode(authorization[7:].decode("latin-1"))
-            except (ValidationError, CodedError, UnicodeError):
-                claims = None
-        if claims is None or order is None or claims.role not in TRADERS:
+        if claims is None or order is None:
             await self.app(scope, replay, send)  # the route answers, refusals included
             return
         self.taken.inc()
-        wait = api.limiter.hit(f"user:{claims.user_id}", api.user_limit)
-        if wait:
-            refused = RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
-            await error_response(refused)(scope, replay, send)
-            return
-        try:
-            row = await api.trading.place_async(
-                claims.user_id,
-                order.side,
-                order.quantity_wh,
-                order.price,
-                order.zone,
-                order.tif,
-                family=claims.family,
-            )
-        except Exception as err:
-            await response_for(err, f"POST {PATH}")(scope, replay, send)
-            return
-        await JSONResponse(row, status_code=201)(scope, replay, send)
+        response = await answer_fast(api, claims.user_id, claims.family, order)
+        await response(scope, replay, send)

@@ -1,0 +1,177 @@
+"""`gridtokenx platform run --fronts N`: front processes on the public port, the core
+behind its Unix sockets (real processes, SQLite, the embedded ledger)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from platform_process import ADMIN_H, PlatformProcess
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from gridtokenx.api.fronts import MAX_FRAME, frame, read_frame
+from gridtokenx.api.limits import ClientAddress
+
+
+def wait_for(p: PlatformProcess, text: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 60
+    while p.output().count(text) < count:
+        assert time.monotonic() < deadline, p.output()[-2000:]
+        time.sleep(0.1)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.fixture
+def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformProcess]:
+    monkeypatch.setenv("GTX_LIMIT_PER_USER", "6")  # the core's limit, whatever front
+    monkeypatch.setenv("GTX_LOG_FORMAT", "text")
+    p = PlatformProcess(tmp_path / "data", extra=("--fronts", "2")).wait_ready()
+    yield p
+    p.stop()
+
+
+def household(base: str, email: str) -> tuple[str, str]:
+    """(user id, access token) of a new household with 10 THB, through the fronts."""
+    with httpx.Client(base_url=base, timeout=60) as c:
+        user = c.post("/api/v1/auth/register", json={"email": email, "password": "long password"})
+        assert user.status_code == 201, user.text
+        uid = user.json()["user_id"]
+        topup = {"user_id": uid, "micro_thb": 10_000_000, "reference": f"t-{email.split('@')[0]}"}
+        r = c.post("/api/v1/admin/topup", headers=ADMIN_H, json=topup)
+        assert r.status_code == 200, r.text
+        login = c.post("/api/v1/auth/login", json={"email": email, "password": "long password"})
+        return uid, str(login.json()["access_token"])
+
+
+def post_order(base: str, token: str, body: dict[str, object], **headers: str) -> httpx.Response:
+    with httpx.Client(base_url=base, timeout=60) as c:  # a new connection: any front
+        return c.post(
+            "/api/v1/orders", json=body, headers={"Authorization": f"Bearer {token}", **headers}
+        )
+
+
+def test_fronts_place_orders_and_forward_the_rest_with_the_cores_limits(
+    core: PlatformProcess,
+) -> None:
+    wait_for(core, "2 front processes")  # said once both fronts hold their placement socket
+    assert core.output().count("ready on 127.0.0.1") == 2
+    assert not core.client.get("/health").is_error
+    uid, token = household(core.url, "f1@example.org")
+    buy = {"side": "buy", "quantity_wh": 1000, "price": 3_000_000}
+    placed = post_order(core.url, token, buy)  # the fast path: the placement socket
+    assert placed.status_code == 201, placed.text
+    row = placed.json()
+    assert (row["user_id"], row["side"], row["quantity_wh"], row["price"], row["status"]) == (
+        uid,
+        "buy",
+        1000,
+        3_000_000,
+        "open",
+    )
+    # refusals come back as the core gives them: the fast path's and the route's
+    broke = post_order(core.url, token, {**buy, "quantity_wh": 5_000})
+    assert (broke.status_code, broke.json()["code"]) == (422, "insufficient_funds")
+    bad = post_order(core.url, token, {**buy, "quantity_wh": 0})
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
+    first = post_order(core.url, token, buy, **{"Idempotency-Key": "k-1"})
+    again = post_order(core.url, token, buy, **{"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 201
+    assert first.json()["order_id"] == again.json()["order_id"]
+    # the per-user limit (6 a minute) is the core's: 5 requests above, 1 left, whatever front
+    answers = [post_order(core.url, token, buy).status_code for _ in range(4)]
+    assert answers == [201, 429, 429, 429]
+    with httpx.Client(base_url=core.url, timeout=60) as c:  # forwarded: listed by the core
+        listed = c.get("/api/v1/orders", headers={"Authorization": f"Bearer {token}"})
+    assert listed.status_code == 429  # still this minute's limit: the same count
+    assert listed.json()["code"] == "rate_limited"
+
+
+def test_a_spoofed_forwarded_for_through_a_front_is_not_believed() -> None:
+    addresses = ClientAddress(())
+    # the core sees the client's own header, then the front's peer appended
+    assert addresses.of("-", "6.6.6.6, 127.0.0.1", front=True) == "127.0.0.1"
+    assert addresses.of("-", "127.0.0.1", front=True) == "127.0.0.1"
+    behind = ClientAddress(("10.0.0.0/8",))  # the fronts behind a trusted reverse proxy
+    assert behind.of("-", "6.6.6.6, 198.51.100.7, 10.0.0.2", front=True) == "198.51.100.7"
+    assert addresses.of("203.0.113.9", "6.6.6.6") == "203.0.113.9"  # TCP: no front
+
+
+def test_websockets_are_relayed_and_a_bad_token_is_closed_as_by_the_core(
+    core: PlatformProcess,
+) -> None:
+    _uid, token = household(core.url, "f2@example.org")
+    ws_url = core.url.replace("http://", "ws://")
+    with connect(f"{ws_url}/ws?token={token}") as ws:
+        ws.send(json.dumps({"subscribe": ["account"]}))
+        assert json.loads(ws.recv(timeout=30)) == {"type": "subscribed", "data": ["account"]}
+        placed = post_order(
+            core.url, token, {"side": "buy", "quantity_wh": 500, "price": 2_000_000}
+        )
+        assert placed.status_code == 201
+        event = json.loads(ws.recv(timeout=30))
+        assert (event["type"], event["data"]["order_id"]) == ("order", placed.json()["order_id"])
+    with connect(f"{ws_url}/ws?token=nonsense") as ws, pytest.raises(ConnectionClosed):
+        ws.recv(timeout=30)
+    assert (ws.close_code, ws.close_reason) == (4401, "bad_token")
+
+
+def test_a_killed_front_is_restarted_and_the_fronts_end_with_the_core(
+    core: PlatformProcess,
+) -> None:
+    fronts = children(core.process.pid)
+    assert len(fronts) == 2
+    os.kill(fronts[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while "front 0 exited" not in core.output() and "front 1 exited" not in core.output():
+        assert time.monotonic() < deadline, core.output()[-2000:]
+        time.sleep(0.2)
+    wait_for(core, "ready on 127.0.0.1", 3)
+    assert sorted(children(core.process.pid)) != sorted(fronts)
+    _uid, token = household(core.url, "f3@example.org")
+    buy = {"side": "buy", "quantity_wh": 100, "price": 2_000_000}
+    assert [post_order(core.url, token, buy).status_code for _ in range(4)] == [201] * 4
+    now = children(core.process.pid)
+    assert (core.data / "core.sock").exists() and (core.data / "place.sock").exists()
+    assert oct((core.data / "core.sock").stat().st_mode & 0o777) == "0o600"
+    core.stop()
+    for pid in now:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+    assert not (core.data / "core.sock").exists()
+    assert not (core.data / "place.sock").exists()
+
+
+def test_the_placement_socket_drops_an_oversized_frame_and_refuses_a_bad_one(
+    core: PlatformProcess,
+) -> None:
+    path = str(core.data / "place.sock")
+
+    async def exchange() -> tuple[dict[str, object] | None, bytes]:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(frame({"id": 7, "user_id": "u", "order": {"side": "sell", "price": -1}}))
+        answer = await read_frame(reader)
+        writer.write((MAX_FRAME + 1).to_bytes(4, "big"))  # then nothing more is read
+        rest = await reader.read()
+        writer.close()
+        return answer, rest
+
+    answer, rest = asyncio.run(exchange())
+    assert answer is not None
+    assert (answer["id"], answer["status"]) == (7, 422)
+    assert json.loads(str(answer["body"]))["code"] == "invalid_request"
+    assert rest == b""  # the connection dropped
+    assert "a frame of 65537 bytes" in core.output()
+    assert not core.client.get("/health").is_error  # the core and its fronts still serve
