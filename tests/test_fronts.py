@@ -66,7 +66,10 @@ def test_fronts_place_orders_and_forward_the_rest_with_the_cores_limits(
 ) -> None:
     wait_for(core, "2 front processes")  # said once both fronts hold their placement socket
     assert core.output().count("ready on 127.0.0.1") == 2
-    assert not core.client.get("/health").is_error
+    health = core.client.get("/health")  # the front's own liveness
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    ready = core.client.get("/ready")  # forwarded: the core's dependencies
+    assert (ready.status_code, ready.json()["checks"]["database"]) == (200, "ok")
     uid, token = household(core.url, "f1@example.org")
     buy = {"side": "buy", "quantity_wh": 1000, "price": 3_000_000}
     placed = post_order(core.url, token, buy)  # the fast path: the placement socket

@@ -33,8 +33,13 @@ CHECK_MAX = 50_000  # entries one look verifies at most (a long unverified log: 
 _checking = threading.Lock()
 
 
+# `json.dumps` with options builds an encoder per call: these are built once (the same text)
+_body = json.JSONEncoder(separators=(",", ":")).encode
+_detail = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def _hash(prev: bytes, seq: int, ts: int, actor: str, action: str, detail: str) -> bytes:
-    body = json.dumps([seq, ts, actor, action, detail], separators=(",", ":")).encode()
+    body = _body([seq, ts, actor, action, detail]).encode()
     return hashlib.sha256(prev + body).digest()
 
 
@@ -84,7 +89,7 @@ def append_many(c: Connection, entries: Sequence[tuple[str, str, dict[str, Any]]
     ts = int(time.time())
     rows = []
     for actor, action, detail in entries:
-        text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+        text = _detail(detail)
         seq += 1
         digest = _hash(prev, seq, ts, actor, action, text)
         rows.append(

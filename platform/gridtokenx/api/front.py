@@ -122,6 +122,9 @@ class Front:
             await self.lifespan(receive, send)
         elif scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
+        elif scope["method"] == "GET" and scope["path"] == "/health":
+            # this process's liveness, as the core's own /health; /ready asks the core
+            await JSONResponse({"status": "ok"})(scope, receive, send)
         elif scope["method"] == "POST" and scope["path"] == PATH:
             messages, order, claims = await parse_fast(scope, receive, self.accounts.decode)
 

@@ -74,8 +74,11 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return frame
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per frame
+
+
 def frame(payload: dict[str, Any]) -> bytes:
-    data = json.dumps(payload, separators=(",", ":")).encode()
+    data = _encode(payload).encode()
     return HEAD.pack(len(data)) + data
 
 

@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthOut)
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:  # on the event loop: no worker thread for a constant
     return {"status": "ok"}
 
 
