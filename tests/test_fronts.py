@@ -37,6 +37,7 @@ def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformPr
     monkeypatch.setenv("GTX_LIMIT_PER_USER", "6")  # the core's limit, whatever front
     monkeypatch.setenv("GTX_LOG_FORMAT", "text")
     p = PlatformProcess(tmp_path / "data", extra=("--fronts", "2")).wait_ready()
+    wait_for(p, "2 front processes")  # both up (one front answers /ready before the other)
     yield p
     p.stop()
 
@@ -64,7 +65,6 @@ def post_order(base: str, token: str, body: dict[str, object], **headers: str) -
 def test_fronts_place_orders_and_forward_the_rest_with_the_cores_limits(
     core: PlatformProcess,
 ) -> None:
-    wait_for(core, "2 front processes")  # said once both fronts hold their placement socket
     assert core.output().count("ready on 127.0.0.1") == 2
     health = core.client.get("/health")  # the front's own liveness
     assert (health.status_code, health.json()) == (200, {"status": "ok"})

@@ -81,10 +81,11 @@ def serve_with_fronts(
             children[k] = start(k)
         deadline = time.monotonic() + READY_S
         while placement.connections < fronts:
-            if time.monotonic() > deadline or any(c and c.poll() is not None for c in children):
+            if time.monotonic() > deadline:  # e.g. the port is taken: each start fails
                 typer.echo("platform: the fronts did not start", err=True)
                 server.should_exit = True
                 return
+            restart()
             await asyncio.sleep(0.05)
         typer.echo(
             f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs), "
@@ -92,10 +93,13 @@ def serve_with_fronts(
         )
         while not server.should_exit:
             await asyncio.sleep(0.5)
-            for k, child in enumerate(children):
-                if child is not None and child.poll() is not None and not server.should_exit:
-                    typer.echo(f"platform: front {k} exited ({child.returncode}), restarted")
-                    children[k] = start(k)
+            restart()
+
+    def restart() -> None:
+        for k, child in enumerate(children):
+            if child is not None and child.poll() is not None and not server.should_exit:
+                typer.echo(f"platform: front {k} exited ({child.returncode}), restarted")
+                children[k] = start(k)
 
     async def main() -> None:
         await placement.start(placements)
