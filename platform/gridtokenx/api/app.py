@@ -36,7 +36,6 @@ from gridtokenx.api.routers import (
     wallet,
     ws,
 )
-from gridtokenx.errors import RateLimited
 from gridtokenx.kyc import KycCheck
 from gridtokenx.metrics import PlatformMetrics
 from gridtokenx.services.site import Platform
@@ -170,12 +169,10 @@ class PerAddress:
             await send(message)
 
         try:
-            wait = 0
+            refused = None
             if scope["path"].startswith("/api/"):
-                address = self.api.client_ip(HTTPConnection(scope))
-                wait = self.api.limiter.hit(f"ip:{address}", self.api.ip_limit)
-            if wait:
-                refused = RateLimited("rate_limited", "too many requests from this address", wait)
+                refused = self.api.over_address_limit(self.api.client_ip(HTTPConnection(scope)))
+            if refused is not None:
                 await errors.error_response(refused)(scope, receive, sending)
             else:
                 await self.app(scope, receive, sending)

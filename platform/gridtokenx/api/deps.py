@@ -145,6 +145,20 @@ class Api:
         auditlog.append(self.platform.books, "kyc", "kyc.passed", detail)
         return status
 
+    def over_user_limit(self, user_id: str) -> RateLimited | None:
+        """One request of this user counted; its refusal when over the per-user limit."""
+        wait = self.limiter.hit(f"user:{user_id}", self.user_limit)
+        if not wait:
+            return None
+        return RateLimited("rate_limited", f"{self.user_limit} requests a minute", wait)
+
+    def over_address_limit(self, address: str) -> RateLimited | None:
+        """One request from this address counted; its refusal when over the limit."""
+        wait = self.limiter.hit(f"ip:{address}", self.ip_limit)
+        if not wait:
+            return None
+        return RateLimited("rate_limited", "too many requests from this address", wait)
+
     def client_ip(self, conn: HTTPConnection) -> str:
         peer = conn.client.host if conn.client else "-"
         # no peer address, a local address with no port: the Unix socket of this platform's
@@ -199,9 +213,9 @@ def get_user(
 ) -> Claims:
     """The caller's claims from a valid, unrevoked access token, within its rate limit."""
     claims = accounts.verify(bearer(authorization))
-    wait = api.limiter.hit(f"user:{claims.user_id}", api.user_limit)
-    if wait:
-        raise RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
+    refused = api.over_user_limit(claims.user_id)
+    if refused is not None:
+        raise refused
     return claims
 
 
@@ -212,9 +226,9 @@ async def get_trader(
     expiry, and the rate limit, here; its login and account are checked with the whole group
     commit it joins (`Trading._admit`), by the same rules and codes as `get_user`."""
     claims = accounts.decode(bearer(authorization))
-    wait = api.limiter.hit(f"user:{claims.user_id}", api.user_limit)
-    if wait:
-        raise RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
+    refused = api.over_user_limit(claims.user_id)
+    if refused is not None:
+        raise refused
     return claims
 
 

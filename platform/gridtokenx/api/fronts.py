@@ -43,7 +43,7 @@ from starlette.responses import JSONResponse
 from gridtokenx.api.deps import Api
 from gridtokenx.api.errors import error_response, response_for
 from gridtokenx.api.schemas import OrderIn
-from gridtokenx.errors import InvalidInput, RateLimited
+from gridtokenx.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
@@ -138,19 +138,13 @@ class PlacementServer:
             user_id, family = str(request["user_id"]), str(request.get("family", ""))
             address = str(request.get("address", "-"))[:64]
         except (ValidationError, KeyError, TypeError):
-            refused: Exception = InvalidInput("invalid_request", "not a placement frame")
-            self._refuse(key, writer, response_for(refused, "placement socket"), start)
+            bad = InvalidInput("invalid_request", "not a placement frame")
+            self._refuse(key, writer, error_response(bad), start)
             return
         self.taken.inc()
-        wait = api.limiter.hit(f"ip:{address}", api.ip_limit)
-        if wait:
-            refused = RateLimited("rate_limited", "too many requests from this address", wait)
-            self._refuse(key, writer, error_response(refused), start)
-            return
-        wait = api.limiter.hit(f"user:{user_id}", api.user_limit)
-        if wait:
-            refused = RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
-            self._refuse(key, writer, error_response(refused), start)
+        limited = api.over_address_limit(address) or api.over_user_limit(user_id)
+        if limited is not None:
+            self._refuse(key, writer, error_response(limited), start)
             return
         assert api.trading is not None
         future = api.trading.submit(

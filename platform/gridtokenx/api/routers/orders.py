@@ -31,7 +31,7 @@ from gridtokenx.api.schemas import (
     OrderOut,
     errors,
 )
-from gridtokenx.errors import CodedError, Forbidden, RateLimited
+from gridtokenx.errors import CodedError, Forbidden
 from gridtokenx.services.orders import OrderRequest, place_order
 
 TRADERS = ("consumer", "prosumer", "admin")
@@ -154,11 +154,9 @@ async def parse_fast(
 async def answer_fast(api: Api, user_id: str, family: str, order: OrderIn) -> JSONResponse:
     """The fast path's placement and its answer: the per-user limit, then
     `Trading.place_async`, every refusal mapped as the route's."""
-    wait = api.limiter.hit(f"user:{user_id}", api.user_limit)
-    if wait:
-        return error_response(
-            RateLimited("rate_limited", f"{api.user_limit} requests a minute", wait)
-        )
+    refused = api.over_user_limit(user_id)
+    if refused is not None:
+        return error_response(refused)
     assert api.trading is not None
     try:
         row = await api.trading.place_async(
