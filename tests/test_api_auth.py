@@ -17,6 +17,7 @@ from databases import database
 from fastapi.testclient import TestClient
 
 from gridtokenx.accounts import ACCOUNT_FAILURES, ADDRESS_FAILURES, Accounts
+from gridtokenx.adapters.ratelimit import MemoryLimiter
 from gridtokenx.api.app import create_app
 from gridtokenx.api.limits import ClientAddress
 from gridtokenx.services.site import Platform
@@ -191,7 +192,13 @@ def test_a_spoofed_forwarded_for_header_changes_nothing(lite: Site) -> None:
     assert r.json()["code"] == "login_locked"
     # the per-address request limit ignores the header as well
     limited = create_app(
-        lite.platform, None, None, lite.accounts, limits_per_minute=(100, 3), auto_approve=True
+        lite.platform,
+        None,
+        None,
+        lite.accounts,
+        limits_per_minute=(100, 3),
+        auto_approve=True,
+        limiter=MemoryLimiter(clock=lambda: 30.0),  # one window, whatever the time
     )
     c = TestClient(limited, client=("198.51.100.20", 1))
     codes = [

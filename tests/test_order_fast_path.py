@@ -16,6 +16,7 @@ from platform_site import ADMIN, Clock, Site, fund, signup
 from solders.keypair import Keypair
 from sqlalchemy import func, select
 
+from gridtokenx.adapters.ratelimit import MemoryLimiter
 from gridtokenx.adapters.tables import market_orders
 from gridtokenx.api.app import create_app
 
@@ -32,7 +33,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
 
 
 def apps(site: Site, limits: tuple[int, int] = (100_000, 100_000)) -> tuple[TestClient, ...]:
-    """(fast, routed) clients over the same platform and market."""
+    """(fast, routed) clients over the same platform and market, each with its own limiter
+    on a stopped clock: a minute's window never ends between two requests of a test (CI
+    crossed one: a third request in "the same minute" was allowed)."""
     return tuple(
         TestClient(
             create_app(
@@ -41,6 +44,7 @@ def apps(site: Site, limits: tuple[int, int] = (100_000, 100_000)) -> tuple[Test
                 site.trading,
                 site.accounts,
                 limits_per_minute=limits,
+                limiter=MemoryLimiter(clock=lambda: 30.0),
                 fast_orders=fast,
             ),
             raise_server_exceptions=False,  # a bug's 500 is an answer here
