@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st_
 from ledger_fixtures import Chain, evidence, make_chain, reading, signed
 from nacl.signing import SigningKey
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
+from solders.message import Message
 from solders.transaction import Transaction
 
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger import tokens
-from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.ledger.backend import LedgerError, Packing, fits, note, public_key
 from gridtokenx.ledger.certificates import CertificateError, Registry
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.embedded import EmbeddedLedger
@@ -466,7 +469,6 @@ def test_mint_to_checked_bytes_match_solana_py(cosigners: int) -> None:
 
 
 def test_public_key_read_from_the_keypair_bytes_is_its_pubkey() -> None:
-    from gridtokenx.ledger.backend import public_key
 
     for keypair in (Keypair(), Keypair.from_seed(bytes(range(32)))):
         assert public_key(keypair) == keypair.pubkey()
@@ -648,3 +650,35 @@ def test_own_transactions_skip_the_svms_second_check_and_replays_verify_them(
     with pytest.raises(LedgerError) as err:
         EmbeddedLedger(tmp_path / "chain", payer)
     assert err.value.code == "replay_diverged"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st_.lists(st_.tuples(st_.integers(0, 5), st_.integers(0, 3), st_.integers(0, 120)), max_size=40)
+)
+def test_packing_grows_a_transaction_exactly_as_fits_measures_it(
+    steps: list[tuple[int, int, int]],
+) -> None:
+    """`Packing` (the size kept as instructions are added) decides as `fits` (the whole
+    message built again): shared and new accounts, signers, memos of any length."""
+    payer = Keypair()
+    keys = [Keypair().pubkey() for _ in range(6)]
+    program = Keypair().pubkey()
+    packing, held = Packing(public_key(payer)), []
+    for account, signer, memo in steps:
+        ixs = [
+            Instruction(
+                program,
+                bytes(9),
+                [AccountMeta(keys[account], False, True), AccountMeta(keys[signer], True, False)],
+            ),
+            note("m" * memo),
+        ]
+        expected = fits([*held, *ixs], payer)
+        assert packing.add(ixs) is expected
+        if expected:
+            held += ixs
+    if held:
+        assert packing.size() == 1 + 64 * len(packing.signers) + len(
+            bytes(Message(held, public_key(payer)))
+        )

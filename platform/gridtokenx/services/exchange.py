@@ -191,7 +191,7 @@ class Exchange:
         swept = 0
         index = self.dep.ledger.memo_index()
         with self.engine.begin() as c:
-            query = select(books.orders).where(books.orders.c.status == PENDING)
+            query = select(books.orders).where(books.PENDING_INTENT)
             if only is not None:
                 query = query.where(books.orders.c.order_id.in_(sorted(only)))
             if c.dialect.name == "postgresql":

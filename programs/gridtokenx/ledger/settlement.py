@@ -29,7 +29,7 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from gridtokenx.ledger.backend import LedgerError, fits, note, public_key
+from gridtokenx.ledger.backend import LedgerError, Packing, fits, note, public_key
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.tokens import Mint
 from gridtokenx.wire import merkle
@@ -252,14 +252,18 @@ def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerEr
         ix = _mint(dep, e.asset).transfer_ix(e.owner, escrow_key, e.amount, authority)
         return [ix, note(e.memo)], signer
 
+    payer_key = public_key(dep.ledger.payer)
     parts: list[tuple[list[int], list[Instruction], list[Keypair]]] = []
+    packing = Packing(payer_key)
     for k in todo:
         ixs, signer = pair(escrows[k])
-        if parts and fits([*parts[-1][1], *ixs], dep.ledger.payer):
+        if parts and packing.add(ixs):
             parts[-1][0].append(k)
             parts[-1][1].extend(ixs)
             parts[-1][2].append(signer)
         else:
+            packing = Packing(payer_key)
+            packing.add(ixs, force=True)
             parts.append(([k], ixs, [signer]))
     results = dep.ledger.send_many([(ixs, signers) for _, ixs, signers in parts])
     again: list[int] = []
