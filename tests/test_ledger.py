@@ -469,7 +469,6 @@ def test_mint_to_checked_bytes_match_solana_py(cosigners: int) -> None:
 
 
 def test_public_key_read_from_the_keypair_bytes_is_its_pubkey() -> None:
-
     for keypair in (Keypair(), Keypair.from_seed(bytes(range(32)))):
         assert public_key(keypair) == keypair.pubkey()
 

@@ -95,12 +95,8 @@ Index("ledger_orders_status", orders.c.status)
 # handful of rows, where ANALYZE tells SQLite that any one status is most of a year's table
 # and it scans the whole of it for `status = ?` (93 ms a sweep at a year, measured)
 PENDING_INTENT = text("ledger_orders.status = 'pending'")
-Index(
-    "ledger_orders_pending",
-    orders.c.order_id,
-    sqlite_where=text("status = 'pending'"),
-    postgresql_where=text("status = 'pending'"),
-)
+_pending = text("status = 'pending'")
+Index("ledger_orders_pending", orders.c.order_id, sqlite_where=_pending, postgresql_where=_pending)
 trades = Table(
     "ledger_trades",
     metadata,

@@ -235,26 +235,14 @@ class Packing:
         self.body = 0  # their bytes (program index, accounts, data)
 
     def size(self) -> int:
-        n_sig, n_keys = len(self.signers), len(self.keys)
-        return (
-            _compact_len(n_sig)
-            + 64 * n_sig
-            + 3  # header
-            + _compact_len(n_keys)
-            + 32 * n_keys
-            + 32  # blockhash
-            + _compact_len(self.count)
-            + self.body
-        )
+        return _size(len(self.signers), len(self.keys), self.count, self.body)
 
     def add(self, instructions: Sequence[Instruction], force: bool = False) -> bool:
         """Add them if the transaction still fits PACKET_DATA_SIZE with them (or `force`:
         the first of a transaction, which goes alone if it must); False: nothing added."""
-        keys, signers = set(self.keys), set(self.signers)
-        body = self.body
+        keys, signers, body = set(self.keys), set(self.signers), self.body
         for ix in instructions:
-            metas = ix.accounts
-            data = ix.data
+            metas, data = ix.accounts, ix.data
             keys.add(ix.program_id)
             for meta in metas:
                 keys.add(meta.pubkey)
@@ -262,9 +250,22 @@ class Packing:
                     signers.add(meta.pubkey)
             body += 1 + _compact_len(len(metas)) + len(metas) + _compact_len(len(data)) + len(data)
         count = self.count + len(instructions)
-        before = (self.keys, self.signers, self.count, self.body)
+        if not force and _size(len(signers), len(keys), count, body) > PACKET_DATA_SIZE:
+            return False
         self.keys, self.signers, self.count, self.body = keys, signers, count, body
-        if force or self.size() <= PACKET_DATA_SIZE:
-            return True
-        self.keys, self.signers, self.count, self.body = before
-        return False
+        return True
+
+
+def _size(signatures: int, keys: int, instructions: int, body: int) -> int:
+    """A legacy transaction's serialized bytes: its signatures, then the message (header,
+    account keys, blockhash, instructions)."""
+    return (
+        _compact_len(signatures)
+        + 64 * signatures
+        + 3  # header
+        + _compact_len(keys)
+        + 32 * keys
+        + 32  # blockhash
+        + _compact_len(instructions)
+        + body
+    )

@@ -254,10 +254,10 @@ def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerEr
 
     payer_key = public_key(dep.ledger.payer)
     parts: list[tuple[list[int], list[Instruction], list[Keypair]]] = []
-    packing = Packing(payer_key)
+    packing: Packing | None = None  # the last part's
     for k in todo:
         ixs, signer = pair(escrows[k])
-        if parts and packing.add(ixs):
+        if packing is not None and packing.add(ixs):
             parts[-1][0].append(k)
             parts[-1][1].extend(ixs)
             parts[-1][2].append(signer)
