@@ -73,6 +73,60 @@ def test_escrows_pack_five_owners_a_transaction_and_a_refused_one_fails_alone(
     assert dep.thb.balance(escrows[0].holder.pubkey()) == 700_000
 
 
+def test_a_custodial_wallets_first_escrow_grants_the_delegate_which_signs_the_next(
+    site: Site,
+) -> None:
+    """The first escrow of each custodial wallet is signed by its own key and grants the
+    platform's delegate `UNLIMITED` in the same transaction (4 such fit one); from then on
+    the delegate signs (9 fit one, with two signatures: payer and delegate). A wallet whose
+    grant is gone (a delegate other than the platform's) signs and grants again."""
+    users = [signup(site.client, f"g{k}@x.org") for k in range(9)]
+    for u in users:
+        fund(site, u, thb=10_000_000)
+    dep, wallets = site.platform.dep, site.trading.wallets
+    delegate = wallets.delegate
+    holders = [wallets[u["user_id"]] for u in users]
+
+    def escrows() -> list[st.Escrow]:
+        out = []
+        for h in holders:
+            assert not isinstance(h, st.Delegated)
+            grant = dep.thb.holding(st.owner_key(h))[1]
+            out.append(st.custodial_escrow(h, delegate, grant, order_id(), "thb", 100_000))
+        return out
+
+    first = escrows()
+    assert [e.approve for e in first] == [delegate.pubkey()] * 9
+    assert [e.holder for e in first] == holders
+    before = len(dep.ledger.history())
+    landed = st.lock_many(dep, first)
+    txs = dep.ledger.history()[before:]
+    assert [len(t.memos) for t in txs] == [4, 4, 1] and len(set(landed)) == 3
+    assert [len(t.tx.signatures) for t in txs] == [5, 5, 2]
+    for h in holders:
+        assert dep.thb.holding(st.owner_key(h)) == (
+            9_900_000,
+            (delegate.pubkey(), st.UNLIMITED),
+        )
+    second = escrows()
+    assert all(isinstance(e.holder, st.Delegated) and e.approve is None for e in second)
+    before = len(dep.ledger.history())
+    landed = st.lock_many(dep, second)
+    txs = dep.ledger.history()[before:]
+    assert [len(t.memos) for t in txs] == [9] and len(set(landed)) == 1
+    assert [len(t.tx.signatures) for t in txs] == [2]
+    assert dep.thb.balance(dep.escrow.pubkey()) == 18 * 100_000
+    left = st.UNLIMITED - 100_000
+    assert dep.thb.holding(st.owner_key(holders[0])) == (9_800_000, (delegate.pubkey(), left))
+    # a grant to another delegate (or none) is not the platform's: the wallet signs again
+    other = st.custodial_escrow(
+        holders[0], delegate, (st.owner_key(holders[1]), st.UNLIMITED), "o", "thb", 1
+    )
+    assert other.holder == holders[0] and other.approve == delegate.pubkey()
+    short = st.custodial_escrow(holders[0], delegate, (delegate.pubkey(), 5), "o", "thb", 6)
+    assert short.holder == holders[0] and short.approve == delegate.pubkey()
+
+
 def test_waiting_placements_go_in_one_batch_and_a_bad_one_fails_alone(site: Site) -> None:
     users = [signup(site.client, f"b{k}@x.org", "consumer") for k in range(9)]
     for u in users[:8]:
@@ -109,11 +163,12 @@ def test_waiting_placements_go_in_one_batch_and_a_bad_one_fails_alone(site: Site
     assert [placed[k]["seq"] for k in range(8)] == list(range(1, 9))
     assert placed[9]["seq"] == 9
     # batches {0} and {1..9} (the first owner's order 0 is in the book already); of the
-    # second, 8 escrowed: 1-5 in one transaction, 6, 7 and 9 in the next
+    # second, 8 escrowed: 1-4 in one transaction (each wallet's first escrow signs and
+    # grants the delegate: 4 fit), 5, 6, 7 and 9 (the first owner's, the delegate's) next
     by_order = {o: by_order for o, by_order in escrow_signatures(site).items()}
     assert len(by_order) == 9
     sig = [by_order[placed[k]["order_id"]] if k != 8 else "" for k in range(10)]
-    assert len(set(sig[1:6])) == 1 and sig[6] == sig[7] == sig[9] != sig[1]
+    assert len(set(sig[1:5])) == 1 and sig[5] == sig[6] == sig[7] == sig[9] != sig[1]
     assert len(set(by_order.values())) == 3
     with site.platform.books.connect() as c:
         rows = c.execute(select(market_orders.c.order_id)).scalars().all()

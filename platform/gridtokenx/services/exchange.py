@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
@@ -27,7 +28,7 @@ from gridtokenx import crashpoints
 from gridtokenx.adapters import books
 from gridtokenx.adapters.tables import market_executions, market_orders
 from gridtokenx.ledger import settlement as st
-from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.ledger.backend import LedgerError, public_key
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.market.config import Mechanism
 from gridtokenx.market.engine import EpochOutcome, Market
@@ -61,9 +62,17 @@ def _vwap(trades: list[Trade]) -> int | None:
 
 class Exchange:
     def __init__(
-        self, dep: Deployment, engine: Engine, market: Market, wallets: Mapping[str, st.Holder]
+        self,
+        dep: Deployment,
+        engine: Engine,
+        market: Market,
+        wallets: Mapping[str, st.Holder],
+        delegate: Keypair | None = None,
     ) -> None:
+        """`delegate`: the platform's delegate key, which signs a custodial wallet's escrow
+        once the wallet granted it (`st.custodial_escrow`); None: each wallet signs its own."""
         self.dep, self.engine, self.market, self.wallets = dep, engine, market, wallets
+        self.delegate = delegate
         self._trades: list[Trade] = []  # this epoch's CDA executions, persisted as they happen
 
     def wallet(self, owner: str) -> st.Holder:
@@ -168,14 +177,17 @@ class Exchange:
         if amount <= 0:  # e.g. 1 Wh at 1 uTHB/kWh: nothing to escrow, nothing it could pay
             raise OrderRejected("order_too_small", "the order's value rounds to 0 uTHB")
         owner = st.owner_key(key)
-        have = (self.dep.thb if asset == "thb" else self.dep.grx).balance(owner)
+        have, grant = (self.dep.thb if asset == "thb" else self.dep.grx).holding(owner)
         if have < amount:
             raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
-        left = st.allowance_left(self.dep, key, asset)  # a self-custody wallet's grant
-        if left is not None and left < amount:
-            raise OrderRejected(
-                "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
-            )
+        if isinstance(key, st.Delegated):  # a self-custody wallet: within its grant
+            left = grant[1] if grant is not None and grant[0] == public_key(key.delegate) else 0
+            if left < amount:
+                raise OrderRejected(
+                    "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"
+                )
+        elif self.delegate is not None:  # custodial: the delegate signs once it may
+            return st.custodial_escrow(key, self.delegate, grant, order.id, asset, amount)
         return st.Escrow(key, order.id, asset, amount, owner)
 
     def sweep_intents(

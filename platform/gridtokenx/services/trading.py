@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
@@ -76,6 +77,15 @@ class Wallets(Mapping[str, st.Holder]):
 
     def __init__(self, keystore: Keystore, engine: Any = None) -> None:
         self.keystore, self.engine = keystore, engine
+        self._delegate: Keypair | None = None
+
+    @property
+    def delegate(self) -> Keypair:
+        """The platform's delegate key (made once, `keystore.ensure`), kept: every custodial
+        escrow after a wallet's first is signed by it."""
+        if self._delegate is None:
+            self._delegate = self.keystore.ensure("delegate")
+        return self._delegate
 
     def __getitem__(self, user_id: str) -> st.Holder:
         name = user_key(user_id)
@@ -89,9 +99,7 @@ class Wallets(Mapping[str, st.Holder]):
                     )
                 ).first()
             if row is not None:
-                return st.Delegated(
-                    Pubkey.from_string(row.wallet), self.keystore.ensure("delegate")
-                )
+                return st.Delegated(Pubkey.from_string(row.wallet), self.delegate)
         raise KeyError(user_id)
 
     def __iter__(self) -> Iterator[str]:
@@ -189,7 +197,7 @@ class Trading:
         # a halted market stays on the epoch its live orders are in, until the resume
         epoch = self.current_epoch() if halted is None else self._oldest_live_epoch()
         self.market = Market(self.config, epoch=epoch)
-        self.exchange = Exchange(platform.dep, self.engine, self.market, self.wallets)
+        self.exchange = self._exchange(self.market)
         self.listeners: list[Callable[[Event], None]] = []
         self.publish_failures = 0  # listener calls that raised (`publish`)
         self._queue: deque[_Placement] = deque()  # placements waiting for a group commit
@@ -204,6 +212,9 @@ class Trading:
             self.market.halt(halted)
 
     # -- which instance runs the market --------------------------------------------------------
+    def _exchange(self, market: Market) -> Exchange:
+        return Exchange(self.platform.dep, self.engine, market, self.wallets, self.wallets.delegate)
+
     def lead(self) -> None:
         """Become the sequencer (elected, see `adapters.election`): the open epoch moves to
         the clock's (so no instance places into an epoch being recovered), then every past
@@ -214,7 +225,7 @@ class Trading:
             epoch = self.current_epoch() if halted is None else self._oldest_live_epoch()
             epoch = max(epoch, self._db_open_epoch() or 0) if halted is None else epoch
             self.market = Market(self.config, epoch=epoch)
-            self.exchange = Exchange(self.platform.dep, self.engine, self.market, self.wallets)
+            self.exchange = self._exchange(self.market)
             if self.shared:
                 self._set_open_epoch(epoch)
             self.recover()
@@ -408,7 +419,7 @@ class Trading:
                 else:
                     self.follow()
                     market = self._owners_market([p.user_id for p in batch])
-                    exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
+                    exchange = self._exchange(market)
                 # validate: approval, the rate limit, the order's form
                 placed = self._admit(batch, market.epoch)
                 orders = [p.order for p in placed if p.order is not None]
@@ -635,7 +646,7 @@ class Trading:
         the book took its orders); their escrow intents stay pending for the sweep."""
         old = self.market
         self.market = Market(self.config, epoch=old.epoch)
-        self.exchange = Exchange(self.platform.dep, self.engine, self.market, self.wallets)
+        self.exchange = self._exchange(self.market)
         self._load(self.market, self.exchange, self.market.epoch)
         # a halt and the breakers' windows are the market's, not the book's: they stay
         self.market.halted = old.halted
@@ -968,7 +979,7 @@ class Trading:
             idempotency.release_stale(self.engine, int(self.clock()) - STALE_CLAIM_S)
             for epoch in self._unsettled_epochs():
                 market = Market(self.config, epoch=epoch)
-                exchange = Exchange(self.platform.dep, self.engine, market, self.wallets)
+                exchange = self._exchange(market)
                 self._load(market, exchange, epoch)
                 with UnitOfWork(self.engine, self.platform.dep) as uow:
                     outcome, signatures = exchange.clear(None, uow)

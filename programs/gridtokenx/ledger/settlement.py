@@ -17,6 +17,11 @@
 - Self-custody holders (`Delegated`): the household approved the platform's delegate key
   once (SPL Approve) for an allowance; its escrow and burns are signed by that delegate,
   and the chain refuses anything beyond what is left of the allowance (docs/ledger.md).
+- Custodial holders: the first escrow of each, signed with the household's sealed key,
+  also approves the same delegate for `UNLIMITED` (`Escrow.approve`), so its later escrows
+  are the delegate's to sign: a packed transaction carries the payer's and the delegate's
+  signatures instead of one per household. The platform holds that key anyway, so the
+  grant gives it nothing it could not already do.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from gridtokenx.wire import merkle
 
 SETTLE, ESCROW, REFUND, BURN = "gtx1 settle", "gtx1 escrow", "gtx1 refund", "gtx1 burn"
 ASSETS = ("grx", "thb")
+UNLIMITED = 2**64 - 1  # a custodial wallet's grant to the delegate (the chain's u64 maximum)
 
 
 @dataclass(frozen=True)
@@ -62,17 +68,8 @@ def owner_key(holder: Holder) -> Pubkey:
 def _signing(holder: Holder) -> tuple[Pubkey | None, Keypair]:
     """(the authority to name instead of the owner, the key that signs)."""
     if isinstance(holder, Delegated):
-        return holder.delegate.pubkey(), holder.delegate
+        return public_key(holder.delegate), holder.delegate
     return None, holder
-
-
-def allowance_left(dep: Deployment, holder: Holder, asset: str) -> int | None:
-    """What the delegate may still move of a self-custody holder's `asset` (None: custodial,
-    no allowance applies)."""
-    if not isinstance(holder, Delegated):
-        return None
-    granted = _mint(dep, asset).allowance(holder.owner)
-    return granted[1] if granted and granted[0] == holder.delegate.pubkey() else 0
 
 
 class SettlementError(Exception):
@@ -220,18 +217,37 @@ class Escrow:
     asset: str
     amount: int
     owner: Pubkey  # the holder's public key (`owner_key`), read once
+    approve: Pubkey | None = None  # a custodial holder's: grant this delegate `UNLIMITED` too
 
     @property
     def memo(self) -> str:
         return f"{ESCROW} {self.order_id} {self.asset} {self.amount}"
 
 
+def custodial_escrow(
+    holder: Keypair,
+    delegate: Keypair,
+    grant: tuple[Pubkey, int] | None,
+    order_id: str,
+    asset: str,
+    amount: int,
+) -> Escrow:
+    """A custodial holder's escrow: signed by the delegate when the wallet's `grant` (its
+    account's delegate and what is left, `Mint.holding`) covers it, else by the holder,
+    granting the delegate `UNLIMITED` in the same transaction for the next ones."""
+    owner, delegate_key = public_key(holder), public_key(delegate)
+    if grant is not None and grant[0] == delegate_key and grant[1] >= amount:
+        return Escrow(Delegated(owner, delegate), order_id, asset, amount, owner)
+    return Escrow(holder, order_id, asset, amount, owner, approve=delegate_key)
+
+
 def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerError]:
     """Several orders' escrow (each as `lock` would, once: one on the chain already is
     skipped) packed into as few legacy transactions as fit 1232 bytes, each escrow's
     transfer followed by its own memo, all sent as one group (`Ledger.send_many`: the
-    embedded ledger fsyncs once). 5 orders of different owners fit one transaction
-    (each brings a signature and two accounts; measured), 13 of one owner. A transaction the chain
+    embedded ledger fsyncs once). 9 delegate-signed escrows fit one transaction (each
+    brings one account), 5 orders of different owners signing their own (each brings a
+    signature and two accounts; measured), 13 of one owner. A transaction the chain
     refuses is sent again one escrow per transaction, so one bad escrow (an account frozen
     meanwhile, funds gone) fails alone. Returns each escrow's signature or error, in order."""
     index = dep.ledger.memo_index()
@@ -249,8 +265,11 @@ def lock_many(dep: Deployment, escrows: Sequence[Escrow]) -> list[str | LedgerEr
 
     def pair(e: Escrow) -> tuple[list[Instruction], Keypair]:
         authority, signer = _signing(e.holder)
-        ix = _mint(dep, e.asset).transfer_ix(e.owner, escrow_key, e.amount, authority)
-        return [ix, note(e.memo)], signer
+        mint = _mint(dep, e.asset)
+        ixs = [mint.transfer_ix(e.owner, escrow_key, e.amount, authority)]
+        if e.approve is not None:
+            ixs.append(mint.approve_ix(e.owner, e.approve, UNLIMITED))
+        return [*ixs, note(e.memo)], signer
 
     payer_key = public_key(dep.ledger.payer)
     parts: list[tuple[list[int], list[Instruction], list[Keypair]]] = []

@@ -293,10 +293,18 @@ class Mint:
 
     def allowance(self, owner: Pubkey) -> tuple[Pubkey, int] | None:
         """The owner's delegate and what it may still move (SPL Approve), if any."""
+        return self.holding(owner)[1]
+
+    def holding(self, owner: Pubkey) -> tuple[int, tuple[Pubkey, int] | None]:
+        """The owner's balance and its delegate's grant (`allowance`), from one read of
+        its account: an order's check needs both."""
         data = self.ledger.account_data(self.account_of(owner))
-        if data is None or int.from_bytes(data[72:76], "little") == 0:
-            return None
-        return Pubkey.from_bytes(data[76:108]), int.from_bytes(data[121:129], "little")
+        if data is None:
+            return 0, None
+        balance = int.from_bytes(data[64:72], "little")
+        if int.from_bytes(data[72:76], "little") == 0:
+            return balance, None
+        return balance, (Pubkey.from_bytes(data[76:108]), int.from_bytes(data[121:129], "little"))
 
     def approve_ix(self, owner: Pubkey, delegate: Pubkey, amount: int) -> Instruction:
         """ApproveChecked: `delegate` may move (or burn) up to `amount` of the owner's
