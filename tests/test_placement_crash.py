@@ -65,9 +65,11 @@ def test_a_placement_killed_midway_leaves_the_books_and_chain_agreeing(
 
 
 def test_a_placement_killed_after_its_order_row_keeps_the_order_open(tmp_path: Path) -> None:
-    """Killed (-9) once the order is acknowledged: it stays open with its escrow."""
+    """Killed (-9) once the order is acknowledged: it stays open with its escrow. Day-long
+    epochs: with 15-minute ones a run that straddled an epoch's end saw the restart close
+    the order's epoch (as it should), and the order was no longer open."""
     data = tmp_path / "platform"
-    first = PlatformProcess(data).wait_ready()
+    first = PlatformProcess(data, epoch_s=86400.0).wait_ready()
     try:
         user = first.signup("kept@example.org")
         first.top_up(user, THB)
@@ -77,7 +79,7 @@ def test_a_placement_killed_after_its_order_row_keeps_the_order_open(tmp_path: P
         first.kill()
     report = audited(data)
     assert report["ok"] is True and report["failures"] == [], report
-    second = PlatformProcess(data, name="restarted").wait_ready()
+    second = PlatformProcess(data, name="restarted", epoch_s=86400.0).wait_ready()
     try:
         assert [o["order_id"] for o in second.orders(user)] == [placed.json()["order_id"]]
         assert second.orders(user)[0]["status"] == "open"

@@ -14,10 +14,12 @@ import pytest
 from databases import database
 from platform_site import EPOCH_S, Clock, Site, fund, signup
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from gridtokenx.adapters.tables import market_executions, market_orders
 from gridtokenx.market.config import NO_BREAKER, MarketConfig, Mechanism
 from gridtokenx.market.errors import OrderRejected
+from gridtokenx.services.exchange import Exchange
 from gridtokenx.services.site import Platform
 from gridtokenx.services.trading import Trading
 
@@ -127,3 +129,57 @@ def test_an_order_checked_against_an_epoch_that_closes_meanwhile_is_not_placed(
         assert c.execute(select(market_orders.c.order_id)).all() == []
     wallet = leader.client.get("/api/v1/wallet", headers=seller["auth"]).json()
     assert wallet["grx_wh"] == 1_000
+
+
+def test_orders_from_another_instance_are_written_at_once_and_a_failed_write_reloads_the_book(
+    pair: tuple[Site, Trading, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequencer enters the other instance's orders in the order placed and writes
+    them in one transaction (their rows as the book left them after all of them); if that
+    write fails, its book is read again from the database, so each order is in it once."""
+    leader, other, clock = pair
+    s1, s2 = signup(leader.client, "s1@x.org"), signup(leader.client, "s2@x.org")
+    buyer = signup(leader.client, "b@x.org", "consumer")
+    fund(leader, s1, grx=1_000)
+    fund(leader, s2, grx=1_000)
+    fund(leader, buyer, thb=10_000_000)
+    first = other.place(s1["user_id"], **SELL)
+    second = other.place(s2["user_id"], "sell", 1_000, 3_500_000)
+    buy = other.place(buyer["user_id"], "buy", 1_500, 4_000_000)
+    ids = [first["order_id"], second["order_id"], buy["order_id"]]
+    assert [r["seq"] for r in (first, second, buy)] == [0, 0, 0]
+    written: list[list[str]] = []
+    persist_many = Exchange.persist_many
+
+    def fails_once(self: Exchange, c: Any, entered: Any) -> None:
+        written.append([e.order.id for e in entered])
+        if len(written) == 1:
+            raise OperationalError("UPDATE market_orders", {}, Exception("connection lost"))
+        persist_many(self, c, entered)
+
+    monkeypatch.setattr(Exchange, "persist_many", fails_once)
+    with pytest.raises(OperationalError):
+        leader.trading.tick()
+    # the failed write, then the book read again (entering them again) and written once
+    assert written == [ids, ids]
+    assert [row(leader, o) for o in ids] == [
+        (1, 1_000, "filled"),
+        (2, 500, "partially_filled"),
+        (3, 1_500, "filled"),
+    ]
+    book = leader.trading.market
+    assert [book.order(o) is not None for o in ids] == [True, True, True]
+    assert leader.trading.tick() == []
+    assert written == [ids, ids]  # nothing left to enter
+    epoch = book.epoch
+    clock.now += EPOCH_S
+    assert leader.trading.tick() == [epoch]
+    with leader.platform.books.connect() as c:
+        executions = c.execute(
+            select(market_executions.c.quantity_wh, market_executions.c.price)
+            .where(market_executions.c.epoch == epoch)
+            .order_by(market_executions.c.idx)
+        ).all()
+    assert [tuple(e) for e in executions] == [(1_000, 3_000_000), (500, 3_500_000)]
+    wallet = leader.client.get("/api/v1/wallet", headers=s2["auth"]).json()
+    assert wallet["grx_wh"] == 500  # the unsold rest back at the close

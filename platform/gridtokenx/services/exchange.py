@@ -96,7 +96,9 @@ class Exchange:
             raise refused
         return self.enter(order)
 
-    def escrow_many(self, orders: Sequence[Order], uow: UnitOfWork) -> list[OrderRejected | None]:
+    def escrow_many(
+        self, orders: Sequence[Order], uow: UnitOfWork, fresh: bool = False
+    ) -> list[OrderRejected | None]:
         """Escrow several orders on the chain at once (a group commit): each is checked
         (the book's rules, its wallet, funds, a self-custody allowance), the intents of
         those that pass are committed in one transaction (`pending` rows), then all their
@@ -109,7 +111,9 @@ class Exchange:
 
         At most one order of an owner per call: each is checked against the book as it is
         (the caller enters them afterwards). Returns each order's refusal, or None: a bad
-        order fails alone with its own code and never fails the others."""
+        order fails alone with its own code and never fails the others. `fresh`: the orders
+        were made just now (new ids), so none can have an intent from an earlier try: their
+        intents are not looked up first."""
         c = uow.c
         out: list[OrderRejected | None] = [None] * len(orders)
         escrows: dict[int, st.Escrow] = {}
@@ -120,12 +124,16 @@ class Exchange:
             except OrderRejected as err:
                 out[k] = err
         with self.engine.begin() as conn:  # the intents, committed before any transfer
-            known = set(
-                conn.execute(
-                    select(books.orders.c.order_id).where(
-                        books.orders.c.order_id.in_([e.order_id for e in checked.values()])
-                    )
-                ).scalars()
+            known = (
+                set()
+                if fresh or not checked
+                else set(
+                    conn.execute(
+                        select(books.orders.c.order_id).where(
+                            books.orders.c.order_id.in_([e.order_id for e in checked.values()])
+                        )
+                    ).scalars()
+                )
             )
             # escrowed before (a retry): not again
             escrows = {k: e for k, e in checked.items() if e.order_id not in known}

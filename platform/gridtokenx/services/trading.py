@@ -31,7 +31,7 @@ from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from sqlalchemy import Connection, exists, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy import text as sql
 
 from gridtokenx import auditlog
@@ -243,10 +243,19 @@ class Trading:
         the parameters, as the sequencer and the operators left them in the database."""
         if self.leading:
             return
-        self._load_parameters()
+        with self.engine.connect() as c:  # one read (before each batch it places)
+            saved = dict(
+                c.execute(
+                    select(settings.c.name, settings.c.value).where(
+                        settings.c.name.in_(("market", "halt", OPEN_EPOCH))
+                    )
+                ).all()
+            )
+        self._apply_parameters(saved.get("market"))
         self.market.config = self.config
-        self.market.halted = self._saved_halt()
-        self.market.epoch = self._db_open_epoch() or self.current_epoch()
+        self.market.halted = None if "halt" not in saved else str(json.loads(saved["halt"]))
+        open_epoch = saved.get(OPEN_EPOCH)
+        self.market.epoch = int(json.loads(open_epoch)) if open_epoch else self.current_epoch()
 
     def _db_open_epoch(self) -> int | None:
         with self.engine.connect() as c:
@@ -429,7 +438,7 @@ class Trading:
                         # read first (on PostgreSQL held to the commit): the checks ran
                         # against the epoch the rows go into, or nothing is placed
                         raise OrderRejected("epoch_moved", "the epoch closed; place it again")
-                    refused = exchange.escrow_many(orders, uow) if orders else []
+                    refused = exchange.escrow_many(orders, uow, fresh=True) if orders else []
                     for p, error in zip(placed, refused, strict=True):
                         if error is None:
                             escrowed.append(p)
@@ -440,7 +449,9 @@ class Trading:
                     uow.hold()  # the audit log's lock from here to the commit, not over ledger I/O
                     while escrowed:  # again without the orders whose own write failed
                         entered = []
-                        savepoint = uow.c.begin_nested()
+                        # only a request's own write can fail one order alone (_WriteFailed)
+                        recorded = any(p.record is not None for p in escrowed)
+                        savepoint = uow.c.begin_nested() if recorded else None
                         try:
                             if self.leading:
                                 epoch = market.epoch
@@ -462,6 +473,7 @@ class Trading:
                             if escrowed:
                                 self._write_orders(uow.c, exchange, escrowed, entered, epoch)
                         except _WriteFailed as failed:
+                            assert savepoint is not None
                             savepoint.rollback()
                             turned += [f.order.id for f in failed.placements if f.order]
                             if self.leading:  # the book took orders whose rows rolled back
@@ -475,7 +487,8 @@ class Trading:
                                     o.id, o.owner, o.side, o.quantity_wh, o.price, o.zone, o.tif
                                 )
                             continue
-                        savepoint.commit()
+                        if savepoint is not None:
+                            savepoint.commit()
                         break
                     for p, e in zip(escrowed, entered, strict=True):
                         assert p.row is not None
@@ -652,9 +665,13 @@ class Trading:
         self.market.halted = old.halted
         self.market._band, self.market._reference = old._band, old._reference
 
-    def _sequence(self, market: Market, exchange: Exchange, epoch: int) -> None:
+    def _sequence(
+        self, market: Market, exchange: Exchange, epoch: int, loading: bool = False
+    ) -> None:
         """Enter the orders other instances placed into this epoch (seq 0), in the order
-        they were placed, and apply the cancels they asked for (`cancelling`)."""
+        they were placed, and apply the cancels they asked for (`cancelling`). Their rows
+        are written in one transaction; if it fails, the live book is read again (unless
+        it is being read now, `loading`: its reader fails instead)."""
         with self.engine.connect() as c:
             rows = c.execute(
                 select(market_orders)
@@ -665,12 +682,13 @@ class Trading:
                 )
                 .order_by(market_orders.c.created_at, market_orders.c.order_id)
             ).all()
-        for r in rows:
-            order = _order_of(r)
-            try:
-                trades = exchange.enter(order)
-            except OrderRejected as err:  # a halt the other instance did not see: no place
-                log.info("order %s from another instance refused: %s", order.id, err.code)
+        orders = [_order_of(r) for r in rows]
+        entered: list[Entered] = []
+        for order, result in zip(orders, exchange.enter_many(orders), strict=True):
+            if isinstance(result, Entered):
+                entered.append(result)
+            else:  # a halt the other instance did not see: no place
+                log.info("order %s from another instance refused: %s", order.id, result.code)
                 exchange.withdraw(order.id, order.owner)  # its escrow back
                 with self.engine.begin() as c:
                     c.execute(
@@ -678,18 +696,39 @@ class Trading:
                         .where(market_orders.c.order_id == order.id)
                         .values(status="cancelled")
                     )
-                continue
-            with self.engine.begin() as c:
-                c.execute(
-                    update(market_orders)
-                    .where(market_orders.c.order_id == order.id)
-                    .values(seq=order.seq, status=order.status.value, filled_wh=order.filled_wh)
-                )
-                exchange.persist(c, order, trades)
-            for t in trades:
-                self.publish(
-                    Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
-                )
+        if entered:  # one transaction for all of them, as the book left them
+            try:
+                with self.engine.begin() as c:
+                    c.execute(
+                        update(market_orders)
+                        .where(market_orders.c.order_id == bindparam("entered_id"))
+                        .values(
+                            seq=bindparam("entered_seq"),
+                            status=bindparam("entered_status"),
+                            filled_wh=bindparam("entered_filled"),
+                        ),
+                        [
+                            {
+                                "entered_id": e.order.id,
+                                "entered_seq": e.order.seq,
+                                "entered_status": e.order.status.value,
+                                "entered_filled": e.order.filled_wh,
+                            }
+                            for e in entered
+                        ],
+                    )
+                    exchange.persist_many(c, entered)
+            except Exception:
+                if (
+                    market is self.market and not loading
+                ):  # it took orders whose rows were not written
+                    self._reload_book()
+                raise
+            for e in entered:
+                for t in e.trades:
+                    self.publish(
+                        Event("trade", {"epoch": epoch, "wh": t.quantity_wh, "price": t.price})
+                    )
         if rows:
             self.publish(Event("book", {"epoch": epoch}))
         with self.engine.connect() as c:
@@ -941,7 +980,7 @@ class Trading:
             market.place(_order_of(r))
         exchange.load(epoch)
         # orders other instances placed that no sequencer entered yet (seq 0), and cancels
-        self._sequence(market, exchange, epoch)
+        self._sequence(market, exchange, epoch, loading=True)
 
     def _unsettled_epochs(self) -> list[int]:
         """Past epochs a crash left unsettled: those with live orders, and those after the
@@ -1074,12 +1113,16 @@ class Trading:
         return self.current_epoch() if oldest is None else int(oldest)
 
     def _load_parameters(self) -> None:
+        with self.engine.connect() as c:
+            saved = c.execute(select(settings.c.value).where(settings.c.name == "market")).scalar()
+        self._apply_parameters(saved)
+
+    def _apply_parameters(self, saved: str | None) -> None:
+        """The operators' market parameters, as stored in `settings` (None: none saved)."""
         from dataclasses import replace as with_changes
 
-        with self.engine.connect() as c:
-            row = c.execute(select(settings.c.value).where(settings.c.name == "market")).first()
-        if row is not None:
-            self.config = with_changes(self.config, **json.loads(row.value))
+        if saved is not None:
+            self.config = with_changes(self.config, **json.loads(saved))
 
     def halt(self, actor: str, reason: str) -> None:
         """An operator's halt, kept in the database: a restart does not resume trading."""
