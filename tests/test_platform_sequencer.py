@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from databases import database
 from platform_site import EPOCH_S, Clock, Site, fund, signup
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from gridtokenx.adapters.tables import market_executions, market_orders
@@ -103,30 +103,42 @@ def test_an_order_from_another_instance_the_halted_book_refuses_is_cancelled_and
     assert leader.trading.tick() == []  # and again: nothing left to enter
 
 
-def test_an_order_checked_against_an_epoch_that_closes_meanwhile_is_not_placed(
+def test_an_order_checked_against_an_epoch_that_closes_meanwhile_goes_into_the_next(
     pair: tuple[Site, Trading, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The other instance checks a batch against the open epoch; should the sequencer move
     it before the batch's transaction reads it (made to happen here, between the checks and
-    the write), nothing is placed: `epoch_moved`, no row, no escrow."""
+    the write), nothing is placed in the old epoch and the batch is placed again, once,
+    in the new one. Should it move again meanwhile, the order answers `epoch_moved` (409)
+    with no row and no escrow."""
     leader, other, _clock = pair
     seller = signup(leader.client, "s@x.org")
-    fund(leader, seller, grx=1_000)
+    fund(leader, seller, grx=2_000)
     leader.trading.tick()
     epoch = leader.trading.market.epoch
     checked = other._owners_market
+    moves = [epoch + 1]
 
     def then_moved(owners: list[str]) -> Any:
         market = checked(owners)
-        leader.trading._set_open_epoch(epoch + 1)
+        if moves:
+            leader.trading._set_open_epoch(moves.pop(0))
         return market
 
     monkeypatch.setattr(other, "_owners_market", then_moved)
+    placed = other.place(seller["user_id"], **SELL)
+    assert (placed["epoch"], placed["seq"], placed["status"]) == (epoch + 1, 0, "open")
+    with leader.platform.books.connect() as c:
+        rows = c.execute(select(market_orders.c.order_id, market_orders.c.epoch)).all()
+    assert [tuple(r) for r in rows] == [(placed["order_id"], epoch + 1)]
+    wallet = leader.client.get("/api/v1/wallet", headers=seller["auth"]).json()
+    assert wallet["grx_wh"] == 1_000
+    moves[:] = [epoch + 2, epoch + 3]  # moved under the first try and under the second
     with pytest.raises(OrderRejected) as err:
         other.place(seller["user_id"], **SELL)
     assert err.value.code == "epoch_moved"
     with leader.platform.books.connect() as c:
-        assert c.execute(select(market_orders.c.order_id)).all() == []
+        assert c.execute(select(func.count()).select_from(market_orders)).scalar() == 1
     wallet = leader.client.get("/api/v1/wallet", headers=seller["auth"]).json()
     assert wallet["grx_wh"] == 1_000
 

@@ -54,7 +54,8 @@ class AccountSuspended(OrderRejected, Forbidden):
 
 
 class EpochMoved(OrderRejected, Conflict):
-    """`epoch_moved`: the epoch closed while the order was checked; place it again."""
+    """`epoch_moved`: the epoch closed while the order was checked, twice (the first time
+    the order is placed again in the new epoch, `Trading._flush_batch`); place it again."""
 
 
 _REJECTION_KINDS: dict[str, type[OrderRejected]] = {

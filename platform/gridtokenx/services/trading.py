@@ -45,7 +45,7 @@ from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
 from gridtokenx.market.config import MarketConfig
 from gridtokenx.market.engine import EpochOutcome, Market
-from gridtokenx.market.errors import OrderRejected
+from gridtokenx.market.errors import EpochMoved, OrderRejected
 from gridtokenx.market.orders import Order, OrderStatus, Side, TimeInForce
 from gridtokenx.services import suspension
 from gridtokenx.services.exchange import Entered, Exchange
@@ -380,9 +380,16 @@ class Trading:
 
     def _flush_batch(self, batch: list[_Placement]) -> None:
         """Flush one batch, tell its callers, then pass the flushing on: to the group-commit
-        thread while placements wait, else to the next caller."""
+        thread while placements wait, else to the next caller. A batch the epoch's close
+        overtook (`epoch_moved`: nothing of it was placed) is placed again once, into the
+        new epoch: its callers asked now, not in the epoch that ended."""
         try:
             self._flush(batch)
+            moved = [p for p in batch if isinstance(p.error, EpochMoved)]
+            if moved:
+                for p in moved:
+                    p.error = p.order = p.row = None
+                self._flush(moved)
         finally:
             for p in batch:
                 p.settle()
