@@ -726,9 +726,7 @@ class Trading:
                     )
                     exchange.persist_many(c, entered)
             except Exception:
-                if (
-                    market is self.market and not loading
-                ):  # it took orders whose rows were not written
+                if market is self.market and not loading:  # orders whose rows were not written
                     self._reload_book()
                 raise
             for e in entered:
