@@ -30,6 +30,7 @@ from gridtokenx.adapters.tables import market_executions, market_orders
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError, public_key
 from gridtokenx.ledger.deployment import Deployment
+from gridtokenx.ledger.tokens import granted_to
 from gridtokenx.market.config import Mechanism
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.market.errors import OrderRejected
@@ -189,7 +190,7 @@ class Exchange:
         if have < amount:
             raise OrderRejected("insufficient_funds", f"{asset} {have} < {amount} needed")
         if isinstance(key, st.Delegated):  # a self-custody wallet: within its grant
-            left = grant[1] if grant is not None and grant[0] == public_key(key.delegate) else 0
+            left = granted_to(grant, public_key(key.delegate))
             if left < amount:
                 raise OrderRejected(
                     "insufficient_allowance", f"{asset} allowance {left} < {amount}: approve more"

@@ -143,6 +143,16 @@ def _order_of(r: Any) -> Order:
 MAX_BATCH = 256  # placements in one group commit
 
 
+def _halt_of(saved: str | None) -> str | None:
+    """An operator's halt reason as stored in `settings` (None: not halted)."""
+    return None if saved is None else str(json.loads(saved))
+
+
+def _epoch_of(saved: str | None) -> int | None:
+    """The open epoch as stored in `settings` (None: none stored yet)."""
+    return None if saved is None else int(json.loads(saved))
+
+
 @dataclass(eq=False)
 class _Placement:
     """One request waiting in the group-commit queue (see `Trading.place`)."""
@@ -192,8 +202,9 @@ class Trading:
         self.epoch_s, self.clock = epoch_s, clock
         self.lock = platform.lock
         self.wallets = Wallets(platform.keys, platform.books)
-        self._load_parameters()
-        halted = self._saved_halt()
+        saved = self._settings("market", "halt")
+        self._apply_parameters(saved.get("market"))
+        halted = _halt_of(saved.get("halt"))
         # a halted market stays on the epoch its live orders are in, until the resume
         epoch = self.current_epoch() if halted is None else self._oldest_live_epoch()
         self.market = Market(self.config, epoch=epoch)
@@ -220,10 +231,13 @@ class Trading:
         the clock's (so no instance places into an epoch being recovered), then every past
         epoch is cleared and settled and the open one's book rebuilt from the database."""
         with self.lock:
-            self._load_parameters()
-            halted = self._saved_halt()
-            epoch = self.current_epoch() if halted is None else self._oldest_live_epoch()
-            epoch = max(epoch, self._db_open_epoch() or 0) if halted is None else epoch
+            saved = self._settings("market", "halt", OPEN_EPOCH)
+            self._apply_parameters(saved.get("market"))
+            halted = _halt_of(saved.get("halt"))
+            if halted is None:
+                epoch = max(self.current_epoch(), _epoch_of(saved.get(OPEN_EPOCH)) or 0)
+            else:
+                epoch = self._oldest_live_epoch()
             self.market = Market(self.config, epoch=epoch)
             self.exchange = self._exchange(self.market)
             if self.shared:
@@ -243,24 +257,18 @@ class Trading:
         the parameters, as the sequencer and the operators left them in the database."""
         if self.leading:
             return
-        with self.engine.connect() as c:  # one read (before each batch it places)
-            saved = dict(
-                c.execute(
-                    select(settings.c.name, settings.c.value).where(
-                        settings.c.name.in_(("market", "halt", OPEN_EPOCH))
-                    )
-                ).all()
-            )
+        saved = self._settings("market", "halt", OPEN_EPOCH)  # one read before each batch
         self._apply_parameters(saved.get("market"))
         self.market.config = self.config
-        self.market.halted = None if "halt" not in saved else str(json.loads(saved["halt"]))
-        open_epoch = saved.get(OPEN_EPOCH)
-        self.market.epoch = int(json.loads(open_epoch)) if open_epoch else self.current_epoch()
+        self.market.halted = _halt_of(saved.get("halt"))
+        open_epoch = _epoch_of(saved.get(OPEN_EPOCH))
+        self.market.epoch = self.current_epoch() if open_epoch is None else open_epoch
 
-    def _db_open_epoch(self) -> int | None:
+    def _settings(self, *names: str) -> dict[str, str]:
+        """These settings' stored values in one query (one not stored is left out)."""
         with self.engine.connect() as c:
-            row = c.execute(select(settings.c.value).where(settings.c.name == OPEN_EPOCH)).first()
-        return None if row is None else int(json.loads(row.value))
+            query = select(settings.c.name, settings.c.value).where(settings.c.name.in_(names))
+            return {str(name): str(value) for name, value in c.execute(query).all()}
 
     def _open_epoch(self, c: Connection) -> int:
         """The epoch an order placed in `c` belongs to. On PostgreSQL a shared advisory lock,
@@ -268,7 +276,8 @@ class Trading:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": EPOCH_LOCK})
         row = c.execute(select(settings.c.value).where(settings.c.name == OPEN_EPOCH)).first()
-        return self.current_epoch() if row is None else int(json.loads(row.value))
+        epoch = _epoch_of(None if row is None else row.value)
+        return self.current_epoch() if epoch is None else epoch
 
     def _set_open_epoch(self, epoch: int) -> None:
         """Move the open epoch (the sequencer only): waits for the placements still writing
@@ -1105,22 +1114,12 @@ class Trading:
             c.execute(settings.delete().where(settings.c.name == "market"))
             c.execute(settings.insert().values(name="market", value=value))
 
-    def _saved_halt(self) -> str | None:
-        with self.engine.connect() as c:
-            row = c.execute(select(settings.c.value).where(settings.c.name == "halt")).first()
-        return None if row is None else str(json.loads(row.value))
-
     def _oldest_live_epoch(self) -> int:
         with self.engine.connect() as c:
             oldest = c.execute(
                 select(func.min(market_orders.c.epoch)).where(market_orders.c.status.in_(LIVE))
             ).scalar()
         return self.current_epoch() if oldest is None else int(oldest)
-
-    def _load_parameters(self) -> None:
-        with self.engine.connect() as c:
-            saved = c.execute(select(settings.c.value).where(settings.c.name == "market")).scalar()
-        self._apply_parameters(saved)
 
     def _apply_parameters(self, saved: str | None) -> None:
         """The operators' market parameters, as stored in `settings` (None: none saved)."""

@@ -36,7 +36,7 @@ from solders.pubkey import Pubkey
 
 from gridtokenx.ledger.backend import LedgerError, Packing, fits, note, public_key
 from gridtokenx.ledger.deployment import Deployment
-from gridtokenx.ledger.tokens import Mint
+from gridtokenx.ledger.tokens import Mint, granted_to
 from gridtokenx.wire import merkle
 
 SETTLE, ESCROW, REFUND, BURN = "gtx1 settle", "gtx1 escrow", "gtx1 refund", "gtx1 burn"
@@ -236,7 +236,7 @@ def custodial_escrow(
     account's delegate and what is left, `Mint.holding`) covers it, else by the holder,
     granting the delegate `UNLIMITED` in the same transaction for the next ones."""
     owner, delegate_key = public_key(holder), public_key(delegate)
-    if grant is not None and grant[0] == delegate_key and grant[1] >= amount:
+    if granted_to(grant, delegate_key) >= amount:
         return Escrow(Delegated(owner, delegate), order_id, asset, amount, owner)
     return Escrow(holder, order_id, asset, amount, owner, approve=delegate_key)
 
@@ -328,7 +328,6 @@ def burn_consumption(
     amount = min(dep.grx.balance(owner.pubkey()), import_to - import_from)
     authority, signer = _signing(owner)
     if authority is not None:
-        granted = dep.grx.allowance(owner.pubkey())
-        amount = min(amount, granted[1] if granted and granted[0] == authority else 0)
+        amount = min(amount, dep.grx.left_for(owner.pubkey(), authority))
     ixs = [dep.grx.burn_ix(owner.pubkey(), amount, authority)] if amount > 0 else []
     return amount, dep.ledger.send([*ixs, note(text)], [signer] if ixs else [])

@@ -285,8 +285,7 @@ class Mint:
         return _associated(owner, self.address)
 
     def balance(self, owner: Pubkey) -> int:
-        data = self.ledger.account_data(self.account_of(owner))
-        return 0 if data is None else int.from_bytes(data[64:72], "little")
+        return self.holding(owner)[0]
 
     def exists(self, owner: Pubkey) -> bool:
         return self.ledger.account_data(self.account_of(owner)) is not None
@@ -305,6 +304,10 @@ class Mint:
         if int.from_bytes(data[72:76], "little") == 0:
             return balance, None
         return balance, (Pubkey.from_bytes(data[76:108]), int.from_bytes(data[121:129], "little"))
+
+    def left_for(self, owner: Pubkey, delegate: Pubkey) -> int:
+        """What `delegate` may still move of the owner's tokens (`granted_to`)."""
+        return granted_to(self.allowance(owner), delegate)
 
     def approve_ix(self, owner: Pubkey, delegate: Pubkey, amount: int) -> Instruction:
         """ApproveChecked: `delegate` may move (or burn) up to `amount` of the owner's
@@ -458,3 +461,9 @@ class Mint:
                 signers=list(signers),
             )
         )
+
+
+def granted_to(grant: tuple[Pubkey, int] | None, delegate: Pubkey) -> int:
+    """What `delegate` may still move under a holding's grant (`Mint.holding`): 0 when
+    there is none, or it is another delegate's."""
+    return grant[1] if grant is not None and grant[0] == delegate else 0

@@ -65,10 +65,6 @@ def wallet(
         response.headers["Next-Cursor"] = next_cursor
     delegate = platform.delegate.pubkey()
 
-    def left(mint: Any) -> int:
-        granted = mint.allowance(owner)
-        return granted[1] if granted and granted[0] == delegate else 0
-
     return {
         "wallet": str(owner),
         "grx_wh": dep.grx.balance(owner),
@@ -76,8 +72,8 @@ def wallet(
         "frozen": dep.grx.is_frozen(owner),
         "custodial": platform.keys.name_of(str(owner)) is not None,
         "delegate": str(delegate),
-        "allowance_grx_wh": left(dep.grx),
-        "allowance_thb_micro": left(dep.thb),
+        "allowance_grx_wh": dep.grx.left_for(owner, delegate),
+        "allowance_thb_micro": dep.thb.left_for(owner, delegate),
         "transactions": txs,
         "next_cursor": next_cursor,
     }
