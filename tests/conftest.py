@@ -73,3 +73,15 @@ def served_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
             "owners": owners,
         }
         server.stop()
+
+
+@pytest.fixture
+def sqlite_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A platform site (`platform_site.Site`) on SQLite and the embedded ledger."""
+    from platform_site import Clock, Site
+
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    s = Site(tmp_path / "platform", None, Clock())
+    yield s
+    s.close()

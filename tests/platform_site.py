@@ -210,3 +210,23 @@ def submit(
         return
     evidence = Evidence(header, signature, tuple(readings))
     platform.sign_batch("hub-1", epoch, hub_signatures(hub, out.proposals, evidence))
+
+
+def trade(epoch: int, k: int, buyer: str, seller: str) -> dict[str, Any]:
+    """A trade row as the books store it (seeded straight into `books.trades`)."""
+    return {
+        "epoch": epoch,
+        "trade_id": f"{epoch}-{k}",
+        "buy_id": f"b{epoch}-{k}",
+        "sell_id": f"s{epoch}-{k}",
+        "buyer": buyer,
+        "seller": seller,
+        "wh": 100 + k,
+        "buyer_paid": 300_000,
+        "seller_net": 297_000,
+        "fee": 3_000,
+        "wheeling": 0,
+        "price": 3_000_000,
+        "wheeling_rate": 0,
+        "fee_bps": 100,
+    }

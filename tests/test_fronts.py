@@ -188,3 +188,44 @@ def test_the_placement_socket_drops_an_oversized_frame_and_refuses_a_bad_one(
     assert rest == b""  # the connection dropped
     assert "a frame of 65537 bytes" in core.output()
     assert not core.client.get("/health").is_error  # the core and its fronts still serve
+
+
+def test_a_fronts_orders_of_one_turn_go_in_one_write_and_none_after_its_socket_is_lost(
+    tmp_path: Path,
+) -> None:
+    """The front's end of the placement socket against a stand-in for the core's end (a
+    Unix socket server in this test, recording what it reads)."""
+    from gridtokenx.api.front import Placements
+
+    path = str(tmp_path / "place.sock")
+    reads: list[list[int]] = []  # the orders ("n") of each read
+
+    async def core_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(MAX_FRAME):
+            got = []
+            while data:
+                size = int.from_bytes(data[:4], "big")
+                got.append(json.loads(data[4 : 4 + size]))
+                data = data[4 + size :]
+            reads.append([g["n"] for g in got])
+            writer.write(b"".join(frame({"id": g["id"], "row": {"n": g["n"]}}) for g in got))
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        server = await asyncio.start_unix_server(core_end, path=path)
+        placements = Placements(path)
+        await placements.connect()
+        first = await asyncio.gather(*(placements.place({"n": k}) for k in range(10)))
+        # the connection lost while two orders wait for their write: both fail, unsent
+        late = [asyncio.ensure_future(placements.place({"n": k})) for k in (10, 11)]
+        await asyncio.sleep(0)  # both queued for the write
+        assert placements._writer is not None
+        placements._writer.close()
+        second = await asyncio.gather(*late, return_exceptions=True)
+        again = await placements.place({"n": 12})  # a new connection
+        server.close()
+        return [a["row"] for a in first] + [again["row"]], [repr(e) for e in second]
+
+    answered, failed = asyncio.run(scenario())
+    assert answered == [{"n": k} for k in range(10)] + [{"n": 12}]
+    assert failed == ["ConnectionError('the placement socket closed')"] * 2
+    assert reads == [list(range(10)), [12]]  # one write for ten orders; 10 and 11 never sent

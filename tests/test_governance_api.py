@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from platform_site import ADMIN_H, Clock, Site
+from platform_site import ADMIN_H, Site
 from services import gridtokenx
 from solders.keypair import Keypair
 
@@ -23,12 +20,8 @@ from gridtokenx.ledger.keystore import Keystore
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
-    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
-    s = Site(tmp_path / "platform", None, Clock())
-    yield s
-    s.close()
+def site(sqlite_site: Site) -> Site:
+    return sqlite_site
 
 
 def party_key(site: Site, party: str) -> Keypair:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from databases import database
-from platform_site import ADMIN_H, Clock, Site, fund, signup
+from platform_site import ADMIN_H, Clock, Site, fund, signup, trade
 from solders.pubkey import Pubkey
 from sqlalchemy import event, insert, update
 
@@ -39,25 +39,6 @@ def site(
         s = Site(tmp_path / "platform", None if request.param == "sqlite" else url, Clock())
         yield s
         s.close()
-
-
-def trade(epoch: int, k: int, buyer: str, seller: str) -> dict[str, Any]:
-    return {
-        "epoch": epoch,
-        "trade_id": f"{epoch}-{k}",
-        "buy_id": f"b{epoch}-{k}",
-        "sell_id": f"s{epoch}-{k}",
-        "buyer": buyer,
-        "seller": seller,
-        "wh": 100 + k,
-        "buyer_paid": 300_000,
-        "seller_net": 297_000,
-        "fee": 3_000,
-        "wheeling": 0,
-        "price": 3_000_000,
-        "wheeling_rate": 0,
-        "fee_bps": 100,
-    }
 
 
 def pages(

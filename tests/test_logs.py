@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from platform_site import Clock, Site
+from platform_site import Site
 
 from gridtokenx.hub import logs
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
-    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
-    s = Site(tmp_path / "platform", None, Clock())
-    logs.install(s.app)
-    yield s
-    s.close()
+def site(sqlite_site: Site) -> Site:
+    logs.install(sqlite_site.app)
+    return sqlite_site
     logging.getLogger("gridtokenx").handlers[:] = []
     logging.getLogger("gridtokenx").propagate = True
 

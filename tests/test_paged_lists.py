@@ -205,14 +205,11 @@ def test_migration_0011_adds_and_drops_the_certificate_index(tmp_path: Path) -> 
 def test_the_admin_page_shows_the_users_a_page_at_a_time(
     site: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    platform, client, accounts = site
+    _platform, client, _accounts = site
     monkeypatch.setattr("gridtokenx.api.pages.admin.USERS_PER_PAGE", 2)
-    wallet = platform.keys.ensure(user_key("op")).pubkey()
-    accounts.register("op@example.org", "correct horse 1", "admin", wallet, user_id="op")
     for n in range(3):
         signup(client, f"u{n}@x.org")
-    r = client.post("/login", data={"email": "op@example.org", "password": "correct horse 1"})
-    assert r.status_code == 200
+    operator_signed_in(site)
     first = client.get("/admin").text
     link = re.search(r'href="/admin\?users_cursor=([^"#]+)#users"', first)
     assert link is not None
@@ -226,7 +223,44 @@ def test_the_admin_page_shows_the_users_a_page_at_a_time(
     assert bad.status_code == 422 and set(bad.json()) == {"code", "message"}
 
 
+def operator_signed_in(site: Any) -> Pubkey:
+    """An operator `op@example.org` made and signed in to the pages; its wallet."""
+    platform, client, accounts = site
+    wallet = platform.keys.ensure(user_key("op")).pubkey()
+    accounts.register("op@example.org", "correct horse 1", "admin", wallet, user_id="op")
+    r = client.post("/login", data={"email": "op@example.org", "password": "correct horse 1"})
+    assert r.status_code == 200
+    return wallet
+
+
 def emails(html: str) -> list[str]:
     """The emails in the /admin page's users table."""
     table = html[html.index('<table id="users">') :]
     return re.findall(r"<tr><td>([^<]+@[^<]+)</td>", table[: table.index("</table>")])
+
+
+def test_the_admin_page_shows_hubs_and_meters_a_page_at_a_time(
+    site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, client, _accounts = site
+    monkeypatch.setattr("gridtokenx.api.pages.admin.REGISTRY_PER_PAGE", 2)
+    wallet = operator_signed_in(site)
+    for n in range(3):
+        platform.register_hub(f"hub-{n}", bytes([n + 1]) * 32, "t" * 30)
+        platform.register_meter(f"m-{n}", bytes([n + 1]) * 32, wallet)
+    first = client.get("/admin").text
+    assert (ids(first, "hubs"), ids(first, "meters")) == (["hub-0", "hub-1"], ["m-0", "m-1"])
+    assert 'href="/admin?hubs_after=hub-1#hubs"' in first
+    assert 'href="/admin?meters_after=m-1#meters"' in first
+    hubs = client.get("/admin", params={"hubs_after": "hub-1"}).text
+    assert ids(hubs, "hubs") == ["hub-2"] and "hubs_after=" not in hubs
+    meters = client.get("/admin", params={"meters_after": "m-1"}).text
+    assert ids(meters, "meters") == ["m-2"] and "meters_after=" not in meters
+    bad = client.get("/admin", params={"meters_after": "m 1;--"})
+    assert bad.status_code == 422 and set(bad.json()) == {"code", "message"}
+
+
+def ids(html: str, table: str) -> list[str]:
+    """The first column of the /admin page's hubs or meters table."""
+    rows = html[html.index(f'<table id="{table}">') :]
+    return re.findall(r"<tr><td>([^<]+)</td>", rows[: rows.index("</table>")])

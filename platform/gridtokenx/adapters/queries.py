@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine, Table, select, tuple_
 
 from gridtokenx.adapters import books, tables
 
@@ -50,6 +50,19 @@ def users_page(
         query = query.where(tuple_(*key) > tuple_(*after))
     with engine.connect() as c:
         return [dict(r._mapping) for r in c.execute(query.order_by(*key).limit(limit))]
+
+
+def registry_page(
+    engine: Engine, table: Table, key: str, limit: int, after: str | None = None
+) -> list[dict[str, Any]]:
+    """Hubs or meters (`table`, keyed by the column `key`) in id order, at most `limit`
+    after the id `after`: the operator's page shows a site's registry a page at a time."""
+    column = table.c[key]
+    query = select(table).order_by(column).limit(limit)
+    if after is not None:
+        query = query.where(column > after)
+    with engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(query)]
 
 
 def meters_of_wallet(engine: Engine, wallet: str) -> list[str]:

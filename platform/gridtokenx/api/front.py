@@ -60,9 +60,12 @@ def unavailable() -> JSONResponse:
 
 class Placements:
     """The front's end of the placement socket: one connection, many orders in flight,
-    each answer matched by its id. A lost connection fails the orders in flight with 503
-    `unavailable` (as a dropped HTTP connection would: the client looks its orders up);
-    the next order connects again."""
+    each answer matched by its id. The frames of one turn of the event loop go out in one
+    write (many connections' orders arrive together; a write each was a tenth of the
+    front's time, and as many reads in the core, which shares its lock with the group
+    commit). A lost connection fails the orders in flight with 503 `unavailable` (as a
+    dropped HTTP connection would: the client looks its orders up); the next order
+    connects again."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -71,6 +74,7 @@ class Placements:
         self._writer: asyncio.StreamWriter | None = None
         self._connecting = asyncio.Lock()
         self._reading: asyncio.Future[None] | None = None
+        self._out: list[tuple[int, bytes]] = []  # frames for the next write, by id
 
     async def connect(self) -> asyncio.StreamWriter:
         async with self._connecting:
@@ -100,13 +104,29 @@ class Placements:
             self._waiting.clear()
 
     async def place(self, request: dict[str, Any]) -> dict[str, Any]:
-        writer = await self.connect()
+        await self.connect()
         key = next(self._ids)
-        waiting = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_future()
         self._waiting[key] = waiting
-        writer.write(frame({**request, "id": key}))
+        if not self._out:
+            loop.call_soon(self._write)
+        self._out.append((key, frame({**request, "id": key})))
         answer: dict[str, Any] = await waiting
         return answer
+
+    def _write(self) -> None:
+        # a frame whose caller was already failed (its connection lost) is never sent
+        out, self._out = [(k, d) for k, d in self._out if k in self._waiting], []
+        writer = self._writer
+        if writer is None or writer.is_closing():  # lost meanwhile: these were not sent
+            for key, _ in out:
+                waiting = self._waiting.pop(key, None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_exception(ConnectionError("the placement socket closed"))
+            return
+        if out:
+            writer.write(b"".join(data for _, data in out))
 
 
 class Front:
@@ -285,6 +305,7 @@ def headers_for(scope: Scope, skip: set[bytes]) -> list[tuple[bytes, bytes]]:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from gridtokenx import heap
     from gridtokenx.hub import logs
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -313,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         logs.RequestIds(app), log_level="warning", proxy_headers=False, lifespan="on"
     )
     server = uvicorn.Server(config)
+    heap.settle()  # the imports out of every later collection (see `heap`)
 
     async def orphaned() -> None:
         while os.getppid() == parent:  # the core gone: so is this front

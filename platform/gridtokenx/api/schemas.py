@@ -440,6 +440,7 @@ CURSOR_HELP = "opaque: the next_cursor of the page before; absent for the first 
 ORDER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}\.[A-Za-z0-9-]{1,64}$"
 # a trade's key (epoch.trade_id), a user's (created_at.user_id), a reading's (epoch.idx.hub_id)
 TRADE_CURSOR_PATTERN = r"^[0-9]{1,18}\.[A-Za-z0-9_-]{1,64}$"
+REGISTRY_CURSOR_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # a hub's or meter's id (HubIn, MeterIn)
 USER_CURSOR_PATTERN = r"^[0-9]{1,18}\.[A-Za-z0-9_-]{1,36}$"
 READING_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,9}\.[A-Za-z0-9_.:-]{1,64}$"
 # a certificate's key (pos.mint): its issue's place in the chain, then its base58 mint

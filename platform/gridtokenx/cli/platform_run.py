@@ -11,7 +11,6 @@ import typer
 from gridtokenx.cli.common import fail
 from gridtokenx.market.config import Mechanism
 
-GC_THRESHOLD = (50_000, 20, 10)  # `gc.set_threshold` in platform run (default 700, 10, 10)
 SWITCH_S = 0.0005  # the interpreter lock's hand-off (`sys.setswitchinterval`; default 5 ms)
 
 app = typer.Typer(help="The platform service: API, co-signer, ledger.", no_args_is_help=True)
@@ -63,12 +62,12 @@ def platform_run(
 
     The admin token (bootstrap) comes from GTX_ADMIN_TOKEN; Redis (REDIS_URL) shares rate
     limits and events between instances."""
-    import gc
     import os
     import threading
 
     import uvicorn
 
+    from gridtokenx import heap
     from gridtokenx.bootstrap import Settings, build
     from gridtokenx.ledger.keystore import KeystoreError
     from gridtokenx.market.config import MarketConfig
@@ -144,12 +143,7 @@ def platform_run(
         clock.start()
     # the client's address is the API's to decide (GTX_TRUSTED_PROXIES, `api.limits`), not
     # uvicorn's default rewriting from 127.0.0.1's X-Forwarded-For (a second, looser rule)
-    gc.collect()
-    gc.freeze()  # the instance's long-lived objects out of every later collection
-    # a request allocates thousands of objects that die with it: the youngest generation
-    # collected every 50,000 allocations, not every 700 (the group commit spent ~10% of
-    # its time in collections, measured)
-    gc.set_threshold(*GC_THRESHOLD)
+    heap.settle()  # the instance's long-lived objects out of every later collection
     if fronts:
         from gridtokenx.cli.fronts import serve_with_fronts
 

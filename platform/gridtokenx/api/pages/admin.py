@@ -12,21 +12,26 @@ from solders.pubkey import Pubkey
 from gridtokenx import auditlog
 from gridtokenx.adapters import books, queries
 from gridtokenx.api.pages.layout import api_of, back, operator, page
-from gridtokenx.api.schemas import USER_CURSOR_PATTERN
+from gridtokenx.api.schemas import REGISTRY_CURSOR_PATTERN, USER_CURSOR_PATTERN
 from gridtokenx.errors import CodedError
 from gridtokenx.governing import Governing
 
 router = APIRouter()
 DONE = {"suspend": "suspended", "approve": "approved"}
 USERS_PER_PAGE = 100
+REGISTRY_PER_PAGE = 100  # hubs, and meters, a page
+Registry = Annotated[str | None, Query(pattern=REGISTRY_CURSOR_PATTERN)]
 
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(
     request: Request,
     users_cursor: Annotated[str | None, Query(pattern=USER_CURSOR_PATTERN)] = None,
+    hubs_after: Registry = None,
+    meters_after: Registry = None,
 ) -> Response:
-    """One page of users (oldest first, as `GET /api/v1/admin/users`), not the whole table."""
+    """One page of users (oldest first, as `GET /api/v1/admin/users`), of hubs and of
+    meters (by id), not the whole tables."""
     api = api_of(request)
     claims = operator(request)
     if claims is None:
@@ -41,6 +46,8 @@ def admin_page(
     if len(rows) > USERS_PER_PAGE:
         last = rows[USERS_PER_PAGE - 1]
         users_next = f"{last['created_at']}.{last['user_id']}"
+    hubs, hubs_next = _registry(p, books.hubs, "hub_id", hubs_after)
+    meters, meters_next = _registry(p, books.meters, "meter_id", meters_after)
     config = t.config if t else None
     audit_page, _, broken, _ = auditlog.verify_page(p.books, 50)  # the page's links, what is new
     return page(
@@ -61,9 +68,11 @@ def admin_page(
         broken=broken,
         hubs=[
             {"hub_id": h["hub_id"], "key": bytes(h["public_key"]).hex(), "status": h["status"]}
-            for h in books.rows(p.books, books.hubs)
+            for h in hubs
         ],
-        meters=books.rows(p.books, books.meters),
+        hubs_next=hubs_next,
+        meters=meters,
+        meters_next=meters_next,
         auto_approve=api.auto_approve,
         kyc_url=api.kyc.url if api.kyc is not None else None,
         proposals=_proposals(api),
@@ -71,6 +80,15 @@ def admin_page(
         grid_code=t.grid.grid.code if t and t.grid else None,
         curtailments=list(reversed(t.grid.curtailments[-20:])) if t and t.grid else [],
     )
+
+
+def _registry(
+    p: Any, table: Any, key: str, after: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of hubs or meters after the id `after`, and the next page's cursor."""
+    rows = queries.registry_page(p.books, table, key, REGISTRY_PER_PAGE + 1, after)
+    more = len(rows) > REGISTRY_PER_PAGE
+    return rows[:REGISTRY_PER_PAGE], str(rows[REGISTRY_PER_PAGE - 1][key]) if more else None
 
 
 @router.post("/admin/halt")

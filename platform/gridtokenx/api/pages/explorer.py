@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
 
 from gridtokenx.adapters import books
 from gridtokenx.api.pages.layout import api_of, back, page, session
@@ -19,6 +20,7 @@ from gridtokenx.wire.errors import WireError
 from gridtokenx.wire.reading import READING_DOMAIN, decode
 
 router = APIRouter()
+TRADES_SHOWN = 200  # of a settlement's epoch
 
 
 @router.get("/explorer", response_class=HTMLResponse)
@@ -72,43 +74,58 @@ def explorer_tx(request: Request, signature: str) -> Response:
             tx["batch"] = _batch(p, tag)
         if text.startswith(SETTLE + " "):
             epoch = int(text.split(" ")[2])
+            trades = _epoch_trades(p, epoch)
             tx["epoch"] = {
                 "epoch": epoch,
-                "trades": [
-                    t
-                    for t in books.rows(p.books, books.trades, ("trade_id",))
-                    if t["epoch"] == epoch
-                ],
+                "trades": trades[:TRADES_SHOWN],
+                "more": len(trades) > TRADES_SHOWN,
             }
     return page(request, "explorer.html", session(request), tx=tx, q=signature, latest=latest)
 
 
+def _epoch_trades(p: Any, epoch: int) -> list[dict[str, Any]]:
+    """The epoch's first trades by id, one more than shown (by the primary key)."""
+    t = books.trades
+    query = select(t).where(t.c.epoch == epoch).order_by(t.c.trade_id).limit(TRADES_SHOWN + 1)
+    with p.books.connect() as c:
+        return [dict(r._mapping) for r in c.execute(query)]
+
+
 def _batch(p: Any, tag: str) -> dict[str, Any] | None:
-    hub_id, _, epoch = tag.rpartition("/")
-    rows = [
-        b
-        for b in books.rows(p.books, books.batches)
-        if b["hub_id"] == hub_id and str(b["epoch"]) == epoch
-    ]
-    if not rows:
+    """The hub batch a memo names, its readings checked: read by the primary keys (the
+    batch, its readings, their meters), whatever the history."""
+    hub_id, _, epoch_text = tag.rpartition("/")
+    if not epoch_text.isdigit() or len(epoch_text) > 18:  # a memo of some other form
         return None
-    b = rows[0]
-    header = bytes(b["header"])
+    epoch = int(epoch_text)
+    b_, r_, m_ = books.batches, books.batch_readings, books.meters
+    with p.books.connect() as c:
+        b = c.execute(select(b_).where(b_.c.hub_id == hub_id, b_.c.epoch == epoch)).first()
+        if b is None:
+            return None
+        rows = c.execute(
+            select(r_).where(r_.c.hub_id == hub_id, r_.c.epoch == epoch).order_by(r_.c.idx)
+        ).all()
+        ids = sorted({str(r.meter_id) for r in rows if r.meter_id is not None})
+        keys: dict[str, bytes] = {}
+        for k in range(0, len(ids), books.CHUNK):
+            found = select(m_.c.meter_id, m_.c.public_key).where(
+                m_.c.meter_id.in_(ids[k : k + books.CHUNK])
+            )
+            keys.update({str(i): bytes(key) for i, key in c.execute(found)})
+    header = bytes(b.header)
     try:
-        verify(header, bytes(b["hub_signature"]), wire_batch.BATCH_DOMAIN, bytes(b["hub_key"]))
+        verify(header, bytes(b.hub_signature), wire_batch.BATCH_DOMAIN, bytes(b.hub_key))
         verified = True
     except WireError:
         verified = False
-    keys = {m["meter_id"]: bytes(m["public_key"]) for m in books.rows(p.books, books.meters)}
     readings = []
-    for r in books.rows(p.books, books.batch_readings, ("idx",)):
-        if r["hub_id"] != hub_id or str(r["epoch"]) != epoch:
-            continue
-        reading = decode(bytes(r["raw"]))
+    for r in rows:
+        reading = decode(bytes(r.raw))
         try:
             verify(
-                bytes(r["raw"]),
-                bytes(r["signature"]),
+                bytes(r.raw),
+                bytes(r.signature),
                 READING_DOMAIN,
                 keys.get(reading.meter_id, b"\0" * 32),
             )
@@ -126,8 +143,8 @@ def _batch(p: Any, tag: str) -> dict[str, Any] | None:
         )
     return {
         "hub_id": hub_id,
-        "epoch": epoch,
-        "root": bytes(b["root"]).hex(),
+        "epoch": epoch_text,
+        "root": bytes(b.root).hex(),
         "verified": verified,
         "readings": readings,
     }
