@@ -72,14 +72,14 @@ class Site:
             limits_per_minute=limits_per_minute,
         )
         instance = build(settings, clock)  # the composition root `platform run` uses
+        self.instance = instance
         self.platform, self.trading = instance.platform, instance.trading
         self.accounts = instance.accounts
         self.app = instance.app(limiter)
         self.client = TestClient(self.app)
 
     def close(self) -> None:
-        self.platform.ledger.close()  # type: ignore[attr-defined]
-        self.platform.books.dispose()
+        self.instance.close()
 
 
 def signup(client: TestClient | httpx.Client, email: str, role: str = "prosumer") -> dict[str, Any]:

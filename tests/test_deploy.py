@@ -46,6 +46,8 @@ def test_compose_has_the_production_topology() -> None:
     for name in ("platform-1", "platform-2"):
         platform = services[name]
         assert platform["command"][:3] == ["gridtokenx", "platform", "run"]
+        # one front each: the two share the data volume, each core names its own sockets
+        assert platform["command"][-2:] == ["--fronts", "1"]
         assert platform["environment"]["SOLANA_RPC_URL"] == "http://solana:8899"
         assert platform["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert "ports" not in platform  # reached through the TLS proxy only

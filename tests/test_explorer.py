@@ -89,3 +89,25 @@ def test_a_settlement_shows_its_epochs_first_trades_by_key(site: Site) -> None:
     assert shown == ninth[: explorer.TRADES_SHOWN]  # by id, as text
     assert f"The first {explorer.TRADES_SHOWN} trades of this epoch, by id." in html
     assert statements and all(" WHERE " in s for s in statements), statements
+
+
+def test_the_explorer_pages_read_no_pass_over_the_chains_history(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signup(site.client, "reader@x.org")  # its wallet's funding: transactions on the chain
+    ledger = site.platform.ledger
+    history = ledger.history()
+    newest = [e.signature for e in history[::-1]]
+
+    def scanned(self: object, start: int = 0) -> list[object]:
+        raise AssertionError("a pass over the whole history")
+
+    monkeypatch.setattr(type(ledger), "history", scanned)
+    index = site.client.get("/explorer")
+    assert index.status_code == 200
+    shown = re.findall(r'href="/explorer/tx/([1-9A-HJ-NP-Za-km-z]+)"', index.text)
+    assert shown == newest[:30]
+    tx = site.client.get(f"/explorer/tx/{history[0].signature}")
+    assert tx.status_code == 200 and history[0].signature in tx.text
+    unknown = site.client.get(f"/explorer/tx/{'1' * 88}")
+    assert unknown.status_code == 200 and "1" * 88 in unknown.text

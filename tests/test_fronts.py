@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 from platform_process import ADMIN_H, PlatformProcess
+from platform_site import Site
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from gridtokenx.api.fronts import MAX_FRAME, frame, read_frame
 from gridtokenx.api.limits import ClientAddress
+from gridtokenx.cli.fronts import socket_paths
 
 
 def wait_for(p: PlatformProcess, text: str, count: int = 1) -> None:
@@ -35,6 +38,11 @@ def a_fresh_minute(need_s: float = 20.0) -> None:
     left = 60 - time.time() % 60
     if left < need_s:
         time.sleep(left + 0.05)
+
+
+def sockets(data: Path) -> tuple[list[Path], list[Path]]:
+    """The core sockets and the placement sockets in a data directory."""
+    return sorted(data.glob("core-*.sock")), sorted(data.glob("place-*.sock"))
 
 
 def children(pid: int) -> list[int]:
@@ -155,22 +163,45 @@ def test_a_killed_front_is_restarted_and_the_fronts_end_with_the_core(
     buy = {"side": "buy", "quantity_wh": 100, "price": 2_000_000}
     assert [post_order(core.url, token, buy).status_code for _ in range(4)] == [201] * 4
     now = children(core.process.pid)
-    assert (core.data / "core.sock").exists() and (core.data / "place.sock").exists()
-    assert oct((core.data / "core.sock").stat().st_mode & 0o777) == "0o600"
+    (core_socket,), (placement_socket,) = sockets(core.data)
+    assert oct(core_socket.stat().st_mode & 0o777) == "0o600"
+    assert oct(placement_socket.stat().st_mode & 0o777) == "0o600"
     core.stop()
     for pid in now:
         assert (
             not Path(f"/proc/{pid}").exists()
             or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
-    assert not (core.data / "core.sock").exists()
-    assert not (core.data / "place.sock").exists()
+    assert sockets(core.data) == ([], [])
+
+
+def test_each_core_names_its_sockets_and_removes_only_those_of_dead_cores(
+    tmp_path: Path,
+) -> None:
+    """Two cores on one data directory (two instances on one volume) each keep their own
+    sockets; a core's start removes what a killed core left, not a live core's."""
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(str(tmp_path / "core-live.sock"))
+    live.listen()
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(tmp_path / "place-dead.sock"))
+    dead.close()  # as after a kill -9: the file stays, nothing listens
+    (tmp_path / "core-note.sock").write_text("not a socket")
+    try:
+        core_path, placement_path = socket_paths(tmp_path)
+        other = socket_paths(tmp_path)
+    finally:
+        live.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["core-live.sock", "core-note.sock"]
+    assert core_path.name.startswith("core-") and core_path.suffix == ".sock"
+    assert placement_path.name == "place-" + core_path.name.removeprefix("core-")
+    assert other[0] != core_path and other[1] != placement_path
 
 
 def test_the_placement_socket_drops_an_oversized_frame_and_refuses_a_bad_one(
     core: PlatformProcess,
 ) -> None:
-    path = str(core.data / "place.sock")
+    path = str(sockets(core.data)[1][0])
 
     async def exchange() -> tuple[dict[str, object] | None, bytes]:
         reader, writer = await asyncio.open_unix_connection(path)
@@ -229,3 +260,28 @@ def test_a_fronts_orders_of_one_turn_go_in_one_write_and_none_after_its_socket_i
     assert answered == [{"n": k} for k in range(10)] + [{"n": 12}]
     assert failed == ["ConnectionError('the placement socket closed')"] * 2
     assert reads == [list(range(10)), [12]]  # one write for ten orders; 10 and 11 never sent
+
+
+def test_a_stopping_core_refuses_a_fronts_placement_with_its_code(
+    sqlite_site: Site, tmp_path: Path
+) -> None:
+    """A placement that reaches a core whose trading is closed (`Trading.close`, a stopping
+    `platform run`) is answered 503 `stopping`, not dropped and not left waiting."""
+    server = sqlite_site.app.state.placements
+    sqlite_site.trading.close()
+    path = tmp_path / "place.sock"
+
+    async def exchange() -> dict[str, object] | None:
+        await server.start(path)
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        order = {"side": "buy", "quantity_wh": 100, "price": 2_000_000}
+        writer.write(frame({"id": 3, "user_id": "u-1", "order": order}))
+        answer = await read_frame(reader)
+        writer.close()
+        await server.close()
+        return answer
+
+    answer = asyncio.run(exchange())
+    assert answer is not None
+    assert (answer["id"], answer["status"]) == (3, 503)
+    assert json.loads(str(answer["body"]))["code"] == "stopping"

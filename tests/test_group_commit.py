@@ -512,3 +512,35 @@ def test_placements_from_an_event_loop_share_a_batch_on_the_group_commit_thread(
     sig = [signatures[r["order_id"]] for r in results[:5]]
     assert sig[0] != sig[1] and len(set(sig[1:])) == 1
     wait_for(lambda: not t._flushing and not t._queue)  # the flusher hands over after telling
+
+
+def test_closing_answers_the_placements_taken_then_refuses_new_ones(site: Site) -> None:
+    """`Trading.close` (a stopping `platform run`): the queued placements are placed, each
+    caller answered, then the group-commit thread ends; a placement after is refused with
+    its own code, never left waiting."""
+    from gridtokenx.errors import Unavailable
+
+    users = [signup(site.client, f"c{k}@x.org", "consumer") for k in range(3)]
+    for u in users:
+        fund(site, u, thb=10_000_000)
+    t = site.trading
+    with t.lock:  # the group-commit thread blocks on the first batch: the rest queue
+        taken = [t.submit(u["user_id"], "buy", 1_000, 3_000_000) for u in users]
+        closing = threading.Thread(target=t.close)
+        closing.start()
+        wait_for(lambda: t._closed)
+        with pytest.raises(Unavailable) as refused:
+            t.submit(users[0]["user_id"], "buy", 1_000, 3_000_000)
+        assert refused.value.code == "stopping"
+        assert closing.is_alive() and not any(f.done() for f in taken)
+    closing.join(timeout=60)
+    assert not closing.is_alive()
+    rows = [f.result(timeout=0) for f in taken]
+    assert [(r["user_id"], r["status"]) for r in rows] == [(u["user_id"], "open") for u in users]
+    assert not any(th.is_alive() for th in t._committer._threads)
+    with pytest.raises(Unavailable) as late:
+        t.place(users[1]["user_id"], "buy", 1_000, 3_000_000)
+    assert late.value.code == "stopping"
+    with site.platform.books.connect() as c:
+        placed = sorted(c.execute(select(market_orders.c.order_id)).scalars())
+    assert placed == sorted(r["order_id"] for r in rows)

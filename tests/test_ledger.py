@@ -681,3 +681,28 @@ def test_packing_grows_a_transaction_exactly_as_fits_measures_it(
         assert packing.size() == 1 + 64 * len(packing.signers) + len(
             bytes(Message(held, public_key(payer)))
         )
+
+
+def test_a_transaction_and_the_newest_are_found_by_index_on_the_ledger_and_a_reader(
+    tmp_path: Path,
+) -> None:
+    """`landed(signature)` and `latest(n)` say what a pass over `history()` would, on the
+    writing ledger and on a reader of its log (a lookup is an index's, not a scan)."""
+    from gridtokenx.ledger.embedded import ChainReader
+
+    ledger = EmbeddedLedger(tmp_path / "chain", Keypair())
+    sent = [ledger.send([note(f"gtx1 test {k}")], []) for k in range(5)]
+    reader = ChainReader(tmp_path / "chain")
+    for view in (ledger, reader):
+        history = view.history()
+        assert [e.signature for e in history] == sent
+        assert [e.signature for e in view.latest(3)] == sent[:1:-1]
+        assert [e.signature for e in view.latest(9)] == sent[::-1]
+        assert view.latest(0) == []
+        found = view.landed(sent[2])
+        assert found is not None and (found.signature, found.memos) == (sent[2], ("gtx1 test 2",))
+        assert view.landed("1" * 88) is None
+        assert view.memo_index()["gtx1 test 4"] == sent[4]
+    later = ledger.send([note("gtx1 test 5")], [])
+    assert [e.signature for e in reader.latest(1)] == [later]  # the reader caught up
+    ledger.close()

@@ -16,10 +16,11 @@ from alembic import command
 from alembic.config import Config
 from databases import database
 from ledger_fixtures import reading
-from platform_site import Clock, Site, signup
+from platform_site import Clock, Site, fund, signup
 from sqlalchemy import create_engine, event, select
 
 from gridtokenx.adapters import books, queries
+from gridtokenx.adapters.tables import market_orders
 from gridtokenx.wire.reading import encode
 
 
@@ -107,10 +108,56 @@ def test_the_account_page_shows_the_newest_readings_and_trades(site: Site) -> No
     trades = page.text.split('id="trades"', 1)[1].split("</table>", 1)[0]
     assert re.findall(
         r'<tr><td><time title="epoch (\d+)">[^<]+</time></td><td>sell</td>', trades
-    ) == [str(e) for e in range(120, 70, -1)]
+    ) == [str(e) for e in range(120, 100, -1)]  # the newest 20, the rest in the API
+    assert "all of them: <code>GET /api/v1/trades</code>" in page.text
     # the demo agents' forecast: each owner's average power over its newest 7 readings
     # (m-home 60 Wh in 5,400 s, m-other 42 Wh)
     assert queries.recent_flows(s.platform.books) == {home["wallet"]: (40, 0), other: (28, 0)}
+
+
+def test_the_account_page_shows_the_open_epochs_orders_and_the_newest_20_before(
+    site: Site,
+) -> None:
+    s = site
+    home = signup(s.client, "o@x.org")
+    fund(s, home, thb=10_000_000)
+    epoch = s.trading.current_epoch()
+    books.add_rows(  # a year's closed orders, one an epoch
+        s.platform.books,
+        market_orders,
+        [
+            {
+                "order_id": f"o-old-{e:05d}",
+                "user_id": home["user_id"],
+                "epoch": e,
+                "seq": 1,
+                "side": "buy",
+                "quantity_wh": 100,
+                "price": 3_000_000,
+                "zone": "default",
+                "tif": "GFE",
+                "status": "expired",
+                "filled_wh": 0,
+                "created_at": 0,
+            }
+            for e in range(epoch - 300, epoch)
+        ],
+    )
+    placed = [
+        s.client.post(
+            "/api/v1/orders",
+            headers=home["auth"],
+            json={"side": "buy", "quantity_wh": 100, "price": 3_000_000 + k},
+        ).json()["order_id"]
+        for k in range(23)  # more than 20: every open one is shown, cancellable
+    ]
+    s.client.cookies.set("gtx_access", home["access_token"])
+    page = s.client.get("/me").text
+    table = page.split('id="orders"', 1)[1].split("</table>", 1)[0]
+    shown = re.findall(r"<td><code>(o-[^<]+)</code>", table)
+    assert shown == placed[::-1] + [f"o-old-{e:05d}" for e in range(epoch - 1, epoch - 21, -1)]
+    assert table.count("<button>cancel</button>") == 23
+    assert "all of them: <code>GET /api/v1/orders</code>" in page
 
 
 def test_migration_0005_fills_the_references_of_stored_readings(tmp_path: Path) -> None:

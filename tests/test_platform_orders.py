@@ -56,8 +56,10 @@ def test_bench_api_measures_a_baseline_with_the_same_client() -> None:
         "p99_ms",
         "errors",
         "baseline_rps",
+        "fronts",
     }
-    assert figures["errors"] == 0 and figures["baseline_rps"] > 0
+    assert (figures["orders"], figures["errors"], figures["fronts"]) == (40, 0, 1)
+    assert figures["baseline_rps"] > 0 and figures["p99_ms"] >= figures["p50_ms"]
 
 
 def test_order_ids_grow_with_time() -> None:

@@ -1,6 +1,7 @@
 """`gridtokenx bench api`: order placements over HTTP against a platform on 127.0.0.1.
 
-Starts `gridtokenx platform run` in its own process: fresh data, the embedded ledger, and
+Starts `gridtokenx platform run --fronts 1` (as docker-compose.yml runs it; `fronts` 0: the
+one process alone) in its own process: fresh data, the embedded ledger, and
 the per-IP and per-user request limits raised (every client is on 127.0.0.1). Signs up one
 household with THB per 40 orders (the 50 orders per epoch limit holds), then places
 `orders` buy orders over `concurrency` kept-alive connections. Every placement is real:
@@ -84,7 +85,7 @@ def run(
     concurrency: int,
     instances: int = 1,
     database: str | None = None,
-    fronts: int = 0,
+    fronts: int = 1,
 ) -> dict[str, Any]:
     users = orders // 40 + 1  # the design's 50 orders per user and epoch hold
     admin = secrets.token_hex(16)
@@ -173,7 +174,7 @@ def run(
         **({"error_codes": dict(refused)} if refused else {}),
         "baseline_rps": baseline,
         **({"instances": instances} if checked else {}),
-        **({"fronts": fronts} if fronts else {}),
+        "fronts": fronts,
         **extra,
     }
 

@@ -96,6 +96,9 @@ class Instance:
         )
 
     def close(self) -> None:
+        """Stop in order: the placements taken answered (`Trading.close`), then the
+        sequencer's lock, the ledger and the database's connections."""
+        self.trading.close()
         if self.election is not None:
             self.election.release()
         self.platform.ledger.close()  # type: ignore[attr-defined]

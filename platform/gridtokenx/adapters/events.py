@@ -89,7 +89,7 @@ class RedisRelay:
         import redis
 
         self.redis: Any = redis.Redis.from_url(url)
-        self.pubsub: Any = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.pubsub: Any = self.redis.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(CHANNEL)
         self.deliver = deliver
         self.stop = threading.Event()

@@ -43,13 +43,13 @@ from starlette.responses import JSONResponse
 from gridtokenx.api.deps import Api
 from gridtokenx.api.errors import error_response, response_for
 from gridtokenx.api.schemas import OrderIn
-from gridtokenx.errors import InvalidInput
+from gridtokenx.errors import CodedError, InvalidInput
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
 HEAD = struct.Struct(">I")
-CORE_SOCKET = "core.sock"  # in the data directory: the core's HTTP server
-PLACEMENT_SOCKET = "place.sock"  # in the data directory: orders from the fronts
+CORE_SOCKET = "core"  # <data>/core-<token>.sock: the core's HTTP server
+PLACEMENT_SOCKET = "place"  # <data>/place-<token>.sock: orders from the fronts
 
 
 class FrameError(Exception):
@@ -147,9 +147,13 @@ class PlacementServer:
             self._refuse(key, writer, error_response(limited), start)
             return
         assert api.trading is not None
-        future = api.trading.submit(
-            user_id, order.side, order.quantity_wh, order.price, order.zone, order.tif, family
-        )
+        try:
+            future = api.trading.submit(
+                user_id, order.side, order.quantity_wh, order.price, order.zone, order.tif, family
+            )
+        except CodedError as err:  # this instance is stopping: the placement not taken
+            self._refuse(key, writer, error_response(err), start)
+            return
         future.add_done_callback(lambda f: self._finished(f, key, writer, start))
 
     def _finished(

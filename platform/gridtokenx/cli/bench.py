@@ -113,8 +113,13 @@ def bench_api(
         str | None, typer.Option(help="The books' PostgreSQL URL (needed for --instances).")
     ] = None,
     fronts: Annotated[
-        int, typer.Option(min=0, max=16, help="Each instance's front processes (--fronts).")
-    ] = 0,
+        int,
+        typer.Option(
+            min=0,
+            max=16,
+            help="Each instance's front processes (--fronts; 1, as docker-compose.yml runs it).",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Place N orders over HTTP against a platform on 127.0.0.1 (or N instances of it)."""

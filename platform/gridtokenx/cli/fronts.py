@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -31,9 +33,30 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def socket_paths(data: Path) -> tuple[Path, Path]:
+    """This core's two socket paths in `data`, named by a token of its own: several cores
+    may share one data directory (two instances on one volume, each with its fronts), and
+    a pid is no name for them (each container's core may be pid 1). The sockets a dead
+    core left (nothing listens on them) are removed; a live core's are kept."""
+    for name in (CORE_SOCKET, PLACEMENT_SOCKET):
+        for left in data.glob(f"{name}-*.sock"):
+            if not stat.S_ISSOCK(left.lstat().st_mode):
+                continue  # not a socket: not ours to remove
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(left))
+            except ConnectionRefusedError:
+                with contextlib.suppress(FileNotFoundError):
+                    left.unlink()
+            except OSError:
+                pass  # e.g. no permission: another user's, left as it is
+            finally:
+                probe.close()
+    token = secrets.token_hex(4)
+    return data / f"{CORE_SOCKET}-{token}.sock", data / f"{PLACEMENT_SOCKET}-{token}.sock"
+
+
 def _unix_listener(path: Path) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # left by a core that died
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(path))
     path.chmod(0o600)  # only the platform's own user: its fronts
@@ -43,7 +66,7 @@ def _unix_listener(path: Path) -> socket.socket:
 def serve_with_fronts(
     app: FastAPI, data: Path, host: str, port: int, fronts: int, secret: bytes
 ) -> None:
-    core, placements = data / CORE_SOCKET, data / PLACEMENT_SOCKET
+    core, placements = socket_paths(data)
     listener = _unix_listener(core)
     config = uvicorn.Config(app, log_level="warning", proxy_headers=False)
     server = _Server(config)

@@ -155,6 +155,5 @@ def platform_run(
     stop.set()
     if running_clock:
         clock.join(timeout=30)
-    if election is not None:
-        election.release()
+    instance.close()  # the placements taken answered, the sequencer's lock released
     typer.echo("platform stopped cleanly")

@@ -40,6 +40,7 @@ from gridtokenx.adapters import books, idempotency
 from gridtokenx.adapters.auth_tables import revoked_logins
 from gridtokenx.adapters.events import Event
 from gridtokenx.adapters.tables import epochs, market_executions, market_orders, settings, users
+from gridtokenx.errors import Unavailable
 from gridtokenx.keynames import key_user, user_key
 from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.keystore import Keystore
@@ -214,6 +215,7 @@ class Trading:
         self._queue: deque[_Placement] = deque()  # placements waiting for a group commit
         self._queued = threading.Condition()
         self._flushing = False  # a caller or the group-commit thread is placing a batch
+        self._closed = False  # `close`: no placement is taken any more
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="group-commit")
         if sequencer:
             if self.shared:
@@ -332,7 +334,7 @@ class Trading:
         refusal."""
         waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, record, family)
         with self._queued:
-            self._queue.append(waiting)
+            self._take_in(waiting)
         while not waiting.future.done():
             with self._queued:
                 while self._flushing and not waiting.future.done():
@@ -375,12 +377,28 @@ class Trading:
         at once (`api.fronts.PlacementServer`: one wake-up of its loop per batch)."""
         waiting = _Placement(user_id, side, quantity_wh, price, zone, tif, None, family)
         with self._queued:
-            self._queue.append(waiting)
+            self._take_in(waiting)
             start = not self._flushing
             self._flushing = True
         if start:
             self._committer.submit(self._drain)
         return waiting.future
+
+    def _take_in(self, waiting: _Placement) -> None:
+        """Queue a placement (holding `_queued`), unless this instance is stopping."""
+        if self._closed:
+            raise Unavailable("stopping", "this instance is stopping: place the order again")
+        self._queue.append(waiting)
+
+    def close(self) -> None:
+        """Take no more placements, let those queued be placed or refused (each caller gets
+        its answer), then end the group-commit thread: a stopping instance drops no order
+        it took."""
+        with self._queued:
+            self._closed = True
+            while self._queue or self._flushing:
+                self._queued.wait()
+        self._committer.shutdown(wait=True)
 
     def _drain(self) -> None:
         with self._queued:
@@ -816,6 +834,14 @@ class Trading:
                 select(market_orders).where(market_orders.c.order_id == order_id)
             ).first()
         return None if row is None else dict(row._mapping)
+
+    def in_open_epoch(self, user_id: str) -> int:
+        """How many orders the user placed in the market's epoch (at most
+        MAX_ORDERS_PER_EPOCH; one range of market_orders_user_epoch)."""
+        o = market_orders
+        query = select(func.count()).where(o.c.user_id == user_id, o.c.epoch == self.market.epoch)
+        with self.engine.connect() as c:
+            return int(c.execute(query).scalar_one())
 
     def orders_of(
         self, user_id: str, limit: int = 100, after: tuple[int, int, str] | None = None

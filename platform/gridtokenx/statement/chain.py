@@ -50,8 +50,8 @@ def from_chain(chain: ChainView) -> Fetch:
     """Look transactions up in a chain's history (the embedded chain's log)."""
 
     def fetch(signatures: Collection[str]) -> dict[str, Landed]:
-        wanted = set(signatures)
-        return {e.signature: e for e in chain.history() if e.signature in wanted}
+        found = {s: chain.landed(s) for s in set(signatures)}
+        return {s: e for s, e in found.items() if e is not None}
 
     return fetch
 

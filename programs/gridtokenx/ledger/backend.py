@@ -85,6 +85,56 @@ def memos_of(tx: Transaction) -> tuple[str, ...]:
     )
 
 
+class History:
+    """The transactions a ledger replica has seen, oldest first, indexed by signature and
+    by memo: a lookup or the newest few cost the same whatever the history's length (a
+    page showing one transaction no longer copies and scans all of them)."""
+
+    def __init__(self) -> None:
+        self._landed: list[Landed] = []
+        self._at: dict[str, int] = {}
+        self.memos: dict[str, str] = {}  # memo text -> the first signature carrying it
+
+    def add(self, tx: Transaction, signature: str | None = None) -> Landed:
+        landed = Landed(signature or str(tx.signatures[0]), tx, memos_of(tx))
+        self._landed.append(landed)  # before its index: a reader never finds it ahead
+        self._at.setdefault(landed.signature, len(self._landed) - 1)
+        for text in landed.memos:
+            self.memos.setdefault(text, landed.signature)
+        return landed
+
+    def since(self, start: int = 0) -> list[Landed]:
+        return self._landed[start:]
+
+    def find(self, signature: str) -> Landed | None:
+        at = self._at.get(signature)
+        return None if at is None else self._landed[at]
+
+    def newest(self, count: int) -> list[Landed]:
+        """The last `count` transactions, newest first."""
+        return self._landed[max(0, len(self._landed) - count) :][::-1]
+
+
+class Replica:
+    """The reads of a ledger's `History` (the `ChainView` methods), each after the replica
+    caught up with what landed since (`_caught_up`, each backend's own)."""
+
+    def _caught_up(self) -> History:
+        raise NotImplementedError
+
+    def history(self, start: int = 0) -> list[Landed]:
+        return self._caught_up().since(start)
+
+    def landed(self, signature: str) -> Landed | None:
+        return self._caught_up().find(signature)
+
+    def latest(self, count: int) -> list[Landed]:
+        return self._caught_up().newest(count)
+
+    def memo_index(self) -> dict[str, str]:
+        return self._caught_up().memos
+
+
 MEMO_BYTES = 565  # the longest memo the Memo program logs within 200,000 compute units
 MEMO_BYTES_PER_SIGNER = 40  # each signer it checks and logs costs as much as ~39 bytes
 
@@ -125,6 +175,10 @@ class ChainView(Protocol):
     def account_data(self, address: Pubkey) -> bytes | None: ...
 
     def history(self, start: int = 0) -> list[Landed]: ...
+
+    def landed(self, signature: str) -> Landed | None: ...
+
+    def latest(self, count: int) -> list[Landed]: ...
 
     def memo_index(self) -> dict[str, str]: ...
 
@@ -167,6 +221,14 @@ class Ledger(Protocol):
 
     def history(self, start: int = 0) -> list[Landed]:
         """The transactions this ledger's payer landed, oldest first, from index `start`."""
+        ...
+
+    def landed(self, signature: str) -> Landed | None:
+        """The landed transaction of this signature (None: not one of this ledger's)."""
+        ...
+
+    def latest(self, count: int) -> list[Landed]:
+        """The last `count` transactions landed, newest first."""
         ...
 
     def memo_index(self) -> dict[str, str]:

@@ -38,13 +38,20 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
-from gridtokenx.ledger.backend import Landed, LedgerError, error_code, memos_of, transaction
+from gridtokenx.ledger.backend import (
+    History,
+    Landed,
+    LedgerError,
+    Replica,
+    error_code,
+    transaction,
+)
 
 FAUCET_LAMPORTS = 100_000 * 10**9  # the payer's local airdrop; the same at every replay
 _RECORD = struct.Struct("<II")
 
 
-class EmbeddedLedger:
+class EmbeddedLedger(Replica):
     def __init__(
         self,
         path: Path | None = None,
@@ -63,8 +70,7 @@ class EmbeddedLedger:
         self._verify = verify_signatures
         self.svm = LiteSVM() if verify_signatures else LiteSVM().with_sigverify(False)
         self.svm.airdrop(self._payer.pubkey(), FAUCET_LAMPORTS)
-        self._landed: list[Landed] = []
-        self._memos: dict[str, str] = {}
+        self._history = History()
         self._log = None
         self._offset = 0  # bytes of the log applied to this replica
         self._mutex = threading.RLock()  # this process's threads: one replica, one writer
@@ -142,11 +148,7 @@ class EmbeddedLedger:
             self._offset += offset
 
     def _remember(self, tx: Transaction) -> Landed:
-        landed = Landed(str(tx.signatures[0]), tx, memos_of(tx))
-        self._landed.append(landed)
-        for text in landed.memos:
-            self._memos.setdefault(text, landed.signature)
-        return landed
+        return self._history.add(tx)
 
     def rent(self, size: int) -> int:
         return int(self.svm.minimum_balance_for_rent_exemption(size))
@@ -265,15 +267,10 @@ class EmbeddedLedger:
             account = self.svm.get_account(address)
         return None if account is None else bytes(account.data)
 
-    def history(self, start: int = 0) -> list[Landed]:
+    def _caught_up(self) -> History:
         with self._mutex:
             self._catch_up()
-            return self._landed[start:]
-
-    def memo_index(self) -> dict[str, str]:
-        with self._mutex:
-            self._catch_up()
-            return self._memos
+            return self._history
 
     def close(self) -> None:
         with self._mutex:
@@ -298,7 +295,7 @@ class _LogLock:
             fcntl.flock(self.ledger._log.fileno(), fcntl.LOCK_UN)
 
 
-class ChainReader:
+class ChainReader(Replica):
     """A read-only view of an embedded chain that another process writes.
 
     Each look replays the records appended since the last one (a torn or half-written tail
@@ -309,8 +306,7 @@ class ChainReader:
         self.log_path = path / "chain.log"
         self.svm = LiteSVM().with_blockhash_check(False)
         self._offset = 0
-        self._landed: list[Landed] = []
-        self._memos: dict[str, str] = {}
+        self._history = History()
         self._funded = False
 
     def refresh(self) -> None:
@@ -333,10 +329,7 @@ class ChainReader:
             result = self.svm.send_transaction(tx)
             if isinstance(result, FailedTransactionMetadata):
                 raise LedgerError("replay_diverged", result.meta().logs())
-            landed = Landed(str(tx.signatures[0]), tx, memos_of(tx))
-            self._landed.append(landed)
-            for text in landed.memos:
-                self._memos.setdefault(text, landed.signature)
+            self._history.add(tx)
             offset += _RECORD.size + size
         self._offset += offset
 
@@ -345,10 +338,6 @@ class ChainReader:
         account = self.svm.get_account(address)
         return None if account is None else bytes(account.data)
 
-    def history(self, start: int = 0) -> list[Landed]:
+    def _caught_up(self) -> History:
         self.refresh()
-        return self._landed[start:]
-
-    def memo_index(self) -> dict[str, str]:
-        self.refresh()
-        return self._memos
+        return self._history

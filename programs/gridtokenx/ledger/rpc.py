@@ -25,19 +25,18 @@ from solders.rpc.responses import IsBlockhashValidResp
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from gridtokenx.ledger.backend import Landed, LedgerError, error_code, memos_of, transaction
+from gridtokenx.ledger.backend import History, LedgerError, Replica, error_code, transaction
 
 T = TypeVar("T")
 
 
-class RpcLedger:
+class RpcLedger(Replica):
     def __init__(self, url: str, payer: Keypair, timeout: float = 30) -> None:
         # solana-py 0.40 is async only; a private loop keeps this interface synchronous
         self._loop = asyncio.new_event_loop()
         self.client = AsyncClient(url, commitment=Confirmed, timeout=timeout, http2=False)
         self._payer = payer
-        self._landed: list[Landed] = []
-        self._memos: dict[str, str] = {}
+        self._history = History()
         self._newest: Signature | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -131,17 +130,10 @@ class RpcLedger:
             if found is None:
                 raise LedgerError("history_gap", [str(signature)])
             tx = Transaction.from_bytes(bytes(found.transaction.transaction))
-            landed = Landed(str(signature), tx, memos_of(tx))
-            self._landed.append(landed)
-            for text in landed.memos:
-                self._memos.setdefault(text, landed.signature)
+            self._history.add(tx, str(signature))
         if newer:
             self._newest = newer[0]
 
-    def history(self, start: int = 0) -> list[Landed]:
+    def _caught_up(self) -> History:
         self._sync()
-        return self._landed[start:]
-
-    def memo_index(self) -> dict[str, str]:
-        self._sync()
-        return self._memos
+        return self._history

@@ -29,20 +29,17 @@ def explorer(request: Request, q: str | None = None) -> Response:
     if q:
         return back(f"/explorer/tx/{q.strip()}")
     latest = [
-        {"signature": e.signature, "memos": list(e.memos)}
-        for e in api.platform.ledger.history()[-30:]
+        {"signature": e.signature, "memos": list(e.memos)} for e in api.platform.ledger.latest(30)
     ]
-    return page(
-        request, "explorer.html", session(request), tx=None, q=None, latest=list(reversed(latest))
-    )
+    return page(request, "explorer.html", session(request), tx=None, q=None, latest=latest)
 
 
 @router.get("/explorer/tx/{signature}", response_class=HTMLResponse)
 def explorer_tx(request: Request, signature: str) -> Response:
     api = api_of(request)
     p = api.platform
-    entry = next((e for e in p.ledger.history() if e.signature == signature), None)
-    latest = [{"signature": e.signature, "memos": list(e.memos)} for e in p.ledger.history()[-10:]]
+    entry = p.ledger.landed(signature)
+    latest = [{"signature": e.signature, "memos": list(e.memos)} for e in p.ledger.latest(10)]
     if entry is None:
         return page(request, "explorer.html", session(request), tx=None, q=signature, latest=latest)
     units = {str(p.dep.grx.address): "Wh of GRX", str(p.dep.thb.address): "µTHB"}

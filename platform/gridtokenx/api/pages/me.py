@@ -19,8 +19,9 @@ from gridtokenx.wire import reading as wire_reading
 from gridtokenx.wire.errors import WireError
 
 router = APIRouter()
-ME_TRADES, ME_READINGS = 50, 20  # the account page's newest trades and readings
-ME_TRANSACTIONS, ME_ORDERS = 30, 100  # and its newest ledger transactions and orders
+# The account page is a summary: the newest 20 of each list (the API's lists have the rest,
+# a page at a time), and every order of the open epoch before those (all cancellable).
+ME_TRADES = ME_READINGS = ME_TRANSACTIONS = ME_ORDERS = 20
 
 
 @router.get("/me/statement")
@@ -54,9 +55,11 @@ def me_page(request: Request) -> Response:
         "pending": api.trading is not None and api.trading.user_status(claims.user_id) == "pending",
         "transactions": txs,
     }
+    market = api.trading
+    shown = ME_ORDERS + market.in_open_epoch(claims.user_id) if market else 0
     orders = [
         {**o, "price_thb": thb(o["price"])}
-        for o in (api.trading.orders_of(claims.user_id, ME_ORDERS) if api.trading else [])
+        for o in (market.orders_of(claims.user_id, shown) if market else [])
     ]
     trades = []
     newest = queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES)
@@ -94,6 +97,12 @@ def me_page(request: Request) -> Response:
         orders=orders,
         trades=trades,
         readings=readings,
+        more={
+            "orders": len(orders) == shown,
+            "trades": len(trades) == ME_TRADES,
+            "readings": len(readings) == ME_READINGS,
+            "transactions": len(txs) == ME_TRANSACTIONS,
+        },
         today=dt.datetime.fromtimestamp(api.trading.clock() if api.trading else time.time(), dt.UTC)
         .date()
         .isoformat(),
