@@ -216,7 +216,7 @@ def grid_operator(chain: Chain, signing: dict[str, SigningKey], owners: dict[str
         chain.dep.parties["grid-operator"],
         chain.ledger,
         lambda: grx,
-        lambda: registry,
+        lambda _hub, _meters: registry,
         clock=lambda: 1_790_100_000,
     )
 

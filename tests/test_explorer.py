@@ -111,3 +111,33 @@ def test_the_explorer_pages_read_no_pass_over_the_chains_history(
     assert tx.status_code == 200 and history[0].signature in tx.text
     unknown = site.client.get(f"/explorer/tx/{'1' * 88}")
     assert unknown.status_code == 200 and "1" * 88 in unknown.text
+
+
+def test_a_batch_is_reviewed_with_its_own_meters_and_hub_read_by_key(site: Site) -> None:
+    """Receiving and co-signing a batch reads the registry rows of the batch's meters and
+    hub only, never the whole registry (a site's thousands of meters)."""
+    platform = site.platform
+    owner = signup(site.client, "kw@x.org")
+    hub, meter = SigningKey(b"h" * 32), SigningKey(b"m" * 32)
+    platform.register_hub("hub-1", bytes(hub.verify_key), "t" * 30)
+    platform.register_hub("hub-2", bytes(SigningKey(b"g" * 32).verify_key), "u" * 30)
+    wallet = Pubkey.from_string(owner["wallet"])
+    platform.register_meter("m-1", bytes(meter.verify_key), wallet)
+    for k in range(2, 6):  # other meters of the site: not read for this batch
+        platform.register_meter(f"m-{k}", bytes(SigningKey(bytes([k]) * 32).verify_key), wallet)
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM ledger_meters" in statement or "FROM ledger_hubs" in statement:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(platform.books, "before_cursor_execute", record)
+    try:
+        submit(platform, hub, meter, 1, [0, 4_000])
+    finally:
+        event.remove(platform.books, "before_cursor_execute", record)
+    assert seen, "the batch read no registry rows"
+    for statement in seen:
+        assert re.search(r"WHERE ledger_(meters\.meter_id IN|hubs\.hub_id =)", statement), statement
+    minted = [m for m in platform.ledger.memo_index() if m.startswith("gtx1 mint hub-1/1 ")]
+    assert len(minted) == 1 and "m-1:" in minted[0]

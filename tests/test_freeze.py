@@ -101,7 +101,7 @@ def reviewing(chain: Chain, role: str = "grid-operator") -> Cosigner:
         dep.parties[role],
         dep.ledger,
         lambda: dep.grx.address,
-        lambda: Registry({}, {}, {}),
+        lambda _hub, _meters: Registry({}, {}, {}),
         thb=lambda: dep.thb.address,
         approver=lambda: approver,
         site_accounts=dep.site_accounts,
@@ -438,7 +438,7 @@ def test_the_kyc_step_approves_a_signup_whose_check_passes(
             dep.parties["grid-operator"],
             dep.ledger,
             lambda: dep.grx.address,
-            lambda: Registry({}, {}, {}),
+            lambda _hub, _meters: Registry({}, {}, {}),
             thb=lambda: dep.thb.address,
             approver=lambda: stranger,
         )
@@ -753,7 +753,7 @@ def test_the_approver_key_can_live_in_the_operators_own_keystore(
             dep.parties["grid-operator"],
             dep.ledger,
             lambda: dep.grx.address,
-            lambda: Registry({}, {}, {}),
+            lambda _hub, _meters: Registry({}, {}, {}),
             thb=lambda: dep.thb.address,
             approver=lambda: operator,
         )

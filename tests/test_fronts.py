@@ -285,3 +285,64 @@ def test_a_stopping_core_refuses_a_fronts_placement_with_its_code(
     assert answer is not None
     assert (answer["id"], answer["status"]) == (3, 503)
     assert json.loads(str(answer["body"]))["code"] == "stopping"
+
+
+def test_the_core_killed_with_fronts_orders_in_flight_keeps_every_acknowledged_one(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the core while its front has orders in flight: after a restart every
+    order the client saw acknowledged (201) is there, open, its escrow held, and `gridtokenx
+    audit` is clean (the cut-short ones refunded or never escrowed)."""
+    import threading
+
+    from platform_process import audit
+
+    data = tmp_path / "data"
+    p = PlatformProcess(data, extra=("--fronts", "1")).wait_ready()
+    wait_for(p, "1 front processes")
+    users = [household(p.url, f"k{k}@example.org") for k in range(4)]
+    acknowledged: dict[str, list[str]] = {uid: [] for uid, _token in users}
+    started = threading.Event()
+
+    def fire(uid: str, token: str) -> None:
+        with httpx.Client(base_url=p.url, timeout=30) as c:
+            for k in range(50):  # the orders of an epoch a household may place
+                try:
+                    r = c.post(
+                        "/api/v1/orders",
+                        json={"side": "buy", "quantity_wh": 100, "price": 2_000_000 + k},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                except httpx.HTTPError:
+                    return  # the core (and with it its front) is gone
+                if r.status_code != 201:
+                    return
+                acknowledged[uid].append(r.json()["order_id"])
+                started.set()
+
+    threads = [threading.Thread(target=fire, args=u) for u in users]
+    for th in threads:
+        th.start()
+    assert started.wait(60)
+    while sum(map(len, acknowledged.values())) < 40:
+        time.sleep(0.01)
+    p.kill()  # kill -9 of the core, its orders in flight
+    for th in threads:
+        th.join(timeout=60)
+    taken = {uid: list(ids) for uid, ids in acknowledged.items()}
+    assert 40 <= sum(map(len, taken.values())) < 200, taken
+    again = PlatformProcess(data, name="again", extra=("--fronts", "1")).wait_ready()
+    try:
+        for uid, token in users:
+            listed = again.client.get(
+                "/api/v1/orders",
+                params={"limit": 100},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert listed.status_code == 200, listed.text
+            statuses = {o["order_id"]: o["status"] for o in listed.json()}
+            assert {i: statuses.get(i) for i in taken[uid]} == {i: "open" for i in taken[uid]}
+    finally:
+        again.stop()
+    report = audit(data)
+    assert report.returncode == 0, report.stdout + report.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from platform_site import ADMIN, EPOCH_S, Clock, fund, signup
+from platform_site import ADMIN, EPOCH_S, Clock, Site, fund, signup
 
 from gridtokenx.accounts import Accounts
 from gridtokenx.adapters.gridview import GridView
@@ -93,3 +93,17 @@ def test_the_pipeline_checks_and_serves_the_grid(
         )
     )
     assert bare.get("/api/v1/grid/state").json()["code"] == "no_grid"
+
+
+def test_the_meters_of_an_epochs_traders_are_read_for_them_alone(sqlite_site: Site) -> None:
+    """The grid check maps each trader to its meter (the first by id) with lookups for the
+    epoch's traders only, not the site's whole registry."""
+    from solders.pubkey import Pubkey
+
+    s = sqlite_site
+    a, b, c = (signup(s.client, f"{n}@x.org") for n in "abc")
+    for meter_id, user, key in (("m-b", a, 1), ("m-a", a, 2), ("m-c", c, 3)):
+        s.platform.register_meter(meter_id, bytes([key]) * 32, Pubkey.from_string(user["wallet"]))
+    assert s.trading.meters_of_users({a["user_id"], b["user_id"]}) == {a["user_id"]: "m-a"}
+    assert s.trading.meters_of_users({c["user_id"], "nobody"}) == {c["user_id"]: "m-c"}
+    assert s.trading.meters_of_users(set()) == {}

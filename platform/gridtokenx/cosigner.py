@@ -43,7 +43,7 @@ from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from gridtokenx.errors import CodedError, Unavailable
 from gridtokenx.hub import rules
@@ -91,24 +91,33 @@ class Registry:
 UNRATED_W = 10**12  # a meter whose rating the registry does not know: no rating check
 
 
-def books_registry(engine: Engine) -> Callable[[], Registry]:
-    """A registry read (only read) from a books database."""
+RegistryOf = Callable[[str, Collection[str]], Registry]  # (hub id, meter ids) -> their rows
+
+
+def books_registry(engine: Engine) -> RegistryOf:
+    """A registry read (only read) from a books database: the rows of one batch's hub and
+    meters, by key (the cost follows the batch, not the site's registry)."""
     from gridtokenx.adapters import books
 
-    def read() -> Registry:
-        meters = books.rows(engine, books.meters)
+    def read(hub_id: str, meter_ids: Collection[str]) -> Registry:
+        m, h = books.meters, books.hubs
+        meters: list[Any] = []
+        with engine.connect() as c:
+            for chunk in books.in_chunks(sorted(meter_ids)):
+                meters += c.execute(
+                    select(m.c.meter_id, m.c.public_key, m.c.owner, m.c.status).where(
+                        m.c.meter_id.in_(chunk)
+                    )
+                ).all()
+            hubs = c.execute(
+                select(h.c.hub_id, h.c.public_key).where(
+                    h.c.hub_id == hub_id, h.c.status == "active"
+                )
+            ).all()
         return Registry(
-            {r["meter_id"]: bytes(r["public_key"]) for r in meters},
-            {
-                r["meter_id"]: Pubkey.from_string(r["owner"])
-                for r in meters
-                if r["status"] == "active"
-            },
-            {
-                r["hub_id"]: bytes(r["public_key"])
-                for r in books.rows(engine, books.hubs)
-                if r["status"] == "active"
-            },
+            {r.meter_id: bytes(r.public_key) for r in meters},
+            {r.meter_id: Pubkey.from_string(r.owner) for r in meters if r.status == "active"},
+            {r.hub_id: bytes(r.public_key) for r in hubs},
         )
 
     return read
@@ -208,7 +217,7 @@ class Cosigner:
         keys: Keystore,
         chain: ChainView,
         grx: Callable[[], Pubkey],
-        registry: Callable[[], Registry],
+        registry: RegistryOf,
         config: rules.RuleConfig | None = None,
         clock: Callable[[], float] = time.time,
         thb: Callable[[], Pubkey] | None = None,
@@ -386,7 +395,7 @@ class Cosigner:
         """Review the batch and each message; its signatures, or CosignRefused."""
         for message in messages:
             well_formed(message)
-        reg = self.registry()
+        reg = self.registry(evidence.header.hub_id, evidence.meter_ids())
         hub_key = reg.hub_keys.get(evidence.header.hub_id)
         if hub_key is None:
             raise CosignRefused("unknown_hub", evidence.header.hub_id)

@@ -7,9 +7,9 @@ reconciles these rows with the chain, so a row changed behind the platform's bac
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -238,14 +238,20 @@ def rows(engine: Engine, table: Table, order: Iterable[str] = ()) -> list[dict[s
 
 
 CHUNK = 500  # ids per IN (...) list
+T = TypeVar("T")
+
+
+def in_chunks(ids: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`ids` CHUNK at a time: each one IN (...) list of a bounded size (SQLite's and
+    psycopg's limits on a statement's parameters)."""
+    for k in range(0, len(ids), CHUNK):
+        yield ids[k : k + CHUNK]
 
 
 def released_of(c: Connection, order_ids: Collection[str]) -> dict[str, int]:
     """What these orders' escrow has paid out (trades and refunds), by indexed lookups."""
     out: dict[str, int] = {}
-    ids = sorted(order_ids)
-    for k in range(0, len(ids), CHUNK):
-        chunk = ids[k : k + CHUNK]
+    for chunk in in_chunks(sorted(order_ids)):
         queries = (
             select(trades.c.buy_id, func.sum(trades.c.buyer_paid))
             .where(trades.c.buy_id.in_(chunk))

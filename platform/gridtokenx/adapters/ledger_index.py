@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy import text as sql
 
-from gridtokenx.adapters.books import CHUNK, account_entries, certificates
+from gridtokenx.adapters.books import account_entries, certificates, in_chunks
 from gridtokenx.adapters.tables import settings
 from gridtokenx.ledger.backend import ChainView
 from gridtokenx.ledger.certificates import TRANSITIONS, event_of
@@ -57,8 +57,8 @@ def catch_up(engine: Engine, chain: ChainView) -> int:
                 rows.append(
                     {"account": account, "pos": pos, "signature": entry.signature, "memos": memos}
                 )
-        for k in range(0, len(rows), CHUNK):
-            c.execute(insert(account_entries), rows[k : k + CHUNK])
+        for chunk in in_chunks(rows):
+            c.execute(insert(account_entries), chunk)
         if not landed and stored is not None:
             return 0
         _store_seen(c, SEEN, stored, seen + len(landed))

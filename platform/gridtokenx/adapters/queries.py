@@ -120,12 +120,9 @@ def settlement_transactions(engine: Engine, epochs: Collection[int]) -> dict[int
     """The settlement signatures of these epochs (those settled), by primary key."""
     e = tables.epochs
     out: dict[int, list[str]] = {}
-    ids = sorted(epochs)
     with engine.connect() as c:
-        for k in range(0, len(ids), books.CHUNK):
-            query = select(e.c.epoch, e.c.transactions).where(
-                e.c.epoch.in_(ids[k : k + books.CHUNK])
-            )
+        for chunk in books.in_chunks(sorted(epochs)):
+            query = select(e.c.epoch, e.c.transactions).where(e.c.epoch.in_(chunk))
             for epoch, transactions in c.execute(query):
                 out[int(epoch)] = list(json.loads(transactions or "[]"))
     return out

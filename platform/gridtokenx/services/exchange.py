@@ -252,12 +252,11 @@ class Exchange:
         """`persist` for several orders entered one after the other (`enter_many`): their
         intents opened in one statement, their executions in one, then the fills of their
         counterparties."""
-        ids = [e.order.id for e in entered]
-        for k in range(0, len(ids), books.CHUNK):
+        for chunk in books.in_chunks([e.order.id for e in entered]):
             c.execute(
                 update(books.orders)
                 .where(
-                    books.orders.c.order_id.in_(ids[k : k + books.CHUNK]),
+                    books.orders.c.order_id.in_(chunk),
                     books.orders.c.status == PENDING,
                 )
                 .values(status="open")
@@ -441,10 +440,10 @@ class Exchange:
         ids = sorted(order_ids)
         with self.engine.begin() as c:
             still_open: list[Row[Any]] = []
-            for k in range(0, len(ids), books.CHUNK):
+            for chunk in books.in_chunks(ids):
                 still_open += c.execute(
                     select(books.orders).where(
-                        books.orders.c.order_id.in_(ids[k : k + books.CHUNK]),
+                        books.orders.c.order_id.in_(chunk),
                         books.orders.c.status == "open",
                     )
                 ).all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ class Platform:
         from gridtokenx.ledger.certificates import CertificateError
 
         with self.lock:
-            _, owners = self._meters()
+            _, owners = self._meters([meter_id])
             owner = owners.get(meter_id)
             if owner is None:
                 raise NotFound("unknown_meter", meter_id)
@@ -229,7 +230,7 @@ class Platform:
         with self.lock:
             evidence = self._evidence(hub_id, epoch, header, signature, readings)
             hub_key = self._hub_key(hub_id)
-            keys, owners = self._meters()
+            keys, owners = self._meters(evidence.meter_ids())
             current = self.marks.update(self.ledger)
             try:
                 oracle.review(
@@ -274,7 +275,7 @@ class Platform:
             if len(signatures) != len(proposals):
                 raise InvalidInput("signature_count", f"{len(proposals)} signatures needed")
             hub = Pubkey.from_bytes(self._hub_key(hub_id))
-            keys, owners = self._meters()
+            keys, owners = self._meters(evidence.meter_ids())
             marks_now = dict(self.marks.update(self.ledger))
 
             def check() -> None:  # each oracle runs the whole review itself
@@ -430,9 +431,14 @@ class Platform:
             )
         self.burn_marks.update(self.ledger)
 
-    def _meters(self) -> tuple[dict[str, bytes], dict[str, Pubkey]]:
-        """The platform's own registry: meter keys and owners' wallets."""
-        meters = books.rows(self.books, books.meters)
+    def _meters(self, meter_ids: Collection[str]) -> tuple[dict[str, bytes], dict[str, Pubkey]]:
+        """These meters' keys and approved owners' wallets in the platform's own registry
+        (a batch's meters by key: the cost follows the batch, not the site's registry)."""
+        meters: list[dict[str, Any]] = []
+        with self.books.connect() as c:
+            for chunk in books.in_chunks(sorted(meter_ids)):
+                query = select(books.meters).where(books.meters.c.meter_id.in_(chunk))
+                meters += [dict(r._mapping) for r in c.execute(query)]
         keys = {r["meter_id"]: bytes(r["public_key"]) for r in meters}
         owners = {
             r["meter_id"]: Pubkey.from_string(r["owner"]) for r in meters if r["status"] == "active"
@@ -442,10 +448,13 @@ class Platform:
         return keys, cosigner.approved_owners(self.dep.grx, owners)
 
     def _hub_key(self, hub_id: str) -> bytes:
-        for row in books.rows(self.books, books.hubs):
-            if row["hub_id"] == hub_id:
-                return bytes(row["public_key"])
-        raise Forbidden("unknown_hub", hub_id)
+        with self.books.connect() as c:
+            key = c.execute(
+                select(books.hubs.c.public_key).where(books.hubs.c.hub_id == hub_id)
+            ).scalar()
+        if key is None:
+            raise Forbidden("unknown_hub", hub_id)
+        return bytes(key)
 
     def _store(self, evidence: oracle.Evidence, hub_key: bytes) -> None:
         h = evidence.header

@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -883,10 +883,11 @@ class Trading:
             self._sequence(self.market, self.exchange, epoch)
         curtail = None
         if self.grid is not None:
-            meter_of = self.meters_of_users()
             step = self.grid.step_of(self.ends_at(epoch))
 
             def curtail(trades: list[Any]) -> list[int]:
+                traders = {t.seller for t in trades} | {t.buyer for t in trades}
+                meter_of = self.meters_of_users(traders)
                 return list(self.grid.curtail(epoch, step, trades, meter_of))
 
         # the unit of work: trades and refunds booked, settled on the ledger, the epoch recorded
@@ -967,14 +968,24 @@ class Trading:
             )
         )
 
-    def meters_of_users(self) -> dict[str, str]:
-        """user id -> the meter its wallet owns (the first, if several)."""
-        by_wallet: dict[str, str] = {}
-        for m in books.rows(self.engine, books.meters, ("meter_id",)):
-            by_wallet.setdefault(m["owner"], m["meter_id"])
+    def meters_of_users(self, user_ids: Collection[str]) -> dict[str, str]:
+        """user id -> the meter its wallet owns (the first by id, if several), of these
+        users (an epoch's traders: indexed lookups, not the site's registry)."""
+        m = books.meters
+        user_of: dict[str, str] = {}  # wallet -> user id
+        first: dict[str, str] = {}
         with self.engine.connect() as c:
-            rows = c.execute(select(users.c.user_id, users.c.wallet)).all()
-        return {r.user_id: by_wallet[r.wallet] for r in rows if r.wallet in by_wallet}
+            for chunk in books.in_chunks(sorted(user_ids)):
+                query = select(users.c.wallet, users.c.user_id).where(users.c.user_id.in_(chunk))
+                user_of.update({w: u for w, u in c.execute(query) if w is not None})
+            for chunk in books.in_chunks(sorted(user_of)):
+                query = (
+                    select(m.c.owner, func.min(m.c.meter_id))
+                    .where(m.c.owner.in_(chunk))
+                    .group_by(m.c.owner)
+                )
+                first.update({user_of[owner]: meter_id for owner, meter_id in c.execute(query)})
+        return first
 
     def epoch_row(self, epoch: int) -> dict[str, Any] | None:
         with self.engine.connect() as c:

@@ -21,6 +21,7 @@ signs: the multisig's m signatures are m independent checks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,15 @@ class Evidence:
     @property
     def tag(self) -> str:
         return f"{self.header.hub_id}/{self.header.epoch}"
+
+    def meter_ids(self) -> set[str]:
+        """The meters the batch names, in its header's ranges and its readings: whose
+        registry rows a review needs (a malformed reading is the review's to refuse)."""
+        ids = {r.meter_id for r in self.header.ranges}
+        for raw, _signature in self.readings:
+            with contextlib.suppress(WireError):
+                ids.add(decode(raw).meter_id)
+        return ids
 
 
 def parse_ranges(text: str, prefix: str) -> tuple[str, str, list[tuple[str, int, int]]] | None:
