@@ -706,3 +706,47 @@ def test_a_transaction_and_the_newest_are_found_by_index_on_the_ledger_and_a_rea
     later = ledger.send([note("gtx1 test 5")], [])
     assert [e.signature for e in reader.latest(1)] == [later]  # the reader caught up
     ledger.close()
+
+
+def test_the_certificate_registry_folds_only_what_landed_since_its_last_look(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate's look-up reads the history from where the registry left off (a site
+    with years of transactions pays for the new ones), and a new registry (a restart) still
+    finds every certificate from the start."""
+    dep = chain.dep
+    registry = Registry(dep, dep.oracle("oracle/platform"), dep.governance()[0])
+    alice = Keypair()
+    first = registry.issue("m-1", alice.pubkey(), "2026-11-21", 0, 1_000)
+    starts: list[int] = []
+    history = type(dep.ledger).history
+
+    def recorded(self: Any, start: int = 0) -> list[Any]:
+        starts.append(start)
+        return history(self, start)
+
+    monkeypatch.setattr(type(dep.ledger), "history", recorded)
+    seen = len(history(dep.ledger))
+    assert registry.get(first.mint).status == "pending"
+    assert registry.validate(first.mint).status == "active"
+    assert starts[0] == seen and 0 not in starts
+    again = Registry(dep, dep.oracle("oracle/platform"), dep.governance()[0])
+    assert [(c.mint, c.status) for c in again.all()] == [(first.mint, "active")]
+    assert starts[-1] == 0
+
+
+def test_marks_keep_each_meters_first_and_newest_minted_register() -> None:
+    """`Marks.firsts`: where a meter's minting began (a first certificate's start), kept as
+    the marks are, from the memos only."""
+    from gridtokenx.ledger.backend import Landed
+    from gridtokenx.ledger.oracle import MINT, MeterMint, mint_memo
+
+    owner = Keypair().pubkey()
+    marks = Marks(MINT)
+    for tag, mints in (
+        ("hub-1/2", [MeterMint("m-1", owner, 500, 900)]),
+        ("hub-1/1", [MeterMint("m-1", owner, 100, 500), MeterMint("m-2", owner, 0, 40)]),
+    ):
+        marks.absorb(Landed("-", None, (mint_memo(tag, b"\0" * 32, mints),)))  # type: ignore[arg-type]
+    assert marks.marks == {"m-1": 900, "m-2": 40}
+    assert marks.firsts == {"m-1": 100, "m-2": 0}

@@ -113,13 +113,7 @@ class Platform:
             if owner is None:
                 raise NotFound("unknown_meter", meter_id)
             minted_to = self.marks.update(self.ledger).get(meter_id)
-            first = None
-            for entry in self.ledger.history():
-                for text in entry.memos:
-                    parsed = oracle.parse_ranges(text, oracle.MINT)
-                    for meter, low, _high in parsed[2] if parsed else []:
-                        if meter == meter_id and (first is None or low < first):
-                            first = low
+            first = self.marks.firsts.get(meter_id)  # its first minted register
             start = self.certificates.marks.update(self.ledger).get(meter_id, first)
             if minted_to is None or start is None or minted_to <= start:
                 raise Conflict("nothing_to_certify", f"{meter_id} has no new verified export")

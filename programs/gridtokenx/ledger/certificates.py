@@ -118,6 +118,8 @@ class Registry:
             raise CertificateError("same_signer", "the validator must not be the issuing oracle")
         self.dep, self.issuer, self.validator = dep, issuer, validator
         self.marks = Marks(ISSUE)
+        self._found: dict[str, Certificate] = {}  # by mint, as of `_seen` transactions
+        self._seen = 0
 
     def _mint(self, address: Pubkey) -> Mint:
         return Mint(self.dep.ledger, address, DECIMALS)
@@ -168,19 +170,24 @@ class Registry:
         self.marks.update(self.dep.ledger)
         return self.get(keypair.pubkey())
 
-    def all(self) -> list[Certificate]:
-        """Every certificate as the chain has it: its issue memo, then its status memos
-        (one pass over the ledger's history)."""
-        found: dict[str, Certificate] = {}
-        for entry in self.dep.ledger.history():
+    def _caught_up(self) -> dict[str, Certificate]:
+        """The certificates by mint as the chain has them (each issue memo, then its status
+        memos), folding in only what landed since the last look (as `Marks`)."""
+        landed = self.dep.ledger.history(self._seen)
+        for entry in landed:
             for text in entry.memos:
                 found_event = event_of(text)
                 if found_event is not None:
-                    apply(found, found_event)
-        return list(found.values())
+                    apply(self._found, found_event)
+        self._seen += len(landed)
+        return self._found
+
+    def all(self) -> list[Certificate]:
+        """Every certificate as the chain has it."""
+        return list(self._caught_up().values())
 
     def get(self, address: Pubkey) -> Certificate:
-        found = next((c for c in self.all() if c.mint == address), None)
+        found = self._caught_up().get(str(address))
         if found is None:
             raise CertificateError("unknown_certificate", str(address))
         return found

@@ -118,6 +118,7 @@ class Marks:
 
     prefix: str
     marks: dict[str, int] = field(default_factory=dict)
+    firsts: dict[str, int] = field(default_factory=dict)  # each meter's lowest range start
     seen: int = 0
 
     def update(self, ledger: ChainView) -> dict[str, int]:
@@ -131,9 +132,11 @@ class Marks:
         for text in entry.memos:
             parsed = parse_ranges(text, self.prefix)
             if parsed is not None:
-                for meter, _, high in parsed[2]:
+                for meter, low, high in parsed[2]:
                     if high > self.marks.get(meter, -1):
                         self.marks[meter] = high
+                    if meter not in self.firsts or low < self.firsts[meter]:
+                        self.firsts[meter] = low
 
 
 def plan(
