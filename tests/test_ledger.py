@@ -686,8 +686,9 @@ def test_packing_grows_a_transaction_exactly_as_fits_measures_it(
 def test_a_transaction_and_the_newest_are_found_by_index_on_the_ledger_and_a_reader(
     tmp_path: Path,
 ) -> None:
-    """`landed(signature)` and `latest(n)` say what a pass over `history()` would, on the
-    writing ledger and on a reader of its log (a lookup is an index's, not a scan)."""
+    """`landed(signature)`, `latest(n)` and `tagged(tags)` say what a pass over `history()`
+    would, on the writing ledger and on a reader of its log (a lookup is an index's, not a
+    scan)."""
     from gridtokenx.ledger.embedded import ChainReader
 
     ledger = EmbeddedLedger(tmp_path / "chain", Keypair())
@@ -703,6 +704,9 @@ def test_a_transaction_and_the_newest_are_found_by_index_on_the_ledger_and_a_rea
         assert found is not None and (found.signature, found.memos) == (sent[2], ("gtx1 test 2",))
         assert view.landed("1" * 88) is None
         assert view.memo_index()["gtx1 test 4"] == sent[4]
+        # by a memo's first three words, each once, oldest first
+        tagged = view.tagged(["gtx1 test 3", "gtx1 test 1", "gtx1 test 3", "gtx1 none"])
+        assert [e.signature for e in tagged] == [sent[1], sent[3]]
     later = ledger.send([note("gtx1 test 5")], [])
     assert [e.signature for e in reader.latest(1)] == [later]  # the reader caught up
     ledger.close()

@@ -538,3 +538,21 @@ def test_the_verifier_runs_without_the_platform() -> None:
             "gridtokenx.wire.reading",
         ]
     )
+
+
+def test_a_statement_finds_its_mints_and_burns_by_the_memos_index(
+    run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a statement reads its batches' mints and its epochs' burns through the
+    ledger's index of memos (`tagged`), never a pass over the whole chain."""
+    site, (seller, _buyer) = run["site"], run["users"]
+    ledger = site.platform.ledger
+
+    def scanned(self: object, start: int = 0) -> list[object]:
+        raise AssertionError("a pass over the whole history")
+
+    monkeypatch.setattr(type(ledger), "history", scanned)
+    dep = site.platform.dep
+    mints = (str(dep.grx.address), str(dep.thb.address))
+    again = build(site.platform.books, ledger, mints, seller["user_id"], run["day"], run["day"])
+    assert again == run["seller"]

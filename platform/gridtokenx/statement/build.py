@@ -255,7 +255,8 @@ def _chain_items(
     """The mints of the statement's batches and the burns of its epochs, from their memos
     on the chain (a burn's amount from its instruction: it depends on the balance)."""
     tags = {f"{hub_id}/{e}": e for hub_id, e in cache if e in epochs}
-    for entry in chain.history():
+    wanted = [f"{MINT} {tag}" for tag in tags] + [f"{BURN} {e}" for e in epochs]
+    for entry in chain.tagged(wanted):  # by the memos' index, not a pass over the chain
         for text in entry.memos:
             parsed = parse_ranges(text, MINT)
             if parsed is not None and parsed[0] in tags:

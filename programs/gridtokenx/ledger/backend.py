@@ -6,7 +6,7 @@ the same code runs in-process and against solana-test-validator, devnet or mainn
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,6 +85,12 @@ def memos_of(tx: Transaction) -> tuple[str, ...]:
     )
 
 
+def tag_of(text: str) -> str:
+    """A memo's first three words: its kind and what it is about ("gtx1 mint hub-1/7",
+    "gtx1 burn 1234"), the key `History.tagged` finds it by."""
+    return " ".join(text.split(" ", 3)[:3])
+
+
 class History:
     """The transactions a ledger replica has seen, oldest first, indexed by signature and
     by memo: a lookup or the newest few cost the same whatever the history's length (a
@@ -93,14 +99,19 @@ class History:
     def __init__(self) -> None:
         self._landed: list[Landed] = []
         self._at: dict[str, int] = {}
+        self._tagged: dict[str, list[int]] = {}  # a memo's first three words -> positions
         self.memos: dict[str, str] = {}  # memo text -> the first signature carrying it
 
     def add(self, tx: Transaction, signature: str | None = None) -> Landed:
         landed = Landed(signature or str(tx.signatures[0]), tx, memos_of(tx))
         self._landed.append(landed)  # before its index: a reader never finds it ahead
-        self._at.setdefault(landed.signature, len(self._landed) - 1)
+        at = len(self._landed) - 1
+        self._at.setdefault(landed.signature, at)
         for text in landed.memos:
             self.memos.setdefault(text, landed.signature)
+            places = self._tagged.setdefault(tag_of(text), [])
+            if not places or places[-1] != at:
+                places.append(at)
         return landed
 
     def since(self, start: int = 0) -> list[Landed]:
@@ -113,6 +124,13 @@ class History:
     def newest(self, count: int) -> list[Landed]:
         """The last `count` transactions, newest first."""
         return self._landed[max(0, len(self._landed) - count) :][::-1]
+
+    def tagged(self, tags: Iterable[str]) -> list[Landed]:
+        """The transactions with a memo whose first three words are one of `tags`
+        (`tag_of`), each once, oldest first: e.g. every mint of one hub's batch,
+        "gtx1 mint hub-1/7"."""
+        places = sorted({at for tag in tags for at in self._tagged.get(tag, ())})
+        return [self._landed[at] for at in places]
 
 
 class Replica:
@@ -130,6 +148,9 @@ class Replica:
 
     def latest(self, count: int) -> list[Landed]:
         return self._caught_up().newest(count)
+
+    def tagged(self, tags: Iterable[str]) -> list[Landed]:
+        return self._caught_up().tagged(tags)
 
     def memo_index(self) -> dict[str, str]:
         return self._caught_up().memos
@@ -180,6 +201,8 @@ class ChainView(Protocol):
 
     def latest(self, count: int) -> list[Landed]: ...
 
+    def tagged(self, tags: Iterable[str]) -> list[Landed]: ...
+
     def memo_index(self) -> dict[str, str]: ...
 
 
@@ -229,6 +252,11 @@ class Ledger(Protocol):
 
     def latest(self, count: int) -> list[Landed]:
         """The last `count` transactions landed, newest first."""
+        ...
+
+    def tagged(self, tags: Iterable[str]) -> list[Landed]:
+        """The transactions with a memo whose first three words are one of `tags`, each
+        once, oldest first."""
         ...
 
     def memo_index(self) -> dict[str, str]:
