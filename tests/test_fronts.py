@@ -346,3 +346,33 @@ def test_the_core_killed_with_fronts_orders_in_flight_keeps_every_acknowledged_o
         again.stop()
     report = audit(data)
     assert report.returncode == 0, report.stdout + report.stderr
+
+
+def test_a_request_through_a_front_has_one_access_line(tmp_path: Path) -> None:
+    """The front writes the access line of each request it answers or forwards; the core
+    behind it keeps the request's id and writes none (one line per request, not two)."""
+    p = PlatformProcess(tmp_path / "data", extra=("--fronts", "1")).wait_ready()
+    try:
+        wait_for(p, "1 front processes")
+        _uid, token = household(p.url, "log@example.org")
+        forwarded = p.client.get("/ready", headers={"X-Request-ID": "once-ready"})
+        placed = post_order(
+            p.url,
+            token,
+            {"side": "buy", "quantity_wh": 100, "price": 2_000_000},
+            **{"X-Request-ID": "once-order"},
+        )
+        assert (forwarded.status_code, placed.status_code) == (200, 201)
+        assert forwarded.headers["x-request-id"] == "once-ready"
+        deadline = time.monotonic() + 30
+        while '"once-order"' not in p.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        p.stop()
+    lines = [json.loads(x) for x in p.output().splitlines() if x.startswith('{"ts"')]
+    access = [
+        (x["request_id"], x["path"], x["status"])
+        for x in lines
+        if x["logger"] == "gridtokenx.access" and x.get("request_id", "").startswith("once-")
+    ]
+    assert access == [("once-ready", "/ready", 200), ("once-order", "/api/v1/orders", 201)]

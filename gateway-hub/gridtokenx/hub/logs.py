@@ -58,17 +58,20 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
     root.propagate = False
 
 
-def install(app: FastAPI) -> None:
-    """Give every request an id (header `X-Request-ID` both ways) and an access log line."""
-    app.add_middleware(RequestIds)
+def install(app: FastAPI, access_lines: bool = True) -> None:
+    """Give every request an id (header `X-Request-ID` both ways) and an access log line;
+    `access_lines` False: no line (a core behind its fronts: the front that forwarded the
+    request writes it, with the same id)."""
+    app.add_middleware(RequestIds, access_lines=access_lines)
 
 
 class RequestIds:
     """A pure ASGI middleware (Starlette's `BaseHTTPMiddleware` costs a task group and
     memory streams per request: about half of a trivial request's time here)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_lines: bool = True) -> None:
         self.app = app
+        self.access_lines = access_lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,16 +96,17 @@ class RequestIds:
 
         try:
             await self.app(scope, receive, send_with_id)
-            access.info(
-                "request",
-                extra={
-                    "fields": {
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "ms": round((time.perf_counter() - start) * 1000, 1),
-                    }
-                },
-            )
+            if self.access_lines:
+                access.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "ms": round((time.perf_counter() - start) * 1000, 1),
+                        }
+                    },
+                )
         finally:
             request_id.reset(token)

@@ -112,7 +112,7 @@ def platform_run(
     from gridtokenx.hub import logs
 
     logs.configure(os.environ.get("GTX_LOG_FORMAT", "json"))  # JSON lines, request ids
-    logs.install(app_)
+    logs.install(app_, access_lines=not fronts)  # with fronts, each front writes the line
     stop = threading.Event()
     if agents:
         from gridtokenx.agents import Agents
