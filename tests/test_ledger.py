@@ -26,7 +26,15 @@ from gridtokenx.ledger.certificates import CertificateError, Registry
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.embedded import EmbeddedLedger
 from gridtokenx.ledger.keystore import Keystore, KeystoreError
-from gridtokenx.ledger.oracle import Marks, Refused, mint_batch, plan, review, reviewing_signer
+from gridtokenx.ledger.oracle import (
+    MINT,
+    Marks,
+    Refused,
+    mint_batch,
+    plan,
+    review,
+    reviewing_signer,
+)
 
 
 @pytest.fixture
@@ -693,20 +701,23 @@ def test_a_transaction_and_the_newest_are_found_by_index_on_the_ledger_and_a_rea
 
     ledger = EmbeddedLedger(tmp_path / "chain", Keypair())
     sent = [ledger.send([note(f"gtx1 test {k}")], []) for k in range(5)]
+    minted = [ledger.send([note(f"{MINT} hub-1/{k} root m-1:0-{k}")], []) for k in (1, 2, 1)]
     reader = ChainReader(tmp_path / "chain")
     for view in (ledger, reader):
         history = view.history()
-        assert [e.signature for e in history] == sent
-        assert [e.signature for e in view.latest(3)] == sent[:1:-1]
-        assert [e.signature for e in view.latest(9)] == sent[::-1]
+        assert [e.signature for e in history] == sent + minted
+        assert [e.signature for e in view.latest(3)] == minted[::-1]
+        assert [e.signature for e in view.latest(99)] == (sent + minted)[::-1]
         assert view.latest(0) == []
         found = view.landed(sent[2])
         assert found is not None and (found.signature, found.memos) == (sent[2], ("gtx1 test 2",))
         assert view.landed("1" * 88) is None
         assert view.memo_index()["gtx1 test 4"] == sent[4]
-        # by a memo's first three words, each once, oldest first
-        tagged = view.tagged(["gtx1 test 3", "gtx1 test 1", "gtx1 test 3", "gtx1 none"])
-        assert [e.signature for e in tagged] == [sent[1], sent[3]]
+        # a mint's or burn's memo by its first three words, each once, oldest first
+        tagged = view.tagged([f"{MINT} hub-1/1", f"{MINT} hub-9/9", f"{MINT} hub-1/1"])
+        assert [e.signature for e in tagged] == [minted[0], minted[2]]
+        # kinds not indexed (here "gtx1 test") are not found by their words
+        assert view.tagged(["gtx1 test 3"]) == []
     later = ledger.send([note("gtx1 test 5")], [])
     assert [e.signature for e in reader.latest(1)] == [later]  # the reader caught up
     ledger.close()
@@ -754,3 +765,9 @@ def test_marks_keep_each_meters_first_and_newest_minted_register() -> None:
         marks.absorb(Landed("-", None, (mint_memo(tag, b"\0" * 32, mints),)))  # type: ignore[arg-type]
     assert marks.marks == {"m-1": 900, "m-2": 40}
     assert marks.firsts == {"m-1": 100, "m-2": 0}
+
+
+def test_the_memo_kinds_a_statement_looks_up_are_the_ones_indexed() -> None:
+    from gridtokenx.ledger.backend import TAGGED_KINDS
+
+    assert {MINT, st.BURN} == set(TAGGED_KINDS)

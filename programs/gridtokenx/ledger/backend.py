@@ -85,10 +85,17 @@ def memos_of(tx: Transaction) -> tuple[str, ...]:
     )
 
 
-def tag_of(text: str) -> str:
-    """A memo's first three words: its kind and what it is about ("gtx1 mint hub-1/7",
-    "gtx1 burn 1234"), the key `History.tagged` finds it by."""
-    return " ".join(text.split(" ", 3)[:3])
+# The memo kinds `History.tagged` indexes (oracle.MINT, settlement.BURN: a statement's mints
+# and burns); not every kind, so the index holds a few entries a batch and an epoch, not one
+# per order (an escrow's memo names its order).
+TAGGED_KINDS = frozenset({"gtx1 mint", "gtx1 burn"})
+
+
+def tag_of(text: str) -> str | None:
+    """A memo's first three words, its kind and what it is about ("gtx1 mint hub-1/7",
+    "gtx1 burn 1234"): the key `History.tagged` finds it by; None for a kind not indexed."""
+    words = text.split(" ", 3)
+    return " ".join(words[:3]) if " ".join(words[:2]) in TAGGED_KINDS else None
 
 
 class History:
@@ -109,9 +116,11 @@ class History:
         self._at.setdefault(landed.signature, at)
         for text in landed.memos:
             self.memos.setdefault(text, landed.signature)
-            places = self._tagged.setdefault(tag_of(text), [])
-            if not places or places[-1] != at:
-                places.append(at)
+            tag = tag_of(text)
+            if tag is not None:
+                places = self._tagged.setdefault(tag, [])
+                if not places or places[-1] != at:
+                    places.append(at)
         return landed
 
     def since(self, start: int = 0) -> list[Landed]:
@@ -127,8 +136,8 @@ class History:
 
     def tagged(self, tags: Iterable[str]) -> list[Landed]:
         """The transactions with a memo whose first three words are one of `tags`
-        (`tag_of`), each once, oldest first: e.g. every mint of one hub's batch,
-        "gtx1 mint hub-1/7"."""
+        (`tag_of`; kinds in TAGGED_KINDS), each once, oldest first: e.g. every mint of
+        one hub's batch, "gtx1 mint hub-1/7"."""
         places = sorted({at for tag in tags for at in self._tagged.get(tag, ())})
         return [self._landed[at] for at in places]
 
