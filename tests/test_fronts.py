@@ -164,6 +164,7 @@ def test_a_killed_front_is_restarted_and_the_fronts_end_with_the_core(
     assert [post_order(core.url, token, buy).status_code for _ in range(4)] == [201] * 4
     now = children(core.process.pid)
     (core_socket,), (placement_socket,) = sockets(core.data)
+    assert len(list(core.data.glob("core-*.lock"))) == 1
     assert oct(core_socket.stat().st_mode & 0o777) == "0o600"
     assert oct(placement_socket.stat().st_mode & 0o777) == "0o600"
     core.stop()
@@ -173,29 +174,47 @@ def test_a_killed_front_is_restarted_and_the_fronts_end_with_the_core(
             or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
     assert sockets(core.data) == ([], [])
+    assert list(core.data.glob("core-*.lock")) == []
 
 
 def test_each_core_names_its_sockets_and_removes_only_those_of_dead_cores(
     tmp_path: Path,
 ) -> None:
     """Two cores on one data directory (two instances on one volume) each keep their own
-    sockets; a core's start removes what a killed core left, not a live core's."""
-    live = socket.socket(socket.AF_UNIX)
-    live.bind(str(tmp_path / "core-live.sock"))
-    live.listen()
-    dead = socket.socket(socket.AF_UNIX)
-    dead.bind(str(tmp_path / "place-dead.sock"))
-    dead.close()  # as after a kill -9: the file stays, nothing listens
-    (tmp_path / "core-note.sock").write_text("not a socket")
+    sockets; a core's start removes what a killed core left (its lock is free), never a
+    live core's (its lock is held: nothing connects to its sockets to find out)."""
+    import fcntl
+
+    live = tmp_path / "core-live.lock"
+    held = os.open(live, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a live core holds its lock
+    (tmp_path / "core-dead.lock").touch()  # a killed core's: nobody holds it
+    for name in ("core-live.sock", "place-live.sock", "core-dead.sock", "place-dead.sock"):
+        bound = socket.socket(socket.AF_UNIX)
+        bound.bind(str(tmp_path / name))  # bound, not listening: as a core starting up
+        bound.close()
     try:
-        core_path, placement_path = socket_paths(tmp_path)
-        other = socket_paths(tmp_path)
+        core_path, placement_path, lock = socket_paths(tmp_path)
+        other = socket_paths(tmp_path)  # a second core starting beside it
     finally:
-        live.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["core-live.sock", "core-note.sock"]
-    assert core_path.name.startswith("core-") and core_path.suffix == ".sock"
-    assert placement_path.name == "place-" + core_path.name.removeprefix("core-")
-    assert other[0] != core_path and other[1] != placement_path
+        os.close(held)
+    token = core_path.name.removeprefix("core-").removesuffix(".sock")
+    other_token = other[0].name.removeprefix("core-").removesuffix(".sock")
+    assert token != other_token and placement_path.name == f"place-{token}.sock"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            "core-live.lock",
+            "core-live.sock",
+            "place-live.sock",
+            f"core-{token}.lock",
+            f"core-{other_token}.lock",
+        ]
+    )
+    assert oct((tmp_path / f"core-{token}.lock").stat().st_mode & 0o777) == "0o600"
+    third = socket_paths(tmp_path)  # both new cores alive: their locks are kept
+    assert (tmp_path / f"core-{token}.lock").exists()
+    for fd in (lock, other[2], third[2]):
+        os.close(fd)
 
 
 def test_the_placement_socket_drops_an_oversized_frame_and_refuses_a_bad_one(
@@ -376,3 +395,30 @@ def test_a_request_through_a_front_has_one_access_line(tmp_path: Path) -> None:
         if x["logger"] == "gridtokenx.access" and x.get("request_id", "").startswith("once-")
     ]
     assert access == [("once-ready", "/ready", 200), ("once-order", "/api/v1/orders", 201)]
+
+
+def test_a_forwarded_request_carries_the_fronts_request_id() -> None:
+    """What the front sends the core: the client's headers, its address appended to
+    X-Forwarded-For, and the id of the front's access line (replacing the client's)."""
+    from gridtokenx.api.front import HOP, headers_for
+    from gridtokenx.hub import logs
+
+    scope = {
+        "client": ("203.0.113.9", 5555),
+        "headers": [
+            (b"host", b"x"),
+            (b"accept", b"*/*"),
+            (b"x-request-id", b"client-given"),
+            (b"x-forwarded-for", b"198.51.100.7"),
+        ],
+    }
+    token = logs.request_id.set("front-made")
+    try:
+        sent = headers_for(scope, HOP)
+    finally:
+        logs.request_id.reset(token)
+    assert sent == [  # Host is the forwarding client's own
+        (b"accept", b"*/*"),
+        (b"x-forwarded-for", b"198.51.100.7, 203.0.113.9"),
+        (b"x-request-id", b"front-made"),
+    ]

@@ -767,7 +767,39 @@ def test_marks_keep_each_meters_first_and_newest_minted_register() -> None:
     assert marks.firsts == {"m-1": 100, "m-2": 0}
 
 
-def test_the_memo_kinds_a_statement_looks_up_are_the_ones_indexed() -> None:
-    from gridtokenx.ledger.backend import TAGGED_KINDS
+def test_the_memo_kinds_looked_up_by_tag_are_the_ones_indexed() -> None:
+    """The statement's mints and burns and the co-signer's freeze and thaw records (their
+    memos' kinds as the code writes them) are what `History.tagged` indexes."""
+    from gridtokenx.ledger.backend import TAGGED_KINDS, tag_of
+    from gridtokenx.ledger.deployment import freeze_memo
 
-    assert {MINT, st.BURN} == set(TAGGED_KINDS)
+    owner = Keypair().pubkey()
+    written = [
+        f"{MINT} hub-1/7 00 m-1:0-5",
+        f"{st.BURN} 1234 00 m-1:0-5",
+        freeze_memo("freeze", owner, "r-1", "operator"),
+        freeze_memo("thaw", owner, "r-2", "operator"),
+    ]
+    assert [tag_of(t) for t in written] == [
+        f"{MINT} hub-1/7",
+        f"{st.BURN} 1234",
+        f"gtx1 freeze {owner}",
+        f"gtx1 thaw {owner}",
+    ]
+    assert len(TAGGED_KINDS) == 4 and tag_of(f"{st.ESCROW} o-1 5") is None
+
+
+def test_a_closed_ledger_lands_nothing(tmp_path: Path) -> None:
+    """After `close` a send raises `ledger_closed`: it would otherwise land in the process's
+    memory only, never in the log, while the books recorded it as on the chain."""
+    ledger = EmbeddedLedger(tmp_path / "chain", Keypair())
+    ledger.send([note("gtx1 test before")], [])
+    ledger.close()
+    for send in (
+        lambda: ledger.send([note("gtx1 test after")], []),
+        lambda: ledger.send_many([([note("gtx1 test after")], [])]),
+    ):
+        with pytest.raises(LedgerError) as err:
+            send()
+        assert err.value.code == "ledger_closed"
+    assert [e.memos for e in ledger.history()] == [("gtx1 test before",)]

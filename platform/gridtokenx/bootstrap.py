@@ -95,14 +95,17 @@ class Instance:
             **options,
         )
 
-    def close(self) -> None:
+    def close(self, ledger: bool = True) -> None:
         """Stop in order: the placements taken answered (`Trading.close`), then the
-        sequencer's lock, the ledger and the database's connections."""
+        sequencer's lock, the ledger and the database's connections. `ledger` False: the
+        ledger and the books stay open (an epoch's settlement may still be writing to
+        them: closed, the embedded ledger would land it in memory only)."""
         self.trading.close()
         if self.election is not None:
             self.election.release()
-        self.platform.ledger.close()  # type: ignore[attr-defined]
-        self.platform.books.dispose()
+        if ledger:
+            self.platform.ledger.close()  # type: ignore[attr-defined]
+            self.platform.books.dispose()
 
 
 def build(settings: Settings, clock: Callable[[], float] = time.time) -> Instance:

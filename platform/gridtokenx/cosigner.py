@@ -334,12 +334,12 @@ class Cosigner:
         """Refuse a record whose reference is already on the chain (a replay, to this or
         another co-signer), and a thaw not newer than the owner's last freeze record on the
         chain (an approval given before a suspension): `stale_approval`."""
+        records = self.chain.tagged([f"gtx1 thaw {owner}", f"gtx1 freeze {owner}"])
         on_chain = [
             p
-            for text in self.chain.memo_index()
-            if text.startswith(("gtx1 thaw ", "gtx1 freeze "))
-            and (p := parse_freeze_memo(text)) is not None
-            and p[1] == owner
+            for entry in records
+            for text in entry.memos
+            if (p := parse_freeze_memo(text)) is not None and p[1] == owner
         ]
         if any(p[2] == reference for p in on_chain):
             raise CosignRefused("stale_approval", f"reference {reference} is on the chain")

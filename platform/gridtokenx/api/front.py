@@ -27,6 +27,7 @@ from gridtokenx.accounts import Accounts
 from gridtokenx.api.fronts import FrameError, frame, read_frame
 from gridtokenx.api.limits import BATCH_BODY, DEFAULT_BODY, BodyLimit
 from gridtokenx.api.routers.orders import PATH, parse_fast
+from gridtokenx.hub import logs
 
 log = logging.getLogger("gridtokenx.front")
 # not forwarded either way: they describe one hop (RFC 9110 7.6.1), or httpx sets them
@@ -295,18 +296,20 @@ def peer(scope: Scope) -> str:
 def headers_for(scope: Scope, skip: set[bytes]) -> list[tuple[bytes, bytes]]:
     """The request's headers less `skip`, with the client's address appended to
     X-Forwarded-For (what a proxy in front of this one said stays, for the core's
-    GTX_TRUSTED_PROXIES rule)."""
+    GTX_TRUSTED_PROXIES rule) and this request's id (the front's access line and the
+    core's log lines carry the same, whether the client gave one or not)."""
+    own = {b"x-forwarded-for", b"x-request-id"}
     forwarded = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
-    kept = [(k, v) for k, v in scope["headers"] if k not in skip and k != b"x-forwarded-for"]
+    kept = [(k, v) for k, v in scope["headers"] if k not in skip and k not in own]
     chain = b", ".join([*forwarded, peer(scope).encode()])
-    return [*kept, (b"x-forwarded-for", chain)]
+    rid = [(b"x-request-id", r.encode())] if (r := logs.request_id.get()) else []
+    return [*kept, (b"x-forwarded-for", chain), *rid]
 
 
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from gridtokenx import heap
-    from gridtokenx.hub import logs
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--core", required=True, help="the core's HTTP socket")

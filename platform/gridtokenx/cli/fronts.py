@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import secrets
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -33,40 +34,51 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def socket_paths(data: Path) -> tuple[Path, Path]:
-    """This core's two socket paths in `data`, named by a token of its own: several cores
-    may share one data directory (two instances on one volume, each with its fronts), and
-    a pid is no name for them (each container's core may be pid 1). The sockets a dead
-    core left (nothing listens on them) are removed; a live core's are kept."""
-    for name in (CORE_SOCKET, PLACEMENT_SOCKET):
-        for left in data.glob(f"{name}-*.sock"):
-            if not stat.S_ISSOCK(left.lstat().st_mode):
-                continue  # not a socket: not ours to remove
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(left))
-            except ConnectionRefusedError:
+def socket_paths(data: Path) -> tuple[Path, Path, int]:
+    """This core's two socket paths in `data` and the lock it holds while it lives, named
+    by a token of its own: several cores may share one data directory (two instances on
+    one volume, each with its fronts), and a pid is no name for them (each container's core
+    may be pid 1). The sockets of a core whose lock is free (it died) are removed; a live
+    core's are left alone (nothing connects to them to find out)."""
+    for lock in data.glob(f"{CORE_SOCKET}-*.lock"):
+        token = lock.name.removeprefix(f"{CORE_SOCKET}-").removesuffix(".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:  # another starting core removed it just now
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # held: its core is alive
+        else:
+            for name in (f"{CORE_SOCKET}-{token}.sock", f"{PLACEMENT_SOCKET}-{token}.sock"):
                 with contextlib.suppress(FileNotFoundError):
-                    left.unlink()
-            except OSError:
-                pass  # e.g. no permission: another user's, left as it is
-            finally:
-                probe.close()
+                    (data / name).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        finally:
+            os.close(fd)
     token = secrets.token_hex(4)
-    return data / f"{CORE_SOCKET}-{token}.sock", data / f"{PLACEMENT_SOCKET}-{token}.sock"
+    # locked under a name no other core looks at, then renamed: never seen unlocked
+    fresh = data / f".{CORE_SOCKET}-{token}.lock"
+    fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    fresh.rename(data / f"{CORE_SOCKET}-{token}.lock")
+    return data / f"{CORE_SOCKET}-{token}.sock", data / f"{PLACEMENT_SOCKET}-{token}.sock", fd
 
 
 def _unix_listener(path: Path) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(path))
     path.chmod(0o600)  # only the platform's own user: its fronts
+    listener.listen(2048)
     return listener
 
 
 def serve_with_fronts(
     app: FastAPI, data: Path, host: str, port: int, fronts: int, secret: bytes
 ) -> None:
-    core, placements = socket_paths(data)
+    core, placements, lock = socket_paths(data)
     listener = _unix_listener(core)
     config = uvicorn.Config(app, log_level="warning", proxy_headers=False)
     server = _Server(config)
@@ -130,6 +142,8 @@ def serve_with_fronts(
         try:
             await server.serve(sockets=[listener])
         finally:
+            # the fronts finish their requests (this loop keeps answering their placements
+            # meanwhile), then the placements taken are answered, then the sockets go
             watch.cancel()
             for child in children:
                 if child is not None and child.poll() is None:
@@ -137,13 +151,16 @@ def serve_with_fronts(
             for child in children:
                 if child is not None:
                     try:
-                        child.wait(timeout=30)
+                        await asyncio.to_thread(child.wait, 30)
                     except subprocess.TimeoutExpired:
                         child.kill()
+            if placement.api.trading is not None:
+                await asyncio.to_thread(placement.api.trading.close)
             await placement.close()
-            for path in (core, placements):
+            for path in (core, placements, core.with_suffix(".lock")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+            os.close(lock)
 
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(main())

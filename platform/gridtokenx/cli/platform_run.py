@@ -155,5 +155,8 @@ def platform_run(
     stop.set()
     if running_clock:
         clock.join(timeout=30)
-    instance.close()  # the placements taken answered, the sequencer's lock released
+    pipeline_ran_on = clock.is_alive()  # still settling an epoch after 30 s
+    if pipeline_ran_on:
+        typer.echo("platform: the epoch pipeline is still running: the ledger is left open")
+    instance.close(ledger=not pipeline_ran_on)  # the placements taken answered, the lock freed
     typer.echo("platform stopped cleanly")

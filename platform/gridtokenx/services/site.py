@@ -5,7 +5,6 @@ call into this."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -146,13 +145,17 @@ class Platform:
             return key.pubkey()
 
     def hub_of_token(self, token: str) -> str:
-        digest = token_hash(token)
-        for row in books.rows(self.books, books.hubs):
-            if hmac.compare_digest(bytes(row["token_sha256"]), digest):
-                if row["status"] != "active":
-                    raise Forbidden("hub_suspended", f"{row['hub_id']} is suspended")
-                return str(row["hub_id"])
-        raise Unauthorized("bad_token", "unknown hub token")
+        digest = token_hash(token)  # of a random token: looked up by it, as a key
+        h = books.hubs
+        with self.books.connect() as c:
+            row = c.execute(
+                select(h.c.hub_id, h.c.status).where(h.c.token_sha256 == digest)
+            ).first()
+        if row is None:
+            raise Unauthorized("bad_token", "unknown hub token")
+        if row.status != "active":
+            raise Forbidden("hub_suspended", f"{row.hub_id} is suspended")
+        return str(row.hub_id)
 
     def set_status(self, kind: str, key: str, status: str) -> None:
         """Suspend or approve a hub or a meter. A suspended hub's batches are refused; a
@@ -489,6 +492,8 @@ class Platform:
                 )
 
     def _landed(self, evidence: oracle.Evidence) -> tuple[str, ...]:
-        prefix = (oracle.batch_memo(evidence), f"{oracle.MINT} {evidence.tag} ")
-        index = self.ledger.memo_index()
-        return tuple(sig for text, sig in index.items() if text.startswith(prefix))
+        """The batch's record and its mints on the chain, in order (by the ledger's
+        indexes: its record's memo and its mints' tag)."""
+        record = self.ledger.memo_index().get(oracle.batch_memo(evidence))
+        mints = [e.signature for e in self.ledger.tagged([f"{oracle.MINT} {evidence.tag}"])]
+        return tuple(([record] if record is not None else []) + mints)

@@ -86,9 +86,10 @@ def memos_of(tx: Transaction) -> tuple[str, ...]:
 
 
 # The memo kinds `History.tagged` indexes (oracle.MINT, settlement.BURN: a statement's mints
-# and burns); not every kind, so the index holds a few entries a batch and an epoch, not one
-# per order (an escrow's memo names its order).
-TAGGED_KINDS = frozenset({"gtx1 mint", "gtx1 burn"})
+# and burns, a batch's mints; the freeze and thaw records of an owner): not every kind, so
+# the index holds a few entries a batch, an epoch and an owner, not one per order (an
+# escrow's memo names its order).
+TAGGED_KINDS = frozenset({"gtx1 mint", "gtx1 burn", "gtx1 freeze", "gtx1 thaw"})
 
 
 def tag_of(text: str) -> str | None:
@@ -132,7 +133,8 @@ class History:
 
     def newest(self, count: int) -> list[Landed]:
         """The last `count` transactions, newest first."""
-        return self._landed[max(0, len(self._landed) - count) :][::-1]
+        landed, end = self._landed, len(self._landed)  # one length: another thread may append
+        return landed[max(0, end - count) : end][::-1]
 
     def tagged(self, tags: Iterable[str]) -> list[Landed]:
         """The transactions with a memo whose first three words are one of `tags`

@@ -72,6 +72,7 @@ class EmbeddedLedger(Replica):
         self.svm.airdrop(self._payer.pubkey(), FAUCET_LAMPORTS)
         self._history = History()
         self._log = None
+        self._closed = False  # `close`: no transaction lands any more
         self._offset = 0  # bytes of the log applied to this replica
         self._mutex = threading.RLock()  # this process's threads: one replica, one writer
         if path is not None:
@@ -190,6 +191,7 @@ class EmbeddedLedger(Replica):
         none is reported before all that landed are durable."""
         out: list[str | LedgerError] = []
         with self._mutex, self._locked():
+            self._writable()
             records = []
             for instructions, signers in transactions:
                 blockhash = self.svm.latest_blockhash()
@@ -240,6 +242,7 @@ class EmbeddedLedger(Replica):
             self.svm = self.svm.with_sigverify(True)
 
     def _send(self, tx: Transaction, own: bool = False) -> str:
+        self._writable()
         if tx.message.recent_blockhash != self.svm.latest_blockhash():
             self.svm.expire_blockhash()
         result = self._execute(tx, own)
@@ -273,10 +276,17 @@ class EmbeddedLedger(Replica):
             return self._history
 
     def close(self) -> None:
+        """Close the log; a send after this raises `ledger_closed` (it would otherwise land
+        in this process's memory only, never in the log)."""
         with self._mutex:
+            self._closed = True
             if self._log is not None:
                 self._log.close()
                 self._log = None
+
+    def _writable(self) -> None:
+        if self._closed:
+            raise LedgerError("ledger_closed", ["the ledger was closed: nothing lands"])
 
 
 class _LogLock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from datetime import tzinfo
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -42,9 +43,17 @@ def me_page(request: Request) -> Response:
         return back("/login")
     p, dep = api.platform, api.platform.dep
     owner = Pubkey.from_string(claims.wallet)
+    more: dict[str, bool] = {}  # each list: one row more read than shown, to say so
+
+    def first(name: str, rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        more[name] = len(rows) > limit
+        return rows[:limit]
+
     txs = [
         {"signature": e["signature"], "memos": e["memos"]}
-        for e in wallet_transactions(p, owner, ME_TRANSACTIONS)
+        for e in first(
+            "transactions", wallet_transactions(p, owner, ME_TRANSACTIONS + 1), ME_TRANSACTIONS
+        )
     ]
     wallet = {
         "wallet": claims.wallet,
@@ -59,10 +68,14 @@ def me_page(request: Request) -> Response:
     shown = ME_ORDERS + market.in_open_epoch(claims.user_id) if market else 0
     orders = [
         {**o, "price_thb": thb(o["price"])}
-        for o in (market.orders_of(claims.user_id, shown) if market else [])
+        for o in first(
+            "orders", market.orders_of(claims.user_id, shown + 1) if market else [], shown
+        )
     ]
     trades = []
-    newest = queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES)
+    newest = first(
+        "trades", queries.trades_of_wallet(p.books, claims.wallet, ME_TRADES + 1), ME_TRADES
+    )
     epochs_tx = queries.settlement_transactions(p.books, {t["epoch"] for t in newest})
     for t in newest:
         buying = t["buyer"] == claims.wallet
@@ -87,7 +100,9 @@ def me_page(request: Request) -> Response:
             "batch": f"{r['hub_id']}/{r['epoch']}",
             "time": _time_of(bytes(r["raw"]), zone),
         }
-        for r in queries.readings_of_meters(p.books, mine, ME_READINGS)
+        for r in first(
+            "readings", queries.readings_of_meters(p.books, mine, ME_READINGS + 1), ME_READINGS
+        )
     ]
     return page(
         request,
@@ -97,12 +112,7 @@ def me_page(request: Request) -> Response:
         orders=orders,
         trades=trades,
         readings=readings,
-        more={
-            "orders": len(orders) == shown,
-            "trades": len(trades) == ME_TRADES,
-            "readings": len(readings) == ME_READINGS,
-            "transactions": len(txs) == ME_TRANSACTIONS,
-        },
+        more=more,
         today=dt.datetime.fromtimestamp(api.trading.clock() if api.trading else time.time(), dt.UTC)
         .date()
         .isoformat(),
