@@ -422,3 +422,54 @@ def test_a_forwarded_request_carries_the_fronts_request_id() -> None:
         (b"x-forwarded-for", b"198.51.100.7, 203.0.113.9"),
         (b"x-request-id", b"front-made"),
     ]
+
+
+def test_a_stopped_core_answers_every_order_it_placed_through_its_front(tmp_path: Path) -> None:
+    """SIGTERM to the core while a front has placements in flight: the front finishes its
+    requests while the core still answers them, so every order that was placed reached its
+    client as a 201 (after a restart, the open orders are exactly those acknowledged)."""
+    import threading
+
+    data = tmp_path / "data"
+    p = PlatformProcess(data, extra=("--fronts", "1")).wait_ready()
+    wait_for(p, "1 front processes")
+    users = [household(p.url, f"t{k}@example.org") for k in range(4)]
+    acknowledged: dict[str, list[str]] = {uid: [] for uid, _token in users}
+
+    def fire(uid: str, token: str) -> None:
+        with httpx.Client(base_url=p.url, timeout=60) as c:
+            for k in range(50):
+                try:
+                    r = c.post(
+                        "/api/v1/orders",
+                        json={"side": "buy", "quantity_wh": 100, "price": 2_000_000 + k},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                except httpx.HTTPError:
+                    return  # not taken: the front had stopped accepting
+                if r.status_code != 201:
+                    assert (r.status_code, r.json()["code"]) == (503, "stopping"), r.text
+                    return
+                acknowledged[uid].append(r.json()["order_id"])
+
+    threads = [threading.Thread(target=fire, args=u) for u in users]
+    for th in threads:
+        th.start()
+    while sum(map(len, acknowledged.values())) < 40:
+        time.sleep(0.01)
+    p.stop()  # SIGTERM, orders in flight
+    assert "platform stopped cleanly" in p.output()
+    for th in threads:
+        th.join(timeout=60)
+    again = PlatformProcess(data, name="again").wait_ready()
+    try:
+        for uid, token in users:
+            listed = again.client.get(
+                "/api/v1/orders",
+                params={"limit": 100},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            placed = sorted(o["order_id"] for o in listed.json() if o["status"] == "open")
+            assert placed == sorted(acknowledged[uid])
+    finally:
+        again.stop()

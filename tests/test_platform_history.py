@@ -247,3 +247,19 @@ def test_the_close_sweeps_pending_intents_by_their_index_after_analyze(site: Sit
             plan = " ".join(str(r[0]) for r in c.exec_driver_sql("EXPLAIN " + seen[0]))
             assert "Seq Scan" not in plan, plan
         assert c.execute(select(books.orders.c.order_id).where(books.PENDING_INTENT)).all() == []
+
+
+def test_the_account_page_says_there_is_more_only_when_there_is(site: Site) -> None:
+    s = site
+    home = signup(s.client, "m@x.org")
+    other = "8" * 44
+    s.client.cookies.set("gtx_access", home["access_token"])
+    note = "all of them: <code>GET /api/v1/trades</code>"
+    books.add_rows(
+        s.platform.books, books.trades, [trade(e, other, home["wallet"]) for e in range(1, 21)]
+    )
+    page = s.client.get("/me").text
+    assert page.count("<td>sell</td>") == 20 and note not in page  # exactly a page: all shown
+    books.add_rows(s.platform.books, books.trades, [trade(21, other, home["wallet"])])
+    page = s.client.get("/me").text
+    assert page.count("<td>sell</td>") == 20 and note in page
