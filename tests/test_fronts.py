@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -306,26 +306,20 @@ def test_a_stopping_core_refuses_a_fronts_placement_with_its_code(
     assert json.loads(str(answer["body"]))["code"] == "stopping"
 
 
-def test_the_core_killed_with_fronts_orders_in_flight_keeps_every_acknowledged_one(
-    tmp_path: Path,
-) -> None:
-    """kill -9 of the core while its front has orders in flight: after a restart every
-    order the client saw acknowledged (201) is there, open, its escrow held, and `gridtokenx
-    audit` is clean (the cut-short ones refunded or never escrowed)."""
+def place_until_stopped(
+    p: PlatformProcess, users: list[tuple[str, str]], stop: Callable[[], None]
+) -> tuple[dict[str, list[str]], list[tuple[int, str]]]:
+    """The households place orders (up to an epoch's 50 each, one at a time, in parallel)
+    through `p`'s front; once 40 are acknowledged `stop` ends the core with orders in
+    flight. Each household's acknowledged order ids, and the refusals seen."""
     import threading
 
-    from platform_process import audit
-
-    data = tmp_path / "data"
-    p = PlatformProcess(data, extra=("--fronts", "1")).wait_ready()
-    wait_for(p, "1 front processes")
-    users = [household(p.url, f"k{k}@example.org") for k in range(4)]
     acknowledged: dict[str, list[str]] = {uid: [] for uid, _token in users}
-    started = threading.Event()
+    refused: list[tuple[int, str]] = []
 
     def fire(uid: str, token: str) -> None:
-        with httpx.Client(base_url=p.url, timeout=30) as c:
-            for k in range(50):  # the orders of an epoch a household may place
+        with httpx.Client(base_url=p.url, timeout=60) as c:
+            for k in range(50):
                 try:
                     r = c.post(
                         "/api/v1/orders",
@@ -333,25 +327,30 @@ def test_the_core_killed_with_fronts_orders_in_flight_keeps_every_acknowledged_o
                         headers={"Authorization": f"Bearer {token}"},
                     )
                 except httpx.HTTPError:
-                    return  # the core (and with it its front) is gone
+                    return  # the front stopped accepting, or went with its core
                 if r.status_code != 201:
+                    refused.append((r.status_code, r.json().get("code", "-")))
                     return
                 acknowledged[uid].append(r.json()["order_id"])
-                started.set()
 
     threads = [threading.Thread(target=fire, args=u) for u in users]
     for th in threads:
         th.start()
-    assert started.wait(60)
+    deadline = time.monotonic() + 60
     while sum(map(len, acknowledged.values())) < 40:
+        assert time.monotonic() < deadline, refused
         time.sleep(0.01)
-    p.kill()  # kill -9 of the core, its orders in flight
+    stop()
     for th in threads:
         th.join(timeout=60)
-    taken = {uid: list(ids) for uid, ids in acknowledged.items()}
-    assert 40 <= sum(map(len, taken.values())) < 200, taken
-    again = PlatformProcess(data, name="again", extra=("--fronts", "1")).wait_ready()
+    return acknowledged, refused
+
+
+def orders_after_restart(data: Path, users: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """Each household's orders (id -> status) on the same data, from a new platform."""
+    again = PlatformProcess(data, name="again").wait_ready()
     try:
+        found = {}
         for uid, token in users:
             listed = again.client.get(
                 "/api/v1/orders",
@@ -359,10 +358,29 @@ def test_the_core_killed_with_fronts_orders_in_flight_keeps_every_acknowledged_o
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert listed.status_code == 200, listed.text
-            statuses = {o["order_id"]: o["status"] for o in listed.json()}
-            assert {i: statuses.get(i) for i in taken[uid]} == {i: "open" for i in taken[uid]}
+            found[uid] = {o["order_id"]: o["status"] for o in listed.json()}
+        return found
     finally:
         again.stop()
+
+
+def test_the_core_killed_with_fronts_orders_in_flight_keeps_every_acknowledged_one(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the core while its front has orders in flight: after a restart every
+    order the client saw acknowledged (201) is there, open, its escrow held, and `gridtokenx
+    audit` is clean (the cut-short ones refunded or never escrowed)."""
+    from platform_process import audit
+
+    data = tmp_path / "data"
+    p = PlatformProcess(data, extra=("--fronts", "1")).wait_ready()
+    wait_for(p, "1 front processes")
+    users = [household(p.url, f"k{k}@example.org") for k in range(4)]
+    taken, _refused = place_until_stopped(p, users, p.kill)  # kill -9, orders in flight
+    assert 40 <= sum(map(len, taken.values())) < 200, taken
+    found = orders_after_restart(data, users)
+    for uid, _token in users:
+        assert {i: found[uid].get(i) for i in taken[uid]} == {i: "open" for i in taken[uid]}
     report = audit(data)
     assert report.returncode == 0, report.stdout + report.stderr
 
@@ -428,48 +446,14 @@ def test_a_stopped_core_answers_every_order_it_placed_through_its_front(tmp_path
     """SIGTERM to the core while a front has placements in flight: the front finishes its
     requests while the core still answers them, so every order that was placed reached its
     client as a 201 (after a restart, the open orders are exactly those acknowledged)."""
-    import threading
-
     data = tmp_path / "data"
     p = PlatformProcess(data, extra=("--fronts", "1")).wait_ready()
     wait_for(p, "1 front processes")
     users = [household(p.url, f"t{k}@example.org") for k in range(4)]
-    acknowledged: dict[str, list[str]] = {uid: [] for uid, _token in users}
-
-    def fire(uid: str, token: str) -> None:
-        with httpx.Client(base_url=p.url, timeout=60) as c:
-            for k in range(50):
-                try:
-                    r = c.post(
-                        "/api/v1/orders",
-                        json={"side": "buy", "quantity_wh": 100, "price": 2_000_000 + k},
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
-                except httpx.HTTPError:
-                    return  # not taken: the front had stopped accepting
-                if r.status_code != 201:
-                    assert (r.status_code, r.json()["code"]) == (503, "stopping"), r.text
-                    return
-                acknowledged[uid].append(r.json()["order_id"])
-
-    threads = [threading.Thread(target=fire, args=u) for u in users]
-    for th in threads:
-        th.start()
-    while sum(map(len, acknowledged.values())) < 40:
-        time.sleep(0.01)
-    p.stop()  # SIGTERM, orders in flight
+    taken, refused = place_until_stopped(p, users, p.stop)  # SIGTERM, orders in flight
     assert "platform stopped cleanly" in p.output()
-    for th in threads:
-        th.join(timeout=60)
-    again = PlatformProcess(data, name="again").wait_ready()
-    try:
-        for uid, token in users:
-            listed = again.client.get(
-                "/api/v1/orders",
-                params={"limit": 100},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            placed = sorted(o["order_id"] for o in listed.json() if o["status"] == "open")
-            assert placed == sorted(acknowledged[uid])
-    finally:
-        again.stop()
+    assert set(refused) <= {(503, "stopping")}, refused
+    found = orders_after_restart(data, users)
+    for uid, _token in users:
+        placed = sorted(i for i, status in found[uid].items() if status == "open")
+        assert placed == sorted(taken[uid])
