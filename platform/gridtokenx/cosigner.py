@@ -97,26 +97,20 @@ RegistryOf = Callable[[str, Collection[str]], Registry]  # (hub id, meter ids) -
 def books_registry(engine: Engine) -> RegistryOf:
     """A registry read (only read) from a books database: the rows of one batch's hub and
     meters, by key (the cost follows the batch, not the site's registry)."""
-    from gridtokenx.adapters import books
+    from gridtokenx.adapters import books, queries
 
     def read(hub_id: str, meter_ids: Collection[str]) -> Registry:
-        m, h = books.meters, books.hubs
-        meters: list[Any] = []
+        h = books.hubs
+        keys, wallets = queries.registered_meters(engine, meter_ids)
         with engine.connect() as c:
-            for chunk in books.in_chunks(sorted(meter_ids)):
-                meters += c.execute(
-                    select(m.c.meter_id, m.c.public_key, m.c.owner, m.c.status).where(
-                        m.c.meter_id.in_(chunk)
-                    )
-                ).all()
             hubs = c.execute(
                 select(h.c.hub_id, h.c.public_key).where(
                     h.c.hub_id == hub_id, h.c.status == "active"
                 )
             ).all()
         return Registry(
-            {r.meter_id: bytes(r.public_key) for r in meters},
-            {r.meter_id: Pubkey.from_string(r.owner) for r in meters if r.status == "active"},
+            keys,
+            {m: Pubkey.from_string(w) for m, w in wallets.items()},
             {r.hub_id: bytes(r.public_key) for r in hubs},
         )
 

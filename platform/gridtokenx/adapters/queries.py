@@ -65,6 +65,24 @@ def registry_page(
         return [dict(r._mapping) for r in c.execute(query)]
 
 
+def registered_meters(
+    engine: Engine, meter_ids: Collection[str]
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """These meters' registered keys, and the owners' wallets of the active ones, by key
+    (a batch's review: the cost follows the batch, not the site's registry)."""
+    m = books.meters
+    keys: dict[str, bytes] = {}
+    owners: dict[str, str] = {}
+    with engine.connect() as c:
+        for chunk in books.in_chunks(sorted(meter_ids)):
+            query = select(m.c.meter_id, m.c.public_key, m.c.owner, m.c.status)
+            for r in c.execute(query.where(m.c.meter_id.in_(chunk))):
+                keys[r.meter_id] = bytes(r.public_key)
+                if r.status == "active":
+                    owners[r.meter_id] = r.owner
+    return keys, owners
+
+
 def meters_of_wallet(engine: Engine, wallet: str) -> list[str]:
     m = books.meters
     with engine.connect() as c:

@@ -18,7 +18,7 @@ from solders.signature import Signature
 from sqlalchemy import select
 
 from gridtokenx import auditlog, cosigner
-from gridtokenx.adapters import books
+from gridtokenx.adapters import books, queries
 from gridtokenx.adapters.tables import users
 from gridtokenx.errors import (
     CodedError,
@@ -431,15 +431,8 @@ class Platform:
     def _meters(self, meter_ids: Collection[str]) -> tuple[dict[str, bytes], dict[str, Pubkey]]:
         """These meters' keys and approved owners' wallets in the platform's own registry
         (a batch's meters by key: the cost follows the batch, not the site's registry)."""
-        meters: list[dict[str, Any]] = []
-        with self.books.connect() as c:
-            for chunk in books.in_chunks(sorted(meter_ids)):
-                query = select(books.meters).where(books.meters.c.meter_id.in_(chunk))
-                meters += [dict(r._mapping) for r in c.execute(query)]
-        keys = {r["meter_id"]: bytes(r["public_key"]) for r in meters}
-        owners = {
-            r["meter_id"]: Pubkey.from_string(r["owner"]) for r in meters if r["status"] == "active"
-        }
+        keys, wallets = queries.registered_meters(self.books, meter_ids)
+        owners = {m: Pubkey.from_string(w) for m, w in wallets.items()}
         # a pending or suspended owner's meter mints (and burns) nothing yet: the co-signers
         # read the same from the chain (`cosigner.approved_owners`)
         return keys, cosigner.approved_owners(self.dep.grx, owners)
