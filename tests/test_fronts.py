@@ -323,7 +323,8 @@ def place_until_stopped(
                 try:
                     r = c.post(
                         "/api/v1/orders",
-                        json={"side": "buy", "quantity_wh": 100, "price": 2_000_000 + k},
+                        # 50 Wh at ~2 THB/kWh: an epoch's 50 fit in the household's 10 THB
+                        json={"side": "buy", "quantity_wh": 50, "price": 2_000_000 + k},
                         headers={"Authorization": f"Bearer {token}"},
                     )
                 except httpx.HTTPError:
