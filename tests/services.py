@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,10 +43,27 @@ def tool(name: str, *extra_dirs: str) -> str:
     return str(found)
 
 
+# below Linux's ephemeral range (32768-60999): no outgoing connection is given one of these
+# while a test's server is still starting, as a port the kernel handed out could be (a
+# server that bound seconds later found it taken and exited 1); each port once a session
+PORTS = (20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, outside the ephemeral range; `up` also takes +11 and +12."""
+    while True:
+        port = random.randrange(*PORTS)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.update((port + 11, port + 12))  # `up`'s co-signers: not given again
+            return port
 
 
 def wait_port(port: int, timeout: float = 10) -> None:

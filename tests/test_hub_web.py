@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
 from prometheus_client import CollectorRegistry
-from services import unavailable
+from services import free_port, unavailable
 
 from gridtokenx.hub import batches, views, web
 from gridtokenx.hub.ingest import Ingestor
@@ -203,9 +202,7 @@ def chromium() -> str:
 
 def test_page_in_headless_chromium_with_a_screenshot(ctx: HubContext) -> None:
     browser = chromium()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -133,6 +133,25 @@ def test_a_child_that_dies_while_starting_fails_with_its_log(tmp_path: Path) -> 
         sup.start(child, timeout=20)
 
 
+def test_a_failed_child_shows_its_last_lines_of_this_run_without_request_lines(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "broken.log"
+    log.write_text("error: an earlier run's last words\n")
+    program = (
+        "import sys; print('platform: starting'); "
+        'print(\'{"logger": "gridtokenx.access", "path": "/ready"}\'); '
+        "sys.exit('error: address already in use')"
+    )
+    child = Child("broken", [sys.executable, "-c", program], log, lambda: False)
+    with pytest.raises(ChildFailed) as failed:
+        Supervisor(say=lambda line: None).start(child, timeout=20)
+    assert str(failed.value) == (
+        f"the broken exited (1); see {log}; its last lines:\n"
+        "platform: starting\nerror: address already in use"
+    )
+
+
 def _wait_for(log: Path, pattern: str, process: subprocess.Popen[bytes], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:

@@ -18,6 +18,9 @@ from pathlib import Path
 import httpx
 
 Probe = Callable[[], bool]
+LAST_WORDS = 12  # lines of a failed child's log shown with its failure
+LAST_WORDS_BYTES = 64 * 1024
+ACCESS_LINE = '"logger": "gridtokenx.access"'  # one JSON line per request: not last words
 
 
 def http_ready(url: str) -> Probe:
@@ -48,9 +51,11 @@ class Child:
     failures: int = 0  # consecutive early deaths: the backoff's exponent
     started_at: float = 0.0
     restart_at: float | None = None
+    log_from: int = 0  # where this run's lines begin in the appended log
 
     def spawn(self) -> None:
         with self.log.open("ab") as out:
+            self.log_from = out.tell()
             self.process = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env
             )
@@ -59,6 +64,18 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def last_words(self, lines: int = LAST_WORDS) -> str:
+        """This run's last log lines other than request lines: what a child said before it
+        died, shown with the failure (the log itself may be gone with a CI machine)."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self.log_from)
+                tail = f.read()[-LAST_WORDS_BYTES:].decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        said = [line for line in tail if line.strip() and ACCESS_LINE not in line]
+        return "\n".join(said[-lines:])
 
 
 @dataclass
@@ -95,7 +112,11 @@ class Supervisor:
                 raise ChildFailed(f"stopped while the {child.name} was starting")
             if not child.alive():
                 code = child.process.returncode if child.process else None
-                raise ChildFailed(f"the {child.name} exited ({code}); see {child.log}")
+                words = child.last_words()
+                raise ChildFailed(
+                    f"the {child.name} exited ({code}); see {child.log}"
+                    + (f"; its last lines:\n{words}" if words else "")
+                )
             if time.monotonic() > deadline:
                 raise ChildFailed(
                     f"the {child.name} is not ready after {timeout:g} s; see {child.log}"
