@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -550,3 +551,24 @@ def test_audit_flags_a_mint_its_hub_did_not_sign(chain: Chain, tmp_path: Path) -
             assert report.ok and report.checked["mints"] == 1, report.failures
     assert dep.grx.balance(owners["m-0"]) == 300  # the chain let the second mint through
     assert len(report.failures) == 1 and "without the consent of hub hub-1" in report.failures[0]
+
+
+def test_a_cosigner_on_a_taken_port_fails_and_never_says_ready(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "gridtokenx", "cosigner", "run", "--role", "auditor"),
+                *("--keystore", str(tmp_path / "auditor" / "keys.json")),
+                *("--data", str(tmp_path), "--port", str(port)),
+            ],
+            env={**os.environ, "GTX_KEYSTORE_KEY": os.urandom(32).hex()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 3  # uvicorn's STARTUP_FAILURE
+    assert "ready" not in done.stdout
+    assert "address already in use" in done.stderr

@@ -65,6 +65,14 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def death(self) -> str:
+        """How it ended, for the one reading `up`'s output: its exit code, log, last lines."""
+        code = self.process.returncode if self.process else None
+        words = self.last_words()
+        return f"the {self.name} exited ({code}); see {self.log}" + (
+            f"; its last lines:\n{words}" if words else ""
+        )
+
     def last_words(self, lines: int = LAST_WORDS) -> str:
         """This run's last log lines other than request lines: what a child said before it
         died, shown with the failure (the log itself may be gone with a CI machine)."""
@@ -111,12 +119,7 @@ class Supervisor:
             if self.stopping.is_set():
                 raise ChildFailed(f"stopped while the {child.name} was starting")
             if not child.alive():
-                code = child.process.returncode if child.process else None
-                words = child.last_words()
-                raise ChildFailed(
-                    f"the {child.name} exited ({code}); see {child.log}"
-                    + (f"; its last lines:\n{words}" if words else "")
-                )
+                raise ChildFailed(child.death())
             if time.monotonic() > deadline:
                 raise ChildFailed(
                     f"the {child.name} is not ready after {timeout:g} s; see {child.log}"

@@ -51,7 +51,7 @@ from gridtokenx.sim.fleet import Fleet, FleetMeter
 from gridtokenx.sim.grid import DEFAULT_GRID, load_simbench
 from gridtokenx.sim.inprocess import InProcessFleet
 from gridtokenx.sim.meters import GridMeters, MeteredHousehold
-from gridtokenx.supervisor import Child, Supervisor, http_ready
+from gridtokenx.supervisor import Child, ChildFailed, Supervisor, http_ready
 
 NOON_IN_JUNE = 96 * 160 + 44  # a sunny quarter hour of the SimBench year
 OPERATOR = "admin@gridtokenx.local"
@@ -282,33 +282,38 @@ def up(
             supervisor.launch(cosigners[-1])
             urls.append(f"{role}=http://127.0.0.1:{port}")
         env["GTX_COSIGNERS"] = ",".join(urls)
-        supervisor.start(
-            Child(
+        platform = Child(
+            "platform",
+            [
+                sys.executable,
+                "-m",
+                "gridtokenx",
                 "platform",
-                [
-                    sys.executable,
-                    "-m",
-                    "gridtokenx",
-                    "platform",
-                    "run",
-                    "--data",
-                    str(data / "platform"),
-                    "--port",
-                    str(api_port),
-                    "--epoch-s",
-                    str(epoch_seconds),
-                    "--agents" if agents else "--no-agents",
-                    "--grid",
-                    grid_code,
-                    "--demo-grant-thb",
-                    "1000",
-                    "--auto-approve",  # the demo: shown in the banner below
-                ],
-                logs / "platform.log",
-                http_ready(f"{api}/ready"),
-                env,
-            )
+                "run",
+                "--data",
+                str(data / "platform"),
+                "--port",
+                str(api_port),
+                "--epoch-s",
+                str(epoch_seconds),
+                "--agents" if agents else "--no-agents",
+                "--grid",
+                grid_code,
+                "--demo-grant-thb",
+                "1000",
+                "--auto-approve",  # the demo: shown in the banner below
+            ],
+            logs / "platform.log",
+            http_ready(f"{api}/ready"),
+            env,
         )
+        try:
+            supervisor.start(platform)
+        except ChildFailed as err:  # the platform waited for a co-signer that died: its fault
+            dead = [c for c in cosigners if c.process is not None and not c.alive()]
+            if dead:
+                raise ChildFailed(dead[0].death()) from err
+            raise
         for cosigner in cosigners:
             supervisor.ready(cosigner, 60)
         admin = httpx.Client(

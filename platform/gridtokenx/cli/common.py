@@ -17,6 +17,20 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def serve(app: Any, host: str, port: int, ready: str, **config: Any) -> None:
+    """uvicorn.run that prints `ready` once the port is bound, not before: a line that
+    says ready while the port may still be taken (then exit 1) misleads whoever reads it."""
+    import uvicorn
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                typer.echo(ready)
+
+    Announcing(uvicorn.Config(app, host=host, port=port, log_level="warning", **config)).run()
+
+
 def emit(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(payload))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from gridtokenx.cli.common import serve
 from gridtokenx.ledger.deployment import COSIGNERS
 from gridtokenx.ledger.keystore import Keystore, KeystoreError, secret_from_env
 
@@ -75,7 +76,6 @@ def run_command(
     and hub registry from the books; it never opens the platform's keystore."""
     import os
 
-    import uvicorn
     from solders.pubkey import Pubkey
     from sqlalchemy import create_engine
 
@@ -121,6 +121,6 @@ def run_command(
         approver=approver,
         site_accounts=site_accounts,
     )
-    typer.echo(f"cosigner {role}: oracle {cosigner.oracle_pubkey} on {host}:{port} ready")
-    uvicorn.run(app(cosigner), host=host, port=port, log_level="warning")
+    ready = f"cosigner {role}: oracle {cosigner.oracle_pubkey} on {host}:{port} ready"
+    serve(app(cosigner), host, port, ready)
     typer.echo(f"cosigner {role} stopped")

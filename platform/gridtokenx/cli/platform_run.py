@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gridtokenx.cli.common import fail
+from gridtokenx.cli.common import fail, serve
 from gridtokenx.market.config import Mechanism
 
 SWITCH_S = 0.0005  # the interpreter lock's hand-off (`sys.setswitchinterval`; default 5 ms)
@@ -65,10 +65,9 @@ def platform_run(
     import os
     import threading
 
-    import uvicorn
-
     from gridtokenx import heap
     from gridtokenx.bootstrap import Settings, build
+    from gridtokenx.errors import Unavailable
     from gridtokenx.ledger.keystore import KeystoreError
     from gridtokenx.market.config import MarketConfig
     from gridtokenx.sim.grid import GridError
@@ -94,6 +93,8 @@ def platform_run(
         instance = build(settings)
     except (KeystoreError, GridError) as err:
         fail(str(err))
+    except Unavailable as err:  # a co-signer (GTX_COSIGNERS) that never answered, say
+        fail(f"{err}; is it running?")
     platform, trading, election = instance.platform, instance.trading, instance.election
     typer.echo(f"platform: GRX mint {platform.dep.grx.address}, data in {data}")
     if instance.fee is not None:  # the governance threshold's
@@ -150,8 +151,8 @@ def platform_run(
         secret = instance.accounts.secret
         serve_with_fronts(app_, data, host, port, fronts, secret)
     else:
-        typer.echo(f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)")
-        uvicorn.run(app_, host=host, port=port, log_level="warning", proxy_headers=False)
+        ready = f"platform: ready, API at http://{host}:{port}/api/v1 (docs at /docs)"
+        serve(app_, host, port, ready, proxy_headers=False)
     stop.set()
     if running_clock:
         clock.join(timeout=30)
