@@ -4,6 +4,7 @@ the same deployment, minting and settlement code, and retries found on the clust
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rpc_server import RpcServer
 from solders.keypair import Keypair
 
 from gridtokenx.ledger import settlement as st
-from gridtokenx.ledger.backend import LedgerError
+from gridtokenx.ledger.backend import LedgerError, note
 from gridtokenx.ledger.deployment import Deployment
 from gridtokenx.ledger.keystore import Keystore
 from gridtokenx.ledger.rpc import RpcLedger
@@ -68,4 +69,36 @@ def test_deployment_and_settlement_over_json_rpc(server: RpcServer, tmp_path: Pa
         "getSignaturesForAddress",
         "getTransaction",
     } <= set(server.requests)
+    ledger.close()
+
+
+def test_one_cluster_client_serves_many_threads_at_once(server: RpcServer, tmp_path: Path) -> None:
+    """The platform's request threads, group commit and epoch clock share one ledger: one
+    event loop, one history (without its lock: 'This event loop is already running')."""
+    keys = Keystore(tmp_path / "keys.json", os.urandom(32))
+    payer = keys.ensure("payer")
+    server.svm.airdrop(payer.pubkey(), 1_000 * 10**9)
+    ledger = RpcLedger(server.url, payer)
+    failures: list[BaseException] = []
+    landed: list[str] = []
+
+    def work(k: int) -> None:
+        try:
+            for j in range(5):
+                landed.append(ledger.send([note(f"thread {k} memo {j}")], []))
+                assert ledger.account_data(payer.pubkey()) == b""  # a wallet: no data
+                ledger.memo_index()
+        except BaseException as exc:  # every thread's failure, reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+    index = ledger.memo_index()
+    memos = {f"thread {k} memo {j}" for k in range(6) for j in range(5)}
+    assert memos <= set(index)
+    assert sorted(index[m] for m in memos) == sorted(landed)
     ledger.close()

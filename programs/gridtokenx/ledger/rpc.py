@@ -9,6 +9,7 @@ back from the cluster (getSignaturesForAddress of the payer, which signs every o
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -38,13 +39,19 @@ class RpcLedger(Replica):
         self._payer = payer
         self._history = History()
         self._newest: Signature | None = None
+        # the platform calls its ledger from request threads, the group commit and the
+        # epoch clock at once: one loop runs one call at a time ("already running"
+        # otherwise), and a history fetch is one step (else two add the same page)
+        self._mutex = threading.RLock()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(coro)
+        with self._mutex:
+            return self._loop.run_until_complete(coro)
 
     def close(self) -> None:
-        self._run(self.client.close())
-        self._loop.close()
+        with self._mutex:
+            self._run(self.client.close())
+            self._loop.close()
 
     @property
     def payer(self) -> Keypair:
@@ -64,9 +71,10 @@ class RpcLedger(Replica):
         return bool(answer.value)
 
     def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
-        return self.send_transaction(
-            transaction(instructions, self._payer, signers, self.latest_blockhash())
-        )
+        with self._mutex:  # the blockhash it was signed on is the one it is sent with
+            return self.send_transaction(
+                transaction(instructions, self._payer, signers, self.latest_blockhash())
+            )
 
     def send_many(
         self, transactions: Sequence[tuple[Sequence[Instruction], Sequence[Keypair]]]
@@ -112,6 +120,10 @@ class RpcLedger(Replica):
         return None if value is None else bytes(value.data)
 
     def _sync(self) -> None:
+        with self._mutex:
+            self._fetch_newer()
+
+    def _fetch_newer(self) -> None:
         """Fetch the payer's transactions newer than the last seen, oldest first."""
         newer: list[Signature] = []
         before = None
