@@ -70,3 +70,28 @@ def test_pages_are_not_in_the_openapi_document(client: TestClient) -> None:
     paths = set(client.get("/openapi.json").json()["paths"])
     assert not paths & {"/", "/login", "/signup", "/me", "/orders", "/admin", "/explorer"}
     assert "/api/v1/orders" in paths and "/api/v1/auth/login" in paths
+
+
+def test_the_account_page_of_a_platform_without_a_market(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API without a market (create_app with no Trading): the page shows the wallet and
+    no orders, never a 500."""
+    monkeypatch.setenv("GTX_KEYSTORE_KEY", os.urandom(32).hex())
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    platform = Platform(tmp_path / "platform")
+    accounts = Accounts(platform.books, b"p" * 32)
+    client = TestClient(create_app(platform, ADMIN, None, accounts, auto_approve=True))
+    form = {"email": "kim@example.org", "password": "correct horse 1", "role": "consumer"}
+    r = client.post("/signup", data=form)
+    assert (r.status_code, r.url.path) == (200, "/me")
+    assert "kim@example.org" in r.text
+    orders = r.text.split('<table id="orders">')[1].split("</table>")[0]
+    assert orders.count("<tr>") == 1  # the heading only
+    assert (
+        client.post(
+            "/orders", data={"side": "buy", "quantity_wh": "1", "price_thb": "4"}
+        ).url.params["error"]
+        == "no market here"
+    )
+    platform.books.dispose()
