@@ -23,7 +23,7 @@ from gridtokenx.ledger import settlement as st
 from gridtokenx.ledger.backend import LedgerError
 from gridtokenx.market.config import Mechanism
 from gridtokenx.market.errors import OrderRejected
-from gridtokenx.services.trading import order_id
+from gridtokenx.services.market_base import order_id
 
 
 @pytest.fixture

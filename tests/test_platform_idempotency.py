@@ -105,7 +105,7 @@ def test_a_claim_cut_short_by_a_crash_is_freed_at_restart(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gridtokenx.adapters import idempotency as claims
-    from gridtokenx.services.trading import STALE_CLAIM_S
+    from gridtokenx.services.market_base import STALE_CLAIM_S
 
     s = site
     seller = signup(s.client, "s@x.org")

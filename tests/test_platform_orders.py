@@ -65,7 +65,7 @@ def test_bench_api_measures_a_baseline_with_the_same_client() -> None:
 def test_order_ids_grow_with_time() -> None:
     import time
 
-    from gridtokenx.services.trading import order_id
+    from gridtokenx.services.market_base import order_id
 
     first = order_id()
     time.sleep(0.002)
