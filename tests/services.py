@@ -54,16 +54,21 @@ def free_port() -> int:
     """A port nothing listens on, outside the ephemeral range; `up` also takes +11 and +12."""
     while True:
         port = random.randrange(*PORTS)
-        if port in _handed_out:
+        ports = (port, port + 11, port + 12)  # `up`'s co-signers: never handed out again
+        if _handed_out.intersection(ports):
             continue
-        _handed_out.add(port)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _handed_out.update((port + 11, port + 12))  # `up`'s co-signers: not given again
+        _handed_out.update(ports)
+        if all(_bindable(p) for p in ports):
             return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_port(port: int, timeout: float = 10) -> None:

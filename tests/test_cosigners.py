@@ -414,11 +414,12 @@ def processes(tmp_path: Path) -> Iterator[dict[str, Any]]:
         urls[role] = f"http://127.0.0.1:{port}"
         wait_port(port, timeout=60)
     try:
-        yield {"data": data, "urls": urls, "root": tmp_path}
+        yield {"data": data, "urls": urls, "root": tmp_path, "started": started}
     finally:
         for proc, log in started:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
             log.close()
 
 
@@ -572,3 +573,13 @@ def test_a_cosigner_on_a_taken_port_fails_and_never_says_ready(tmp_path: Path) -
     assert done.returncode == 3  # uvicorn's STARTUP_FAILURE
     assert "ready" not in done.stdout
     assert "address already in use" in done.stderr
+
+
+def test_a_cosigner_stops_cleanly_on_sigterm(processes: dict[str, Any]) -> None:
+    """SIGTERM: it stops serving and says so (exit 0), not ended by uvicorn's re-raise."""
+    for proc, _log in processes["started"]:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    for role in COSIGNERS:
+        said = (processes["root"] / f"{role}.log").read_text()
+        assert said.count(" ready\n") == 1 and said.endswith(f"cosigner {role} stopped\n"), said

@@ -443,6 +443,26 @@ def test_a_forwarded_request_carries_the_fronts_request_id() -> None:
     ]
 
 
+def test_a_platform_without_fronts_stops_cleanly_on_sigterm_with_orders_in_flight(
+    tmp_path: Path,
+) -> None:
+    """uvicorn raises a caught SIGTERM again once it stops serving, which ended the process
+    before its own shutdown (the market's stop, the ledger closed): `cli.common.serve`
+    returns instead, so it stops cleanly, exit 0, every placed order acknowledged."""
+    data = tmp_path / "data"
+    p = PlatformProcess(data).wait_ready()
+    users = [household(p.url, f"s{k}@example.org") for k in range(4)]
+    taken, refused = place_until_stopped(p, users, p.stop)  # SIGTERM, orders in flight
+    assert p.process.returncode == 0, p.output()[-3000:]
+    assert "platform stopped cleanly" in p.output()
+    assert p.output().count("platform: ready, API at") == 1
+    assert refused == []
+    found = orders_after_restart(data, users)
+    for uid, _token in users:
+        placed = sorted(i for i, status in found[uid].items() if status == "open")
+        assert placed == sorted(taken[uid])
+
+
 def test_a_stopped_core_answers_every_order_it_placed_through_its_front(tmp_path: Path) -> None:
     """SIGTERM to the core while a front has placements in flight: the front finishes its
     requests while the core still answers them, so every order that was placed reached its

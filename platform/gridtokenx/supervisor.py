@@ -78,8 +78,9 @@ class Child:
         died, shown with the failure (the log itself may be gone with a CI machine)."""
         try:
             with self.log.open("rb") as f:
-                f.seek(self.log_from)
-                tail = f.read()[-LAST_WORDS_BYTES:].decode(errors="replace").splitlines()
+                size = f.seek(0, 2)
+                f.seek(max(self.log_from, size - LAST_WORDS_BYTES))
+                tail = f.read().decode(errors="replace").splitlines()
         except OSError:
             return ""
         said = [line for line in tail if line.strip() and ACCESS_LINE not in line]

@@ -309,10 +309,10 @@ def up(
         )
         try:
             supervisor.start(platform)
-        except ChildFailed as err:  # the platform waited for a co-signer that died: its fault
+        except ChildFailed as err:  # it may have waited for a co-signer that died: say so
             dead = [c for c in cosigners if c.process is not None and not c.alive()]
-            if dead:
-                raise ChildFailed(dead[0].death()) from err
+            if dead and not supervisor.stopping.is_set():  # (not a Ctrl-C that ended both)
+                raise ChildFailed(f"{err}\nand before it, {dead[0].death()}") from err
             raise
         for cosigner in cosigners:
             supervisor.ready(cosigner, 60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def serve(app: Any, host: str, port: int, ready: str, **config: Any) -> None:
-    """uvicorn.run that prints `ready` once the port is bound, not before: a line that
-    says ready while the port may still be taken (then exit 1) misleads whoever reads it."""
+    """Serve until SIGTERM/SIGINT, then return, so the caller's own shutdown runs (uvicorn
+    raises a caught signal again once it stops serving: SIGTERM would end the process
+    there). `ready` is printed once the port is bound, not before: a line that says ready
+    while the port may still be taken misleads whoever reads it."""
     import uvicorn
 
     class Announcing(uvicorn.Server):
@@ -28,7 +31,13 @@ def serve(app: Any, host: str, port: int, ready: str, **config: Any) -> None:
             if self.started:
                 typer.echo(ready)
 
-    Announcing(uvicorn.Config(app, host=host, port=port, log_level="warning", **config)).run()
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    server = Announcing(uvicorn.Config(app, host=host, port=port, log_level="warning", **config))
+    with contextlib.suppress(KeyboardInterrupt):  # whatever uvicorn raises on a Ctrl-C
+        server.run()
 
 
 def emit(payload: dict[str, Any], as_json: bool) -> None:
