@@ -26,6 +26,9 @@ class RpcServer:
         self.slot = 1
         self.txs: list[tuple[Transaction, int]] = []  # landed, with their slot
         self.requests: list[str] = []
+        # while cleared, confirmations wait (outside the lock: other calls are answered)
+        self.confirming = threading.Event()
+        self.confirming.set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +59,8 @@ class RpcServer:
     def handle(self, call: dict[str, Any]) -> dict[str, Any]:
         method, params = call["method"], call.get("params", [])
         self.requests.append(method)
+        if method == "getSignatureStatuses":
+            self.confirming.wait(timeout=60)
         with self.lock:
             try:
                 result = getattr(self, method)(*params)

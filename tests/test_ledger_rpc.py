@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,4 +102,30 @@ def test_one_cluster_client_serves_many_threads_at_once(server: RpcServer, tmp_p
     memos = {f"thread {k} memo {j}" for k in range(6) for j in range(5)}
     assert memos <= set(index)
     assert sorted(index[m] for m in memos) == sorted(landed)
+    ledger.close()
+
+
+def test_a_read_does_not_wait_for_another_threads_send_to_confirm(
+    server: RpcServer, tmp_path: Path
+) -> None:
+    """A request thread's balance read while the group commit's send waits for its
+    confirmation (seconds on a cluster): answered at once, the send lands after."""
+    keys = Keystore(tmp_path / "keys.json", os.urandom(32))
+    payer = keys.ensure("payer")
+    server.svm.airdrop(payer.pubkey(), 1_000 * 10**9)
+    ledger = RpcLedger(server.url, payer)
+    server.confirming.clear()
+    landed: list[str] = []
+    sending = threading.Thread(target=lambda: landed.append(ledger.send([note("slow")], [])))
+    sending.start()
+    deadline = time.monotonic() + 30
+    while "getSignatureStatuses" not in server.requests:  # the send waits for confirmation
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ledger.account_data(payer.pubkey()) == b""  # answered while the send waits
+    assert ledger.rent(0) == server.svm.minimum_balance_for_rent_exemption(0)
+    assert sending.is_alive() and landed == []
+    server.confirming.set()
+    sending.join(timeout=30)
+    assert ledger.memo_index()["slow"] == landed[0]
     ledger.close()

@@ -33,24 +33,29 @@ T = TypeVar("T")
 
 class RpcLedger(Replica):
     def __init__(self, url: str, payer: Keypair, timeout: float = 30) -> None:
-        # solana-py 0.40 is async only; a private loop keeps this interface synchronous
+        # solana-py 0.40 is async only: its calls run on a loop in a thread of its own, so
+        # the platform's threads (requests, the group commit, the epoch clock) each wait
+        # for their own call only, a read never for another thread's send to confirm
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="solana-rpc", daemon=True
+        )
+        self._thread.start()
         self.client = AsyncClient(url, commitment=Confirmed, timeout=timeout, http2=False)
         self._payer = payer
         self._history = History()
         self._newest: Signature | None = None
-        # the platform calls its ledger from request threads, the group commit and the
-        # epoch clock at once: one loop runs one call at a time ("already running"
-        # otherwise), and a history fetch is one step (else two add the same page)
-        self._mutex = threading.RLock()
+        self._sending = threading.RLock()  # a send is one step: blockhash, send, confirm
+        self._syncing = threading.Lock()  # a history fetch too (else two add one page)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        with self._mutex:
-            return self._loop.run_until_complete(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
-        with self._mutex:
+        with self._sending, self._syncing:
             self._run(self.client.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
             self._loop.close()
 
     @property
@@ -71,7 +76,7 @@ class RpcLedger(Replica):
         return bool(answer.value)
 
     def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
-        with self._mutex:  # the blockhash it was signed on is the one it is sent with
+        with self._sending:  # the blockhash it was signed on is the one it is sent with
             return self.send_transaction(
                 transaction(instructions, self._payer, signers, self.latest_blockhash())
             )
@@ -89,16 +94,18 @@ class RpcLedger(Replica):
         return out
 
     def send_transaction(self, tx: Transaction) -> str:
-        try:
-            self._run(
-                self.client.send_raw_transaction(
-                    bytes(tx), opts=TxOpts(skip_confirmation=False, preflight_commitment=Confirmed)
+        with self._sending:
+            try:
+                self._run(
+                    self.client.send_raw_transaction(
+                        bytes(tx),
+                        opts=TxOpts(skip_confirmation=False, preflight_commitment=Confirmed),
+                    )
                 )
-            )
-        except RPCException as err:
-            raise LedgerError(error_code(str(err)), [str(err)]) from None
-        self._sync()
-        return str(tx.signatures[0])
+            except RPCException as err:
+                raise LedgerError(error_code(str(err)), [str(err)]) from None
+            self._sync()
+            return str(tx.signatures[0])
 
     def fund(self, address: Pubkey, lamports: int) -> None:
         from solders.system_program import TransferParams
@@ -120,7 +127,7 @@ class RpcLedger(Replica):
         return None if value is None else bytes(value.data)
 
     def _sync(self) -> None:
-        with self._mutex:
+        with self._syncing:
             self._fetch_newer()
 
     def _fetch_newer(self) -> None:
