@@ -19,14 +19,12 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, cast
 
-from solders.pubkey import Pubkey
 from sqlalchemy import exists, func, insert, select, update
 
 from gridtokenx import auditlog
 from gridtokenx.adapters import books, idempotency
 from gridtokenx.adapters.events import Event
 from gridtokenx.adapters.tables import epochs, market_executions, market_orders, users
-from gridtokenx.ledger import settlement as st
 from gridtokenx.market.engine import EpochOutcome, Market
 from gridtokenx.services import suspension
 from gridtokenx.services.exchange import Exchange
@@ -274,36 +272,11 @@ class Epochs(MarketBase):
             # before intents were opened with their order row): give it back
             with self.engine.connect() as c:
                 orphans = c.execute(
-                    select(books.orders).where(
+                    select(books.orders.c.order_id).where(
                         books.orders.c.status == "open",
                         ~exists().where(market_orders.c.order_id == books.orders.c.order_id),
                     )
-                ).all()
-                paid = books.released_of(c, [row.order_id for row in orphans])
-            for row in orphans:
-                left = int(row.escrowed) - paid.get(row.order_id, 0)
-                with self.engine.begin() as c:
-                    if left > 0:
-                        c.execute(
-                            books.refunds.insert().values(
-                                order_id=row.order_id,
-                                epoch=self.market.epoch,
-                                kind="cancel",
-                                owner=row.owner,
-                                asset=row.asset,
-                                amount=left,
-                            )
-                        )
-                    c.execute(
-                        books.orders.update()
-                        .where(books.orders.c.order_id == row.order_id)
-                        .values(status="closed")
-                    )
-                if left > 0:
-                    st.refund(
-                        self.platform.dep,
-                        row.order_id,
-                        Pubkey.from_string(row.owner),
-                        row.asset,
-                        left,
-                    )
+                ).scalars()
+                left_out = list(orphans)
+            if left_out:  # closed with a cancel refund, as a cancel is
+                self.exchange.refund_all(self.market.epoch, left_out, kind="cancel", pending=[])

@@ -331,12 +331,12 @@ class Exchange:
         order = self.market.order(order_id)
         if order is not None and order.is_live:
             self.market.cancel(order_id, owner)
-        self._refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
+        self.refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
         return None if order is None else order.filled_wh
 
     def cancel(self, order_id: str, owner: str) -> Order:
         order = self.market.cancel(order_id, owner)
-        self._refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
+        self.refund_all(self.market.epoch, {order_id}, kind="cancel", pending=self._trades)
         return order
 
     def clear(
@@ -400,7 +400,7 @@ class Exchange:
                 )
         if done is None:
             books.add_rows(self.engine, books.trades, rows)
-        self._refund_all(epoch, closing, kind="epoch", pending=[])
+        self.refund_all(epoch, closing, kind="epoch", pending=[])
         with self.engine.connect() as c:
             booked = c.execute(
                 select(books.trades)
@@ -431,7 +431,7 @@ class Exchange:
         signatures = uow.settle(epoch, settle_trades, refunds)
         return outcome, signatures
 
-    def _refund_all(
+    def refund_all(
         self, epoch: int, order_ids: Collection[str], kind: str, pending: list[Trade]
     ) -> None:
         """Close these orders in the books with a refund row for what escrow still holds;
