@@ -19,23 +19,13 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def serve(app: Any, host: str, port: int, ready: str, **config: Any) -> None:
-    """Serve until SIGTERM/SIGINT, then return, so the caller's own shutdown runs (uvicorn
-    raises a caught signal again once it stops serving: SIGTERM would end the process
-    there). `ready` is printed once the port is bound, not before: a line that says ready
-    while the port may still be taken misleads whoever reads it."""
+    """Serve until SIGTERM/SIGINT, then return, so the caller's own shutdown runs; `ready`
+    printed once the port is bound (`cli.server.Server`)."""
     import uvicorn
 
-    class Announcing(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                typer.echo(ready)
+    from gridtokenx.cli.server import Server
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    server = Announcing(uvicorn.Config(app, host=host, port=port, log_level="warning", **config))
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", **config), ready)
     with contextlib.suppress(KeyboardInterrupt):  # whatever uvicorn raises on a Ctrl-C
         server.run()
 

@@ -14,24 +14,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import typer
 import uvicorn
 from fastapi import FastAPI
 
 from gridtokenx.api.fronts import CORE_SOCKET, PLACEMENT_SOCKET, PlacementServer
+from gridtokenx.cli.server import Server
 
 READY_S = 120.0  # a front's start: the imports take a few seconds on a slow machine
-
-
-class _Server(uvicorn.Server):
-    """uvicorn raises a caught SIGTERM again once it has stopped serving, which would end
-    the process before it stops its fronts and releases what it holds: here it does not."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
 
 
 def socket_paths(data: Path) -> tuple[Path, Path, int]:
@@ -81,7 +72,7 @@ def serve_with_fronts(
     core, placements, lock = socket_paths(data)
     listener = _unix_listener(core)
     config = uvicorn.Config(app, log_level="warning", proxy_headers=False)
-    server = _Server(config)
+    server = Server(config)
     placement: PlacementServer = app.state.placements
     children: list[subprocess.Popen[bytes] | None] = [None] * fronts
 
